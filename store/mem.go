@@ -1,0 +1,122 @@
+package store
+
+import (
+	"bytes"
+	"sort"
+	"sync"
+)
+
+// Mem is an in-memory twin of DB with the same contract, for tests of the
+// packages built on the store. Sync is a no-op: nothing it holds survives
+// the process.
+type Mem struct {
+	mu     sync.RWMutex
+	kv     map[string][]byte
+	closed bool
+}
+
+// NewMem returns an empty in-memory store.
+func NewMem() *Mem { return &Mem{kv: map[string][]byte{}} }
+
+// Get returns a copy of the value stored under key, or ErrNotFound.
+func (m *Mem) Get(key []byte) ([]byte, error) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	if m.closed {
+		return nil, ErrClosed
+	}
+	v, ok := m.kv[string(key)]
+	if !ok {
+		return nil, ErrNotFound
+	}
+	return bytes.Clone(v), nil
+}
+
+// memBatch collects the writes of one update; a nil value is a delete.
+type memBatch struct {
+	keys []string
+	vals [][]byte
+}
+
+func (b *memBatch) Set(key, val []byte) error {
+	v := bytes.Clone(val)
+	if v == nil {
+		v = []byte{} // nil marks a delete
+	}
+	b.keys, b.vals = append(b.keys, string(key)), append(b.vals, v)
+	return nil
+}
+
+func (b *memBatch) Delete(key []byte) error {
+	b.keys, b.vals = append(b.keys, string(key)), append(b.vals, nil)
+	return nil
+}
+
+// Update applies the writes fn makes atomically: all of them, or none if fn
+// fails.
+func (m *Mem) Update(fn func(w Writer) error) error {
+	var b memBatch
+	if err := fn(&b); err != nil {
+		return err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return ErrClosed
+	}
+	for i, k := range b.keys {
+		if b.vals[i] == nil {
+			delete(m.kv, k)
+		} else {
+			m.kv[k] = b.vals[i]
+		}
+	}
+	return nil
+}
+
+// Scan calls fn for every key with the given prefix, in ascending key order,
+// until fn returns an error, which Scan then returns. It works on a snapshot
+// of the matching keys, so fn may write to the store.
+func (m *Mem) Scan(prefix []byte, fn func(key, val []byte) error) error {
+	m.mu.RLock()
+	if m.closed {
+		m.mu.RUnlock()
+		return ErrClosed
+	}
+	var keys []string
+	for k := range m.kv {
+		if bytes.HasPrefix([]byte(k), prefix) {
+			keys = append(keys, k)
+		}
+	}
+	vals := make(map[string][]byte, len(keys))
+	for _, k := range keys {
+		vals[k] = m.kv[k]
+	}
+	m.mu.RUnlock()
+	sort.Strings(keys)
+	for _, k := range keys {
+		if err := fn([]byte(k), bytes.Clone(vals[k])); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Sync does nothing but report whether the store is open.
+func (m *Mem) Sync() error {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	if m.closed {
+		return ErrClosed
+	}
+	return nil
+}
+
+// Close empties the store. Later calls to any method return ErrClosed.
+func (m *Mem) Close() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.closed, m.kv = true, nil
+	return nil
+}

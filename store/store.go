@@ -1,0 +1,421 @@
+package store
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+)
+
+// Errors callers branch on. Every error a DB returns wraps one of these or
+// the underlying I/O error, with the operation and directory for context.
+var (
+	// ErrNotFound is returned by Get for a key that is not stored.
+	ErrNotFound = errors.New("key not found")
+	// ErrNoDir means the data directory, or the directory that should hold
+	// it, does not exist or is not a directory.
+	ErrNoDir = errors.New("data directory missing")
+	// ErrLocked means another process has the data directory open.
+	ErrLocked = errors.New("data directory in use by another process")
+	// ErrNoSpace means the data directory's file system is full, or has less
+	// free space than Options.MinFreeBytes at Open.
+	ErrNoSpace = errors.New("no space left in data directory")
+	// ErrClosed is returned by every method called after Close.
+	ErrClosed = errors.New("store closed")
+)
+
+// Options configure Open. The zero value of every field but Dir picks the
+// default given beside it.
+type Options struct {
+	// Dir is the data directory. Open creates it if its parent exists.
+	Dir string
+	// MinFreeBytes is the free space the store keeps in reserve on Dir's
+	// file system: Open and Update fail with ErrNoSpace below it. Badger
+	// writes through memory-mapped files, and a write to a mapped page the
+	// file system cannot back kills the process with SIGBUS instead of
+	// returning an error; the reserve keeps that from happening, provided
+	// no other process eats it. Default 256 MiB; negative disables it.
+	MinFreeBytes int64
+	// MemTableBytes is the size of one Badger memtable. Default 16 MiB; two
+	// are kept, so this bounds most of the write buffer's memory.
+	MemTableBytes int64
+	// CacheBytes is the size of each of Badger's block and index caches.
+	// Default 16 MiB.
+	CacheBytes int64
+	// GCInterval is how often the value log is garbage collected.
+	// Default 5 minutes; negative disables it.
+	GCInterval time.Duration
+	// Logger receives Badger's warnings and errors; nil discards them.
+	Logger *slog.Logger
+}
+
+func (o *Options) setDefaults() error {
+	if o.Dir == "" {
+		return fmt.Errorf("store: %w: no directory given", ErrNoDir)
+	}
+	if o.MinFreeBytes == 0 {
+		o.MinFreeBytes = 256 << 20
+	}
+	if o.MemTableBytes == 0 {
+		o.MemTableBytes = 16 << 20
+	}
+	if o.MemTableBytes < 1<<20 {
+		return fmt.Errorf("store: MemTableBytes %d is below 1 MiB", o.MemTableBytes)
+	}
+	if o.CacheBytes == 0 {
+		o.CacheBytes = 16 << 20
+	}
+	if o.GCInterval == 0 {
+		o.GCInterval = 5 * time.Minute
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	return nil
+}
+
+// DB is a node's local database: one Badger DB in the data directory, held
+// under an exclusive lock so no two processes share it. It is safe for
+// concurrent use.
+type DB struct {
+	dir     string
+	reserve int64
+	// space throttles free-space checks; see checkSpace.
+	space struct {
+		sync.Mutex
+		written int64
+		checked time.Time
+		free    int64
+	}
+	bdb   *badger.DB
+	lock  *os.File
+	log   *slog.Logger
+	stop  chan struct{}
+	done  chan struct{}
+	close sync.Once
+}
+
+// Open opens or creates the database in opts.Dir. It fails with an error
+// wrapping ErrNoDir, ErrLocked or ErrNoSpace when the directory is missing,
+// held by another process, or full.
+func Open(opts Options) (*DB, error) {
+	if err := opts.setDefaults(); err != nil {
+		return nil, err
+	}
+	dir, err := filepath.Abs(opts.Dir)
+	if err != nil {
+		return nil, fmt.Errorf("store: data directory %s: %w", opts.Dir, err)
+	}
+	if err := ensureDir(dir); err != nil {
+		return nil, err
+	}
+	lock, err := lockDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	db := &DB{dir: dir, reserve: opts.MinFreeBytes, lock: lock, log: opts.Logger, stop: make(chan struct{}), done: make(chan struct{})}
+	if err := db.checkSpace(0); err != nil {
+		lock.Close()
+		return nil, err
+	}
+	bo := badger.DefaultOptions(filepath.Join(dir, "db")).
+		WithLogger(badgerLogger{opts.Logger}).
+		WithMemTableSize(opts.MemTableBytes).
+		WithNumMemtables(2).
+		WithBlockCacheSize(opts.CacheBytes).
+		WithIndexCacheSize(opts.CacheBytes).
+		WithNumCompactors(2).
+		WithValueLogFileSize(64 << 20).
+		WithValueThreshold(min(1<<20, opts.MemTableBytes/8)).
+		WithDetectConflicts(false)
+	if db.bdb, err = badger.Open(bo); err != nil {
+		lock.Close()
+		return nil, wrap("open "+dir, err)
+	}
+	go db.gcLoop(opts.GCInterval)
+	return db, nil
+}
+
+// ensureDir creates dir if its parent exists, and checks it is a directory.
+func ensureDir(dir string) error {
+	fi, err := os.Stat(dir)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		parent := filepath.Dir(dir)
+		if pfi, perr := os.Stat(parent); perr != nil || !pfi.IsDir() {
+			return fmt.Errorf("store: data directory %s: %w: parent %s does not exist", dir, ErrNoDir, parent)
+		}
+		if err := os.Mkdir(dir, 0o700); err != nil {
+			return fmt.Errorf("store: create data directory: %w", err)
+		}
+		return nil
+	case err != nil:
+		return fmt.Errorf("store: data directory: %w", err)
+	case !fi.IsDir():
+		return fmt.Errorf("store: data directory %s: %w: it is not a directory", dir, ErrNoDir)
+	}
+	return nil
+}
+
+// lockDir takes an exclusive, non-blocking lock on dir/difuse.lock and
+// writes this process's id into it. The kernel drops the lock when the
+// process dies, so a kill -9 never leaves a stale lock behind.
+func lockDir(dir string) (*os.File, error) {
+	name := filepath.Join(dir, "difuse.lock")
+	f, err := os.OpenFile(name, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, wrap("lock data directory", err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		owner, _ := os.ReadFile(name)
+		f.Close()
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			pid := strings.TrimSpace(string(owner))
+			if _, perr := strconv.Atoi(pid); perr != nil {
+				pid = "unknown"
+			}
+			return nil, fmt.Errorf("store: data directory %s: %w (pid %s)", dir, ErrLocked, pid)
+		}
+		return nil, fmt.Errorf("store: lock data directory %s: %w", dir, err)
+	}
+	if err := f.Truncate(0); err == nil {
+		_, err = f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
+		if err != nil {
+			f.Close()
+			return nil, wrap("lock data directory", err)
+		}
+	}
+	return f, nil
+}
+
+const (
+	// spaceCheckBytes and spaceCheckAge bound how much may be written, and
+	// how long may pass, between two looks at the free space.
+	spaceCheckBytes = 4 << 20
+	spaceCheckAge   = time.Second
+)
+
+// checkSpace accounts for n bytes about to be written and fails with
+// ErrNoSpace when the file system's free space is below the reserve. It
+// calls statfs only every spaceCheckBytes or spaceCheckAge, so small writes
+// stay cheap.
+func (db *DB) checkSpace(n int64) error {
+	if db.reserve <= 0 {
+		return nil
+	}
+	s := &db.space
+	s.Lock()
+	defer s.Unlock()
+	s.written += n
+	if s.written >= spaceCheckBytes || time.Since(s.checked) >= spaceCheckAge || s.free < db.reserve {
+		free, err := freeBytes(db.dir)
+		if err != nil {
+			return fmt.Errorf("store: data directory %s: %w", db.dir, err)
+		}
+		s.free, s.written, s.checked = free, 0, time.Now()
+	}
+	if s.free-s.written < db.reserve {
+		return fmt.Errorf("store: data directory %s: %w: %d MiB free, %d MiB kept in reserve",
+			db.dir, ErrNoSpace, s.free>>20, db.reserve>>20)
+	}
+	return nil
+}
+
+func freeBytes(dir string) (int64, error) {
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(dir, &st); err != nil {
+		return 0, err
+	}
+	return int64(st.Bavail) * st.Bsize, nil
+}
+
+// wrap adds context to err and marks a full disk with ErrNoSpace.
+func wrap(op string, err error) error {
+	if errors.Is(err, syscall.ENOSPC) {
+		return fmt.Errorf("store: %s: %w: %w", op, ErrNoSpace, err)
+	}
+	return fmt.Errorf("store: %s: %w", op, err)
+}
+
+// Get returns a copy of the value stored under key, or ErrNotFound.
+func (db *DB) Get(key []byte) ([]byte, error) {
+	var val []byte
+	err := db.bdb.View(func(txn *badger.Txn) error {
+		item, err := txn.Get(key)
+		if err != nil {
+			return err
+		}
+		val, err = item.ValueCopy(nil)
+		return err
+	})
+	switch {
+	case errors.Is(err, badger.ErrKeyNotFound):
+		return nil, ErrNotFound
+	case errors.Is(err, badger.ErrDBClosed):
+		return nil, ErrClosed
+	case err != nil:
+		return nil, wrap("get", err)
+	}
+	return val, nil
+}
+
+// Writer receives the writes of one atomic update. It keeps the slices it
+// is given until the update returns; callers must not change them before.
+type Writer interface {
+	Set(key, val []byte) error
+	Delete(key []byte) error
+}
+
+// Update applies the writes fn makes atomically: all of them or none. They
+// are in the operating system's buffers when Update returns; call Sync to
+// make them durable.
+func (db *DB) Update(fn func(w Writer) error) error {
+	w := &txnWriter{}
+	err := db.bdb.Update(func(txn *badger.Txn) error {
+		w.txn = txn
+		if err := fn(w); err != nil {
+			return err
+		}
+		return db.checkSpace(w.bytes)
+	})
+	switch {
+	case errors.Is(err, badger.ErrDBClosed):
+		return ErrClosed
+	case errors.Is(err, ErrNoSpace):
+		return err
+	case err != nil:
+		return wrap("update", err)
+	}
+	return nil
+}
+
+// txnWriter counts the bytes an update writes, for checkSpace.
+type txnWriter struct {
+	txn   *badger.Txn
+	bytes int64
+}
+
+func (w *txnWriter) Set(key, val []byte) error {
+	w.bytes += int64(len(key) + len(val))
+	return w.txn.Set(key, val)
+}
+
+func (w *txnWriter) Delete(key []byte) error {
+	w.bytes += int64(len(key))
+	return w.txn.Delete(key)
+}
+
+// Scan calls fn for every key with the given prefix, in ascending key order,
+// until fn returns an error, which Scan then returns. key and val are valid
+// only until fn returns.
+func (db *DB) Scan(prefix []byte, fn func(key, val []byte) error) error {
+	err := db.bdb.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix, PrefetchValues: false})
+		defer it.Close()
+		var val []byte
+		for it.Seek(prefix); it.ValidForPrefix(prefix); it.Next() {
+			item := it.Item()
+			var err error
+			if val, err = item.ValueCopy(val[:0]); err != nil {
+				return wrap("scan", err)
+			}
+			if err := fn(item.Key(), val); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if errors.Is(err, badger.ErrDBClosed) {
+		return ErrClosed
+	}
+	return err
+}
+
+// Sync makes every write that Update has returned from durable.
+func (db *DB) Sync() error {
+	if err := db.bdb.Sync(); err != nil {
+		if errors.Is(err, badger.ErrDBClosed) {
+			return ErrClosed
+		}
+		return wrap("sync", err)
+	}
+	return nil
+}
+
+// Stats describes the database's size on disk.
+type Stats struct {
+	LSMBytes  int64 `json:"lsm_bytes"`
+	VlogBytes int64 `json:"vlog_bytes"`
+	FreeBytes int64 `json:"free_bytes"`
+}
+
+// Stats returns the database's current size and the free space left.
+func (db *DB) Stats() Stats {
+	lsm, vlog := db.bdb.Size()
+	free, _ := freeBytes(db.dir)
+	return Stats{LSMBytes: lsm, VlogBytes: vlog, FreeBytes: free}
+}
+
+// Dir returns the absolute path of the data directory.
+func (db *DB) Dir() string { return db.dir }
+
+// gcLoop garbage collects the value log every interval until Close.
+func (db *DB) gcLoop(interval time.Duration) {
+	defer close(db.done)
+	if interval < 0 {
+		<-db.stop
+		return
+	}
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-db.stop:
+			return
+		case <-t.C:
+			for db.bdb.RunValueLogGC(0.5) == nil {
+			}
+		}
+	}
+}
+
+// Close flushes and closes the database and releases the directory lock.
+// It is safe to call more than once; later calls return nil.
+func (db *DB) Close() error {
+	var err error
+	db.close.Do(func() {
+		close(db.stop)
+		<-db.done
+		err = db.bdb.Close()
+		if lerr := db.lock.Close(); err == nil {
+			err = lerr
+		}
+		if err != nil {
+			err = wrap("close", err)
+		}
+	})
+	return err
+}
+
+// badgerLogger sends Badger's log lines to slog. Badger's info lines are
+// routine (compactions, replay progress), so they go out at debug level.
+type badgerLogger struct{ log *slog.Logger }
+
+func (l badgerLogger) Errorf(f string, a ...any)   { l.log.Error(l.msg(f, a), "component", "badger") }
+func (l badgerLogger) Warningf(f string, a ...any) { l.log.Warn(l.msg(f, a), "component", "badger") }
+func (l badgerLogger) Infof(f string, a ...any)    { l.log.Debug(l.msg(f, a), "component", "badger") }
+func (l badgerLogger) Debugf(f string, a ...any)   { l.log.Debug(l.msg(f, a), "component", "badger") }
+
+func (badgerLogger) msg(f string, a []any) string {
+	return string(bytes.TrimSpace(fmt.Appendf(nil, f, a...)))
+}
