@@ -1,0 +1,7 @@
+// Package client is the Go client of a difuse node's gRPC services, used by
+// the CLI, the mount and other nodes, and the home of the types those
+// services exchange (NodeInfo, Status) with their FlatBuffers encodings.
+//
+// It speaks to one node at a time; it does not route by key or hold a view
+// of the ring.
+package client

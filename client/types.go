@@ -1,0 +1,93 @@
+package client
+
+import (
+	"time"
+
+	flatbuffers "github.com/google/flatbuffers/go"
+
+	"github.com/difuse/difuse/wire/fb"
+)
+
+// NodeInfo identifies a node and says where to reach it.
+type NodeInfo struct {
+	ID       string `json:"id"`
+	GRPCAddr string `json:"grpc_addr"`
+	HTTPAddr string `json:"http_addr"`
+	Version  string `json:"version"`
+}
+
+// StoreStats describes a node's local database.
+type StoreStats struct {
+	LSMBytes  int64 `json:"lsm_bytes"`
+	VlogBytes int64 `json:"vlog_bytes"`
+	FreeBytes int64 `json:"free_bytes"`
+}
+
+// Status is a node's view of itself, as /v1/status and the Status call
+// return it.
+type Status struct {
+	Node       NodeInfo   `json:"node"`
+	Started    time.Time  `json:"started"`
+	DataDir    string     `json:"data_dir"`
+	JoinedVia  string     `json:"joined_via,omitempty"`
+	Store      StoreStats `json:"store"`
+	RSSBytes   int64      `json:"rss_bytes"`
+	Goroutines int        `json:"goroutines"`
+}
+
+// EncodeNodeInfo adds n to b and returns its offset.
+func EncodeNodeInfo(b *flatbuffers.Builder, n NodeInfo) flatbuffers.UOffsetT {
+	id, ga, ha, ver := b.CreateString(n.ID), b.CreateString(n.GRPCAddr), b.CreateString(n.HTTPAddr), b.CreateString(n.Version)
+	fb.NodeInfoStart(b)
+	fb.NodeInfoAddId(b, id)
+	fb.NodeInfoAddGrpcAddr(b, ga)
+	fb.NodeInfoAddHttpAddr(b, ha)
+	fb.NodeInfoAddVersion(b, ver)
+	return fb.NodeInfoEnd(b)
+}
+
+// DecodeNodeInfo reads a verified NodeInfo table; nil gives the zero value.
+func DecodeNodeInfo(t *fb.NodeInfo) NodeInfo {
+	if t == nil {
+		return NodeInfo{}
+	}
+	return NodeInfo{ID: string(t.Id()), GRPCAddr: string(t.GrpcAddr()), HTTPAddr: string(t.HttpAddr()), Version: string(t.Version())}
+}
+
+// EncodeStatus returns a finished builder holding s as a StatusReply.
+func EncodeStatus(s Status) *flatbuffers.Builder {
+	b := flatbuffers.NewBuilder(256)
+	node := EncodeNodeInfo(b, s.Node)
+	dir, via := b.CreateString(s.DataDir), b.CreateString(s.JoinedVia)
+	fb.StoreStatsStart(b)
+	fb.StoreStatsAddLsmBytes(b, s.Store.LSMBytes)
+	fb.StoreStatsAddVlogBytes(b, s.Store.VlogBytes)
+	fb.StoreStatsAddFreeBytes(b, s.Store.FreeBytes)
+	st := fb.StoreStatsEnd(b)
+	fb.StatusReplyStart(b)
+	fb.StatusReplyAddNode(b, node)
+	fb.StatusReplyAddStartUnixNano(b, s.Started.UnixNano())
+	fb.StatusReplyAddDataDir(b, dir)
+	fb.StatusReplyAddJoinedVia(b, via)
+	fb.StatusReplyAddStore(b, st)
+	fb.StatusReplyAddRssBytes(b, s.RSSBytes)
+	fb.StatusReplyAddGoroutines(b, int32(s.Goroutines))
+	b.Finish(fb.StatusReplyEnd(b))
+	return b
+}
+
+// DecodeStatus reads a verified StatusReply.
+func DecodeStatus(r *fb.StatusReply) Status {
+	s := Status{
+		Node:       DecodeNodeInfo(r.Node(nil)),
+		Started:    time.Unix(0, r.StartUnixNano()),
+		DataDir:    string(r.DataDir()),
+		JoinedVia:  string(r.JoinedVia()),
+		RSSBytes:   r.RssBytes(),
+		Goroutines: int(r.Goroutines()),
+	}
+	if st := r.Store(nil); st != nil {
+		s.Store = StoreStats{LSMBytes: st.LsmBytes(), VlogBytes: st.VlogBytes(), FreeBytes: st.FreeBytes()}
+	}
+	return s
+}

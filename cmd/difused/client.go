@@ -1,0 +1,112 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"slices"
+	"time"
+
+	"github.com/difuse/difuse/client"
+)
+
+// clientFlags parses the flags shared by the client subcommands.
+func clientFlags(name string, stderr io.Writer) (*flag.FlagSet, *time.Duration) {
+	fs := flag.NewFlagSet("difused "+name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	timeout := fs.Duration("timeout", 5*time.Second, "give up after this `duration`")
+	return fs, timeout
+}
+
+func cmdStatus(args []string, stdout, stderr io.Writer) int {
+	fs, timeout := clientFlags("status", stderr)
+	addr := fs.String("b", defaultGRPC, "gRPC `address` of the node to ask")
+	if err := fs.Parse(args); err != nil {
+		return exitUsage
+	}
+	c, err := client.Dial(*addr)
+	if err != nil {
+		fmt.Fprintf(stderr, "difused status: %v\n", err)
+		return exitFailure
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
+	defer cancel()
+	st, err := c.Status(ctx)
+	if err != nil {
+		fmt.Fprintf(stderr, "difused status: %v\n", err)
+		return exitFailure
+	}
+	printStatus(stdout, st)
+	return 0
+}
+
+func printStatus(w io.Writer, st client.Status) {
+	fmt.Fprintf(w, "node        %s (version %s)\n", st.Node.ID, st.Node.Version)
+	fmt.Fprintf(w, "gRPC        %s\n", st.Node.GRPCAddr)
+	fmt.Fprintf(w, "HTTP        http://%s/\n", st.Node.HTTPAddr)
+	fmt.Fprintf(w, "up          %s (since %s)\n", time.Since(st.Started).Round(time.Second), st.Started.Format(time.RFC3339))
+	if st.JoinedVia != "" {
+		fmt.Fprintf(w, "joined via  %s\n", st.JoinedVia)
+	}
+	fmt.Fprintf(w, "data        %s\n", st.DataDir)
+	fmt.Fprintf(w, "store       %s LSM, %s value log, %s free\n", mib(st.Store.LSMBytes), mib(st.Store.VlogBytes), mib(st.Store.FreeBytes))
+	fmt.Fprintf(w, "memory      %s resident, %d goroutines\n", mib(st.RSSBytes), st.Goroutines)
+}
+
+func mib(n int64) string { return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20)) }
+
+func cmdPing(args []string, stdout, stderr io.Writer) int {
+	fs, timeout := clientFlags("ping", stderr)
+	count := fs.Int("n", 5, "number of pings")
+	size := fs.Int("size", 0, "payload `bytes` per ping")
+	if err := fs.Parse(args); err != nil {
+		return exitUsage
+	}
+	addr := defaultGRPC
+	switch fs.NArg() {
+	case 0:
+	case 1:
+		addr = fs.Arg(0)
+	default:
+		fmt.Fprintln(stderr, "difused ping: want at most one address")
+		return exitUsage
+	}
+	if *count < 1 || *size < 0 || *size > 3<<20 {
+		fmt.Fprintln(stderr, "difused ping: -n must be at least 1 and -size between 0 and 3 MiB")
+		return exitUsage
+	}
+	c, err := client.Dial(addr)
+	if err != nil {
+		fmt.Fprintf(stderr, "difused ping: %v\n", err)
+		return exitFailure
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
+	defer cancel()
+	info, err := c.Ping(ctx)
+	if err != nil {
+		fmt.Fprintf(stderr, "difused ping: %v\n", err)
+		return exitFailure
+	}
+	fmt.Fprintf(stdout, "PING %s (node %s), %d bytes\n", addr, info.ID, *size)
+	var rtts []time.Duration
+	err = c.PingStream(ctx, *count, *size, func(seq int, rtt time.Duration) {
+		rtts = append(rtts, rtt)
+		fmt.Fprintf(stdout, "seq=%d time=%s\n", seq, rtt.Round(time.Microsecond))
+	})
+	if err != nil {
+		fmt.Fprintf(stderr, "difused ping: %v\n", err)
+		return exitFailure
+	}
+	slices.Sort(rtts)
+	var sum time.Duration
+	for _, r := range rtts {
+		sum += r
+	}
+	fmt.Fprintf(stdout, "%d pings: min %s, median %s, mean %s, max %s\n", len(rtts),
+		rtts[0].Round(time.Microsecond), rtts[len(rtts)/2].Round(time.Microsecond),
+		(sum / time.Duration(len(rtts))).Round(time.Microsecond), rtts[len(rtts)-1].Round(time.Microsecond))
+	return 0
+}

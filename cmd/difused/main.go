@@ -1,0 +1,162 @@
+// Command difused is the difuse node daemon. Run with no subcommand it
+// serves a node; its subcommands query running nodes:
+//
+//	difused [-b grpc-addr] [-a http-addr] [-j join-addr] [-d data-dir]
+//	difused status [-b grpc-addr]
+//	difused ping [-n count] [-size bytes] [grpc-addr]
+//
+// Exit codes: 0 success, 1 other failure, 2 bad usage, 3 data directory
+// missing, locked or full, 4 address unavailable, 5 cluster to join
+// unreachable.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+
+	"github.com/difuse/difuse/node"
+	"github.com/difuse/difuse/store"
+)
+
+// Exit codes.
+const (
+	exitFailure = 1
+	exitUsage   = 2
+	exitDataDir = 3
+	exitListen  = 4
+	exitJoin    = 5
+)
+
+// defaultGRPC is the node's default gRPC address; the client subcommands
+// talk to it unless told otherwise.
+const defaultGRPC = "127.0.0.1:4624"
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// run executes one command line and returns the exit code.
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 {
+		switch args[0] {
+		case "status":
+			return cmdStatus(args[1:], stdout, stderr)
+		case "ping":
+			return cmdPing(args[1:], stdout, stderr)
+		}
+	}
+	return cmdServe(args, stderr)
+}
+
+func cmdServe(args []string, stderr io.Writer) int {
+	fs := flag.NewFlagSet("difused", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, `Usage: difused [flags]          serve a node
+       difused status [flags]   print a node's status
+       difused ping [flags] ADDR measure round trips to a node
+
+Flags of difused:
+`)
+		fs.PrintDefaults()
+	}
+	grpcAddr := fs.String("b", defaultGRPC, "gRPC bind `address`")
+	httpAddr := fs.String("a", "127.0.0.1:9090", "HTTP bind `address`")
+	join := fs.String("j", "", "gRPC `address` of a node of the cluster to join (none: start a new cluster)")
+	dir := fs.String("d", "", "data `directory` (default $XDG_DATA_HOME/difuse/PORT, else ~/.local/share/difuse/PORT)")
+	minFree := fs.Int64("min-free-mb", 256, "free space in `MiB` kept in reserve on the data directory's file system")
+	logLevel := fs.String("log-level", "info", "log `level`: debug, info, warn or error")
+	logJSON := fs.Bool("log-json", false, "log JSON lines instead of text")
+	if err := fs.Parse(args); err != nil {
+		return exitUsage
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "difused: unexpected argument %q\n", fs.Arg(0))
+		fs.Usage()
+		return exitUsage
+	}
+	log, err := newLogger(stderr, *logLevel, *logJSON)
+	if err != nil {
+		fmt.Fprintf(stderr, "difused: %v\n", err)
+		return exitUsage
+	}
+	if *dir == "" {
+		if *dir, err = defaultDataDir(*grpcAddr); err != nil {
+			log.Error("no data directory", "err", err)
+			return exitDataDir
+		}
+	}
+
+	n, err := node.New(node.Config{
+		GRPCAddr: *grpcAddr,
+		HTTPAddr: *httpAddr,
+		Join:     *join,
+		Store:    store.Options{Dir: *dir, MinFreeBytes: *minFree << 20},
+		Logger:   log,
+	})
+	if err != nil {
+		log.Error("cannot start", "err", err)
+		return exitCode(err)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	if err := n.Run(ctx); err != nil {
+		log.Error("stopped with an error", "err", err)
+		return exitCode(err)
+	}
+	return 0
+}
+
+// exitCode maps a start or run error to the documented exit codes.
+func exitCode(err error) int {
+	switch {
+	case errors.Is(err, store.ErrNoDir), errors.Is(err, store.ErrLocked), errors.Is(err, store.ErrNoSpace),
+		errors.Is(err, os.ErrPermission):
+		return exitDataDir
+	case errors.Is(err, node.ErrListen):
+		return exitListen
+	case errors.Is(err, node.ErrJoin):
+		return exitJoin
+	}
+	return exitFailure
+}
+
+// defaultDataDir returns the per-user data directory for a node serving on
+// grpcAddr, creating its parents.
+func defaultDataDir(grpcAddr string) (string, error) {
+	base := os.Getenv("XDG_DATA_HOME")
+	if base == "" {
+		home, err := os.UserHomeDir()
+		if err != nil {
+			return "", fmt.Errorf("no -d given and no home directory: %w", err)
+		}
+		base = filepath.Join(home, ".local", "share")
+	}
+	port := grpcAddr[strings.LastIndex(grpcAddr, ":")+1:]
+	parent := filepath.Join(base, "difuse")
+	if err := os.MkdirAll(parent, 0o700); err != nil {
+		return "", fmt.Errorf("create %s: %w", parent, err)
+	}
+	return filepath.Join(parent, port), nil
+}
+
+func newLogger(w io.Writer, level string, json bool) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("bad -log-level %q: want debug, info, warn or error", level)
+	}
+	opts := &slog.HandlerOptions{Level: lv}
+	if json {
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return slog.New(slog.NewTextHandler(w, opts)), nil
+}

@@ -1,0 +1,109 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/difuse/difuse/client"
+	"github.com/difuse/difuse/internal/proctest"
+)
+
+var serving = regexp.MustCompile(`msg="node serving" id=(\w+) grpc=(\S+) http=(\S+)`)
+
+func startDaemon(t *testing.T, dir string, extra ...string) (*proctest.Proc, []string) {
+	t.Helper()
+	args := append([]string{"-b", "127.0.0.1:0", "-a", "127.0.0.1:0", "-d", dir}, extra...)
+	p := proctest.Start(t, "difused", args...)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	m, err := p.WaitLog(ctx, serving)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p, m
+}
+
+// The daemon serves status over HTTP, stops cleanly on SIGTERM and SIGINT,
+// and comes back with the same identity on the same directory.
+func TestServeStopRestart(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "node")
+	p, m := startDaemon(t, dir)
+	resp, err := http.Get("http://" + m[3] + "/v1/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st client.Status
+	err = json.NewDecoder(resp.Body).Decode(&st)
+	resp.Body.Close()
+	if err != nil || st.Node.ID != m[1] {
+		t.Fatalf("status %+v, %v", st, err)
+	}
+	for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGINT} {
+		if err := p.Signal(sig); err != nil {
+			t.Fatal(err)
+		}
+		if code, err := p.Wait(30 * time.Second); err != nil || code != 0 {
+			t.Fatalf("after %v: exit %d, %v\n%s", sig, code, err, p.Log())
+		}
+		if !strings.Contains(p.Log(), `msg="node stopped"`) {
+			t.Fatalf("no clean stop logged:\n%s", p.Log())
+		}
+		var again []string
+		p, again = startDaemon(t, dir)
+		if again[1] != m[1] {
+			t.Fatalf("identity changed across restart: %s then %s", m[1], again[1])
+		}
+	}
+}
+
+func TestExitCodes(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "held")
+	_, m := startDaemon(t, dir)
+	cases := []struct {
+		name string
+		args []string
+		code int
+		msg  string
+	}{
+		{"bad flag", []string{"-nope"}, exitUsage, "flag provided but not defined"},
+		{"locked", []string{"-b", "127.0.0.1:0", "-a", "127.0.0.1:0", "-d", dir}, exitDataDir, "in use by another process"},
+		{"missing parent", []string{"-b", "127.0.0.1:0", "-a", "127.0.0.1:0", "-d", "/nonexistent/difuse/x"}, exitDataDir, "does not exist"},
+		{"address in use", []string{"-b", m[2], "-a", "127.0.0.1:0", "-d", t.TempDir()}, exitListen, "address already in use"},
+		{"join unreachable", []string{"-b", "127.0.0.1:0", "-a", "127.0.0.1:0", "-d", t.TempDir(), "-j", "127.0.0.1:1"}, exitJoin, "cannot join"},
+	}
+	for _, c := range cases {
+		p := proctest.Start(t, "difused", c.args...)
+		code, err := p.Wait(60 * time.Second)
+		if err != nil || code != c.code || !strings.Contains(p.Log(), c.msg) {
+			t.Errorf("%s: exit %d (%v), want %d with %q in:\n%s", c.name, code, err, c.code, c.msg, p.Log())
+		}
+	}
+}
+
+func TestClientSubcommands(t *testing.T) {
+	_, m := startDaemon(t, t.TempDir())
+	var out, errb strings.Builder
+	if code := run([]string{"status", "-b", m[2]}, &out, &errb); code != 0 {
+		t.Fatalf("status: exit %d: %s", code, errb.String())
+	}
+	if !strings.Contains(out.String(), m[1]) {
+		t.Fatalf("status output lacks the node id:\n%s", out.String())
+	}
+	out.Reset()
+	if code := run([]string{"ping", "-n", "3", "-size", "1000", m[2]}, &out, &errb); code != 0 {
+		t.Fatalf("ping: exit %d: %s", code, errb.String())
+	}
+	if !strings.Contains(out.String(), "3 pings: min") {
+		t.Fatalf("ping output:\n%s", out.String())
+	}
+	if code := run([]string{"status", "-b", "127.0.0.1:1", "-timeout", "300ms"}, &out, &errb); code != exitFailure {
+		t.Fatalf("status of a dead node: exit %d", code)
+	}
+}

@@ -1,0 +1,129 @@
+// Package proctest builds the difuse binaries once per test binary and runs
+// them as real processes for multi-process tests. Every process it starts is
+// killed, by PID, when the test that started it ends.
+package proctest
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+var (
+	buildOnce sync.Once
+	binDir    string
+	buildErr  error
+)
+
+// Binary returns the path of the named command (for example "difused"),
+// built from this module on first use.
+func Binary(t testing.TB, name string) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		binDir, buildErr = os.MkdirTemp("", "difuse-bin-")
+		if buildErr != nil {
+			return
+		}
+		cmd := exec.Command("go", "build", "-o", binDir+"/", "github.com/difuse/difuse/cmd/...")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return filepath.Join(binDir, name)
+}
+
+// Proc is a running process whose stderr is captured.
+type Proc struct {
+	Cmd  *exec.Cmd
+	mu   sync.Mutex
+	log  strings.Builder
+	done chan struct{}
+	err  error
+}
+
+// Start runs the named binary with args. The process is killed when the
+// test ends, if it is still running.
+func Start(t testing.TB, name string, args ...string) *Proc {
+	t.Helper()
+	p := &Proc{Cmd: exec.Command(Binary(t, name), args...), done: make(chan struct{})}
+	stderr, err := p.Cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Cmd.Stdout = io.Discard
+	if err := p.Cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			p.mu.Lock()
+			p.log.WriteString(sc.Text() + "\n")
+			p.mu.Unlock()
+		}
+		p.err = p.Cmd.Wait()
+		close(p.done)
+	}()
+	t.Cleanup(func() {
+		p.Cmd.Process.Kill()
+		<-p.done
+		if t.Failed() {
+			t.Logf("%s %s stderr:\n%s", name, strings.Join(args, " "), p.Log())
+		}
+	})
+	return p
+}
+
+// Log returns what the process has written to stderr so far.
+func (p *Proc) Log() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.log.String()
+}
+
+// WaitLog waits until stderr matches re and returns the submatches of the
+// first match.
+func (p *Proc) WaitLog(ctx context.Context, re *regexp.Regexp) ([]string, error) {
+	for {
+		if m := re.FindStringSubmatch(p.Log()); m != nil {
+			return m, nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("waiting for %q: %w; stderr:\n%s", re, ctx.Err(), p.Log())
+		case <-p.done:
+			if m := re.FindStringSubmatch(p.Log()); m != nil {
+				return m, nil
+			}
+			return nil, fmt.Errorf("process exited (%v) before logging %q; stderr:\n%s", p.err, re, p.Log())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// Signal sends sig to the process.
+func (p *Proc) Signal(sig syscall.Signal) error { return p.Cmd.Process.Signal(sig) }
+
+// Wait waits up to timeout for the process to exit and returns its exit
+// code.
+func (p *Proc) Wait(timeout time.Duration) (int, error) {
+	select {
+	case <-p.done:
+		return p.Cmd.ProcessState.ExitCode(), nil
+	case <-time.After(timeout):
+		return -1, fmt.Errorf("process %d still running after %s", p.Cmd.Process.Pid, timeout)
+	}
+}

@@ -1,0 +1,197 @@
+package node_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/difuse/difuse/client"
+	"github.com/difuse/difuse/node"
+	"github.com/difuse/difuse/store"
+)
+
+// startNode starts a node on loopback with ephemeral ports and stops it when
+// the test ends.
+func startNode(t *testing.T, dir, join string) *node.Node {
+	t.Helper()
+	n, err := node.New(node.Config{
+		GRPCAddr: "127.0.0.1:0",
+		HTTPAddr: "127.0.0.1:0",
+		Join:     join,
+		Store:    store.Options{Dir: dir, MinFreeBytes: -1},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- n.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	})
+	return n
+}
+
+func dial(t *testing.T, addr string) *client.Conn {
+	t.Helper()
+	c, err := client.Dial(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+func ctxT(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func TestUnaryAndStreamingOverLoopback(t *testing.T) {
+	n := startNode(t, t.TempDir(), "")
+	c := dial(t, n.GRPCAddr())
+
+	info, err := c.Ping(ctxT(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.ID != n.ID() || info.GRPCAddr != n.GRPCAddr() {
+		t.Fatalf("Ping = %+v, want node %s at %s", info, n.ID(), n.GRPCAddr())
+	}
+
+	var got []int
+	err = c.PingStream(ctxT(t), 20, 64<<10, func(seq int, rtt time.Duration) { got = append(got, seq) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 20 || got[19] != 19 {
+		t.Fatalf("stream replies %v", got)
+	}
+
+	st, err := c.Status(ctxT(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Node.ID != n.ID() || st.RSSBytes <= 0 || st.DataDir == "" {
+		t.Fatalf("Status = %+v", st)
+	}
+}
+
+// rawCodec sends and receives bytes as they are, so a test can put any
+// buffer on the wire.
+type rawCodec struct{}
+
+func (rawCodec) Name() string                    { return "flatbuffers" }
+func (rawCodec) Marshal(v any) ([]byte, error)   { return v.([]byte), nil }
+func (rawCodec) Unmarshal(b []byte, v any) error { *(v.(*[]byte)) = b; return nil }
+
+func TestMalformedMessageToLiveServer(t *testing.T) {
+	n := startNode(t, t.TempDir(), "")
+	cc, err := grpc.NewClient(n.GRPCAddr(),
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.ForceCodec(rawCodec{})))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	for name, buf := range map[string][]byte{
+		"empty":     {},
+		"short":     {1, 2},
+		"bad root":  {0xff, 0xff, 0xff, 0x7f, 0, 0, 0, 0},
+		"bad table": {8, 0, 0, 0, 0, 0, 0, 0, 0x10, 0, 0, 0, 0xff, 0xff},
+	} {
+		for _, method := range []string{"/fb.Peer/Ping", "/fb.Client/Status"} {
+			var out []byte
+			err := cc.Invoke(ctxT(t), method, buf, &out)
+			if err == nil || !strings.Contains(err.Error(), "malformed") {
+				t.Errorf("%s to %s: err = %v, want a malformed-message error", name, method, err)
+			}
+		}
+	}
+	// The node is still up and answers well-formed calls.
+	if _, err := dial(t, n.GRPCAddr()).Ping(ctxT(t)); err != nil {
+		t.Fatalf("after malformed messages: %v", err)
+	}
+}
+
+func TestHTTPStatus(t *testing.T) {
+	n := startNode(t, t.TempDir(), "")
+	resp, err := http.Get("http://" + n.HTTPAddr() + "/v1/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "application/json" {
+		t.Fatalf("status %d, content type %q", resp.StatusCode, resp.Header.Get("Content-Type"))
+	}
+	var st client.Status
+	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
+		t.Fatal(err)
+	}
+	if st.Node.ID != n.ID() || st.Node.HTTPAddr != n.HTTPAddr() {
+		t.Fatalf("status = %+v", st)
+	}
+}
+
+func TestRestartKeepsIdentity(t *testing.T) {
+	dir := t.TempDir()
+	n, err := node.New(node.Config{GRPCAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", Store: store.Options{Dir: dir, MinFreeBytes: -1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := n.Run(ctx); err != nil {
+		t.Fatal(err)
+	}
+	again := startNode(t, dir, "")
+	if again.ID() != n.ID() {
+		t.Fatalf("id changed across restart: %s then %s", n.ID(), again.ID())
+	}
+}
+
+func TestSecondNodeOnSameDirectory(t *testing.T) {
+	dir := t.TempDir()
+	startNode(t, dir, "")
+	_, err := node.New(node.Config{GRPCAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", Store: store.Options{Dir: dir, MinFreeBytes: -1}})
+	if !errors.Is(err, store.ErrLocked) {
+		t.Fatalf("err = %v, want ErrLocked", err)
+	}
+}
+
+func TestJoin(t *testing.T) {
+	first := startNode(t, t.TempDir(), "")
+	second := startNode(t, t.TempDir(), first.GRPCAddr())
+	if second.Status().JoinedVia != first.GRPCAddr() {
+		t.Fatalf("JoinedVia = %q", second.Status().JoinedVia)
+	}
+	_, err := node.New(node.Config{
+		GRPCAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0",
+		Join:        "127.0.0.1:1",
+		JoinTimeout: 500 * time.Millisecond,
+		Store:       store.Options{Dir: filepath.Join(t.TempDir(), "d"), MinFreeBytes: -1},
+	})
+	if !errors.Is(err, node.ErrJoin) {
+		t.Fatalf("join of a dead address: err = %v, want ErrJoin", err)
+	}
+}
+
+func TestAddressInUse(t *testing.T) {
+	n := startNode(t, t.TempDir(), "")
+	_, err := node.New(node.Config{GRPCAddr: n.GRPCAddr(), HTTPAddr: "127.0.0.1:0", Store: store.Options{Dir: t.TempDir(), MinFreeBytes: -1}})
+	if !errors.Is(err, node.ErrListen) {
+		t.Fatalf("err = %v, want ErrListen", err)
+	}
+}

@@ -1,0 +1,103 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"io"
+	"os"
+	"runtime"
+	"strconv"
+	"strings"
+
+	flatbuffers "github.com/google/flatbuffers/go"
+
+	"github.com/difuse/difuse/client"
+	"github.com/difuse/difuse/wire/fb"
+)
+
+// info returns the node's identity and addresses.
+func (n *Node) info() client.NodeInfo {
+	return client.NodeInfo{ID: n.id, GRPCAddr: n.GRPCAddr(), HTTPAddr: n.HTTPAddr(), Version: Version()}
+}
+
+// Status returns the node's view of itself.
+func (n *Node) Status() client.Status {
+	st := n.db.Stats()
+	return client.Status{
+		Node:       n.info(),
+		Started:    n.start,
+		DataDir:    n.db.Dir(),
+		JoinedVia:  n.cfg.Join,
+		Store:      client.StoreStats{LSMBytes: st.LSMBytes, VlogBytes: st.VlogBytes, FreeBytes: st.FreeBytes},
+		RSSBytes:   rssBytes(),
+		Goroutines: runtime.NumGoroutine(),
+	}
+}
+
+// rssBytes returns the process's resident set size, or 0 where /proc does
+// not say.
+func rssBytes() int64 {
+	b, err := os.ReadFile("/proc/self/statm")
+	if err != nil {
+		return 0
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 2 {
+		return 0
+	}
+	pages, _ := strconv.ParseInt(f[1], 10, 64)
+	return pages * int64(os.Getpagesize())
+}
+
+// peerService serves the node-to-node gRPC service.
+type peerService struct {
+	fb.UnimplementedPeerServer
+	n *Node
+}
+
+func (s peerService) pingReply(req *fb.PingRequest) *flatbuffers.Builder {
+	b := flatbuffers.NewBuilder(128 + req.PayloadLength())
+	info := client.EncodeNodeInfo(b, s.n.info())
+	var payload flatbuffers.UOffsetT
+	if req.PayloadLength() > 0 {
+		payload = b.CreateByteVector(req.PayloadBytes())
+	}
+	fb.PingReplyStart(b)
+	fb.PingReplyAddNode(b, info)
+	fb.PingReplyAddSeq(b, req.Seq())
+	fb.PingReplyAddSentUnixNano(b, req.SentUnixNano())
+	if payload != 0 {
+		fb.PingReplyAddPayload(b, payload)
+	}
+	b.Finish(fb.PingReplyEnd(b))
+	return b
+}
+
+func (s peerService) Ping(_ context.Context, req *fb.PingRequest) (*flatbuffers.Builder, error) {
+	return s.pingReply(req), nil
+}
+
+func (s peerService) PingStream(stream fb.Peer_PingStreamServer) error {
+	for {
+		req, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if err := stream.Send(s.pingReply(req)); err != nil {
+			return err
+		}
+	}
+}
+
+// clientService serves the client-to-node gRPC service.
+type clientService struct {
+	fb.UnimplementedClientServer
+	n *Node
+}
+
+func (s clientService) Status(context.Context, *fb.StatusRequest) (*flatbuffers.Builder, error) {
+	return client.EncodeStatus(s.n.Status()), nil
+}
