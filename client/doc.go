@@ -1,5 +1,5 @@
 // Package client is the Go client of a difuse node's gRPC services, used by
-// the CLI, the mount and other nodes, and the home of the types those
+// the CLI, other nodes and (later) the mount, and the home of the types those
 // services exchange (NodeInfo, Status) with their FlatBuffers encodings.
 //
 // It speaks to one node at a time; it does not route by key or hold a view

@@ -4,6 +4,7 @@
 # gofmt-ed so that a run on an up-to-date tree leaves `git status` clean.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/env.sh
 
 want="2.0.8"
 if ! command -v flatc >/dev/null 2>&1; then

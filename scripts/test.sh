@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# The project's test command: sets up the machine, checks formatting, vet and
+# generated code, then runs every test with the race detector. Exits non-zero
+# when anything fails.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+start=$(date +%s)
+scripts/setup.sh
+
+echo "== gofmt"
+unformatted=$(gofmt -l $(git ls-files '*.go'))
+if [ -n "$unformatted" ]; then
+  echo "gofmt: these files need formatting:"; echo "$unformatted"; exit 1
+fi
+
+echo "== go vet"
+go vet ./...
+
+echo "== go.mod is tidy"
+cp go.mod /tmp/difuse-go.mod.$$; cp go.sum /tmp/difuse-go.sum.$$
+go mod tidy
+if ! cmp -s go.mod /tmp/difuse-go.mod.$$ || ! cmp -s go.sum /tmp/difuse-go.sum.$$; then
+  git diff -- go.mod go.sum
+  cp /tmp/difuse-go.mod.$$ go.mod; cp /tmp/difuse-go.sum.$$ go.sum
+  rm -f /tmp/difuse-go.mod.$$ /tmp/difuse-go.sum.$$
+  echo "go.mod or go.sum is not tidy: run go mod tidy"; exit 1
+fi
+rm -f /tmp/difuse-go.mod.$$ /tmp/difuse-go.sum.$$
+
+echo "== generated code is current"
+scripts/gen.sh
+if [ -n "$(git status --porcelain -- wire/fb)" ]; then
+  git status --short -- wire/fb
+  echo "wire/fb differs from what scripts/gen.sh generates: run it and commit"; exit 1
+fi
+
+echo "== tests (with -race; fuzz seed corpora included)"
+go test -race -count=1 -timeout 30m ./...
+
+echo "== done in $(( $(date +%s) - start ))s"
