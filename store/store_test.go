@@ -1,17 +1,17 @@
 package store_test
 
 import (
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"io"
 	"os"
-	"crypto/rand"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
-	"time"
 	"testing"
+	"time"
 
 	"github.com/difuse/difuse/store"
 	"github.com/difuse/difuse/store/storetest"
