@@ -34,7 +34,10 @@ if [ -n "$(git status --porcelain -- wire/fb)" ]; then
   echo "wire/fb differs from what scripts/gen.sh generates: run it and commit"; exit 1
 fi
 
-echo "== tests (with -race; fuzz seed corpora included)"
-go test -race -count=1 -timeout 30m ./...
+echo "== tests with -race (-short: the deterministic simulations run smaller)"
+go test -race -short -count=1 -timeout 30m ./...
+
+echo "== deterministic simulations at full size, without -race"
+go test -count=1 -timeout 30m ./ring/
 
 echo "== done in $(( $(date +%s) - start ))s"
