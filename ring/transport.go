@@ -95,7 +95,7 @@ type Handler interface {
 type local struct{ h Handler }
 
 func (l local) VNodes(context.Context, string) ([]Ref, error) { return l.h.HandleVNodes() }
-func (l local) Ping(_ context.Context, to Ref) error            { return l.h.HandlePing(to.ID) }
+func (l local) Ping(_ context.Context, to Ref) error          { return l.h.HandlePing(to.ID) }
 func (l local) GetState(_ context.Context, to Ref) (State, error) {
 	return l.h.HandleGetState(to.ID)
 }
