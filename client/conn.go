@@ -55,7 +55,7 @@ func (c *Conn) Status(ctx context.Context) (Status, error) {
 	if err != nil {
 		return Status{}, fmt.Errorf("status of %s: %w", c.addr, err)
 	}
-	return DecodeStatus(r), nil
+	return DecodeStatus(r)
 }
 
 // PingStream sends count pings carrying size bytes each over one stream,

@@ -1,10 +1,14 @@
 package client
 
 import (
+	"fmt"
 	"time"
 
 	flatbuffers "github.com/google/flatbuffers/go"
 
+	"github.com/difuse/difuse/ring"
+	"github.com/difuse/difuse/ring/ringrpc"
+	"github.com/difuse/difuse/wire"
 	"github.com/difuse/difuse/wire/fb"
 )
 
@@ -33,6 +37,9 @@ type Status struct {
 	Store      StoreStats `json:"store"`
 	RSSBytes   int64      `json:"rss_bytes"`
 	Goroutines int        `json:"goroutines"`
+	// VNodes is the state of the node's virtual nodes; empty until the node
+	// has joined or created a ring.
+	VNodes []ring.VNodeStatus `json:"vnodes"`
 }
 
 // EncodeNodeInfo adds n to b and returns its offset.
@@ -54,9 +61,66 @@ func DecodeNodeInfo(t *fb.NodeInfo) NodeInfo {
 	return NodeInfo{ID: string(t.Id()), GRPCAddr: string(t.GrpcAddr()), HTTPAddr: string(t.HttpAddr()), Version: string(t.Version())}
 }
 
+// encodeVNodeState adds one vnode's state to b and returns its offset.
+func encodeVNodeState(b *flatbuffers.Builder, v ring.VNodeStatus) flatbuffers.UOffsetT {
+	self := ringrpc.EncodeRef(b, v.Self)
+	var pred flatbuffers.UOffsetT
+	if !v.Pred.IsZero() {
+		pred = ringrpc.EncodeRef(b, v.Pred)
+	}
+	succs := ringrpc.EncodeRefs(b, v.Succs)
+	fingers := make([]flatbuffers.UOffsetT, len(v.Fingers))
+	for i, f := range v.Fingers {
+		ref := ringrpc.EncodeRef(b, f.Ref)
+		fb.FingerStart(b)
+		fb.FingerAddIndex(b, int32(f.Index))
+		fb.FingerAddRef(b, ref)
+		fingers[i] = fb.FingerEnd(b)
+	}
+	fv := wire.TableVector(b, fingers)
+	fb.VNodeStateStart(b)
+	fb.VNodeStateAddSelf(b, self)
+	if pred != 0 {
+		fb.VNodeStateAddPred(b, pred)
+	}
+	fb.VNodeStateAddSuccs(b, succs)
+	fb.VNodeStateAddFingers(b, fv)
+	return fb.VNodeStateEnd(b)
+}
+
+// decodeVNodeState reads one verified VNodeState.
+func decodeVNodeState(t *fb.VNodeState) (ring.VNodeStatus, error) {
+	var v ring.VNodeStatus
+	var err error
+	if v.Self, err = ringrpc.DecodeOptRef(t.Self(nil)); err != nil {
+		return v, err
+	}
+	if v.Pred, err = ringrpc.DecodeOptRef(t.Pred(nil)); err != nil {
+		return v, err
+	}
+	if v.Succs, err = ringrpc.DecodeRefs(t.SuccsLength(), t.Succs); err != nil {
+		return v, err
+	}
+	var f fb.Finger
+	for i := range t.FingersLength() {
+		t.Fingers(&f, i)
+		ref, err := ringrpc.DecodeOptRef(f.Ref(nil))
+		if err != nil {
+			return v, err
+		}
+		v.Fingers = append(v.Fingers, ring.Finger{Index: int(f.Index()), Ref: ref})
+	}
+	return v, nil
+}
+
 // EncodeStatus returns a finished builder holding s as a StatusReply.
 func EncodeStatus(s Status) *flatbuffers.Builder {
-	b := flatbuffers.NewBuilder(256)
+	b := flatbuffers.NewBuilder(1024)
+	vnodes := make([]flatbuffers.UOffsetT, len(s.VNodes))
+	for i, v := range s.VNodes {
+		vnodes[i] = encodeVNodeState(b, v)
+	}
+	vv := wire.TableVector(b, vnodes)
 	node := EncodeNodeInfo(b, s.Node)
 	dir, via := b.CreateString(s.DataDir), b.CreateString(s.JoinedVia)
 	fb.StoreStatsStart(b)
@@ -72,12 +136,13 @@ func EncodeStatus(s Status) *flatbuffers.Builder {
 	fb.StatusReplyAddStore(b, st)
 	fb.StatusReplyAddRssBytes(b, s.RSSBytes)
 	fb.StatusReplyAddGoroutines(b, int32(s.Goroutines))
+	fb.StatusReplyAddVnodes(b, vv)
 	b.Finish(fb.StatusReplyEnd(b))
 	return b
 }
 
 // DecodeStatus reads a verified StatusReply.
-func DecodeStatus(r *fb.StatusReply) Status {
+func DecodeStatus(r *fb.StatusReply) (Status, error) {
 	s := Status{
 		Node:       DecodeNodeInfo(r.Node(nil)),
 		Started:    time.Unix(0, r.StartUnixNano()),
@@ -89,5 +154,14 @@ func DecodeStatus(r *fb.StatusReply) Status {
 	if st := r.Store(nil); st != nil {
 		s.Store = StoreStats{LSMBytes: st.LsmBytes(), VlogBytes: st.VlogBytes(), FreeBytes: st.FreeBytes()}
 	}
-	return s
+	var t fb.VNodeState
+	for i := range r.VnodesLength() {
+		r.Vnodes(&t, i)
+		v, err := decodeVNodeState(&t)
+		if err != nil {
+			return Status{}, fmt.Errorf("status: vnode %d: %w", i, err)
+		}
+		s.VNodes = append(s.VNodes, v)
+	}
+	return s, nil
 }

@@ -1,8 +1,13 @@
 package node
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"net/http"
+	"strconv"
+
+	"github.com/difuse/difuse/ring"
 )
 
 // httpHandler serves the node's HTTP interface.
@@ -11,7 +16,46 @@ func (n *Node) httpHandler() http.Handler {
 	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, n.Status())
 	})
+	mux.HandleFunc("GET /v1/lookup", n.handleLookup)
 	return mux
+}
+
+// handleLookup answers GET /v1/lookup?key=K&n=N with the key's hash and its
+// replica set as this node computes it, leader first.
+func (n *Node) handleLookup(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	if !q.Has("key") {
+		writeError(w, http.StatusBadRequest, "missing query parameter key")
+		return
+	}
+	count := n.ring.Config().Replicas
+	if s := q.Get("n"); s != "" {
+		c, err := strconv.Atoi(s)
+		if err != nil || c < 1 || c > 64 {
+			writeError(w, http.StatusBadRequest, "n must be a number from 1 to 64")
+			return
+		}
+		count = c
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), 10*n.ring.Config().CallTimeout)
+	defer cancel()
+	res, err := n.ring.Lookup(ctx, ring.HashKey([]byte(q.Get("key"))), count)
+	switch {
+	case errors.Is(err, ring.ErrNotMember):
+		writeError(w, http.StatusServiceUnavailable, "this node has not joined a ring yet")
+		return
+	case err != nil:
+		writeError(w, http.StatusServiceUnavailable, err.Error())
+		return
+	}
+	writeJSON(w, http.StatusOK, struct {
+		Key string `json:"key"`
+		ring.Result
+	}{q.Get("key"), res})
+}
+
+func writeError(w http.ResponseWriter, code int, msg string) {
+	writeJSON(w, code, map[string]string{"error": msg})
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {

@@ -14,7 +14,8 @@ import (
 
 	"google.golang.org/grpc"
 
-	"github.com/difuse/difuse/client"
+	"github.com/difuse/difuse/ring"
+	"github.com/difuse/difuse/ring/ringrpc"
 	"github.com/difuse/difuse/store"
 	"github.com/difuse/difuse/wire"
 	"github.com/difuse/difuse/wire/fb"
@@ -25,15 +26,25 @@ import (
 type Config struct {
 	// GRPCAddr is the address to serve gRPC on. Default 127.0.0.1:4624.
 	GRPCAddr string
+	// Advertise is the gRPC address other nodes reach this one at, and what
+	// its vnode ids derive from. Default: the address GRPCAddr bound, which
+	// must then be a specific IP, not a wildcard.
+	Advertise string
 	// HTTPAddr is the address to serve HTTP on. Default 127.0.0.1:9090.
 	HTTPAddr string
 	// Join is the gRPC address of a node of the cluster to join; empty
-	// starts a new cluster.
+	// starts a new cluster, or rejoins the one the node was in before.
 	Join string
+	// JoinTimeout bounds the attempts to join. Default 10s.
+	JoinTimeout time.Duration
+	// Leave makes a stopping node leave the ring gracefully, handing its
+	// place to its neighbours, instead of just going away (and coming back
+	// on restart).
+	Leave bool
+	// Ring configures the ring; its Addr and Logger are set by the node.
+	Ring ring.Config
 	// Store configures the local database; Store.Dir is required.
 	Store store.Options
-	// JoinTimeout bounds the wait for the node given in Join. Default 10s.
-	JoinTimeout time.Duration
 	// ShutdownTimeout bounds a graceful stop; in-flight calls still running
 	// then are cut off. Default 10s.
 	ShutdownTimeout time.Duration
@@ -65,11 +76,12 @@ func (c *Config) setDefaults() {
 // ErrListen wraps the error of a node that cannot bind its addresses.
 var ErrListen = errors.New("cannot listen")
 
-// ErrJoin wraps the error of a node that cannot reach the node it was told
-// to join.
+// ErrJoin wraps the error of a node that cannot join the cluster it was
+// told to join.
 var ErrJoin = errors.New("cannot join")
 
-// Node is one difused: a local store served over gRPC and HTTP.
+// Node is one difused: a local store and a place in the ring, served over
+// gRPC and HTTP.
 type Node struct {
 	cfg     Config
 	log     *slog.Logger
@@ -80,13 +92,16 @@ type Node struct {
 	httpLn  net.Listener
 	grpcSrv *grpc.Server
 	httpSrv *http.Server
+	ringTr  *ringrpc.Transport
+	ring    *ring.Host
 
 	runOnce sync.Once
 }
 
-// New opens the node's store and binds its addresses. It does not serve
-// until Run. Errors wrap store.ErrNoDir, store.ErrLocked, store.ErrNoSpace,
-// ErrListen or ErrJoin where one of those is the cause.
+// New opens the node's store, binds its addresses and prepares its ring
+// host. It does not serve or join until Run. Errors wrap store.ErrNoDir,
+// store.ErrLocked, store.ErrNoSpace or ErrListen where one of those is the
+// cause.
 func New(cfg Config) (_ *Node, err error) {
 	cfg.setDefaults()
 	n := &Node{cfg: cfg, log: cfg.Logger, start: time.Now()}
@@ -107,29 +122,25 @@ func New(cfg Config) (_ *Node, err error) {
 	if n.httpLn, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
 		return nil, fmt.Errorf("HTTP address: %w: %w", ErrListen, err)
 	}
-	if cfg.Join != "" {
-		ctx, cancel := context.WithTimeout(context.Background(), cfg.JoinTimeout)
-		defer cancel()
-		peer, err := pingOnce(ctx, cfg.Join)
-		if err != nil {
-			return nil, fmt.Errorf("%w %s: %w", ErrJoin, cfg.Join, err)
+	advertise := cfg.Advertise
+	if advertise == "" {
+		advertise = n.grpcLn.Addr().String()
+		if ip := n.grpcLn.Addr().(*net.TCPAddr).IP; ip.IsUnspecified() {
+			return nil, fmt.Errorf("gRPC address %s: %w: a wildcard address needs an advertised address", advertise, ErrListen)
 		}
-		n.log.Info("reached the node to join", "peer", peer.ID, "addr", cfg.Join)
+	}
+	rc := cfg.Ring
+	rc.Addr, rc.Logger = advertise, n.log.With("component", "ring")
+	n.ringTr = ringrpc.NewTransport()
+	if n.ring, err = ring.New(rc, n.ringTr); err != nil {
+		return nil, err
 	}
 	n.grpcSrv = grpc.NewServer(wire.ServerOptions(n.log)...)
 	fb.RegisterPeerServer(n.grpcSrv, peerService{n: n})
 	fb.RegisterClientServer(n.grpcSrv, clientService{n: n})
+	ringrpc.Register(n.grpcSrv, n.ring)
 	n.httpSrv = &http.Server{Handler: n.httpHandler(), ReadHeaderTimeout: 10 * time.Second}
 	return n, nil
-}
-
-func pingOnce(ctx context.Context, addr string) (client.NodeInfo, error) {
-	c, err := client.Dial(addr)
-	if err != nil {
-		return client.NodeInfo{}, err
-	}
-	defer c.Close()
-	return c.Ping(ctx)
 }
 
 // idKey is where a node keeps its identity in its store.
@@ -166,9 +177,14 @@ func (n *Node) GRPCAddr() string { return n.grpcLn.Addr().String() }
 // HTTPAddr returns the address the HTTP server listens on.
 func (n *Node) HTTPAddr() string { return n.httpLn.Addr().String() }
 
-// Run serves gRPC and HTTP until ctx is done or a server fails, then shuts
-// down: it stops taking calls, waits up to ShutdownTimeout for the calls in
-// flight, and closes the store. Run may be called once.
+// Ring returns the node's ring host.
+func (n *Node) Ring() *ring.Host { return n.ring }
+
+// Run serves gRPC and HTTP, joins the ring (or creates one), and maintains
+// it until ctx is done or a server fails. Then it shuts down: it leaves the
+// ring if configured to, stops taking calls, waits up to ShutdownTimeout for
+// the calls in flight, and closes the store. A failure to join returns an
+// error wrapping ErrJoin. Run may be called once.
 func (n *Node) Run(ctx context.Context) error {
 	err := errors.New("node: Run called twice")
 	n.runOnce.Do(func() { err = n.run(ctx) })
@@ -176,17 +192,36 @@ func (n *Node) Run(ctx context.Context) error {
 }
 
 func (n *Node) run(ctx context.Context) error {
-	n.log.Info("node serving", "id", n.id, "grpc", n.GRPCAddr(), "http", n.HTTPAddr(), "dir", n.db.Dir())
 	errc := make(chan error, 2)
 	go func() { errc <- n.grpcSrv.Serve(n.grpcLn) }()
 	go func() { errc <- n.httpSrv.Serve(n.httpLn) }()
-	var serveErr error
-	select {
-	case <-ctx.Done():
-	case serveErr = <-errc:
-		serveErr = fmt.Errorf("serve: %w", serveErr)
+
+	var runErr error
+	if err := n.joinOrCreate(ctx); err != nil {
+		runErr = err
+	} else {
+		n.savePeers(nil) // a node killed right after joining must still find its way back
+		n.log.Info("node serving", "id", n.id, "grpc", n.ring.Addr(), "http", n.HTTPAddr(), "dir", n.db.Dir())
+		rctx, stopRing := context.WithCancel(ctx)
+		var wg sync.WaitGroup
+		wg.Go(func() { n.ring.Run(rctx) })
+		wg.Go(func() { n.rememberPeers(rctx) })
+		select {
+		case <-ctx.Done():
+		case err := <-errc:
+			runErr = fmt.Errorf("serve: %w", err)
+		}
+		stopRing()
+		wg.Wait()
+		n.log.Info("node stopping", "id", n.id)
+		if n.cfg.Leave {
+			lctx, cancel := context.WithTimeout(context.Background(), n.cfg.ShutdownTimeout)
+			n.ring.Leave(lctx)
+			cancel()
+		}
+		n.savePeers(nil)
 	}
-	n.log.Info("node stopping", "id", n.id)
+
 	sctx, cancel := context.WithTimeout(context.Background(), n.cfg.ShutdownTimeout)
 	defer cancel()
 	stopped := make(chan struct{})
@@ -200,11 +235,12 @@ func (n *Node) run(ctx context.Context) error {
 		n.grpcSrv.Stop()
 		<-stopped
 	}
-	if err := n.db.Close(); err != nil && serveErr == nil {
-		serveErr = err
+	n.ringTr.Close()
+	if err := n.db.Close(); err != nil && runErr == nil {
+		runErr = err
 	}
 	n.log.Info("node stopped", "id", n.id)
-	return serveErr
+	return runErr
 }
 
 // closeResources releases what New opened, for a New that failed half way.

@@ -15,6 +15,7 @@ import (
 
 	"github.com/difuse/difuse/client"
 	"github.com/difuse/difuse/node"
+	"github.com/difuse/difuse/ring"
 	"github.com/difuse/difuse/store"
 )
 
@@ -22,12 +23,7 @@ import (
 // the test ends.
 func startNode(t *testing.T, dir, join string) *node.Node {
 	t.Helper()
-	n, err := node.New(node.Config{
-		GRPCAddr: "127.0.0.1:0",
-		HTTPAddr: "127.0.0.1:0",
-		Join:     join,
-		Store:    store.Options{Dir: dir, MinFreeBytes: -1},
-	})
+	n, err := node.New(testConfig(dir, join))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -40,7 +36,30 @@ func startNode(t *testing.T, dir, join string) *node.Node {
 			t.Errorf("Run: %v", err)
 		}
 	})
+	waitMember(t, n)
 	return n
+}
+
+func testConfig(dir, join string) node.Config {
+	return node.Config{
+		GRPCAddr:    "127.0.0.1:0",
+		HTTPAddr:    "127.0.0.1:0",
+		Join:        join,
+		JoinTimeout: 5 * time.Second,
+		Ring:        ring.Config{TickInterval: 20 * time.Millisecond},
+		Store:       store.Options{Dir: dir, MinFreeBytes: -1},
+	}
+}
+
+// waitMember waits until the node's ring host is a member.
+func waitMember(t *testing.T, n *node.Node) {
+	t.Helper()
+	for i := 0; !n.Ring().Member(); i++ {
+		if i > 500 {
+			t.Fatal("node never became a ring member")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
 
 func dial(t *testing.T, addr string) *client.Conn {
@@ -147,7 +166,7 @@ func TestHTTPStatus(t *testing.T) {
 
 func TestRestartKeepsIdentity(t *testing.T) {
 	dir := t.TempDir()
-	n, err := node.New(node.Config{GRPCAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", Store: store.Options{Dir: dir, MinFreeBytes: -1}})
+	n, err := node.New(testConfig(dir, ""))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -165,7 +184,7 @@ func TestRestartKeepsIdentity(t *testing.T) {
 func TestSecondNodeOnSameDirectory(t *testing.T) {
 	dir := t.TempDir()
 	startNode(t, dir, "")
-	_, err := node.New(node.Config{GRPCAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", Store: store.Options{Dir: dir, MinFreeBytes: -1}})
+	_, err := node.New(testConfig(dir, ""))
 	if !errors.Is(err, store.ErrLocked) {
 		t.Fatalf("err = %v, want ErrLocked", err)
 	}
@@ -177,20 +196,22 @@ func TestJoin(t *testing.T) {
 	if second.Status().JoinedVia != first.GRPCAddr() {
 		t.Fatalf("JoinedVia = %q", second.Status().JoinedVia)
 	}
-	_, err := node.New(node.Config{
-		GRPCAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0",
-		Join:        "127.0.0.1:1",
-		JoinTimeout: 500 * time.Millisecond,
-		Store:       store.Options{Dir: filepath.Join(t.TempDir(), "d"), MinFreeBytes: -1},
-	})
-	if !errors.Is(err, node.ErrJoin) {
+	cfg := testConfig(filepath.Join(t.TempDir(), "d"), "127.0.0.1:1")
+	cfg.JoinTimeout = 500 * time.Millisecond
+	n, err := node.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Run(context.Background()); !errors.Is(err, node.ErrJoin) {
 		t.Fatalf("join of a dead address: err = %v, want ErrJoin", err)
 	}
 }
 
 func TestAddressInUse(t *testing.T) {
 	n := startNode(t, t.TempDir(), "")
-	_, err := node.New(node.Config{GRPCAddr: n.GRPCAddr(), HTTPAddr: "127.0.0.1:0", Store: store.Options{Dir: t.TempDir(), MinFreeBytes: -1}})
+	cfg := testConfig(t.TempDir(), "")
+	cfg.GRPCAddr = n.GRPCAddr()
+	_, err := node.New(cfg)
 	if !errors.Is(err, node.ErrListen) {
 		t.Fatalf("err = %v, want ErrListen", err)
 	}

@@ -17,7 +17,7 @@ import (
 
 // info returns the node's identity and addresses.
 func (n *Node) info() client.NodeInfo {
-	return client.NodeInfo{ID: n.id, GRPCAddr: n.GRPCAddr(), HTTPAddr: n.HTTPAddr(), Version: Version()}
+	return client.NodeInfo{ID: n.id, GRPCAddr: n.ring.Addr(), HTTPAddr: n.HTTPAddr(), Version: Version()}
 }
 
 // Status returns the node's view of itself.
@@ -31,6 +31,7 @@ func (n *Node) Status() client.Status {
 		Store:      client.StoreStats{LSMBytes: st.LSMBytes, VlogBytes: st.VlogBytes, FreeBytes: st.FreeBytes},
 		RSSBytes:   rssBytes(),
 		Goroutines: runtime.NumGoroutine(),
+		VNodes:     n.ring.Status(),
 	}
 }
 

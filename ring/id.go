@@ -105,3 +105,16 @@ func (a ID) bitLen() int {
 	}
 	return 0
 }
+
+// MarshalText writes the id in hex, so JSON shows ids as strings.
+func (a ID) MarshalText() ([]byte, error) { return []byte(a.String()), nil }
+
+// UnmarshalText reads the hex form.
+func (a *ID) UnmarshalText(b []byte) error {
+	id, err := ParseID(string(b))
+	if err != nil {
+		return err
+	}
+	*a = id
+	return nil
+}

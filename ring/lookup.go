@@ -59,12 +59,12 @@ func (h *Host) findSuccessor(ctx context.Context, starts []Ref, key ID) ([]Ref, 
 // Result is the placement of a key.
 type Result struct {
 	// Key is the key's position on the circle.
-	Key ID
+	Key ID `json:"hash"`
 	// Replicas are the vnodes that hold the key, on distinct hosts, in ring
 	// order; the first is the key's leader.
-	Replicas []Ref
+	Replicas []Ref `json:"replicas"`
 	// Hops is the number of vnodes the lookup asked.
-	Hops int
+	Hops int `json:"hops"`
 }
 
 // Leader returns the first replica.
@@ -115,18 +115,19 @@ func (h *Host) Lookup(ctx context.Context, key ID, n int) (Result, error) {
 
 // VNodeStatus is one vnode's view of its neighbourhood.
 type VNodeStatus struct {
-	Self  Ref
-	Pred  Ref
-	Succs []Ref
+	Self Ref `json:"self"`
+	// Pred is the zero Ref when the vnode has no predecessor.
+	Pred  Ref   `json:"pred"`
+	Succs []Ref `json:"succs"`
 	// Fingers are the distinct finger entries, each with the lowest index
 	// i (finger i is the successor of Self + 2^i) that points to it.
-	Fingers []Finger
+	Fingers []Finger `json:"fingers"`
 }
 
 // Finger is one finger table entry.
 type Finger struct {
-	Index int
-	Ref   Ref
+	Index int `json:"index"`
+	Ref   Ref `json:"ref"`
 }
 
 // Status returns the state of every vnode of the host, in id order.

@@ -2,14 +2,15 @@ package ring
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 )
 
 // Ref names a virtual node: its id and the address of the host running it.
 // The zero Ref names no vnode.
 type Ref struct {
-	ID   ID
-	Addr string
+	ID   ID     `json:"id"`
+	Addr string `json:"addr"`
 }
 
 // IsZero reports whether r names no vnode.
@@ -107,4 +108,13 @@ func (l local) Next(_ context.Context, to Ref, key ID) (NextReply, error) {
 }
 func (l local) Leaving(ctx context.Context, to Ref, note LeaveNote) error {
 	return l.h.HandleLeaving(ctx, to.ID, note)
+}
+
+// MarshalJSON writes the zero Ref as null and others as {"id", "addr"}.
+func (r Ref) MarshalJSON() ([]byte, error) {
+	if r.IsZero() {
+		return []byte("null"), nil
+	}
+	type plain Ref
+	return json.Marshal(plain(r))
 }

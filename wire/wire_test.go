@@ -2,6 +2,7 @@ package wire
 
 import (
 	"errors"
+	"fmt"
 	"reflect"
 	"strings"
 	"testing"
@@ -14,8 +15,10 @@ import (
 // allTables has one value of every generated table type. TestAllTablesListed
 // keeps it in step with the schema, so the fuzz target covers every decoder.
 var allTables = []table{
-	&fb.NodeInfo{}, &fb.PingReply{}, &fb.PingRequest{},
-	&fb.StatusReply{}, &fb.StatusRequest{}, &fb.StoreStats{},
+	&fb.Ack{}, &fb.Finger{}, &fb.LeavingRequest{}, &fb.NextReply{}, &fb.NextRequest{},
+	&fb.NodeInfo{}, &fb.PingReply{}, &fb.PingRequest{}, &fb.RectifyRequest{},
+	&fb.StateReply{}, &fb.StatusReply{}, &fb.StatusRequest{}, &fb.StoreStats{},
+	&fb.VNodeRef{}, &fb.VNodeRequest{}, &fb.VNodeState{}, &fb.VNodesReply{}, &fb.VNodesRequest{},
 }
 
 func TestAllTablesListed(t *testing.T) {
@@ -66,6 +69,27 @@ func samples() [][]byte {
 
 	fb.StatusRequestStart(b)
 	finish(fb.StatusRequestEnd(b))
+
+	vref := func(addr string) flatbuffers.UOffsetT {
+		id, a := b.CreateByteVector(make([]byte, 32)), b.CreateString(addr)
+		fb.VNodeRefStart(b)
+		fb.VNodeRefAddId(b, id)
+		fb.VNodeRefAddAddr(b, a)
+		return fb.VNodeRefEnd(b)
+	}
+	refs := func(n int) flatbuffers.UOffsetT {
+		offs := make([]flatbuffers.UOffsetT, n)
+		for i := range offs {
+			offs[i] = vref(fmt.Sprintf("127.0.0.%d:4624", i))
+		}
+		return TableVector(b, offs)
+	}
+	succs, cands := refs(3), refs(2)
+	fb.NextReplyStart(b)
+	fb.NextReplyAddFound(b, true)
+	fb.NextReplyAddSuccs(b, succs)
+	fb.NextReplyAddCandidates(b, cands)
+	finish(fb.NextReplyEnd(b))
 
 	ni = nodeInfo()
 	dir, via := b.CreateString("/var/lib/difuse"), b.CreateString("127.0.0.1:4625")

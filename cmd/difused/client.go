@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/difuse/difuse/client"
+	"github.com/difuse/difuse/ring"
 )
 
 // clientFlags parses the flags shared by the client subcommands.
@@ -53,6 +55,31 @@ func printStatus(w io.Writer, st client.Status) {
 	fmt.Fprintf(w, "data        %s\n", st.DataDir)
 	fmt.Fprintf(w, "store       %s LSM, %s value log, %s free\n", mib(st.Store.LSMBytes), mib(st.Store.VlogBytes), mib(st.Store.FreeBytes))
 	fmt.Fprintf(w, "memory      %s resident, %d goroutines\n", mib(st.RSSBytes), st.Goroutines)
+	if len(st.VNodes) == 0 {
+		fmt.Fprintln(w, "ring        not a member yet")
+		return
+	}
+	fmt.Fprintf(w, "ring        %d vnodes (ids shortened to 8 hex digits)\n", len(st.VNodes))
+	for _, v := range st.VNodes {
+		fmt.Fprintf(w, "  vnode %s  pred %s\n", v.Self.ID.Short(), v.Pred)
+		fmt.Fprintf(w, "    successors %s\n", refList(v.Succs))
+		fingers := make([]ring.Ref, len(v.Fingers))
+		for i, f := range v.Fingers {
+			fingers[i] = f.Ref
+		}
+		fmt.Fprintf(w, "    fingers    %s\n", refList(fingers))
+	}
+}
+
+func refList(refs []ring.Ref) string {
+	if len(refs) == 0 {
+		return "none"
+	}
+	s := make([]string, len(refs))
+	for i, r := range refs {
+		s[i] = r.String()
+	}
+	return strings.Join(s, " ")
 }
 
 func mib(n int64) string { return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20)) }

@@ -22,8 +22,10 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/difuse/difuse/node"
+	"github.com/difuse/difuse/ring"
 	"github.com/difuse/difuse/store"
 )
 
@@ -73,6 +75,13 @@ Flags of difused:
 	httpAddr := fs.String("a", "127.0.0.1:9090", "HTTP bind `address`")
 	join := fs.String("j", "", "gRPC `address` of a node of the cluster to join (none: start a new cluster)")
 	dir := fs.String("d", "", "data `directory` (default $XDG_DATA_HOME/difuse/PORT, else ~/.local/share/difuse/PORT)")
+	advertise := fs.String("advertise", "", "gRPC `address` other nodes reach this one at (default: the -b address)")
+	joinTimeout := fs.Duration("join-timeout", 10*time.Second, "how long to keep trying to join")
+	leave := fs.Bool("leave", false, "on SIGINT/SIGTERM, leave the ring gracefully (hand the vnodes' places to their neighbours) before exiting")
+	vnodes := fs.Int("vnodes", 8, "virtual nodes this node runs in the ring")
+	replicas := fs.Int("replicas", 3, "replica count N of every key (odd)")
+	tick := fs.Duration("tick", 250*time.Millisecond, "interval of the ring's maintenance (stabilise, fix fingers, check predecessor)")
+	callTimeout := fs.Duration("call-timeout", time.Second, "timeout of one call to another node; a node that does not answer in time is taken for dead")
 	minFree := fs.Int64("min-free-mb", 256, "free space in `MiB` kept in reserve on the data directory's file system")
 	logLevel := fs.String("log-level", "info", "log `level`: debug, info, warn or error")
 	logJSON := fs.Bool("log-json", false, "log JSON lines instead of text")
@@ -96,12 +105,25 @@ Flags of difused:
 		}
 	}
 
+	if *replicas < 1 || *replicas%2 == 0 || *vnodes < 1 {
+		fmt.Fprintln(stderr, "difused: -replicas must be odd and positive, -vnodes positive")
+		return exitUsage
+	}
 	n, err := node.New(node.Config{
-		GRPCAddr: *grpcAddr,
-		HTTPAddr: *httpAddr,
-		Join:     *join,
-		Store:    store.Options{Dir: *dir, MinFreeBytes: *minFree << 20},
-		Logger:   log,
+		GRPCAddr:    *grpcAddr,
+		Advertise:   *advertise,
+		HTTPAddr:    *httpAddr,
+		Join:        *join,
+		JoinTimeout: *joinTimeout,
+		Leave:       *leave,
+		Ring: ring.Config{
+			VNodes:       *vnodes,
+			Replicas:     *replicas,
+			TickInterval: *tick,
+			CallTimeout:  *callTimeout,
+		},
+		Store:  store.Options{Dir: *dir, MinFreeBytes: *minFree << 20},
+		Logger: log,
 	})
 	if err != nil {
 		log.Error("cannot start", "err", err)

@@ -19,7 +19,7 @@ var serving = regexp.MustCompile(`msg="node serving" id=(\w+) grpc=(\S+) http=(\
 
 func startDaemon(t *testing.T, dir string, extra ...string) (*proctest.Proc, []string) {
 	t.Helper()
-	args := append([]string{"-b", "127.0.0.1:0", "-a", "127.0.0.1:0", "-d", dir}, extra...)
+	args := append([]string{"-b", "127.0.0.1:0", "-a", "127.0.0.1:0", "-d", dir, "-join-timeout", "3s"}, extra...)
 	p := proctest.Start(t, "difused", args...)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()

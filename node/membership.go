@@ -1,0 +1,104 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/difuse/difuse/store"
+)
+
+// peersKey is where a node remembers the other hosts of its ring, so that a
+// restart without -j rejoins the same cluster.
+var peersKey = []byte("ring/peers")
+
+// joinOrCreate makes the node a ring member. With -j it joins through that
+// node, trying until JoinTimeout. Without it, a node that remembers peers
+// from an earlier run rejoins through any of them; if none answers within
+// JoinTimeout it starts a ring alone, which the others join as they come
+// back. A node with no peers to remember starts a new ring.
+func (n *Node) joinOrCreate(ctx context.Context) error {
+	remembered, err := n.loadPeers()
+	if err != nil {
+		return err
+	}
+	targets := remembered
+	if n.cfg.Join != "" {
+		targets = append([]string{n.cfg.Join}, slices.DeleteFunc(remembered, func(a string) bool { return a == n.cfg.Join })...)
+	}
+	if len(targets) == 0 {
+		return n.ring.Create()
+	}
+	deadline := time.Now().Add(n.cfg.JoinTimeout)
+	var lastErr error
+	for attempt := 0; ; attempt++ {
+		for _, t := range targets {
+			if lastErr = n.ring.Join(ctx, t); lastErr == nil {
+				return nil
+			}
+			n.log.Debug("join attempt failed", "via", t, "err", lastErr)
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			break
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(min(time.Second, time.Duration(attempt+1)*200*time.Millisecond)):
+		}
+	}
+	if n.cfg.Join != "" {
+		return fmt.Errorf("%w %s: %w", ErrJoin, n.cfg.Join, lastErr)
+	}
+	n.log.Warn("no remembered peer answered; starting a ring alone, the others join it as they come back",
+		"peers", strings.Join(remembered, ","), "err", lastErr)
+	return n.ring.Create()
+}
+
+func (n *Node) loadPeers() ([]string, error) {
+	b, err := n.db.Get(peersKey)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read remembered peers: %w", err)
+	}
+	return strings.Fields(string(b)), nil
+}
+
+// rememberPeers saves the ring's other hosts every second while they
+// change, until ctx is done.
+func (n *Node) rememberPeers(ctx context.Context) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	var last []string
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			last = n.savePeers(last)
+		}
+	}
+}
+
+// savePeers stores the ring's other hosts if they differ from last, and
+// returns what is stored. An empty set is not stored: a node that has lost
+// sight of every peer keeps the ones it knew.
+func (n *Node) savePeers(last []string) []string {
+	peers := n.ring.KnownHosts()
+	if len(peers) == 0 || slices.Equal(peers, last) {
+		return last
+	}
+	err := n.db.Update(func(w store.Writer) error { return w.Set(peersKey, []byte(strings.Join(peers, "\n"))) })
+	if err == nil {
+		err = n.db.Sync()
+	}
+	if err != nil {
+		n.log.Warn("cannot remember peers", "err", err)
+		return last
+	}
+	return peers
+}

@@ -1,0 +1,137 @@
+package node_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/url"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/difuse/difuse/node"
+	"github.com/difuse/difuse/ring"
+)
+
+type lookupReply struct {
+	Key      string     `json:"key"`
+	Hash     string     `json:"hash"`
+	Replicas []ring.Ref `json:"replicas"`
+}
+
+func httpLookup(httpAddr, key string, n int) (lookupReply, int, error) {
+	var r lookupReply
+	resp, err := http.Get(fmt.Sprintf("http://%s/v1/lookup?key=%s&n=%d", httpAddr, url.QueryEscape(key), n))
+	if err != nil {
+		return r, 0, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return r, resp.StatusCode, nil
+	}
+	return r, resp.StatusCode, json.NewDecoder(resp.Body).Decode(&r)
+}
+
+// agree reports whether every node gives the same replica set, on the
+// given hosts only, for each of keys.
+func agree(nodes []*node.Node, keys int, hosts []string) error {
+	for k := range keys {
+		key := fmt.Sprintf("k%d", k)
+		var first []ring.Ref
+		for i, n := range nodes {
+			r, code, err := httpLookup(n.HTTPAddr(), key, 3)
+			if err != nil || code != http.StatusOK {
+				return fmt.Errorf("lookup %s at %s: %d %v", key, n.HTTPAddr(), code, err)
+			}
+			for _, rep := range r.Replicas {
+				if !slices.Contains(hosts, rep.Addr) {
+					return fmt.Errorf("lookup %s at %s names host %s", key, n.HTTPAddr(), rep.Addr)
+				}
+			}
+			if i == 0 {
+				first = r.Replicas
+			} else if !slices.Equal(first, r.Replicas) {
+				return fmt.Errorf("lookup %s: %v at %s, %v at %s", key, first, nodes[0].HTTPAddr(), r.Replicas, n.HTTPAddr())
+			}
+		}
+	}
+	return nil
+}
+
+func waitAgree(t *testing.T, nodes []*node.Node, keys int, within time.Duration) {
+	t.Helper()
+	var hosts []string
+	for _, n := range nodes {
+		hosts = append(hosts, n.GRPCAddr())
+	}
+	deadline := time.Now().Add(within)
+	for {
+		err := agree(nodes, keys, hosts)
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no agreement within %s: %v", within, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// Three nodes over real gRPC form one ring; a node stopped and restarted on
+// its directory without -j rejoins through the peers it remembers.
+func TestRingOverGRPC(t *testing.T) {
+	a := startNode(t, t.TempDir(), "")
+	b := startNode(t, t.TempDir(), a.GRPCAddr())
+	cdir := t.TempDir()
+	cfg := testConfig(cdir, b.GRPCAddr())
+	c, err := node.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	waitMember(t, c)
+	waitAgree(t, []*node.Node{a, b, c}, 200, 20*time.Second)
+
+	r, _, err := httpLookup(a.HTTPAddr(), "k1", 3)
+	if err != nil || len(r.Replicas) != 3 || r.Hash != ring.HashKey([]byte("k1")).String() {
+		t.Fatalf("lookup k1 = %+v, %v", r, err)
+	}
+
+	// Restart c on the same directory and address, without -j.
+	stop()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	cfg.Join, cfg.GRPCAddr = "", c.GRPCAddr()
+	c2, err := node.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, stop = context.WithCancel(context.Background())
+	defer func() { stop(); <-done }()
+	go func() { done <- c2.Run(ctx) }()
+	waitMember(t, c2)
+	waitAgree(t, []*node.Node{a, b, c2}, 200, 20*time.Second)
+}
+
+func TestLookupBadRequests(t *testing.T) {
+	n := startNode(t, t.TempDir(), "")
+	for _, q := range []string{"", "?n=3", "?key=a&n=0", "?key=a&n=x", "?key=a&n=1000"} {
+		resp, err := http.Get("http://" + n.HTTPAddr() + "/v1/lookup" + q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusBadRequest {
+			t.Errorf("lookup%s: status %d, want 400", q, resp.StatusCode)
+		}
+	}
+	// A single node answers with itself alone.
+	r, code, err := httpLookup(n.HTTPAddr(), "x", 3)
+	if err != nil || code != 200 || len(r.Replicas) != 1 || r.Replicas[0].Addr != n.GRPCAddr() {
+		t.Fatalf("lookup on one node: %d %+v %v", code, r, err)
+	}
+}

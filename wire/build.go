@@ -1,0 +1,13 @@
+package wire
+
+import flatbuffers "github.com/google/flatbuffers/go"
+
+// TableVector adds to b a vector of the tables at offs, in order, and
+// returns the vector's offset.
+func TableVector(b *flatbuffers.Builder, offs []flatbuffers.UOffsetT) flatbuffers.UOffsetT {
+	b.StartVector(flatbuffers.SizeUOffsetT, len(offs), flatbuffers.SizeUOffsetT)
+	for i := len(offs) - 1; i >= 0; i-- {
+		b.PrependUOffsetT(offs[i])
+	}
+	return b.EndVector(len(offs))
+}
