@@ -73,8 +73,12 @@ func Decode(buf []byte, t table) error {
 
 // ServerOptions are the options every difuse gRPC server uses: the
 // FlatBuffers codec, and interceptors that turn a handler's panic into an
-// Internal error with a log line instead of a crashed node.
+// Internal error with a log line instead of a crashed node. A nil log
+// discards those lines.
 func ServerOptions(log *slog.Logger) []grpc.ServerOption {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
 	return []grpc.ServerOption{
 		grpc.ForceServerCodec(Codec{}),
 		grpc.ChainUnaryInterceptor(func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (resp any, err error) {

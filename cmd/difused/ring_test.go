@@ -124,4 +124,3 @@ func TestThreeProcesses(t *testing.T) {
 	took = waitAllAgree(t, https, grpcs, 1000, 10*time.Second)
 	t.Logf("restarted without -j, it rejoined; all agree %s after its start", took.Round(time.Millisecond))
 }
-
