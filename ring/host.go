@@ -31,7 +31,7 @@ type Config struct {
 	// 4*VNodes, at least MinSuccessors.
 	MaxSuccessors int
 	// TickInterval is the period of the maintenance that Run drives.
-	// Default 250ms.
+	// Default 500ms.
 	TickInterval time.Duration
 	// CallTimeout bounds every call to another host; a vnode that does not
 	// answer within it is taken for dead. Default 1s.
@@ -64,7 +64,7 @@ func (c *Config) validate() error {
 		c.MaxSuccessors = max(4*c.VNodes, c.MinSuccessors)
 	}
 	if c.TickInterval == 0 {
-		c.TickInterval = 250 * time.Millisecond
+		c.TickInterval = 500 * time.Millisecond
 	}
 	if c.CallTimeout == 0 {
 		c.CallTimeout = time.Second
@@ -103,6 +103,8 @@ type vnode struct {
 	// fingerBase is the lowest finger kept: lower ones fall inside the
 	// successor list. nextFinger is the one fix-fingers refreshes next.
 	fingerBase, nextFinger int
+	// predHeard is the round in which pred last rectified this vnode.
+	predHeard int
 }
 
 // Host runs the virtual nodes of one process and maintains their place in
@@ -116,7 +118,17 @@ type Host struct {
 	mu     sync.Mutex
 	vnodes map[ID]*vnode
 	order  []ID // own vnode ids, ascending
+	// ticks counts maintenance rounds: the ring's clock.
+	ticks int
+	// failed maps the address of a host that a call could not reach to the
+	// round it failed in. Successor lists and replica sets skip such hosts
+	// for suspectTicks rounds, or until the host is heard from again.
+	failed map[string]int
 }
+
+// suspectTicks is how many rounds a host that could not be reached is left
+// out of successor lists and replica sets, unless it is heard from sooner.
+const suspectTicks = 8
 
 // New returns a host that is not yet a member of any ring: call Create or
 // Join. tr carries calls to other hosts; calls to the host's own vnodes
@@ -125,7 +137,7 @@ func New(cfg Config, tr Transport) (*Host, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	return &Host{cfg: cfg, tr: tr, log: cfg.Logger, vnodes: map[ID]*vnode{}}, nil
+	return &Host{cfg: cfg, tr: tr, log: cfg.Logger, vnodes: map[ID]*vnode{}, failed: map[string]int{}}, nil
 }
 
 // Config returns the host's configuration with defaults filled in.
@@ -160,15 +172,19 @@ func (h *Host) Create() error {
 			h.cfg.MinSuccessors+1, h.cfg.VNodes)
 	}
 	refs := h.ownRefs()
+	vnodes := make([]*vnode, len(refs))
+	for i, r := range refs {
+		vnodes[i] = &vnode{self: r, pred: refs[(i+len(refs)-1)%len(refs)]}
+		vnodes[i].succs = h.trim(r, append(slices.Clone(refs[i+1:]), refs[:i]...))
+	}
 	h.mu.Lock()
 	if len(h.vnodes) > 0 {
 		h.mu.Unlock()
 		return errors.New("ring: host is already a member")
 	}
 	var changes []Change
-	for i, r := range refs {
-		v := &vnode{self: r, pred: refs[(i+len(refs)-1)%len(refs)]}
-		v.succs = h.trim(r, append(slices.Clone(refs[i+1:]), refs[:i]...))
+	for _, v := range vnodes {
+		r := v.self
 		h.vnodes[r.ID] = v
 		h.order = append(h.order, r.ID)
 		changes = append(changes, v.change())
@@ -282,11 +298,41 @@ func (h *Host) transport(addr string) Transport {
 	return h.tr
 }
 
-// call runs fn against to's host with the call timeout.
+// call runs fn against to's host with the call timeout, and notes whether
+// the host could be reached.
 func (h *Host) call(ctx context.Context, to Ref, fn func(context.Context, Transport) error) error {
 	ctx, cancel := context.WithTimeout(ctx, h.cfg.CallTimeout)
 	defer cancel()
-	return fn(ctx, h.transport(to.Addr))
+	err := fn(ctx, h.transport(to.Addr))
+	if to.Addr != h.cfg.Addr {
+		h.heard(to.Addr, !errors.Is(err, ErrUnreachable))
+	}
+	return err
+}
+
+// heard records whether the host at addr was just reached.
+func (h *Host) heard(addr string, ok bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if ok {
+		delete(h.failed, addr)
+	} else {
+		h.failed[addr] = h.ticks
+	}
+}
+
+// suspects returns the hosts that could not be reached in the last
+// suspectTicks rounds.
+func (h *Host) suspects() map[string]bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	out := map[string]bool{}
+	for addr, t := range h.failed {
+		if h.ticks-t < suspectTicks {
+			out[addr] = true
+		}
+	}
+	return out
 }
 
 func (h *Host) getState(ctx context.Context, to Ref) (State, error) {
@@ -306,13 +352,25 @@ func (h *Host) ping(ctx context.Context, to Ref) error {
 // strictly increasing clockwise from self, no duplicates, never self, at
 // least MinSuccessors long where the ring allows, extended until it covers
 // SuccessorHosts hosts other than self's, and at most MaxSuccessors long.
+// Entries on hosts that could not be reached lately are left out, unless
+// that would leave nothing.
 func (h *Host) trim(self Ref, cands []Ref) []Ref {
+	if out := h.trimSkipping(self, cands, h.suspects()); len(out) > 0 {
+		return out
+	}
+	return h.trimSkipping(self, cands, nil)
+}
+
+func (h *Host) trimSkipping(self Ref, cands []Ref, skip map[string]bool) []Ref {
 	out := make([]Ref, 0, min(len(cands), h.cfg.MaxSuccessors))
 	hosts := map[string]bool{}
 	prev := self.ID
 	for _, c := range cands {
 		if c.IsZero() || !between(prev, c.ID, self.ID) {
 			break // wrapped around to self, or out of order
+		}
+		if skip[c.Addr] {
+			continue
 		}
 		out = append(out, c)
 		prev = c.ID

@@ -83,7 +83,7 @@ func (h *Host) Lookup(ctx context.Context, key ID, n int) (Result, error) {
 		return Result{}, err
 	}
 	res := Result{Key: key, Hops: hops}
-	hosts := map[string]bool{}
+	hosts := h.suspects() // hosts that could not be reached lately hold no replicas
 	seen := map[ID]bool{}
 	// Walk the successor lists clockwise until n hosts are covered or the
 	// walk comes back to where it started.

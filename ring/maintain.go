@@ -9,6 +9,9 @@ import (
 // order: check-predecessor, stabilise (which ends by asking the successor to
 // rectify), and the refresh of one finger.
 func (h *Host) Tick(ctx context.Context) {
+	h.mu.Lock()
+	h.ticks++
+	h.mu.Unlock()
 	for _, id := range h.ids() {
 		h.checkPredecessor(ctx, id)
 		h.stabilize(ctx, id)
@@ -45,10 +48,17 @@ func (h *Host) update(id ID, fn func(v *vnode) bool) {
 }
 
 // checkPredecessor clears the predecessor if it is dead, so that the next
-// rectify can install a live one.
+// rectify can install a live one. A predecessor that rectified the vnode in
+// the last two rounds is alive, and is not pinged.
 func (h *Host) checkPredecessor(ctx context.Context, id ID) {
 	v, ok := h.snapshot(id)
 	if !ok || v.pred.IsZero() {
+		return
+	}
+	h.mu.Lock()
+	recent := h.ticks-v.predHeard <= 2
+	h.mu.Unlock()
+	if recent {
 		return
 	}
 	if err := h.ping(ctx, v.pred); err != nil {
@@ -208,7 +218,18 @@ func (h *Host) HandleRectify(ctx context.Context, target ID, from Ref) error {
 	if !ok {
 		return ErrNoVNode
 	}
-	if from.ID == target || v.pred == from {
+	if from.Addr != h.cfg.Addr {
+		h.heard(from.Addr, true)
+	}
+	if from.ID == target {
+		return nil
+	}
+	if v.pred == from {
+		h.mu.Lock()
+		if v2, ok := h.vnodes[target]; ok && v2.pred == from {
+			v2.predHeard = h.ticks
+		}
+		h.mu.Unlock()
 		return nil
 	}
 	adopt := v.pred.IsZero() || between(v.pred.ID, from.ID, target)

@@ -80,7 +80,7 @@ Flags of difused:
 	leave := fs.Bool("leave", false, "on SIGINT/SIGTERM, leave the ring gracefully (hand the vnodes' places to their neighbours) before exiting")
 	vnodes := fs.Int("vnodes", 8, "virtual nodes this node runs in the ring")
 	replicas := fs.Int("replicas", 3, "replica count N of every key (odd)")
-	tick := fs.Duration("tick", 250*time.Millisecond, "interval of the ring's maintenance (stabilise, fix fingers, check predecessor)")
+	tick := fs.Duration("tick", 500*time.Millisecond, "interval of the ring's maintenance (stabilise, fix fingers, check predecessor)")
 	callTimeout := fs.Duration("call-timeout", time.Second, "timeout of one call to another node; a node that does not answer in time is taken for dead")
 	minFree := fs.Int64("min-free-mb", 256, "free space in `MiB` kept in reserve on the data directory's file system")
 	logLevel := fs.String("log-level", "info", "log `level`: debug, info, warn or error")
