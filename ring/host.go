@@ -217,6 +217,9 @@ func (h *Host) Join(ctx context.Context, seed string) error {
 			return fmt.Errorf("ring: join via %s: vnode %s: %w", seed, self, err)
 		}
 	}
+	// One round of maintenance at once: each new vnode rectifies its
+	// successor, so its predecessor adopts it at its next stabilisation.
+	h.Tick(ctx)
 	h.log.Info("joined the ring", "via", seed, "vnodes", h.cfg.VNodes)
 	return nil
 }

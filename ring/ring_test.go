@@ -379,3 +379,62 @@ func measureHops(t *testing.T, hosts, lookups int) (mean float64, maxHops int) {
 	}
 	return float64(total) / float64(lookups), maxHops
 }
+
+// A client caches the membership walked from one host and routes in one
+// hop; after the ring changes, the leaders it names turn requests away
+// (Leads), and a fresh walk routes correctly again.
+func TestCacheOneHop(t *testing.T) {
+	s := newSim(t, 9)
+	s.create(hostAddr(0))
+	for i := 1; i < 6; i++ {
+		s.join(hostAddr(i), hostAddr(0))
+	}
+	s.tickUntilConverged(200)
+	tr := s.net.Transport("client")
+	var c Cache
+	walk := func() {
+		refs, err := Walk(s.ctx, tr, hostAddr(3))
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Update(refs)
+	}
+	walk()
+	if c.Len() != 48 {
+		t.Fatalf("walk found %d vnodes, want 48", c.Len())
+	}
+	leads := func(key ID) bool {
+		res, _ := c.Lookup(key, 3)
+		ok, err := s.hosts[res.Leader().Addr].Leads(res.Leader().ID, key)
+		return err == nil && ok
+	}
+	m := s.members()
+	for k := range 1000 {
+		key := HashKey(fmt.Appendf(nil, "c%d", k))
+		res, _ := c.Lookup(key, 3)
+		if want := trueReplicas(m, key, 3); !slices.Equal(res.Replicas, want) {
+			t.Fatalf("cached lookup %d = %v, want %v", k, res.Replicas, want)
+		}
+		if !leads(key) {
+			t.Fatalf("leader %s of key %d says it does not lead it", res.Leader(), k)
+		}
+	}
+	s.join(hostAddr(6), hostAddr(0))
+	s.tickUntilConverged(200)
+	misses := 0
+	for k := range 1000 {
+		if !leads(HashKey(fmt.Appendf(nil, "c%d", k))) {
+			misses++
+		}
+	}
+	if misses == 0 {
+		t.Fatal("a stale cache routed every key right after a host joined")
+	}
+	walk()
+	for k := range 1000 {
+		if !leads(HashKey(fmt.Appendf(nil, "c%d", k))) {
+			t.Fatalf("after a fresh walk, key %d is still misrouted", k)
+		}
+	}
+	t.Logf("stale cache misrouted %d of 1,000 keys after a join; none after a walk", misses)
+}

@@ -1,7 +1,7 @@
 // Command difused is the difuse node daemon. Run with no subcommand it
 // serves a node; its subcommands query running nodes:
 //
-//	difused [-b grpc-addr] [-a http-addr] [-j join-addr] [-d data-dir]
+//	difused [-b grpc-addr] [-a http-addr] [-j join-addr] [-d data-dir] [flags]
 //	difused status [-b grpc-addr]
 //	difused ping [-n count] [-size bytes] [grpc-addr]
 //

@@ -1,0 +1,101 @@
+package ring
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+)
+
+// Cache is a client's copy of the ring's membership, for routing a key to
+// its leader in one hop. It can be stale: a node receiving a request checks
+// Leads, and on a miss the client refreshes the cache (Walk) or falls back to
+// a lookup through a node. It is safe for concurrent use.
+type Cache struct {
+	mu   sync.RWMutex
+	refs []Ref // ascending ids
+}
+
+// Update replaces the cached membership.
+func (c *Cache) Update(refs []Ref) {
+	sorted := slices.Clone(refs)
+	slices.SortFunc(sorted, func(a, b Ref) int { return a.ID.Cmp(b.ID) })
+	sorted = slices.CompactFunc(sorted, func(a, b Ref) bool { return a.ID == b.ID })
+	c.mu.Lock()
+	c.refs = sorted
+	c.mu.Unlock()
+}
+
+// Len returns the number of cached vnodes.
+func (c *Cache) Len() int {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return len(c.refs)
+}
+
+// Lookup places key as Host.Lookup would on the cached membership: its
+// successor, then the next vnodes on hosts not yet listed, n in all. It
+// returns false if the cache is empty.
+func (c *Cache) Lookup(key ID, n int) (Result, bool) {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	if len(c.refs) == 0 {
+		return Result{}, false
+	}
+	i, _ := slices.BinarySearchFunc(c.refs, key, func(r Ref, k ID) int { return r.ID.Cmp(k) })
+	res := Result{Key: key}
+	hosts := map[string]bool{}
+	for j := 0; j < len(c.refs) && len(res.Replicas) < n; j++ {
+		r := c.refs[(i+j)%len(c.refs)]
+		if !hosts[r.Addr] {
+			hosts[r.Addr] = true
+			res.Replicas = append(res.Replicas, r)
+		}
+	}
+	return res, true
+}
+
+// Walk collects the ring's membership by following successor lists from
+// the vnodes of the host at seed, until it comes back to where it started.
+// It costs about V/len(successor list) calls for V vnodes.
+func Walk(ctx context.Context, tr Transport, seed string) ([]Ref, error) {
+	starts, err := tr.VNodes(ctx, seed)
+	if err != nil {
+		return nil, fmt.Errorf("ring: walk from %s: %w", seed, err)
+	}
+	if len(starts) == 0 {
+		return nil, fmt.Errorf("ring: walk from %s: %w", seed, ErrNotMember)
+	}
+	seen := map[ID]bool{starts[0].ID: true}
+	refs := []Ref{starts[0]}
+	cur := starts[0]
+	for {
+		st, err := tr.GetState(ctx, cur)
+		if err != nil {
+			return nil, fmt.Errorf("ring: walk at %s: %w", cur, err)
+		}
+		if len(st.Succs) == 0 {
+			return nil, fmt.Errorf("ring: walk at %s: %w: no successors", cur, ErrLookup)
+		}
+		for _, r := range st.Succs {
+			if seen[r.ID] {
+				return refs, nil
+			}
+			seen[r.ID] = true
+			refs = append(refs, r)
+		}
+		cur = st.Succs[len(st.Succs)-1]
+	}
+}
+
+// Leads reports whether the host's vnode is the leader of key: whether key
+// lies between the vnode's predecessor (exclusive) and the vnode
+// (inclusive). A vnode with no predecessor yet leads nothing. Servers use it
+// to turn away requests routed by a stale cache.
+func (h *Host) Leads(vnode ID, key ID) (bool, error) {
+	v, ok := h.snapshot(vnode)
+	if !ok {
+		return false, ErrNoVNode
+	}
+	return !v.pred.IsZero() && betweenRight(v.pred.ID, key, vnode), nil
+}
