@@ -135,3 +135,48 @@ func TestLookupBadRequests(t *testing.T) {
 		t.Fatalf("lookup on one node: %d %+v %v", code, r, err)
 	}
 }
+
+// A node stopped with Leave hands its vnodes' places to their neighbours:
+// the remaining nodes stop pointing at it at once, with no maintenance
+// round to detect a failure (every node's maintenance is driven by hand).
+func TestLeaveOnStop(t *testing.T) {
+	start := func(join string, leave bool) (*node.Node, context.CancelFunc, chan error) {
+		cfg := testConfig(t.TempDir(), join)
+		cfg.Leave = leave
+		cfg.Ring.TickInterval = time.Hour
+		n, err := node.New(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, stop := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- n.Run(ctx) }()
+		t.Cleanup(func() { stop(); <-done })
+		waitMember(t, n)
+		return n, stop, done
+	}
+	a, _, _ := start("", false)
+	b, _, _ := start(a.GRPCAddr(), false)
+	c, stopC, doneC := start(a.GRPCAddr(), true)
+	hosts := []string{a.GRPCAddr(), b.GRPCAddr(), c.GRPCAddr()}
+	for i := 0; agree([]*node.Node{a, b, c}, 100, hosts) != nil; i++ {
+		if i == 100 {
+			t.Fatal("no agreement after 100 rounds")
+		}
+		for _, n := range []*node.Node{a, b, c} {
+			n.Ring().Tick(context.Background())
+		}
+	}
+	stopC()
+	if err := <-doneC; err != nil {
+		t.Fatal(err)
+	}
+	doneC <- nil // for the cleanup
+	for _, n := range []*node.Node{a, b} {
+		for _, v := range n.Ring().Status() {
+			if v.Pred.Addr == c.GRPCAddr() || v.Succs[0].Addr == c.GRPCAddr() {
+				t.Fatalf("after c left, %s still points at it: pred %s, succ %s", v.Self, v.Pred, v.Succs[0])
+			}
+		}
+	}
+}
