@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/difuse/difuse/ring"
 	"github.com/difuse/difuse/store"
 )
 
@@ -17,9 +18,11 @@ var peersKey = []byte("ring/peers")
 
 // joinOrCreate makes the node a ring member. With -j it joins through that
 // node, trying until JoinTimeout. Without it, a node that remembers peers
-// from an earlier run rejoins through any of them; if none answers within
-// JoinTimeout it starts a ring alone, which the others join as they come
-// back. A node with no peers to remember starts a new ring.
+// from an earlier run rejoins through any of them; if the peers that answer
+// are all waiting for a ring themselves, the one with the lowest address
+// starts it; if none answers within JoinTimeout it starts a ring alone,
+// which the others join as they come back. A node with no peers to remember
+// starts a new ring.
 func (n *Node) joinOrCreate(ctx context.Context) error {
 	remembered, err := n.loadPeers()
 	if err != nil {
@@ -35,11 +38,25 @@ func (n *Node) joinOrCreate(ctx context.Context) error {
 	deadline := time.Now().Add(n.cfg.JoinTimeout)
 	var lastErr error
 	for attempt := 0; ; attempt++ {
+		var waiting []string // alive, but not members yet: restarting too
 		for _, t := range targets {
-			if lastErr = n.ring.Join(ctx, t); lastErr == nil {
+			err := n.ring.Join(ctx, t)
+			if err == nil {
 				return nil
 			}
-			n.log.Debug("join attempt failed", "via", t, "err", lastErr)
+			if errors.Is(err, ring.ErrNotMember) {
+				waiting = append(waiting, t)
+			}
+			lastErr = err
+			n.log.Debug("join attempt failed", "via", t, "err", err)
+		}
+		// When the whole cluster restarts, every node finds its peers alive
+		// but outside any ring. The one with the lowest address starts the
+		// ring at once and the others join it; without -j, that is us if our
+		// address is below every waiting peer's.
+		if n.cfg.Join == "" && len(waiting) > 0 && n.ring.Addr() < slices.Min(waiting) {
+			n.log.Info("every reachable peer is waiting for a ring; starting it", "waiting", strings.Join(waiting, ","))
+			return n.ring.Create()
 		}
 		if time.Now().After(deadline) || ctx.Err() != nil {
 			break

@@ -206,3 +206,53 @@ func settled(nodes ...*node.Node) error {
 	}
 	return nil
 }
+
+// When every node of a cluster restarts at once, without -j, they find each
+// other waiting and form one ring again.
+func TestWholeClusterRestart(t *testing.T) {
+	dirs := []string{t.TempDir(), t.TempDir(), t.TempDir()}
+	run := func(cfgs []node.Config) ([]*node.Node, func()) {
+		nodes := make([]*node.Node, len(cfgs))
+		ctx, stop := context.WithCancel(context.Background())
+		dones := make([]chan error, len(cfgs))
+		for i, cfg := range cfgs {
+			n, err := node.New(cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			nodes[i], dones[i] = n, make(chan error, 1)
+			go func() { dones[i] <- n.Run(ctx) }()
+		}
+		return nodes, func() {
+			stop()
+			for _, d := range dones {
+				if err := <-d; err != nil {
+					t.Error(err)
+				}
+			}
+		}
+	}
+	cfgs := []node.Config{testConfig(dirs[0], "")}
+	first, stopFirst := run(cfgs[:1])
+	waitMember(t, first[0])
+	cfgs = append(cfgs, testConfig(dirs[1], first[0].GRPCAddr()), testConfig(dirs[2], first[0].GRPCAddr()))
+	cfgs[0].GRPCAddr = first[0].GRPCAddr()
+	rest, stopRest := run(cfgs[1:])
+	for _, n := range rest {
+		waitMember(t, n)
+	}
+	all := append(first, rest...)
+	waitAgree(t, all, 100, 20*time.Second)
+	stopRest()
+	stopFirst()
+
+	for i := range cfgs {
+		cfgs[i].GRPCAddr, cfgs[i].Join = all[i].GRPCAddr(), ""
+	}
+	again, stopAgain := run(cfgs)
+	defer stopAgain()
+	for _, n := range again {
+		waitMember(t, n)
+	}
+	waitAgree(t, again, 100, 20*time.Second)
+}

@@ -6,8 +6,9 @@
 #   scripts/cluster.sh down     stop the nodes (SIGTERM, by PID)
 #
 # Node i serves gRPC on 127.0.0.1:$((4624+i)) and HTTP on 127.0.0.1:$((9090+i))
-# and keeps its data and log under .cluster/n$i. Nodes after the first join
-# the first. Data survives down/up; remove .cluster to start afresh.
+# and keeps its data and log under .cluster/n$i (the previous run's log in
+# log.prev). Nodes after the first join the first. Data survives down/up:
+# restarted, the nodes rejoin their ring. Remove .cluster to start afresh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
@@ -29,14 +30,21 @@ up() {
     local join=()
     [ "$i" -gt 0 ] && join=(-j 127.0.0.1:4624)
     echo "$grpc" > "$dir/grpc"
-    nohup bin/difused -b "$grpc" -a "$http" -d "$dir/data" "${join[@]}" >>"$dir/log" 2>&1 &
+    echo "$http" > "$dir/http"
+    [ -f "$dir/log" ] && mv "$dir/log" "$dir/log.prev"
+    nohup bin/difused -b "$grpc" -a "$http" -d "$dir/data" "${join[@]}" >"$dir/log" 2>&1 &
     echo $! > "$dir/pid"
-    for _ in $(seq 100); do
-      bin/difused status -b "$grpc" -timeout 200ms >/dev/null 2>&1 && break
+  done
+  # Wait until every node is a ring member (its lookups answer).
+  for ((i = 0; i < n; i++)); do
+    local dir="$state/n$i"
+    for _ in $(seq 300); do
       kill -0 "$(cat "$dir/pid")" 2>/dev/null || { echo "n$i failed to start:" >&2; tail -5 "$dir/log" >&2; exit 1; }
+      grep -q 'msg="node serving"' "$dir/log" && break
       sleep 0.1
     done
-    echo "n$i up: gRPC $grpc, http://$http/ (pid $(cat "$dir/pid"), log $dir/log)"
+    grep -q 'msg="node serving"' "$dir/log" || { echo "n$i did not join within 30 s; see $dir/log" >&2; exit 1; }
+    echo "n$i up: gRPC $(cat "$dir/grpc"), http://$(cat "$dir/http")/ (pid $(cat "$dir/pid"), log $dir/log)"
   done
 }
 
@@ -64,5 +72,5 @@ case "${1:-}" in
   up) shift; up "$@" ;;
   status) status ;;
   down) down ;;
-  *) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  *) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac
