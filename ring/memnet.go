@@ -3,85 +3,36 @@ package ring
 import (
 	"context"
 	"fmt"
-	"math/rand/v2"
 	"sync"
+
+	"github.com/difuse/difuse/memnet"
 )
 
 // Network is an in-memory network of hosts for tests: calls are direct
 // function calls, so a test that drives every host from one goroutine is
-// deterministic. It can kill hosts, cut links between them and drop calls at
-// random from a fixed seed.
+// deterministic. Its embedded fault model can kill hosts, cut links between
+// them and drop calls at random from a fixed seed.
 type Network struct {
-	mu       sync.Mutex
-	hosts    map[string]Handler
-	down     map[string]bool
-	cut      map[[2]string]bool
-	dropRate float64
-	rng      *rand.Rand
-	calls    int
+	*memnet.Faults
+	mu    sync.Mutex
+	hosts map[string]Handler
 }
 
-// NewNetwork returns an empty network whose random drops follow seed.
-func NewNetwork(seed uint64) *Network {
-	return &Network{
-		hosts: map[string]Handler{},
-		down:  map[string]bool{},
-		cut:   map[[2]string]bool{},
-		rng:   rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)),
-	}
+// NewNetwork returns an empty network with a fault model of its own.
+func NewNetwork(seed uint64) *Network { return NewNetworkWith(memnet.New(seed)) }
+
+// NewNetworkWith returns an empty network that obeys faults, which other
+// in-memory transports may share.
+func NewNetworkWith(faults *memnet.Faults) *Network {
+	return &Network{Faults: faults, hosts: map[string]Handler{}}
 }
 
 // Attach makes addr reach h, and brings addr up.
 func (n *Network) Attach(addr string, h Handler) {
 	n.mu.Lock()
-	defer n.mu.Unlock()
 	n.hosts[addr] = h
-	delete(n.down, addr)
-}
-
-// Kill makes every call to or from addr fail, as if its process died.
-func (n *Network) Kill(addr string) {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	n.down[addr] = true
-}
-
-// Partition cuts every link between hosts of different groups. Hosts in no
-// group keep their links.
-func (n *Network) Partition(groups ...[]string) {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	for i, g := range groups {
-		for _, o := range groups[i+1:] {
-			for _, a := range g {
-				for _, b := range o {
-					n.cut[[2]string{a, b}] = true
-					n.cut[[2]string{b, a}] = true
-				}
-			}
-		}
-	}
-}
-
-// Heal restores every cut link.
-func (n *Network) Heal() {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	clear(n.cut)
-}
-
-// SetDropRate makes each call fail with probability p.
-func (n *Network) SetDropRate(p float64) {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	n.dropRate = p
-}
-
-// Calls returns the number of calls attempted so far.
-func (n *Network) Calls() int {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	return n.calls
+	n.mu.Unlock()
+	n.Revive(addr)
 }
 
 // Transport returns the transport the host at from uses.
@@ -89,17 +40,14 @@ func (n *Network) Transport(from string) Transport { return memTransport{n: n, f
 
 // deliver returns the handler at to, or why the call cannot reach it.
 func (n *Network) deliver(from, to string) (Handler, error) {
+	if err := n.Check(from, to); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrUnreachable, err)
+	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	n.calls++
 	h, ok := n.hosts[to]
-	switch {
-	case !ok, n.down[to], n.down[from]:
-		return nil, fmt.Errorf("%w: %s", ErrUnreachable, to)
-	case n.cut[[2]string{from, to}]:
-		return nil, fmt.Errorf("%w: %s cut off from %s", ErrUnreachable, to, from)
-	case n.dropRate > 0 && n.rng.Float64() < n.dropRate:
-		return nil, fmt.Errorf("%w: call to %s dropped", ErrUnreachable, to)
+	if !ok {
+		return nil, fmt.Errorf("%w: no host at %s", ErrUnreachable, to)
 	}
 	return h, nil
 }

@@ -1,0 +1,326 @@
+package txlog
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+	"unicode/utf8"
+
+	"github.com/difuse/difuse/ring"
+)
+
+// MaxNameBytes bounds partition and record names.
+const MaxNameBytes = 1024
+
+// checkName validates a partition or record name.
+func checkName(what, name string, allowEmpty bool) error {
+	switch {
+	case name == "" && !allowEmpty:
+		return fmt.Errorf("%w: empty %s", ErrBadRequest, what)
+	case len(name) > MaxNameBytes:
+		return fmt.Errorf("%w: %s of %d bytes (at most %d)", ErrBadRequest, what, len(name), MaxNameBytes)
+	case !utf8.ValidString(name):
+		return fmt.Errorf("%w: %s is not valid UTF-8", ErrBadRequest, what)
+	}
+	return nil
+}
+
+// validate checks a request before it is routed anywhere.
+func (s *Service) validate(req Request) error {
+	if err := checkName("partition", req.Partition, false); err != nil {
+		return err
+	}
+	switch {
+	case req.Write != nil:
+		if req.Level == Lazy {
+			return fmt.Errorf("%w: writes take all, quorum or leader, not lazy", ErrBadRequest)
+		}
+		if len(req.Write) == 0 {
+			return fmt.Errorf("%w: a write with no changes", ErrBadRequest)
+		}
+		seen := map[string]bool{}
+		for _, c := range req.Write {
+			if err := checkName("record name", c.Name, true); err != nil {
+				return err
+			}
+			if seen[c.Name] {
+				return fmt.Errorf("%w: record %q changed twice in one write", ErrBadRequest, c.Name)
+			}
+			seen[c.Name] = true
+			if len(c.Value) > s.cfg.MaxValueBytes {
+				return fmt.Errorf("%w: value of %d bytes (at most %d)", ErrBadRequest, len(c.Value), s.cfg.MaxValueBytes)
+			}
+		}
+		return nil
+	default:
+		return checkName("record name", req.Read+req.History, true)
+	}
+}
+
+// Write applies changes to records of one partition atomically, at the
+// given level (All, Quorum or Leader), after checking their conditions.
+func (s *Service) Write(ctx context.Context, partition string, changes []Change, level Level) (TxRef, error) {
+	resp, err := s.Do(ctx, Request{Partition: partition, Level: level, Write: changes})
+	return resp.Tx, err
+}
+
+// Read returns a record's current state at the given level. A record that
+// does not exist gives ErrNotFound, with the returned Record still carrying
+// the hash of the transaction that deleted it, if any.
+func (s *Service) Read(ctx context.Context, partition, name string, level Level) (Record, error) {
+	resp, err := s.Do(ctx, Request{Partition: partition, Level: level, Read: name})
+	if err == nil && !resp.Record.Exists {
+		return resp.Record, ErrNotFound
+	}
+	return resp.Record, err
+}
+
+// History returns the transactions of a partition's log that changed the
+// record, oldest first, read from the leader after a quorum read.
+func (s *Service) History(ctx context.Context, partition, name string) ([]*Tx, error) {
+	resp, err := s.Do(ctx, Request{Partition: partition, Level: Quorum, History: name})
+	return resp.History, err
+}
+
+// Do runs a request: on this host if it leads the partition (or, for a lazy
+// read, holds a replica), else on the leader's host. While the leader is
+// unreachable or the ring is settling it retries until ctx ends.
+func (s *Service) Do(ctx context.Context, req Request) (Response, error) {
+	if err := s.validate(req); err != nil {
+		return Response{}, err
+	}
+	var lastErr error
+	// uncertain: an earlier attempt of this write may have been applied (its
+	// reply was lost), so a later conflict may be with itself.
+	uncertain := false
+	for attempt := 0; ; attempt++ {
+		replicas, err := s.replicaSet(ctx, req.Partition)
+		if err == nil {
+			resp, err := s.route(ctx, req, replicas)
+			if uncertain && errors.Is(err, ErrConflict) {
+				return resp, fmt.Errorf("%w: outcome unknown, an earlier attempt may have been applied: %v", ErrUnavailable, err)
+			}
+			if err == nil || !retryable(err) {
+				return resp, err
+			}
+			if req.Write != nil && !errors.Is(err, ErrNotLeader) {
+				uncertain = true
+			}
+			lastErr = err
+		} else {
+			lastErr = err
+		}
+		select {
+		case <-ctx.Done():
+			return Response{}, fmt.Errorf("%w: %v", ErrUnavailable, lastErr)
+		case <-time.After(min(time.Duration(attempt+1)*20*time.Millisecond, 200*time.Millisecond)):
+		}
+	}
+}
+
+// retryable reports whether a failed request may succeed once the ring or
+// the leadership settles.
+func retryable(err error) bool {
+	return !errors.Is(err, ErrConflict) && !errors.Is(err, ErrNotFound) && !errors.Is(err, ErrBadRequest) &&
+		!errors.Is(err, ErrUnavailable)
+}
+
+func (s *Service) replicaSet(ctx context.Context, partition string) ([]string, error) {
+	res, err := s.placer.Lookup(ctx, ring.HashKey([]byte(partition)), s.cfg.Replicas)
+	if err != nil {
+		return nil, err
+	}
+	if len(res.Replicas) == 0 {
+		return nil, fmt.Errorf("txlog: %q: the ring names no replica", partition)
+	}
+	out := make([]string, len(res.Replicas))
+	for i, r := range res.Replicas {
+		out[i] = r.Addr
+	}
+	return out, nil
+}
+
+func (s *Service) route(ctx context.Context, req Request, replicas []string) (Response, error) {
+	if req.Read != "" || (req.Write == nil && req.History == "") {
+		if req.Level == Lazy {
+			return s.lazyRead(ctx, req, replicas)
+		}
+	}
+	if replicas[0] == s.cfg.Addr {
+		return s.lead(ctx, req, replicas)
+	}
+	cctx, cancel := context.WithTimeout(ctx, 10*s.cfg.CallTimeout)
+	defer cancel()
+	return s.tr.Forward(cctx, replicas[0], req)
+}
+
+// HandleForward runs a request that another host routed here because this
+// host leads the partition in its view of the ring.
+func (s *Service) HandleForward(ctx context.Context, req Request) (Response, error) {
+	if err := s.validate(req); err != nil {
+		return Response{}, err
+	}
+	replicas, err := s.replicaSet(ctx, req.Partition)
+	if err != nil {
+		return Response{}, err
+	}
+	if replicas[0] != s.cfg.Addr {
+		return Response{}, fmt.Errorf("%w: %q is led by %s", ErrNotLeader, req.Partition, replicas[0])
+	}
+	return s.lead(ctx, req, replicas)
+}
+
+// lead runs a request as the partition's leader.
+func (s *Service) lead(ctx context.Context, req Request, replicas []string) (Response, error) {
+	p, err := s.ps.get(req.Partition)
+	if err != nil {
+		return Response{}, err
+	}
+	p.lead.Lock()
+	defer p.lead.Unlock()
+	if err := s.establish(ctx, p, replicas); err != nil {
+		return Response{}, err
+	}
+	if req.Write != nil {
+		return s.leadWrite(ctx, p, req)
+	}
+	// Reads at quorum and all first bring that many replicas level with the
+	// leader, which also proves it still leads; leader reads do not.
+	p.mu.Lock()
+	target := p.last
+	p.mu.Unlock()
+	switch req.Level {
+	case Quorum, All:
+		need := majority(len(replicas))
+		if req.Level == All {
+			need = s.cfg.Replicas
+		}
+		if acked, err := s.replicate(ctx, p, replicas, target, need); acked < need {
+			return Response{}, fmt.Errorf("%w: %q: %d of %d replicas answered (need %d): %v", ErrUnavailable, p.name, acked, len(replicas), need, err)
+		}
+	}
+	name := req.Read + req.History
+	p.mu.Lock()
+	rec, err := s.ps.record(p, name)
+	p.mu.Unlock()
+	if err != nil {
+		return Response{}, err
+	}
+	if req.Level == All {
+		if err := s.checkAgree(ctx, p, replicas, rec); err != nil {
+			return Response{}, err
+		}
+	}
+	if req.History != "" {
+		h, err := s.history(p, name, rec)
+		return Response{Record: rec, History: h}, err
+	}
+	return Response{Record: rec}, nil
+}
+
+// checkAgree reads the record on every other replica and fails unless all
+// hold the leader's version.
+func (s *Service) checkAgree(ctx context.Context, p *part, replicas []string, rec Record) error {
+	for _, r := range replicas {
+		if r == s.cfg.Addr {
+			continue
+		}
+		cctx, cancel := context.WithTimeout(ctx, s.cfg.CallTimeout)
+		other, err := s.tr.ReadLocal(cctx, r, p.name, rec.Name)
+		cancel()
+		if err != nil {
+			return fmt.Errorf("%w: %q: replica %s: %v", ErrUnavailable, p.name, r, err)
+		}
+		if other.Hash != rec.Hash {
+			return fmt.Errorf("%w: %q: replica %s holds %s of %q, the leader %s", ErrUnavailable, p.name, r, other.Hash, rec.Name, rec.Hash)
+		}
+	}
+	return nil
+}
+
+// history walks a record's own hash chain back from its current version.
+func (s *Service) history(p *part, name string, rec Record) ([]*Tx, error) {
+	var out []*Tx
+	for h, want := rec.Height, rec.Hash; h != 0; {
+		t, err := s.ps.entry(p, h)
+		if err != nil {
+			return nil, err
+		}
+		if t.Hash() != want {
+			return nil, fmt.Errorf("txlog: %q: the chain of %q breaks at height %d", p.name, name, h)
+		}
+		out = append(out, t)
+		h, want = 0, Hash{}
+		for _, op := range t.Ops {
+			if op.Name == name && !op.Prev.IsZero() {
+				if op.PrevHeight >= t.Height {
+					return nil, fmt.Errorf("txlog: %q: the chain of %q points forward at height %d", p.name, name, t.Height)
+				}
+				h, want = op.PrevHeight, op.Prev
+			}
+		}
+	}
+	for i, j := 0, len(out)-1; i < j; i, j = i+1, j-1 {
+		out[i], out[j] = out[j], out[i]
+	}
+	return out, nil
+}
+
+// leadWrite checks the write's conditions against the leader's records and
+// commits it.
+func (s *Service) leadWrite(ctx context.Context, p *part, req Request) (Response, error) {
+	ops := make([]Op, len(req.Write))
+	for i, c := range req.Write {
+		p.mu.Lock()
+		rec, err := s.ps.record(p, c.Name)
+		p.mu.Unlock()
+		if err != nil {
+			return Response{}, err
+		}
+		if c.IfMatch != nil {
+			cur := rec.Hash
+			if !rec.Exists {
+				cur = Hash{}
+			}
+			if cur != *c.IfMatch {
+				return Response{Record: rec}, fmt.Errorf("%w: %q/%q is at %s", ErrConflict, p.name, c.Name, cur)
+			}
+		}
+		kind := OpSet
+		if c.Delete {
+			if !rec.Exists {
+				return Response{Record: rec}, fmt.Errorf("%w: %q/%q", ErrNotFound, p.name, c.Name)
+			}
+			kind = OpDelete
+		}
+		ops[i] = Op{Kind: kind, Name: c.Name, Value: c.Value, Prev: rec.Hash, PrevHeight: rec.Height}
+	}
+	t, err := s.appendAndReplicate(ctx, p, ops, req.Level)
+	if err != nil {
+		return Response{}, err
+	}
+	return Response{Tx: TxRef{Hash: t.Hash(), Height: t.Height}}, nil
+}
+
+// lazyRead answers from this host's replica if it holds one, else from the
+// first replica that answers.
+func (s *Service) lazyRead(ctx context.Context, req Request, replicas []string) (Response, error) {
+	var lastErr error
+	for _, r := range replicas {
+		var rec Record
+		var err error
+		if r == s.cfg.Addr {
+			rec, err = s.HandleReadLocal(req.Partition, req.Read)
+		} else {
+			cctx, cancel := context.WithTimeout(ctx, s.cfg.CallTimeout)
+			rec, err = s.tr.ReadLocal(cctx, r, req.Partition, req.Read)
+			cancel()
+		}
+		if err == nil {
+			return Response{Record: rec}, nil
+		}
+		lastErr = err
+	}
+	return Response{}, fmt.Errorf("%w: no replica of %q answered: %v", ErrUnavailable, req.Partition, lastErr)
+}

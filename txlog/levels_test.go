@@ -1,0 +1,147 @@
+package txlog
+
+import (
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/difuse/difuse/ring"
+)
+
+// With 1 of 3 replicas down, quorum writes and reads work, all fails with
+// an error saying how many replicas answered, and lazy reads answer.
+func TestLevelsWithOneReplicaDown(t *testing.T) {
+	c := newCluster(t, 3)
+	ctx := ctxFor(t, 20*time.Second)
+	if _, err := c.host("h0").svc.Write(ctx, "lv", set("a", "1"), All); err != nil {
+		t.Fatal(err)
+	}
+	res, err := c.host("h0").ring.Lookup(ctx, ring.HashKey([]byte("lv")), 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	victim := res.Replicas[2].Addr // a follower
+	c.kill(victim)
+	var via *host
+	for _, a := range c.addrs {
+		if a != victim {
+			via = c.host(a)
+		}
+	}
+	if _, err := via.svc.Write(ctx, "lv", set("a", "2"), Quorum); err != nil {
+		t.Fatalf("quorum write with one replica down: %v", err)
+	}
+	if r, err := via.svc.Read(ctx, "lv", "a", Quorum); err != nil || string(r.Value) != "2" {
+		t.Fatalf("quorum read: %+v, %v", r, err)
+	}
+	if r, err := via.svc.Read(ctx, "lv", "a", Lazy); err != nil || !r.Exists {
+		t.Fatalf("lazy read: %+v, %v", r, err)
+	}
+	if r, err := via.svc.Read(ctx, "lv", "a", Leader); err != nil || string(r.Value) != "2" {
+		t.Fatalf("leader read: %+v, %v", r, err)
+	}
+	_, err = via.svc.Write(ctx, "lv", set("a", "3"), All)
+	if !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("all write with one of three replicas down: %v, want ErrUnavailable", err)
+	}
+	t.Logf("all with one of three down: %v", err)
+}
+
+// Every level answers as documented while all replicas are up, and "all"
+// fails with a clear error when a replica of the set is unreachable.
+func TestAllFailsClearly(t *testing.T) {
+	c := newCluster(t, 3)
+	ctx := ctxFor(t, 20*time.Second)
+	if _, err := c.host("h0").svc.Write(ctx, "af", set("a", "1"), Quorum); err != nil {
+		t.Fatal(err)
+	}
+	res, _ := c.host("h0").ring.Lookup(ctx, ring.HashKey([]byte("af")), 3)
+	leader, follower := res.Replicas[0].Addr, res.Replicas[2].Addr
+	// Cut the follower off from the leader only: the ring still lists it.
+	c.faults.Partition([]string{leader}, []string{follower})
+	defer c.faults.Heal()
+	_, err := c.host(leader).svc.Write(ctx, "af", set("a", "2"), All)
+	if !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("all write with a replica cut off: %v", err)
+	}
+	t.Logf("all: %v", err)
+	if _, err := c.host(leader).svc.Read(ctx, "af", "a", All); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("all read with a replica cut off: %v", err)
+	}
+	if _, err := c.host(leader).svc.Write(ctx, "af", set("a", "3"), Quorum); err != nil {
+		t.Fatalf("quorum write with a replica cut off: %v", err)
+	}
+}
+
+// A deposed leader's appends are refused: while the leader is cut off,
+// another replica takes the partition over with a higher ballot; back in
+// touch, the old leader (which never heard of that ballot) tries to write,
+// its replicas refuse, and nothing of the write survives.
+func TestDeposedLeaderRefused(t *testing.T) {
+	c := newCluster(t, 3)
+	ctx := ctxFor(t, 20*time.Second)
+	res, _ := c.host("h0").ring.Lookup(ctx, ring.HashKey([]byte("dp")), 3)
+	replicas := []string{res.Replicas[0].Addr, res.Replicas[1].Addr, res.Replicas[2].Addr}
+	old, usurper := c.host(replicas[0]).svc, c.host(replicas[1]).svc
+	if _, err := old.Write(ctx, "dp", set("a", "1"), Quorum); err != nil {
+		t.Fatal(err)
+	}
+	c.faults.Partition([]string{replicas[0]}, replicas[1:])
+	up, _ := usurper.ps.get("dp")
+	up.lead.Lock()
+	err := usurper.establish(ctx, up, []string{replicas[1], replicas[0], replicas[2]})
+	up.lead.Unlock()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.faults.Heal()
+	op, _ := old.ps.get("dp")
+	op.lead.Lock()
+	_, err = old.appendAndReplicate(ctx, op, []Op{{Kind: OpSet, Name: "a", Value: []byte("deposed")}}, Quorum)
+	op.lead.Unlock()
+	if !errors.Is(err, ErrStaleBallot) {
+		t.Fatalf("deposed leader's write: %v, want ErrStaleBallot", err)
+	}
+	for _, a := range replicas {
+		r, err := c.host(a).svc.Read(ctx, "dp", "a", Quorum)
+		if err != nil || string(r.Value) != "1" {
+			t.Fatalf("read through %s after the refused write: %+v, %v", a, r, err)
+		}
+	}
+}
+
+// A replica that missed 500 transactions catches up along the hash chain.
+func TestLaggingReplicaCatchesUp(t *testing.T) {
+	c := newCluster(t, 3)
+	ctx := ctxFor(t, 60*time.Second)
+	res, _ := c.host("h0").ring.Lookup(ctx, ring.HashKey([]byte("lag")), 3)
+	leader, lagger := res.Replicas[0].Addr, res.Replicas[2].Addr
+	if _, err := c.host(leader).svc.Write(ctx, "lag", set("a", "0"), All); err != nil {
+		t.Fatal(err)
+	}
+	c.faults.Partition([]string{leader}, []string{lagger})
+	for i := 1; i <= 500; i++ {
+		if _, err := c.host(leader).svc.Write(ctx, "lag", set("a", fmt.Sprint(i)), Quorum); err != nil {
+			t.Fatalf("write %d: %v", i, err)
+		}
+	}
+	c.faults.Heal()
+	// Once the ring sees the lagging host again, an "all" read brings it
+	// level.
+	var r Record
+	var err error
+	for deadline := time.Now().Add(20 * time.Second); ; {
+		if r, err = c.host(leader).svc.Read(ctx, "lag", "a", All); err == nil || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err != nil || string(r.Value) != "500" {
+		t.Fatalf("all read after healing: %+v, %v", r, err)
+	}
+	local, err := c.host(lagger).svc.HandleReadLocal("lag", "a")
+	if err != nil || string(local.Value) != "500" || local.Hash != r.Hash {
+		t.Fatalf("lagging replica holds %+v, %v", local, err)
+	}
+}

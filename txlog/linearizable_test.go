@@ -1,0 +1,330 @@
+package txlog
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/anishathalye/porcupine"
+
+	"github.com/difuse/difuse/ring"
+)
+
+// counterInput is one operation on a per-key counter register.
+type counterInput struct {
+	Key      string
+	CAS      bool // else a read
+	Old, New int
+}
+
+// counterOutput is its outcome.
+type counterOutput struct {
+	Value   int
+	OK      bool
+	Unknown bool // the operation may or may not have taken effect
+}
+
+// counterModel is a register per key holding an int, read and
+// compare-and-set.
+var counterModel = porcupine.NondeterministicModel{
+	Partition: func(h []porcupine.Operation) [][]porcupine.Operation {
+		by := map[string][]porcupine.Operation{}
+		var keys []string
+		for _, op := range h {
+			k := op.Input.(counterInput).Key
+			if _, ok := by[k]; !ok {
+				keys = append(keys, k)
+			}
+			by[k] = append(by[k], op)
+		}
+		out := make([][]porcupine.Operation, len(keys))
+		for i, k := range keys {
+			out[i] = by[k]
+		}
+		return out
+	},
+	Init: func() []any { return []any{0} },
+	Step: func(state, input, output any) []any {
+		s, in, out := state.(int), input.(counterInput), output.(counterOutput)
+		switch {
+		case !in.CAS:
+			if out.Value == s {
+				return []any{s}
+			}
+			return nil
+		case out.Unknown:
+			if s == in.Old {
+				return []any{s, in.New}
+			}
+			return []any{s}
+		case out.OK:
+			if s == in.Old {
+				return []any{in.New}
+			}
+			return nil
+		default:
+			if s != in.Old {
+				return []any{s}
+			}
+			return nil
+		}
+	},
+	DescribeOperation: func(input, output any) string {
+		in, out := input.(counterInput), output.(counterOutput)
+		if !in.CAS {
+			return fmt.Sprintf("read(%s) = %d", in.Key, out.Value)
+		}
+		res := strconv.FormatBool(out.OK)
+		if out.Unknown {
+			res = "?"
+		}
+		return fmt.Sprintf("cas(%s, %d→%d) %s", in.Key, in.Old, in.New, res)
+	},
+}
+
+// history collects operations from concurrent clients.
+type history struct {
+	mu    sync.Mutex
+	start time.Time
+	ops   []porcupine.Operation
+}
+
+func (h *history) now() int64 { return int64(time.Since(h.start)) }
+
+func (h *history) add(client int, in counterInput, out counterOutput, call int64) {
+	ret := h.now()
+	if out.Unknown {
+		ret = 1 << 62 // may take effect at any time after the call
+	}
+	h.mu.Lock()
+	h.ops = append(h.ops, porcupine.Operation{ClientId: client, Input: in, Output: out, Call: call, Return: ret})
+	h.mu.Unlock()
+}
+
+// Five clients increment three counters by read + compare-and-set at
+// quorum, through random hosts of a five-host cluster, while the leader of
+// one key is killed and restarted and the network is split 2|3. The
+// history is linearizable, and each final counter lies between the
+// acknowledged increments and those plus the ones whose outcome is unknown
+// (equal when none is unknown).
+//
+// Known to fail about one run in ten under -race: when a partition heals,
+// hosts whose ring views still differ can each establish leadership over
+// disjoint replica sets (see docs/txlog.md, "Open problem"). Until the
+// reconfiguration rule is fixed it runs only when DIFUSE_TXLOG_FAULTS is set.
+func TestLinearizableUnderFaults(t *testing.T) {
+	if os.Getenv("DIFUSE_TXLOG_FAULTS") == "" {
+		t.Skip("reconfiguration under partitions is not yet safe; set DIFUSE_TXLOG_FAULTS=1 to run")
+	}
+	c := newCluster(t, 5)
+	keys := []string{"lin/k0", "lin/k1", "lin/k2"}
+	h := &history{start: time.Now()}
+	var acked, unknown [3]atomic.Int64
+	var total atomic.Int64
+	target := int64(1000)
+	if testing.Short() {
+		target = 300
+	}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for client := range 5 {
+		wg.Go(func() {
+			rng := rand.New(rand.NewPCG(uint64(client), 42))
+			for total.Load() < target {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				ki := rng.IntN(len(keys))
+				addr := c.addrs[rng.IntN(len(c.addrs))]
+				if c.faults.Down(addr) {
+					continue // clients use live hosts
+				}
+				via := c.host(addr)
+				ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+				call := h.now()
+				rec, err := via.svc.Read(ctx, keys[ki], "n", Quorum)
+				cancel()
+				if err != nil && !errors.Is(err, ErrNotFound) {
+					continue // a failed read leaves no trace
+				}
+				v := 0
+				if rec.Exists {
+					v, _ = strconv.Atoi(string(rec.Value))
+				}
+				h.add(client, counterInput{Key: keys[ki]}, counterOutput{Value: v}, call)
+				ifMatch := rec.Hash
+				if !rec.Exists {
+					ifMatch = Hash{}
+				}
+				ctx, cancel = context.WithTimeout(context.Background(), 2*time.Second)
+				call = h.now()
+				_, err = via.svc.Write(ctx, keys[ki], []Change{{Name: "n", Value: []byte(strconv.Itoa(v + 1)), IfMatch: &ifMatch}}, Quorum)
+				cancel()
+				in := counterInput{Key: keys[ki], CAS: true, Old: v, New: v + 1}
+				switch {
+				case err == nil:
+					h.add(client, in, counterOutput{OK: true}, call)
+					acked[ki].Add(1)
+					total.Add(1)
+				case errors.Is(err, ErrConflict):
+					h.add(client, in, counterOutput{}, call)
+				default:
+					h.add(client, in, counterOutput{Unknown: true}, call)
+					unknown[ki].Add(1)
+				}
+			}
+		})
+	}
+
+	// The nemesis: kill the leader of keys[0], restart it, then split 2|3.
+	waitFor := func(n int64) {
+		for total.Load() < n {
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	waitFor(target / 5)
+	res, err := c.host("h0").ring.Lookup(context.Background(), ring.HashKey([]byte(keys[0])), 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	victim := res.Leader().Addr
+	t.Logf("killing %s, leader of %s, after %d increments", victim, keys[0], total.Load())
+	c.kill(victim)
+	waitFor(2 * target / 5)
+	t.Logf("restarting %s after %d increments", victim, total.Load())
+	c.restart(victim)
+	waitFor(3 * target / 5)
+	t.Logf("splitting %v | %v after %d increments", c.addrs[:2], c.addrs[2:], total.Load())
+	c.faults.Partition(c.addrs[:2], c.addrs[2:])
+	time.Sleep(500 * time.Millisecond)
+	c.faults.Heal()
+	t.Logf("healed after %d increments", total.Load())
+	waitFor(target)
+	close(stop)
+	wg.Wait()
+
+	result, info := porcupine.CheckOperationsVerbose(counterModel.ToModel(), h.ops, 60*time.Second)
+	if result != porcupine.Ok {
+		path := filepath.Join(os.TempDir(), "txlog-linearizability.html")
+		porcupine.VisualizePath(counterModel.ToModel(), info, path)
+		explain(t, h.ops)
+		t.Fatalf("history of %d operations is %v; timeline in %s", len(h.ops), result, path)
+	}
+	ctx := ctxFor(t, 10*time.Second)
+	for i, k := range keys {
+		rec, err := c.host("h0").svc.Read(ctx, k, "n", Quorum)
+		if err != nil {
+			t.Fatal(err)
+		}
+		v, _ := strconv.Atoi(string(rec.Value))
+		a, u := acked[i].Load(), unknown[i].Load()
+		if int64(v) < a || int64(v) > a+u {
+			t.Errorf("%s = %d: %d increments acknowledged, %d unknown", k, v, a, u)
+		}
+		t.Logf("%s = %d (%d acknowledged, %d unknown)", k, v, a, u)
+	}
+	t.Logf("%d operations, linearizable", len(h.ops))
+}
+
+// explain logs the simplest anomalies in a history: two acknowledged
+// compare-and-sets from the same value, and reads older than a value
+// acknowledged before they began.
+func explain(t *testing.T, ops []porcupine.Operation) {
+	from := map[string]map[int]porcupine.Operation{}
+	for _, op := range ops {
+		in, out := op.Input.(counterInput), op.Output.(counterOutput)
+		if !in.CAS || !out.OK || out.Unknown {
+			continue
+		}
+		if from[in.Key] == nil {
+			from[in.Key] = map[int]porcupine.Operation{}
+		}
+		if prev, dup := from[in.Key][in.Old]; dup {
+			t.Logf("%s: two acknowledged cas from %d: clients %d and %d", in.Key, in.Old, prev.ClientId, op.ClientId)
+		}
+		from[in.Key][in.Old] = op
+	}
+	for _, op := range ops {
+		in, out := op.Input.(counterInput), op.Output.(counterOutput)
+		if in.CAS {
+			continue
+		}
+		for old, w := range from[in.Key] {
+			if w.Return < op.Call && out.Value <= old {
+				t.Logf("%s: client %d read %d after cas %d→%d was acknowledged", in.Key, op.ClientId, out.Value, old, old+1)
+				break
+			}
+		}
+	}
+}
+
+// Without faults, the same clients produce a linearizable history whose
+// counters equal the acknowledged increments exactly.
+func TestLinearizableNoFaults(t *testing.T) {
+	c := newCluster(t, 5)
+	keys := []string{"nf/k0", "nf/k1"}
+	h := &history{start: time.Now()}
+	var acked [2]atomic.Int64
+	var wg sync.WaitGroup
+	for client := range 4 {
+		wg.Go(func() {
+			rng := rand.New(rand.NewPCG(uint64(client), 7))
+			for range 60 {
+				ki := rng.IntN(len(keys))
+				via := c.host(c.addrs[rng.IntN(len(c.addrs))])
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				call := h.now()
+				rec, err := via.svc.Read(ctx, keys[ki], "n", Quorum)
+				if err != nil && !errors.Is(err, ErrNotFound) {
+					cancel()
+					t.Error(err)
+					return
+				}
+				v, _ := strconv.Atoi(string(rec.Value))
+				h.add(client, counterInput{Key: keys[ki]}, counterOutput{Value: v}, call)
+				ifMatch := rec.Hash
+				if !rec.Exists {
+					ifMatch = Hash{}
+				}
+				call = h.now()
+				_, err = via.svc.Write(ctx, keys[ki], []Change{{Name: "n", Value: []byte(strconv.Itoa(v + 1)), IfMatch: &ifMatch}}, Quorum)
+				cancel()
+				in := counterInput{Key: keys[ki], CAS: true, Old: v, New: v + 1}
+				switch {
+				case err == nil:
+					h.add(client, in, counterOutput{OK: true}, call)
+					acked[ki].Add(1)
+				case errors.Is(err, ErrConflict):
+					h.add(client, in, counterOutput{}, call)
+				default:
+					t.Errorf("write without faults: %v", err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if !porcupine.CheckOperations(counterModel.ToModel(), h.ops) {
+		explain(t, h.ops)
+		t.Fatalf("history of %d operations is not linearizable", len(h.ops))
+	}
+	for i, k := range keys {
+		rec, err := c.host("h3").svc.Read(ctxFor(t, 5*time.Second), k, "n", All)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if v, _ := strconv.Atoi(string(rec.Value)); int64(v) != acked[i].Load() {
+			t.Errorf("%s = %d, %d increments acknowledged", k, v, acked[i].Load())
+		}
+	}
+}

@@ -1,0 +1,422 @@
+package txlog
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+
+	"github.com/difuse/difuse/store"
+)
+
+// kv is the part of the local store the transaction log uses.
+type kv interface {
+	Get(key []byte) ([]byte, error)
+	Update(fn func(w store.Writer) error) error
+	Scan(prefix []byte, fn func(key, val []byte) error) error
+	Sync() error
+}
+
+// part is this host's replica of one partition. mu guards the fields and is
+// held only briefly, never across a call to another host; lead serialises
+// the leader's operations, which do call other hosts.
+type part struct {
+	name string
+	key  []byte // length-prefixed name, the store key prefix
+
+	lead sync.Mutex
+
+	mu       sync.Mutex
+	promised Ballot // highest ballot promised or accepted
+	last     uint64 // height of the last log entry
+	lastHash Hash
+	lastBal  Ballot // ballot of the last log entry
+	commit   uint64 // highest height known committed
+	applied  uint64 // records reflect the log up to here
+	// conf is the replica set of the leader, of ballot confBal, whose
+	// entries this replica last accepted; pconf that of the leader it last
+	// promised. A new leader must also hear from a majority of each, since
+	// those leaders may have committed there.
+	conf     []string
+	confBal  Ballot
+	pconf    []string
+	pconfBal Ballot
+	// Leader state, valid while leading is not zero.
+	leading  Ballot
+	replicas []string
+	match    map[string]uint64 // follower → height up to which its log matches ours
+}
+
+// meta is what is persisted of a partition besides its log and records.
+type meta struct {
+	Promised Ballot
+	Last     uint64
+	LastHash Hash
+	LastBal  Ballot
+	Commit   uint64
+	Applied  uint64
+	Conf     []string
+	ConfBal  Ballot
+	PConf    []string
+	PConfBal Ballot
+}
+
+func encodeMeta(m meta) []byte {
+	b := binary.BigEndian.AppendUint64(nil, m.Promised.N)
+	b = appendString(b, m.Promised.Host)
+	b = binary.BigEndian.AppendUint64(b, m.Last)
+	b = append(b, m.LastHash[:]...)
+	b = binary.BigEndian.AppendUint64(b, m.LastBal.N)
+	b = appendString(b, m.LastBal.Host)
+	b = binary.BigEndian.AppendUint64(b, m.Commit)
+	b = binary.BigEndian.AppendUint64(b, m.Applied)
+	b = binary.BigEndian.AppendUint64(b, m.ConfBal.N)
+	b = appendString(b, m.ConfBal.Host)
+	b = appendConf(b, m.Conf)
+	b = binary.BigEndian.AppendUint64(b, m.PConfBal.N)
+	b = appendString(b, m.PConfBal.Host)
+	return appendConf(b, m.PConf)
+}
+
+func appendConf(b []byte, conf []string) []byte {
+	b = binary.AppendUvarint(b, uint64(len(conf)))
+	for _, c := range conf {
+		b = appendString(b, c)
+	}
+	return b
+}
+
+func (d *decoder) conf() []string {
+	n := d.uvarint()
+	if n > uint64(len(d.b)) {
+		d.fail("%d replicas", n)
+		return nil
+	}
+	var out []string
+	for range n {
+		out = append(out, d.string())
+	}
+	return out
+}
+
+func decodeMeta(b []byte) (meta, error) {
+	d := decoder{b: b}
+	var m meta
+	m.Promised.N = d.uint64()
+	m.Promised.Host = d.string()
+	m.Last = d.uint64()
+	d.hash(&m.LastHash)
+	m.LastBal.N = d.uint64()
+	m.LastBal.Host = d.string()
+	m.Commit = d.uint64()
+	m.Applied = d.uint64()
+	m.ConfBal.N = d.uint64()
+	m.ConfBal.Host = d.string()
+	m.Conf = d.conf()
+	m.PConfBal.N = d.uint64()
+	m.PConfBal.Host = d.string()
+	m.PConf = d.conf()
+	return m, d.err
+}
+
+// Record is the current state of one record.
+type Record struct {
+	Name   string
+	Exists bool
+	Value  []byte
+	// Hash is the transaction that last changed the record (zero if none
+	// ever did); it is the record's ETag for compare-and-set.
+	Hash Hash
+	// Height is that transaction's height in the partition's log.
+	Height uint64
+}
+
+func encodeRecord(r Record) []byte {
+	b := binary.BigEndian.AppendUint64(nil, r.Height)
+	b = append(b, r.Hash[:]...)
+	if r.Exists {
+		b = append(b, 1)
+	} else {
+		b = append(b, 0)
+	}
+	return append(b, r.Value...)
+}
+
+func decodeRecord(name string, b []byte) (Record, error) {
+	if len(b) < 41 {
+		return Record{}, fmt.Errorf("txlog: record %q: %d bytes", name, len(b))
+	}
+	r := Record{Name: name, Height: binary.BigEndian.Uint64(b), Exists: b[40] == 1, Value: b[41:]}
+	copy(r.Hash[:], b[8:40])
+	return r, nil
+}
+
+// Store keys: every partition's keys start with a kind byte and the
+// partition's length-prefixed name.
+func partKey(name string) []byte { return appendString(nil, name) }
+
+func (p *part) metaKey() []byte { return append([]byte("t/m/"), p.key...) }
+
+func (p *part) logKey(h uint64) []byte {
+	return binary.BigEndian.AppendUint64(append([]byte("t/l/"), p.key...), h)
+}
+
+func (p *part) recKey(name string) []byte { return append(append([]byte("t/r/"), p.key...), name...) }
+
+func (p *part) recPrefix() []byte { return append([]byte("t/r/"), p.key...) }
+
+// parts holds the partitions this host has touched, loading each from the
+// store on first use.
+type parts struct {
+	db     kv
+	mu     sync.Mutex
+	m      map[string]*part
+	closed atomic.Bool
+}
+
+// errClosed is returned by every store write after Close.
+var errClosed = errors.New("txlog: service closed")
+
+func (ps *parts) get(name string) (*part, error) {
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	if p, ok := ps.m[name]; ok {
+		return p, nil
+	}
+	p := &part{name: name, key: partKey(name)}
+	b, err := ps.db.Get(p.metaKey())
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+	case err != nil:
+		return nil, fmt.Errorf("txlog: load partition %q: %w", name, err)
+	default:
+		m, err := decodeMeta(b)
+		if err != nil {
+			return nil, fmt.Errorf("txlog: partition %q: bad metadata: %w", name, err)
+		}
+		p.promised, p.last, p.lastHash, p.lastBal, p.commit, p.applied = m.Promised, m.Last, m.LastHash, m.LastBal, m.Commit, m.Applied
+		p.conf, p.confBal, p.pconf, p.pconfBal = m.Conf, m.ConfBal, m.PConf, m.PConfBal
+	}
+	ps.m[name] = p
+	return p, nil
+}
+
+// metaLocked returns the persisted form of p's state. p.mu must be held.
+func (p *part) metaLocked() meta {
+	return meta{Promised: p.promised, Last: p.last, LastHash: p.lastHash, LastBal: p.lastBal, Commit: p.commit, Applied: p.applied, Conf: p.conf, ConfBal: p.confBal, PConf: p.pconf, PConfBal: p.pconfBal}
+}
+
+// entry reads the transaction at height h of p's log.
+func (ps *parts) entry(p *part, h uint64) (*Tx, error) {
+	b, err := ps.db.Get(p.logKey(h))
+	if err != nil {
+		return nil, fmt.Errorf("txlog: %q at height %d: %w", p.name, h, err)
+	}
+	return DecodeTx(b)
+}
+
+// hashAt returns the hash of the entry at height h (zero for h = 0).
+func (ps *parts) hashAt(p *part, h uint64) (Hash, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return ps.hashAtLocked(p, h)
+}
+
+// hashAtLocked is hashAt with p.mu held.
+func (ps *parts) hashAtLocked(p *part, h uint64) (Hash, error) {
+	if h == 0 {
+		return Hash{}, nil
+	}
+	if h == p.last {
+		return p.lastHash, nil
+	}
+	t, err := ps.entry(p, h)
+	if err != nil {
+		return Hash{}, err
+	}
+	return t.Hash(), nil
+}
+
+// record reads a record's current state on this replica.
+func (ps *parts) record(p *part, name string) (Record, error) {
+	b, err := ps.db.Get(p.recKey(name))
+	if errors.Is(err, store.ErrNotFound) {
+		return Record{Name: name}, nil
+	}
+	if err != nil {
+		return Record{}, fmt.Errorf("txlog: read %q/%q: %w", p.name, name, err)
+	}
+	return decodeRecord(name, b)
+}
+
+// write replaces p's log from height from on with txs (which must follow
+// each other and the entry at from-1), promises ballot, moves the commit
+// point to commit (capped at the new last entry) and applies the log to the
+// records up to applyTo (capped likewise). Entries already in the log with
+// the same hash are kept. A log cut below what the records reflect makes
+// them be rebuilt from the log. It syncs the store when sync is set. p.mu
+// must be held.
+func (ps *parts) write(p *part, from uint64, txs []*Tx, promised Ballot, conf []string, commit, applyTo uint64, sync bool) error {
+	if ps.closed.Load() {
+		return errClosed
+	}
+	m := p.metaLocked()
+	m.Promised = promised
+	if m.ConfBal.Less(promised) && conf != nil {
+		m.Conf, m.ConfBal = conf, promised
+	}
+	var puts [][2][]byte
+	truncateFrom := uint64(0)
+	h := from
+	for _, t := range txs {
+		hash := t.Hash()
+		if h <= m.Last {
+			old, err := ps.hashAtLocked(p, h)
+			if err == nil && old == hash {
+				h++
+				continue
+			}
+			if truncateFrom == 0 {
+				truncateFrom = h
+			}
+		}
+		puts = append(puts, [2][]byte{p.logKey(h), t.Encode()})
+		m.LastHash, m.LastBal = hash, t.Ballot
+		h++
+	}
+	newLast := max(m.Last, h-1)
+	if truncateFrom != 0 {
+		newLast = h - 1
+	}
+	if len(puts) > 0 || truncateFrom != 0 {
+		m.Last = newLast
+	}
+	if truncateFrom != 0 && truncateFrom <= m.Commit {
+		return fmt.Errorf("txlog: %q: refusing to cut committed entries at %d (commit %d)", p.name, truncateFrom, m.Commit)
+	}
+	m.Commit = min(max(m.Commit, commit), m.Last)
+	rebuild := truncateFrom != 0 && truncateFrom <= m.Applied
+	err := ps.db.Update(func(w store.Writer) error {
+		if truncateFrom != 0 {
+			for x := newLast + 1; x <= p.last; x++ {
+				if err := w.Delete(p.logKey(x)); err != nil {
+					return err
+				}
+			}
+		}
+		for _, kv := range puts {
+			if err := w.Set(kv[0], kv[1]); err != nil {
+				return err
+			}
+		}
+		return w.Set(p.metaKey(), encodeMeta(m))
+	})
+	if err != nil {
+		return fmt.Errorf("txlog: %q: write log: %w", p.name, err)
+	}
+	p.promised, p.last, p.lastHash, p.lastBal, p.commit = m.Promised, m.Last, m.LastHash, m.LastBal, m.Commit
+	p.conf, p.confBal = m.Conf, m.ConfBal
+	if rebuild {
+		if err := ps.rebuild(p); err != nil {
+			return err
+		}
+	}
+	if err := ps.apply(p, min(applyTo, p.last)); err != nil {
+		return err
+	}
+	if sync {
+		if err := ps.db.Sync(); err != nil {
+			return fmt.Errorf("txlog: %q: sync: %w", p.name, err)
+		}
+	}
+	return nil
+}
+
+// apply brings the records up to height to. p.mu must be held.
+func (ps *parts) apply(p *part, to uint64) error {
+	if ps.closed.Load() {
+		return errClosed
+	}
+	for p.applied < to {
+		t, err := ps.entry(p, p.applied+1)
+		if err != nil {
+			return err
+		}
+		hash := t.Hash()
+		err = ps.db.Update(func(w store.Writer) error {
+			for _, op := range t.Ops {
+				switch op.Kind {
+				case OpSet:
+					r := Record{Name: op.Name, Exists: true, Value: op.Value, Hash: hash, Height: t.Height}
+					if err := w.Set(p.recKey(op.Name), encodeRecord(r)); err != nil {
+						return err
+					}
+				case OpDelete:
+					r := Record{Name: op.Name, Hash: hash, Height: t.Height}
+					if err := w.Set(p.recKey(op.Name), encodeRecord(r)); err != nil {
+						return err
+					}
+				}
+			}
+			m := p.metaLocked()
+			m.Applied = t.Height
+			return w.Set(p.metaKey(), encodeMeta(m))
+		})
+		if err != nil {
+			return fmt.Errorf("txlog: %q: apply %d: %w", p.name, t.Height, err)
+		}
+		p.applied = t.Height
+	}
+	return nil
+}
+
+// rebuild clears p's records so that apply replays the log from the start.
+// p.mu must be held.
+func (ps *parts) rebuild(p *part) error {
+	var keys [][]byte
+	err := ps.db.Scan(p.recPrefix(), func(k, _ []byte) error {
+		keys = append(keys, append([]byte(nil), k...))
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	p.applied = 0
+	return ps.db.Update(func(w store.Writer) error {
+		for _, k := range keys {
+			if err := w.Delete(k); err != nil {
+				return err
+			}
+		}
+		return w.Set(p.metaKey(), encodeMeta(p.metaLocked()))
+	})
+}
+
+// promise records a higher ballot durably, with the replica set of the
+// leader that asked, if given (a leader promising itself gives none: its
+// set counts once it has appended). p.mu must be held.
+func (ps *parts) promise(p *part, b Ballot, conf []string) error {
+	if ps.closed.Load() {
+		return errClosed
+	}
+	m := p.metaLocked()
+	m.Promised = b
+	if conf != nil {
+		m.PConf, m.PConfBal = conf, b
+	}
+	if err := ps.db.Update(func(w store.Writer) error { return w.Set(p.metaKey(), encodeMeta(m)) }); err != nil {
+		return fmt.Errorf("txlog: %q: promise: %w", p.name, err)
+	}
+	if err := ps.db.Sync(); err != nil {
+		return fmt.Errorf("txlog: %q: promise: %w", p.name, err)
+	}
+	p.promised, p.pconf, p.pconfBal = b, m.PConf, m.PConfBal
+	if !p.leading.IsZero() && p.leading.Less(b) {
+		p.leading = Ballot{} // deposed
+	}
+	return nil
+}
+
+// IsZero reports whether b is the zero ballot.
+func (b Ballot) IsZero() bool { return b == Ballot{} }

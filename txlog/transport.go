@@ -1,0 +1,131 @@
+package txlog
+
+import (
+	"context"
+	"errors"
+)
+
+// Errors callers branch on.
+var (
+	// ErrConflict: a compare-and-set condition did not hold.
+	ErrConflict = errors.New("txlog: conflict: the record's current transaction is not the one required")
+	// ErrNotFound: the record does not exist.
+	ErrNotFound = errors.New("txlog: record not found")
+	// ErrUnavailable: too few replicas answered for the consistency level.
+	ErrUnavailable = errors.New("txlog: replicas unavailable")
+	// ErrBadRequest: the request is malformed (bad name, oversized value,
+	// unknown level).
+	ErrBadRequest = errors.New("txlog: bad request")
+	// ErrNotLeader: the host asked to lead a partition does not lead it in
+	// its view of the ring; the caller looks the leader up again.
+	ErrNotLeader = errors.New("txlog: not the partition's leader")
+	// ErrStaleBallot: a replica has promised a higher ballot; the leader
+	// that sent the request is deposed.
+	ErrStaleBallot = errors.New("txlog: stale ballot")
+)
+
+// PrepareReply answers a Prepare.
+type PrepareReply struct {
+	// OK is false if the replica has promised a higher ballot, Promised.
+	OK       bool
+	Promised Ballot
+	// The replica's log head.
+	Last     uint64
+	LastHash Hash
+	LastBal  Ballot
+	Commit   uint64
+	// Conf and ConfBal are the replica set and ballot of the last leader
+	// whose entries the replica accepted; PConf and PConfBal those of the
+	// last leader it promised before this Prepare.
+	Conf     []string
+	ConfBal  Ballot
+	PConf    []string
+	PConfBal Ballot
+}
+
+// AppendRequest carries log entries from a leader to a replica.
+type AppendRequest struct {
+	Partition string
+	Ballot    Ballot
+	// Conf is the leader's replica set.
+	Conf []string
+	// PrevHeight and PrevHash name the entry the first of Txs follows; the
+	// replica refuses the entries unless its log has it.
+	PrevHeight uint64
+	PrevHash   Hash
+	Txs        []*Tx
+	// Commit is the leader's commit height.
+	Commit uint64
+}
+
+// AppendReply answers an Append.
+type AppendReply struct {
+	// Stale: the replica has promised the higher ballot Promised.
+	Stale    bool
+	Promised Ballot
+	// Mismatch: the replica's log lacks the entry PrevHeight/PrevHash; Last
+	// is the replica's last height, where the leader backs up to.
+	Mismatch bool
+	Last     uint64
+}
+
+// Request is a client's operation, forwarded by any host to the
+// partition's leader.
+type Request struct {
+	Partition string
+	Level     Level
+	// Exactly one of Write, Read and History is set.
+	Write   []Change
+	Read    string
+	History string
+}
+
+// Response answers a Request.
+type Response struct {
+	Tx      TxRef
+	Record  Record
+	History []*Tx
+}
+
+// TxRef names a committed transaction.
+type TxRef struct {
+	Hash   Hash
+	Height uint64
+}
+
+// Change is one record's change in a write, with an optional
+// compare-and-set condition.
+type Change struct {
+	Name   string
+	Delete bool
+	Value  []byte
+	// IfMatch, when set, requires the record's current transaction hash to
+	// be *IfMatch; a zero hash requires that the record does not exist.
+	IfMatch *Hash
+}
+
+// Transport carries the transaction log's calls between hosts. Every method
+// fails with an error wrapping ErrUnreachable-like transport errors when the
+// host cannot be reached within ctx; handlers' errors (ErrConflict,
+// ErrNotFound, ErrUnavailable, ErrBadRequest, ErrNotLeader) keep their
+// identity across it.
+type Transport interface {
+	Prepare(ctx context.Context, to, partition string, b Ballot, conf []string) (PrepareReply, error)
+	Append(ctx context.Context, to string, req AppendRequest) (AppendReply, error)
+	// Fetch returns up to max entries of the partition's log from height
+	// from on.
+	Fetch(ctx context.Context, to, partition string, from uint64, max int) ([]*Tx, error)
+	// ReadLocal returns the replica's committed state of a record.
+	ReadLocal(ctx context.Context, to, partition, name string) (Record, error)
+	// Forward runs a client request on the host at to, which leads.
+	Forward(ctx context.Context, to string, req Request) (Response, error)
+}
+
+// Handler serves the transaction log's calls; *Service implements it.
+type Handler interface {
+	HandlePrepare(partition string, b Ballot, conf []string) (PrepareReply, error)
+	HandleAppend(req AppendRequest) (AppendReply, error)
+	HandleFetch(partition string, from uint64, max int) ([]*Tx, error)
+	HandleReadLocal(partition, name string) (Record, error)
+	HandleForward(ctx context.Context, req Request) (Response, error)
+}

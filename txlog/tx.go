@@ -1,0 +1,262 @@
+package txlog
+
+import (
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+)
+
+// Hash identifies a transaction: the SHA-256 of its encoding.
+type Hash [32]byte
+
+// String returns the hash in hex.
+func (h Hash) String() string { return hex.EncodeToString(h[:]) }
+
+// IsZero reports whether h is the zero hash, which stands for "no
+// transaction".
+func (h Hash) IsZero() bool { return h == Hash{} }
+
+// ParseHash reads the hex form of a hash.
+func ParseHash(s string) (Hash, error) {
+	var h Hash
+	b, err := hex.DecodeString(s)
+	if err != nil || len(b) != len(h) {
+		return h, fmt.Errorf("txlog: bad transaction hash %q", s)
+	}
+	copy(h[:], b)
+	return h, nil
+}
+
+// Ballot orders leaderships of a partition: a higher ballot deposes a lower
+// one. Ballots of different hosts never tie.
+type Ballot struct {
+	N    uint64
+	Host string
+}
+
+// Less reports whether b orders before o.
+func (b Ballot) Less(o Ballot) bool {
+	if b.N != o.N {
+		return b.N < o.N
+	}
+	return b.Host < o.Host
+}
+
+// String returns "N@host".
+func (b Ballot) String() string { return strconv.FormatUint(b.N, 10) + "@" + b.Host }
+
+// OpKind says what an operation does to its record.
+type OpKind uint8
+
+// Operation kinds.
+const (
+	// OpNoop changes nothing; a new leader commits one to settle the log.
+	OpNoop OpKind = iota
+	// OpSet sets the record's value.
+	OpSet
+	// OpDelete deletes the record.
+	OpDelete
+)
+
+// Op is one record's change in a transaction.
+type Op struct {
+	Kind  OpKind
+	Name  string
+	Value []byte
+	// Prev is the hash of the transaction that last changed the record (zero
+	// if none), and PrevHeight its height: each record's changes form a
+	// hash chain of their own.
+	Prev       Hash
+	PrevHeight uint64
+}
+
+// Tx is one transaction of a partition's log. Its hash covers every field.
+type Tx struct {
+	Partition string
+	// Height is the transaction's position in the partition's log, from 1.
+	Height uint64
+	// Prev is the hash of the transaction at Height-1 (zero at height 1).
+	Prev Hash
+	// Ballot is the ballot of the leader that created the transaction.
+	Ballot Ballot
+	// Time is the leader's clock at creation, in Unix nanoseconds. It is
+	// informative; nothing depends on clocks agreeing.
+	Time int64
+	Ops  []Op
+}
+
+const txVersion = 1
+
+// Encode returns the transaction's canonical encoding, which its hash
+// covers and the store keeps.
+func (t *Tx) Encode() []byte {
+	b := make([]byte, 0, 96+len(t.Partition)+len(t.Ballot.Host)+64*len(t.Ops))
+	b = append(b, txVersion)
+	b = appendString(b, t.Partition)
+	b = binary.BigEndian.AppendUint64(b, t.Height)
+	b = append(b, t.Prev[:]...)
+	b = binary.BigEndian.AppendUint64(b, t.Ballot.N)
+	b = appendString(b, t.Ballot.Host)
+	b = binary.BigEndian.AppendUint64(b, uint64(t.Time))
+	b = binary.AppendUvarint(b, uint64(len(t.Ops)))
+	for _, op := range t.Ops {
+		b = append(b, byte(op.Kind))
+		b = appendString(b, op.Name)
+		b = append(b, op.Prev[:]...)
+		b = binary.BigEndian.AppendUint64(b, op.PrevHeight)
+		b = appendString(b, string(op.Value))
+	}
+	return b
+}
+
+// Hash returns the SHA-256 of the encoding.
+func (t *Tx) Hash() Hash { return sha256.Sum256(t.Encode()) }
+
+func appendString(b []byte, s string) []byte {
+	b = binary.AppendUvarint(b, uint64(len(s)))
+	return append(b, s...)
+}
+
+// errDecode is wrapped by every decoding error.
+var errDecode = errors.New("txlog: malformed transaction")
+
+// DecodeTx parses an encoding made by Encode. It never panics.
+func DecodeTx(b []byte) (*Tx, error) {
+	d := decoder{b: b}
+	if v := d.byte(); v != txVersion {
+		return nil, fmt.Errorf("%w: version %d", errDecode, v)
+	}
+	t := &Tx{}
+	t.Partition = d.string()
+	t.Height = d.uint64()
+	d.hash(&t.Prev)
+	t.Ballot.N = d.uint64()
+	t.Ballot.Host = d.string()
+	t.Time = int64(d.uint64())
+	n := d.uvarint()
+	if n > uint64(len(b)) {
+		return nil, fmt.Errorf("%w: %d operations in %d bytes", errDecode, n, len(b))
+	}
+	t.Ops = make([]Op, 0, n)
+	for range n {
+		var op Op
+		op.Kind = OpKind(d.byte())
+		op.Name = d.string()
+		d.hash(&op.Prev)
+		op.PrevHeight = d.uint64()
+		op.Value = []byte(d.string())
+		if op.Kind > OpDelete {
+			d.fail("operation kind %d", op.Kind)
+		}
+		t.Ops = append(t.Ops, op)
+	}
+	if d.err == nil && len(d.b) != 0 {
+		d.fail("%d trailing bytes", len(d.b))
+	}
+	if d.err != nil {
+		return nil, d.err
+	}
+	return t, nil
+}
+
+type decoder struct {
+	b   []byte
+	err error
+}
+
+func (d *decoder) fail(f string, a ...any) {
+	if d.err == nil {
+		d.err = fmt.Errorf("%w: %s", errDecode, fmt.Sprintf(f, a...))
+	}
+	d.b = nil
+}
+
+func (d *decoder) take(n int) []byte {
+	if d.err != nil || n < 0 || n > len(d.b) {
+		d.fail("truncated")
+		return nil
+	}
+	out := d.b[:n]
+	d.b = d.b[n:]
+	return out
+}
+
+func (d *decoder) byte() byte {
+	if b := d.take(1); b != nil {
+		return b[0]
+	}
+	return 0
+}
+
+func (d *decoder) uint64() uint64 {
+	if b := d.take(8); b != nil {
+		return binary.BigEndian.Uint64(b)
+	}
+	return 0
+}
+
+func (d *decoder) uvarint() uint64 {
+	if d.err != nil {
+		return 0
+	}
+	v, n := binary.Uvarint(d.b)
+	if n <= 0 {
+		d.fail("bad varint")
+		return 0
+	}
+	d.b = d.b[n:]
+	return v
+}
+
+func (d *decoder) string() string {
+	n := d.uvarint()
+	if n > uint64(len(d.b)) {
+		d.fail("string of %d bytes", n)
+		return ""
+	}
+	return string(d.take(int(n)))
+}
+
+func (d *decoder) hash(h *Hash) {
+	if b := d.take(len(h)); b != nil {
+		copy(h[:], b)
+	}
+}
+
+// Level is a consistency level, chosen per operation.
+type Level uint8
+
+// Consistency levels; see the package documentation for what each gives.
+const (
+	Quorum Level = iota
+	All
+	Leader
+	Lazy
+)
+
+var levelNames = [...]string{Quorum: "quorum", All: "all", Leader: "leader", Lazy: "lazy"}
+
+// String returns the level's name.
+func (l Level) String() string {
+	if int(l) < len(levelNames) {
+		return levelNames[l]
+	}
+	return "level(" + strconv.Itoa(int(l)) + ")"
+}
+
+// ParseLevel reads a level's name; the empty string gives def.
+func ParseLevel(s string, def Level) (Level, error) {
+	if s == "" {
+		return def, nil
+	}
+	for l, n := range levelNames {
+		if strings.EqualFold(s, n) {
+			return Level(l), nil
+		}
+	}
+	return 0, fmt.Errorf("%w: unknown consistency %q: want all, quorum, leader or lazy", ErrBadRequest, s)
+}
