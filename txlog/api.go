@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 	"unicode/utf8"
 
@@ -188,16 +189,18 @@ func (s *Service) lead(ctx context.Context, req Request, replicas []string) (Res
 	// Reads at quorum and all first bring that many replicas level with the
 	// leader, which also proves it still leads; leader reads do not.
 	p.mu.Lock()
-	target := p.last
+	target, members := p.last, slices.Clone(p.config)
 	p.mu.Unlock()
 	switch req.Level {
 	case Quorum, All:
-		need := majority(len(replicas))
+		enough := func(acked map[string]bool) bool { return countSet(acked, members) >= majority(len(members)) }
 		if req.Level == All {
-			need = s.cfg.Replicas
+			enough = func(acked map[string]bool) bool {
+				return countSet(acked, members) == len(members) && len(members) >= s.cfg.Replicas
+			}
 		}
-		if acked, err := s.replicate(ctx, p, replicas, target, need); acked < need {
-			return Response{}, fmt.Errorf("%w: %q: %d of %d replicas answered (need %d): %v", ErrUnavailable, p.name, acked, len(replicas), need, err)
+		if acked, err := s.replicate(ctx, p, members, target, enough); !enough(acked) {
+			return Response{}, fmt.Errorf("%w: %q: %d of %d replicas answered: %v", ErrUnavailable, p.name, countSet(acked, members), len(members), err)
 		}
 	}
 	name := req.Read + req.History
@@ -208,7 +211,7 @@ func (s *Service) lead(ctx context.Context, req Request, replicas []string) (Res
 		return Response{}, err
 	}
 	if req.Level == All {
-		if err := s.checkAgree(ctx, p, replicas, rec); err != nil {
+		if err := s.checkAgree(ctx, p, members, rec); err != nil {
 			return Response{}, err
 		}
 	}

@@ -256,6 +256,58 @@ func explain(t *testing.T, ops []porcupine.Operation) {
 	}
 	for _, op := range ops {
 		in, out := op.Input.(counterInput), op.Output.(counterOutput)
+		if !in.CAS || out.OK || out.Unknown {
+			continue
+		}
+		w, ok := from[in.Key][in.Old-1]
+		if in.Old == 0 {
+			ok, w = true, porcupine.Operation{Return: 0}
+		}
+		if !ok || w.Return > op.Call {
+			continue
+		}
+		moved := false
+		for _, o := range ops {
+			oi, oo := o.Input.(counterInput), o.Output.(counterOutput)
+			if oi.CAS && oi.Key == in.Key && oi.Old == in.Old && (oo.OK || oo.Unknown) && o.Call < op.Return {
+				moved = true
+			}
+		}
+		if !moved {
+			t.Logf("%s: client %d's cas %d→%d [%d, %d] failed though nothing had moved the value from %d", in.Key, op.ClientId, in.Old, in.New, op.Call/1e6, op.Return/1e6, in.Old)
+			for _, o := range ops {
+				oi, oo := o.Input.(counterInput), o.Output.(counterOutput)
+				if oi.Key == in.Key && ((oi.CAS && oi.Old >= in.Old-2 && oi.Old <= in.Old+1) || (!oi.CAS && oo.Value >= in.Old-2 && oo.Value <= in.Old+1)) {
+					t.Logf("   client %d %s [%d ms, %d ms]", o.ClientId, counterModel.DescribeOperation(oi, oo), o.Call/1e6, min(o.Return, 1<<40)/1e6)
+				}
+			}
+		}
+	}
+	produced := map[string]map[int]bool{}
+	for _, op := range ops {
+		in, out := op.Input.(counterInput), op.Output.(counterOutput)
+		if in.CAS && (out.OK || out.Unknown) {
+			if produced[in.Key] == nil {
+				produced[in.Key] = map[int]bool{}
+			}
+			produced[in.Key][in.New] = true
+		}
+	}
+	for _, op := range ops {
+		in, out := op.Input.(counterInput), op.Output.(counterOutput)
+		if !in.CAS && out.Value != 0 && !produced[in.Key][out.Value] {
+			t.Logf("%s: client %d read %d, which no acknowledged or unknown cas wrote", in.Key, op.ClientId, out.Value)
+		}
+		for _, o := range ops {
+			oi, oo := o.Input.(counterInput), o.Output.(counterOutput)
+			if !in.CAS && !oi.CAS && oi.Key == in.Key && o.Return < op.Call && oo.Value > out.Value {
+				t.Logf("%s: client %d read %d after client %d had read %d", in.Key, op.ClientId, out.Value, o.ClientId, oo.Value)
+				break
+			}
+		}
+	}
+	for _, op := range ops {
+		in, out := op.Input.(counterInput), op.Output.(counterOutput)
 		if in.CAS {
 			continue
 		}

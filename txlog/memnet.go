@@ -65,8 +65,8 @@ func call[T any](t memTransport, to string, fn func(Handler) (T, error)) (T, err
 	return out, err
 }
 
-func (t memTransport) Prepare(_ context.Context, to, partition string, b Ballot, conf []string) (PrepareReply, error) {
-	return call(t, to, func(h Handler) (PrepareReply, error) { return h.HandlePrepare(partition, b, conf) })
+func (t memTransport) Prepare(_ context.Context, to, partition string, b Ballot) (PrepareReply, error) {
+	return call(t, to, func(h Handler) (PrepareReply, error) { return h.HandlePrepare(partition, b) })
 }
 
 func (t memTransport) Append(_ context.Context, to string, req AppendRequest) (AppendReply, error) {

@@ -80,7 +80,7 @@ func majority(n int) int { return n/2 + 1 }
 
 // HandlePrepare promises ballot b for the partition unless a higher one was
 // promised, and reports the replica's log head.
-func (s *Service) HandlePrepare(partition string, b Ballot, conf []string) (PrepareReply, error) {
+func (s *Service) HandlePrepare(partition string, b Ballot) (PrepareReply, error) {
 	p, err := s.ps.get(partition)
 	if err != nil {
 		return PrepareReply{}, err
@@ -92,7 +92,7 @@ func (s *Service) HandlePrepare(partition string, b Ballot, conf []string) (Prep
 	}
 	reply := p.head()
 	if b != p.promised {
-		if err := s.ps.promise(p, b, conf); err != nil {
+		if err := s.ps.promise(p, b); err != nil {
 			return PrepareReply{}, err
 		}
 	}
@@ -100,11 +100,10 @@ func (s *Service) HandlePrepare(partition string, b Ballot, conf []string) (Prep
 	return reply, nil
 }
 
-// head reports the replica's log head and last known configuration, as a
-// successful PrepareReply. p.mu must be held.
+// head reports the replica's log head as a successful PrepareReply. p.mu
+// must be held.
 func (p *part) head() PrepareReply {
-	return PrepareReply{OK: true, Last: p.last, LastHash: p.lastHash, LastBal: p.lastBal, Commit: p.commit,
-		Conf: slices.Clone(p.conf), ConfBal: p.confBal, PConf: slices.Clone(p.pconf), PConfBal: p.pconfBal}
+	return PrepareReply{OK: true, Last: p.last, LastHash: p.lastHash, LastBal: p.lastBal, Commit: p.commit}
 }
 
 // HandleAppend accepts a leader's entries if its ballot is not stale and
@@ -143,7 +142,7 @@ func (s *Service) HandleAppend(req AppendRequest) (AppendReply, error) {
 	// The leader's commit only covers what it has verified we share.
 	shared := req.PrevHeight + uint64(len(req.Txs))
 	commit := min(req.Commit, shared)
-	if err := s.ps.write(p, req.PrevHeight+1, req.Txs, req.Ballot, req.Conf, commit, commit, true); err != nil {
+	if err := s.ps.write(p, req.PrevHeight+1, req.Txs, req.Ballot, commit, commit, true); err != nil {
 		return AppendReply{}, err
 	}
 	return AppendReply{Last: p.last}, nil
@@ -189,56 +188,72 @@ func (s *Service) HandleReadLocal(partition, name string) (Record, error) {
 
 // ---- Leader side ----
 
-// establish makes this host the partition's leader for the replica set:
-// it takes a ballot above every one it has seen, gets a majority to promise
-// it, adopts the most advanced log among them (highest last ballot, then
-// height), and commits a no-op at its ballot, which commits everything
-// before it. p.lead must be held.
-func (s *Service) establish(ctx context.Context, p *part, replicas []string) error {
+// establish makes this host the partition's leader. It takes a ballot above
+// every one it has seen and gets it promised by a majority of the replica
+// set in force (the latest OpConfig of its log; for a partition with none
+// yet, the ring's set). It adopts the most advanced log among the repliers
+// (highest last ballot, then height); if that log puts another replica set
+// in force, it must get a majority of that one too, and so on. Then it
+// commits an entry at its ballot, which commits everything before it, and
+// moves the replica set one member at a time toward the ring's. p.lead must
+// be held.
+func (s *Service) establish(ctx context.Context, p *part, ringSet []string) error {
 	p.mu.Lock()
-	if !p.leading.IsZero() && p.leading == p.promised && slices.Equal(p.replicas, replicas) {
-		p.mu.Unlock()
-		return nil
-	}
+	established := !p.leading.IsZero() && p.leading == p.promised
 	p.mu.Unlock()
+	if established {
+		return s.reconfigure(ctx, p, ringSet)
+	}
 	var lastErr error
 	for attempt := range 3 {
 		p.mu.Lock()
 		b := Ballot{N: p.promised.N + 1, Host: s.cfg.Addr}
 		self := p.head()
-		if err := s.ps.promise(p, b, nil); err != nil {
+		if err := s.ps.promise(p, b); err != nil {
 			p.mu.Unlock()
 			return err
 		}
 		p.mu.Unlock()
 
-		// Promises from a majority of the replica set, and of the replica
-		// set of the newest leader any of them promised before, until that
-		// set is covered too: a leader of an earlier replica set may have
-		// committed entries only its members hold.
 		replies := map[string]PrepareReply{s.cfg.Addr: self}
 		asked := map[string]bool{s.cfg.Addr: true}
-		confs := [][]string{replicas}
+		var members []string
 		var higher Ballot
-		ok := true
-		for i := 0; i < len(confs) && ok && higher.IsZero(); i++ {
+		for round := 0; round < 4; round++ {
+			p.mu.Lock()
+			cfg := slices.Clone(p.config)
+			p.mu.Unlock()
+			if cfg == nil {
+				cfg = ringSet
+			}
+			if sameSet(cfg, members) {
+				break // the adopted log keeps the set we have a majority of
+			}
+			members = cfg
 			var err error
-			if higher, err = s.prepare(ctx, p, b, replicas, confs[i], asked, replies); err != nil {
+			if higher, err = s.prepare(ctx, p, b, members, asked, replies); err != nil {
 				lastErr = err
 			}
 			if !higher.IsZero() {
 				break
 			}
-			if n := countIn(replies, confs[i]); n < majority(len(confs[i])) {
-				ok = false
-				lastErr = fmt.Errorf("%w: %q: %d of replica set %v promised (need %d): %v",
-					ErrUnavailable, p.name, n, confs[i], majority(len(confs[i])), lastErr)
-				break
+			if n := countIn(replies, members); n < majority(len(members)) {
+				return fmt.Errorf("%w: %q: %d of replica set %v promised (need %d): %v",
+					ErrUnavailable, p.name, n, members, majority(len(members)), lastErr)
 			}
-			for _, prev := range newestConfs(replies, b) {
-				if !slices.ContainsFunc(confs, func(c []string) bool { return sameSet(c, prev) }) {
-					confs = append(confs, prev)
+			best := s.cfg.Addr
+			for r, rep := range replies {
+				if bb := replies[best]; bb.LastBal.Less(rep.LastBal) || (bb.LastBal == rep.LastBal && bb.Last < rep.Last) {
+					best = r
 				}
+			}
+			if best != s.cfg.Addr {
+				if err := s.adopt(ctx, p, best, replies[best]); err != nil {
+					lastErr = err
+					members = nil
+					break
+				}
+				replies[s.cfg.Addr] = replies[best] // our log is now best's
 			}
 		}
 		if !higher.IsZero() {
@@ -250,20 +265,8 @@ func (s *Service) establish(ctx context.Context, p *part, replicas []string) err
 			lastErr = fmt.Errorf("%w: ballot %s superseded by %s", ErrStaleBallot, b, higher)
 			continue
 		}
-		if !ok {
-			return lastErr
-		}
-		best := s.cfg.Addr
-		for r, rep := range replies {
-			if b := replies[best]; b.LastBal.Less(rep.LastBal) || (b.LastBal == rep.LastBal && b.Last < rep.Last) {
-				best = r
-			}
-		}
-		if best != s.cfg.Addr {
-			if err := s.adopt(ctx, p, best, replies[best]); err != nil {
-				lastErr = err
-				continue
-			}
+		if members == nil {
+			continue
 		}
 		p.mu.Lock()
 		if p.promised != b {
@@ -271,22 +274,68 @@ func (s *Service) establish(ctx context.Context, p *part, replicas []string) err
 			lastErr = fmt.Errorf("%w: deposed while taking over", ErrStaleBallot)
 			continue
 		}
-		p.leading, p.replicas, p.match = b, slices.Clone(replicas), map[string]uint64{}
+		p.leading, p.match = b, map[string]uint64{}
+		first := p.config == nil
 		// The leader's records reflect its whole log.
 		err := s.ps.apply(p, p.last)
 		p.mu.Unlock()
 		if err != nil {
 			return err
 		}
-		s.log.Info("leading partition", "partition", p.name, "ballot", b.String(), "attempt", attempt, "replicas", replicas, "confs", confs, "best", best, "last", p.last)
-		// Commit a no-op at our ballot: entries of earlier ballots are
-		// committed by committing one of ours after them.
-		if _, err := s.appendAndReplicate(ctx, p, []Op{{Kind: OpNoop}}, Quorum); err != nil {
+		s.log.Info("leading partition", "partition", p.name, "ballot", b.String(), "attempt", attempt, "members", members, "last", p.last)
+		// Commit an entry at our ballot: entries of earlier ballots are
+		// committed by committing one of ours after them. A new partition's
+		// first entry puts the ring's replica set in force.
+		op := Op{Kind: OpNoop}
+		if first {
+			op = configOp(members)
+		}
+		if _, err := s.appendAndReplicate(ctx, p, []Op{op}, Quorum); err != nil {
 			return err
 		}
-		return nil
+		return s.reconfigure(ctx, p, ringSet)
 	}
 	return fmt.Errorf("%w: %q: could not take over: %v", ErrUnavailable, p.name, lastErr)
+}
+
+// reconfigure moves the replica set in force toward the ring's, one member
+// at a time (add before remove), so that any majority of one set meets any
+// majority of the next. Each step is an OpConfig committed by majorities of
+// both the old and the new set. A step that cannot commit leaves the set as
+// it is; the partition keeps working with it. p.lead must be held.
+func (s *Service) reconfigure(ctx context.Context, p *part, ringSet []string) error {
+	for range 2 * len(ringSet) {
+		p.mu.Lock()
+		cur := slices.Clone(p.config)
+		p.mu.Unlock()
+		next := nextConfig(cur, ringSet)
+		if next == nil {
+			return nil
+		}
+		if _, err := s.appendConfig(ctx, p, cur, next); err != nil {
+			s.log.Warn("replica set change failed", "partition", p.name, "from", cur, "to", next, "err", err)
+			return nil
+		}
+		s.log.Info("replica set changed", "partition", p.name, "from", cur, "to", next)
+	}
+	return nil
+}
+
+// nextConfig returns the set one step from cur toward want: cur with a
+// member of want added, or else with a member not in want removed; nil if
+// they hold the same members.
+func nextConfig(cur, want []string) []string {
+	for _, w := range want {
+		if !slices.Contains(cur, w) {
+			return append(slices.Clone(cur), w)
+		}
+	}
+	for i, c := range cur {
+		if !slices.Contains(want, c) {
+			return slices.Delete(slices.Clone(cur), i, i+1)
+		}
+	}
+	return nil
 }
 
 // adopt replaces this host's uncommitted log with the more advanced one of
@@ -324,64 +373,104 @@ func (s *Service) adopt(ctx context.Context, p *part, best string, head PrepareR
 	if len(txs) > 0 && prev != head.LastHash {
 		return fmt.Errorf("txlog: %q: the log fetched from %s ends in another hash than it announced", p.name, best)
 	}
-	return s.ps.write(p, from, txs, p.promised, nil, p.commit, p.applied, true)
+	return s.ps.write(p, from, txs, p.promised, p.commit, p.applied, true)
 }
 
 // appendAndReplicate appends a transaction of ops at the leader's ballot,
-// replicates it and waits for the replicas the level requires. It returns
-// the transaction. p.lead must be held and the host must be leading.
+// replicates it to the replica set in force and waits for the replicas the
+// level requires. It returns the transaction. p.lead must be held and the
+// host must be leading.
 func (s *Service) appendAndReplicate(ctx context.Context, p *part, ops []Op, level Level) (*Tx, error) {
+	p.mu.Lock()
+	members := slices.Clone(p.config)
+	p.mu.Unlock()
+	if members == nil {
+		members = ops[0].members() // the first entry of a partition sets them
+	}
+	need := func(acked map[string]bool) bool {
+		switch level {
+		case All:
+			return countSet(acked, members) == len(members) && len(members) >= s.cfg.Replicas
+		case Leader:
+			return true
+		}
+		return countSet(acked, members) >= majority(len(members))
+	}
+	t, acked, err := s.appendTx(ctx, p, ops, members, need, level != Lazy)
+	if err == nil {
+		return t, nil
+	}
+	if level == All && countSet(acked, members) >= majority(len(members)) {
+		return nil, fmt.Errorf("%w: %q: level all: %d of %d replicas have it (%d in the replica set); it is committed, but not everywhere: %v",
+			ErrUnavailable, p.name, countSet(acked, members), s.cfg.Replicas, len(members), err)
+	}
+	return nil, err
+}
+
+// appendConfig commits an OpConfig changing the replica set from cur to
+// next, acknowledged by majorities of both.
+func (s *Service) appendConfig(ctx context.Context, p *part, cur, next []string) (*Tx, error) {
+	union := slices.Clone(cur)
+	for _, n := range next {
+		if !slices.Contains(union, n) {
+			union = append(union, n)
+		}
+	}
+	need := func(acked map[string]bool) bool {
+		return countSet(acked, cur) >= majority(len(cur)) && countSet(acked, next) >= majority(len(next))
+	}
+	p.mu.Lock()
+	p.joint = cur
+	p.mu.Unlock()
+	t, _, err := s.appendTx(ctx, p, []Op{configOp(next)}, union, need, true)
+	p.mu.Lock()
+	p.joint = nil
+	p.mu.Unlock()
+	return t, err
+}
+
+// appendTx appends a transaction, replicates it to targets and waits until
+// enough holds for the replicas that acknowledged it (this host included).
+// When that never happens the leader steps down, so that the next request
+// settles the log anew.
+func (s *Service) appendTx(ctx context.Context, p *part, ops []Op, targets []string, enough func(map[string]bool) bool, sync bool) (*Tx, map[string]bool, error) {
 	p.mu.Lock()
 	if p.leading.IsZero() || p.leading != p.promised {
 		p.mu.Unlock()
-		return nil, fmt.Errorf("%w: %q: no longer leading", ErrStaleBallot, p.name)
+		return nil, nil, fmt.Errorf("%w: %q: no longer leading", ErrStaleBallot, p.name)
 	}
 	t := &Tx{Partition: p.name, Height: p.last + 1, Prev: p.lastHash, Ballot: p.leading, Time: s.clock().UnixNano(), Ops: ops}
-	err := s.ps.write(p, t.Height, []*Tx{t}, p.promised, p.replicas, p.commit, t.Height, level != Lazy)
-	replicas := p.replicas
+	err := s.ps.write(p, t.Height, []*Tx{t}, p.promised, p.commit, t.Height, sync)
 	p.mu.Unlock()
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	need := majority(len(replicas))
-	switch level {
-	case All:
-		need = s.cfg.Replicas // every configured replica, not just those the ring shows now
-	case Leader:
-		need = 1
+	acked, err := s.replicate(ctx, p, targets, t.Height, enough)
+	if enough(acked) {
+		s.log.Debug("committed", "partition", p.name, "height", t.Height, "ballot", t.Ballot.String(), "acked", len(acked), "targets", targets)
+		return t, acked, nil
 	}
-	acked, err := s.replicate(ctx, p, replicas, t.Height, need)
-	if acked >= need {
-		s.log.Debug("committed", "partition", p.name, "height", t.Height, "ballot", t.Ballot.String(), "acked", acked, "replicas", replicas, "ops", len(ops))
-		return t, nil
-	}
-	if level == All && acked >= majority(len(replicas)) {
-		return nil, fmt.Errorf("%w: %q: level all: %d of %d replicas have it (the ring shows %d live); it is committed, but not everywhere: %v",
-			ErrUnavailable, p.name, acked, s.cfg.Replicas, len(replicas), err)
-	}
-	// Too few replicas: step down, so the next request settles the log anew.
 	p.mu.Lock()
 	p.leading = Ballot{}
 	p.mu.Unlock()
 	if errors.Is(err, ErrStaleBallot) {
-		return nil, err
+		return nil, acked, err
 	}
-	return nil, fmt.Errorf("%w: %q: %d of %d replicas acknowledged (need %d): %v", ErrUnavailable, p.name, acked, len(replicas), need, err)
+	return nil, acked, fmt.Errorf("%w: %q: %d of %d replicas acknowledged: %v", ErrUnavailable, p.name, len(acked), len(targets), err)
 }
 
-// replicate brings every follower's log up to height target and returns as
-// soon as need replicas (this host included) hold it, or when every
-// follower has answered or failed. Followers still catching up when it
-// returns go on in the background. Each follower that reaches target counts
-// toward the commit point.
-func (s *Service) replicate(ctx context.Context, p *part, replicas []string, target uint64, need int) (int, error) {
+// replicate brings the logs of targets up to height target and returns the
+// replicas that hold it (this host included) as soon as enough says so, or
+// when every target has answered or failed. Followers still catching up
+// when it returns go on in the background.
+func (s *Service) replicate(ctx context.Context, p *part, targets []string, target uint64, enough func(map[string]bool) bool) (map[string]bool, error) {
 	type result struct {
 		addr string
 		err  error
 	}
-	results := make(chan result, len(replicas))
+	results := make(chan result, len(targets))
 	n := 0
-	for _, r := range replicas {
+	for _, r := range targets {
 		if r == s.cfg.Addr {
 			continue
 		}
@@ -393,10 +482,10 @@ func (s *Service) replicate(ctx context.Context, p *part, replicas []string, tar
 			results <- result{r, s.push(rctx, p, r, target)}
 		}()
 	}
-	acked := 1
+	acked := map[string]bool{s.cfg.Addr: true}
 	var lastErr error
 	for range n {
-		if acked >= need {
+		if enough(acked) {
 			break
 		}
 		res := <-results
@@ -404,16 +493,27 @@ func (s *Service) replicate(ctx context.Context, p *part, replicas []string, tar
 			lastErr = res.err
 			continue
 		}
-		acked++
+		acked[res.addr] = true
 	}
 	return acked, lastErr
+}
+
+// countSet counts the members of set in acked.
+func countSet(acked map[string]bool, set []string) int {
+	n := 0
+	for _, m := range set {
+		if acked[m] {
+			n++
+		}
+	}
+	return n
 }
 
 // push sends a follower the entries it lacks up to target, backing up along
 // the hash chain until its log matches, then advances the commit point.
 func (s *Service) push(ctx context.Context, p *part, to string, target uint64) error {
 	p.mu.Lock()
-	ballot, conf := p.leading, p.replicas
+	ballot := p.leading
 	next, known := p.match[to]
 	if !known || next == 0 {
 		next = target // optimistic: only the newest entry
@@ -441,7 +541,7 @@ func (s *Service) push(ctx context.Context, p *part, to string, target uint64) e
 		commit := p.commit
 		p.mu.Unlock()
 		cctx, cancel := context.WithTimeout(ctx, s.cfg.CallTimeout)
-		rep, err := s.tr.Append(cctx, to, AppendRequest{Partition: p.name, Ballot: ballot, Conf: conf, PrevHeight: next - 1, PrevHash: prevHash, Txs: txs, Commit: commit})
+		rep, err := s.tr.Append(cctx, to, AppendRequest{Partition: p.name, Ballot: ballot, PrevHeight: next - 1, PrevHash: prevHash, Txs: txs, Commit: commit})
 		cancel()
 		switch {
 		case err != nil:
@@ -484,15 +584,10 @@ func (s *Service) advance(p *part, to string, ballot Ballot, h uint64) {
 	if h > p.match[to] {
 		p.match[to] = h
 	}
-	heights := []uint64{p.last}
-	for _, r := range p.replicas {
-		if r != s.cfg.Addr {
-			heights = append(heights, p.match[r])
-		}
+	c := p.majorityMatch(s.cfg.Addr, p.config)
+	if p.joint != nil {
+		c = min(c, p.majorityMatch(s.cfg.Addr, p.joint))
 	}
-	slices.Sort(heights)
-	slices.Reverse(heights)
-	c := heights[majority(len(p.replicas))-1]
 	if c <= p.commit {
 		return
 	}
@@ -504,10 +599,10 @@ func (s *Service) advance(p *part, to string, ballot Ballot, h uint64) {
 	p.commit = c
 }
 
-// prepare asks the members of targets not asked yet to promise ballot b
-// for a leader of replica set conf, adding successful replies to replies.
+// prepare asks the members of targets not asked yet to promise ballot b,
+// adding successful replies to replies.
 // It returns the highest ballot a refusal named, if any.
-func (s *Service) prepare(ctx context.Context, p *part, b Ballot, conf, targets []string, asked map[string]bool, replies map[string]PrepareReply) (Ballot, error) {
+func (s *Service) prepare(ctx context.Context, p *part, b Ballot, targets []string, asked map[string]bool, replies map[string]PrepareReply) (Ballot, error) {
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	var higher Ballot
@@ -520,7 +615,7 @@ func (s *Service) prepare(ctx context.Context, p *part, b Ballot, conf, targets 
 		wg.Go(func() {
 			cctx, cancel := context.WithTimeout(ctx, s.cfg.CallTimeout)
 			defer cancel()
-			rep, err := s.tr.Prepare(cctx, r, p.name, b, conf)
+			rep, err := s.tr.Prepare(cctx, r, p.name, b)
 			mu.Lock()
 			defer mu.Unlock()
 			switch {
@@ -550,28 +645,6 @@ func countIn(replies map[string]PrepareReply, set []string) int {
 	return n
 }
 
-// newestConfs returns the replica sets of the newest leader below b whose
-// entries a replier accepted, and of the newest one a replier promised.
-func newestConfs(replies map[string]PrepareReply, b Ballot) [][]string {
-	var acc, prom []string
-	var accBal, promBal Ballot
-	for _, r := range replies {
-		if len(r.Conf) > 0 && r.ConfBal.Less(b) && accBal.Less(r.ConfBal) {
-			acc, accBal = r.Conf, r.ConfBal
-		}
-		if len(r.PConf) > 0 && r.PConfBal.Less(b) && promBal.Less(r.PConfBal) {
-			prom, promBal = r.PConf, r.PConfBal
-		}
-	}
-	var out [][]string
-	for _, c := range [][]string{acc, prom} {
-		if c != nil {
-			out = append(out, c)
-		}
-	}
-	return out
-}
-
 // sameSet reports whether a and b hold the same members.
 func sameSet(a, b []string) bool {
 	if len(a) != len(b) {
@@ -583,4 +656,20 @@ func sameSet(a, b []string) bool {
 		}
 	}
 	return true
+}
+
+// majorityMatch returns the highest height that a majority of set holds,
+// by the leader's (self's) knowledge. p.mu must be held.
+func (p *part) majorityMatch(self string, set []string) uint64 {
+	heights := make([]uint64, 0, len(set))
+	for _, r := range set {
+		if r == self {
+			heights = append(heights, p.last)
+		} else {
+			heights = append(heights, p.match[r])
+		}
+	}
+	slices.Sort(heights)
+	slices.Reverse(heights)
+	return heights[majority(len(set))-1]
 }

@@ -34,18 +34,16 @@ type part struct {
 	lastBal  Ballot // ballot of the last log entry
 	commit   uint64 // highest height known committed
 	applied  uint64 // records reflect the log up to here
-	// conf is the replica set of the leader, of ballot confBal, whose
-	// entries this replica last accepted; pconf that of the leader it last
-	// promised. A new leader must also hear from a majority of each, since
-	// those leaders may have committed there.
-	conf     []string
-	confBal  Ballot
-	pconf    []string
-	pconfBal Ballot
+	// config is the replica set in force: the one the latest OpConfig in
+	// the log sets (nil if the log has none yet), written at configAt.
+	config   []string
+	configAt uint64
 	// Leader state, valid while leading is not zero.
-	leading  Ballot
-	replicas []string
-	match    map[string]uint64 // follower → height up to which its log matches ours
+	leading Ballot
+	match   map[string]uint64 // follower → height up to which its log matches ours
+	// joint is the replica set being left while a change of set commits:
+	// until it does, commits need a majority of it too.
+	joint []string
 }
 
 // meta is what is persisted of a partition besides its log and records.
@@ -56,10 +54,8 @@ type meta struct {
 	LastBal  Ballot
 	Commit   uint64
 	Applied  uint64
-	Conf     []string
-	ConfBal  Ballot
-	PConf    []string
-	PConfBal Ballot
+	Config   []string
+	ConfigAt uint64
 }
 
 func encodeMeta(m meta) []byte {
@@ -71,12 +67,8 @@ func encodeMeta(m meta) []byte {
 	b = appendString(b, m.LastBal.Host)
 	b = binary.BigEndian.AppendUint64(b, m.Commit)
 	b = binary.BigEndian.AppendUint64(b, m.Applied)
-	b = binary.BigEndian.AppendUint64(b, m.ConfBal.N)
-	b = appendString(b, m.ConfBal.Host)
-	b = appendConf(b, m.Conf)
-	b = binary.BigEndian.AppendUint64(b, m.PConfBal.N)
-	b = appendString(b, m.PConfBal.Host)
-	return appendConf(b, m.PConf)
+	b = binary.BigEndian.AppendUint64(b, m.ConfigAt)
+	return appendConf(b, m.Config)
 }
 
 func appendConf(b []byte, conf []string) []byte {
@@ -111,12 +103,8 @@ func decodeMeta(b []byte) (meta, error) {
 	m.LastBal.Host = d.string()
 	m.Commit = d.uint64()
 	m.Applied = d.uint64()
-	m.ConfBal.N = d.uint64()
-	m.ConfBal.Host = d.string()
-	m.Conf = d.conf()
-	m.PConfBal.N = d.uint64()
-	m.PConfBal.Host = d.string()
-	m.PConf = d.conf()
+	m.ConfigAt = d.uint64()
+	m.Config = d.conf()
 	return m, d.err
 }
 
@@ -196,7 +184,7 @@ func (ps *parts) get(name string) (*part, error) {
 			return nil, fmt.Errorf("txlog: partition %q: bad metadata: %w", name, err)
 		}
 		p.promised, p.last, p.lastHash, p.lastBal, p.commit, p.applied = m.Promised, m.Last, m.LastHash, m.LastBal, m.Commit, m.Applied
-		p.conf, p.confBal, p.pconf, p.pconfBal = m.Conf, m.ConfBal, m.PConf, m.PConfBal
+		p.config, p.configAt = m.Config, m.ConfigAt
 	}
 	ps.m[name] = p
 	return p, nil
@@ -204,7 +192,7 @@ func (ps *parts) get(name string) (*part, error) {
 
 // metaLocked returns the persisted form of p's state. p.mu must be held.
 func (p *part) metaLocked() meta {
-	return meta{Promised: p.promised, Last: p.last, LastHash: p.lastHash, LastBal: p.lastBal, Commit: p.commit, Applied: p.applied, Conf: p.conf, ConfBal: p.confBal, PConf: p.pconf, PConfBal: p.pconfBal}
+	return meta{Promised: p.promised, Last: p.last, LastHash: p.lastHash, LastBal: p.lastBal, Commit: p.commit, Applied: p.applied, Config: p.config, ConfigAt: p.configAt}
 }
 
 // entry reads the transaction at height h of p's log.
@@ -257,15 +245,12 @@ func (ps *parts) record(p *part, name string) (Record, error) {
 // the same hash are kept. A log cut below what the records reflect makes
 // them be rebuilt from the log. It syncs the store when sync is set. p.mu
 // must be held.
-func (ps *parts) write(p *part, from uint64, txs []*Tx, promised Ballot, conf []string, commit, applyTo uint64, sync bool) error {
+func (ps *parts) write(p *part, from uint64, txs []*Tx, promised Ballot, commit, applyTo uint64, sync bool) error {
 	if ps.closed.Load() {
 		return errClosed
 	}
 	m := p.metaLocked()
 	m.Promised = promised
-	if m.ConfBal.Less(promised) && conf != nil {
-		m.Conf, m.ConfBal = conf, promised
-	}
 	var puts [][2][]byte
 	truncateFrom := uint64(0)
 	h := from
@@ -279,6 +264,19 @@ func (ps *parts) write(p *part, from uint64, txs []*Tx, promised Ballot, conf []
 			}
 			if truncateFrom == 0 {
 				truncateFrom = h
+			}
+		}
+		if truncateFrom != 0 && truncateFrom <= m.ConfigAt && m.ConfigAt >= h {
+			// The config in force is cut off: fall back to the one before.
+			cfg, at, err := ps.configBefore(p, truncateFrom)
+			if err != nil {
+				return err
+			}
+			m.Config, m.ConfigAt = cfg, at
+		}
+		for _, op := range t.Ops {
+			if op.Kind == OpConfig {
+				m.Config, m.ConfigAt = op.members(), h
 			}
 		}
 		puts = append(puts, [2][]byte{p.logKey(h), t.Encode()})
@@ -316,7 +314,7 @@ func (ps *parts) write(p *part, from uint64, txs []*Tx, promised Ballot, conf []
 		return fmt.Errorf("txlog: %q: write log: %w", p.name, err)
 	}
 	p.promised, p.last, p.lastHash, p.lastBal, p.commit = m.Promised, m.Last, m.LastHash, m.LastBal, m.Commit
-	p.conf, p.confBal = m.Conf, m.ConfBal
+	p.config, p.configAt = m.Config, m.ConfigAt
 	if rebuild {
 		if err := ps.rebuild(p); err != nil {
 			return err
@@ -393,25 +391,20 @@ func (ps *parts) rebuild(p *part) error {
 	})
 }
 
-// promise records a higher ballot durably, with the replica set of the
-// leader that asked, if given (a leader promising itself gives none: its
-// set counts once it has appended). p.mu must be held.
-func (ps *parts) promise(p *part, b Ballot, conf []string) error {
+// promise records a higher ballot durably. p.mu must be held.
+func (ps *parts) promise(p *part, b Ballot) error {
 	if ps.closed.Load() {
 		return errClosed
 	}
 	m := p.metaLocked()
 	m.Promised = b
-	if conf != nil {
-		m.PConf, m.PConfBal = conf, b
-	}
 	if err := ps.db.Update(func(w store.Writer) error { return w.Set(p.metaKey(), encodeMeta(m)) }); err != nil {
 		return fmt.Errorf("txlog: %q: promise: %w", p.name, err)
 	}
 	if err := ps.db.Sync(); err != nil {
 		return fmt.Errorf("txlog: %q: promise: %w", p.name, err)
 	}
-	p.promised, p.pconf, p.pconfBal = b, m.PConf, m.PConfBal
+	p.promised = b
 	if !p.leading.IsZero() && p.leading.Less(b) {
 		p.leading = Ballot{} // deposed
 	}
@@ -420,3 +413,20 @@ func (ps *parts) promise(p *part, b Ballot, conf []string) error {
 
 // IsZero reports whether b is the zero ballot.
 func (b Ballot) IsZero() bool { return b == Ballot{} }
+
+// configBefore finds the replica set in force just below height h: the
+// latest OpConfig below it, or nil.
+func (ps *parts) configBefore(p *part, h uint64) ([]string, uint64, error) {
+	for x := h - 1; x > 0; x-- {
+		t, err := ps.entry(p, x)
+		if err != nil {
+			return nil, 0, err
+		}
+		for i := len(t.Ops) - 1; i >= 0; i-- {
+			if t.Ops[i].Kind == OpConfig {
+				return t.Ops[i].members(), x, nil
+			}
+		}
+	}
+	return nil, 0, nil
+}

@@ -34,21 +34,12 @@ type PrepareReply struct {
 	LastHash Hash
 	LastBal  Ballot
 	Commit   uint64
-	// Conf and ConfBal are the replica set and ballot of the last leader
-	// whose entries the replica accepted; PConf and PConfBal those of the
-	// last leader it promised before this Prepare.
-	Conf     []string
-	ConfBal  Ballot
-	PConf    []string
-	PConfBal Ballot
 }
 
 // AppendRequest carries log entries from a leader to a replica.
 type AppendRequest struct {
 	Partition string
 	Ballot    Ballot
-	// Conf is the leader's replica set.
-	Conf []string
 	// PrevHeight and PrevHash name the entry the first of Txs follows; the
 	// replica refuses the entries unless its log has it.
 	PrevHeight uint64
@@ -110,7 +101,7 @@ type Change struct {
 // ErrNotFound, ErrUnavailable, ErrBadRequest, ErrNotLeader) keep their
 // identity across it.
 type Transport interface {
-	Prepare(ctx context.Context, to, partition string, b Ballot, conf []string) (PrepareReply, error)
+	Prepare(ctx context.Context, to, partition string, b Ballot) (PrepareReply, error)
 	Append(ctx context.Context, to string, req AppendRequest) (AppendReply, error)
 	// Fetch returns up to max entries of the partition's log from height
 	// from on.
@@ -123,7 +114,7 @@ type Transport interface {
 
 // Handler serves the transaction log's calls; *Service implements it.
 type Handler interface {
-	HandlePrepare(partition string, b Ballot, conf []string) (PrepareReply, error)
+	HandlePrepare(partition string, b Ballot) (PrepareReply, error)
 	HandleAppend(req AppendRequest) (AppendReply, error)
 	HandleFetch(partition string, from uint64, max int) ([]*Tx, error)
 	HandleReadLocal(partition, name string) (Record, error)

@@ -60,6 +60,9 @@ const (
 	OpSet
 	// OpDelete deletes the record.
 	OpDelete
+	// OpConfig sets the partition's replica set: Value holds the members'
+	// addresses, one per line. The latest one in a log is in force.
+	OpConfig
 )
 
 // Op is one record's change in a transaction.
@@ -149,7 +152,7 @@ func DecodeTx(b []byte) (*Tx, error) {
 		d.hash(&op.Prev)
 		op.PrevHeight = d.uint64()
 		op.Value = []byte(d.string())
-		if op.Kind > OpDelete {
+		if op.Kind > OpConfig {
 			d.fail("operation kind %d", op.Kind)
 		}
 		t.Ops = append(t.Ops, op)
@@ -260,3 +263,11 @@ func ParseLevel(s string, def Level) (Level, error) {
 	}
 	return 0, fmt.Errorf("%w: unknown consistency %q: want all, quorum, leader or lazy", ErrBadRequest, s)
 }
+
+// configOp returns the operation that sets the replica set to members.
+func configOp(members []string) Op {
+	return Op{Kind: OpConfig, Value: []byte(strings.Join(members, "\n"))}
+}
+
+// members returns the replica set an OpConfig operation sets.
+func (op Op) members() []string { return strings.Split(string(op.Value), "\n") }
