@@ -88,6 +88,9 @@ func (s *Service) History(ctx context.Context, partition, name string) ([]*Tx, e
 // read, holds a replica), else on the leader's host. While the leader is
 // unreachable or the ring is settling it retries until ctx ends.
 func (s *Service) Do(ctx context.Context, req Request) (Response, error) {
+	if s.ps.closed.Load() {
+		return Response{}, errClosed
+	}
 	if err := s.validate(req); err != nil {
 		return Response{}, err
 	}
@@ -96,6 +99,9 @@ func (s *Service) Do(ctx context.Context, req Request) (Response, error) {
 	// reply was lost), so a later conflict may be with itself.
 	uncertain := false
 	for attempt := 0; ; attempt++ {
+		if s.ps.closed.Load() {
+			return Response{}, errClosed
+		}
 		replicas, err := s.replicaSet(ctx, req.Partition)
 		if err == nil {
 			resp, err := s.route(ctx, req, replicas)
@@ -159,6 +165,9 @@ func (s *Service) route(ctx context.Context, req Request, replicas []string) (Re
 // HandleForward runs a request that another host routed here because this
 // host leads the partition in its view of the ring.
 func (s *Service) HandleForward(ctx context.Context, req Request) (Response, error) {
+	if s.ps.closed.Load() {
+		return Response{}, errClosed
+	}
 	if err := s.validate(req); err != nil {
 		return Response{}, err
 	}
@@ -183,13 +192,16 @@ func (s *Service) lead(ctx context.Context, req Request, replicas []string) (Res
 	if err := s.establish(ctx, p, replicas); err != nil {
 		return Response{}, err
 	}
+	if s.ps.closed.Load() {
+		return Response{}, errClosed // a dead process answers nothing
+	}
 	if req.Write != nil {
 		return s.leadWrite(ctx, p, req)
 	}
 	// Reads at quorum and all first bring that many replicas level with the
 	// leader, which also proves it still leads; leader reads do not.
 	p.mu.Lock()
-	target, members := p.last, slices.Clone(p.config)
+	target, members, ballot := p.last, slices.Clone(p.config), p.leading
 	p.mu.Unlock()
 	switch req.Level {
 	case Quorum, All:
@@ -205,6 +217,10 @@ func (s *Service) lead(ctx context.Context, req Request, replicas []string) (Res
 	}
 	name := req.Read + req.History
 	p.mu.Lock()
+	if p.leading != ballot || p.promised != ballot {
+		p.mu.Unlock()
+		return Response{}, fmt.Errorf("%w: %q: deposed while reading", ErrStaleBallot, p.name)
+	}
 	rec, err := s.ps.record(p, name)
 	p.mu.Unlock()
 	if err != nil {

@@ -115,18 +115,22 @@ func (h *history) add(client int, in counterInput, out counterOutput, call int64
 // history is linearizable, and each final counter lies between the
 // acknowledged increments and those plus the ones whose outcome is unknown
 // (equal when none is unknown).
+// Every acknowledged write is also checked to be in the final log at the
+// height it was acknowledged at.
 //
-// Known to fail about one run in six under -race, for a reason not yet
-// found (docs/txlog.md, "Open problem"); until it is fixed it runs only
-// when DIFUSE_TXLOG_FAULTS is set.
+// It runs only when DIFUSE_TXLOG_FAULTS is set: about one run in twenty the
+// cluster stops making progress after the leader is killed (a liveness
+// problem, see docs/txlog.md), and the test then waits until it times out.
 func TestLinearizableUnderFaults(t *testing.T) {
 	if os.Getenv("DIFUSE_TXLOG_FAULTS") == "" {
-		t.Skip("known to fail under faults (docs/txlog.md, Open problem); set DIFUSE_TXLOG_FAULTS=1 to run")
+		t.Skip("can stall after the leader is killed (docs/txlog.md, Open problems); set DIFUSE_TXLOG_FAULTS=1 to run")
 	}
 	c := newCluster(t, 5)
 	keys := []string{"lin/k0", "lin/k1", "lin/k2"}
 	h := &history{start: time.Now()}
 	var acked, unknown [3]atomic.Int64
+	var refsMu sync.Mutex
+	ackedRefs := map[string][]TxRef{}
 	var total atomic.Int64
 	target := int64(1000)
 	if testing.Short() {
@@ -161,13 +165,16 @@ func TestLinearizableUnderFaults(t *testing.T) {
 					v, _ = strconv.Atoi(string(rec.Value))
 				}
 				h.add(client, counterInput{Key: keys[ki]}, counterOutput{Value: v}, call)
+				if testLogger != nil {
+					testLogger.Info("read", "client", client, "key", keys[ki], "value", v, "hash", rec.Hash.String()[:8], "height", rec.Height, "via", via.addr)
+				}
 				ifMatch := rec.Hash
 				if !rec.Exists {
 					ifMatch = Hash{}
 				}
 				ctx, cancel = context.WithTimeout(context.Background(), 2*time.Second)
 				call = h.now()
-				_, err = via.svc.Write(ctx, keys[ki], []Change{{Name: "n", Value: []byte(strconv.Itoa(v + 1)), IfMatch: &ifMatch}}, Quorum)
+				ref, err := via.svc.Write(ctx, keys[ki], []Change{{Name: "n", Value: []byte(strconv.Itoa(v + 1)), IfMatch: &ifMatch}}, Quorum)
 				cancel()
 				in := counterInput{Key: keys[ki], CAS: true, Old: v, New: v + 1}
 				switch {
@@ -175,8 +182,14 @@ func TestLinearizableUnderFaults(t *testing.T) {
 					h.add(client, in, counterOutput{OK: true}, call)
 					acked[ki].Add(1)
 					total.Add(1)
+					refsMu.Lock()
+					ackedRefs[keys[ki]] = append(ackedRefs[keys[ki]], ref)
+					refsMu.Unlock()
 				case errors.Is(err, ErrConflict):
 					h.add(client, in, counterOutput{}, call)
+					if testLogger != nil {
+						testLogger.Info("cas conflict", "client", client, "key", keys[ki], "old", v, "read-hash", ifMatch.String()[:8], "read-height", rec.Height, "via", via.addr, "err", err)
+					}
 				default:
 					h.add(client, in, counterOutput{Unknown: true}, call)
 					unknown[ki].Add(1)
@@ -212,11 +225,85 @@ func TestLinearizableUnderFaults(t *testing.T) {
 	close(stop)
 	wg.Wait()
 
+	// Every acknowledged write is in the final log, at its height.
+	for _, k := range keys {
+		if _, err := c.host("h0").svc.Read(ctxFor(t, 10*time.Second), k, "n", Quorum); err != nil {
+			t.Fatal(err)
+		}
+		res, _ := c.host("h0").ring.Lookup(context.Background(), ring.HashKey([]byte(k)), 3)
+		txs, err := c.host(res.Leader().Addr).svc.HandleFetch(k, 1, 1<<30)
+		if err != nil {
+			t.Fatal(err)
+		}
+		lost := 0
+		for _, r := range ackedRefs[k] {
+			if r.Height > uint64(len(txs)) || txs[r.Height-1].Hash() != r.Hash {
+				lost++
+				if lost <= 3 {
+					t.Errorf("%s: acknowledged write at height %d is not in the final log", k, r.Height)
+				}
+			}
+		}
+		if lost > 0 {
+			t.Errorf("%s: %d of %d acknowledged writes lost", k, lost, len(ackedRefs[k]))
+		}
+		// Every value in the log was written by an acknowledged or unknown
+		// compare-and-set, never by one reported as failed.
+		okOrUnknown := map[int]bool{}
+		for _, op := range h.ops {
+			in, out := op.Input.(counterInput), op.Output.(counterOutput)
+			if in.Key == k && in.CAS && (out.OK || out.Unknown) {
+				okOrUnknown[in.New] = true
+			}
+		}
+		for _, tx := range txs {
+			for _, op := range tx.Ops {
+				if op.Kind == OpSet && op.Name == "n" {
+					if v, _ := strconv.Atoi(string(op.Value)); !okOrUnknown[v] {
+						t.Logf("%s: the log holds %d at height %d, written by a cas reported as failed", k, v, tx.Height)
+					}
+				}
+			}
+		}
+	}
 	result, info := porcupine.CheckOperationsVerbose(counterModel.ToModel(), h.ops, 60*time.Second)
 	if result != porcupine.Ok {
 		path := filepath.Join(os.TempDir(), "txlog-linearizability.html")
 		porcupine.VisualizePath(counterModel.ToModel(), info, path)
 		explain(t, h.ops)
+		// The longest linearizable prefix of the failing partition, and the
+		// operations that could not follow it.
+		for pi, part := range info.PartialLinearizationsOperations() {
+			longest := 0
+			for i, lin := range part {
+				if len(lin) > len(part[longest]) {
+					longest = i
+				}
+			}
+			if len(part) == 0 {
+				continue
+			}
+			lin := part[longest]
+			total := 0
+			for _, op := range h.ops {
+				if op.Input.(counterInput).Key == lin[0].Input.(counterInput).Key {
+					total++
+				}
+			}
+			if len(lin) == total {
+				continue
+			}
+			t.Logf("partition %d (%s): %d of %d operations linearize; the last ones:", pi, lin[0].Input.(counterInput).Key, len(lin), total)
+			for _, op := range lin[max(0, len(lin)-6):] {
+				t.Logf("   client %d %s [%d, %d] ms", op.ClientId, counterModel.DescribeOperation(op.Input, op.Output), op.Call/1e6, min(op.Return, 1<<40)/1e6)
+			}
+			last := lin[len(lin)-1]
+			for _, op := range h.ops {
+				if op.Input.(counterInput).Key == last.Input.(counterInput).Key && op.Call <= last.Return+int64(5*time.Millisecond) && op.Return >= last.Call {
+					t.Logf("   concurrent: client %d %s [%d, %d] ms", op.ClientId, counterModel.DescribeOperation(op.Input, op.Output), op.Call/1e6, min(op.Return, 1<<40)/1e6)
+				}
+			}
+		}
 		t.Fatalf("history of %d operations is %v; timeline in %s", len(h.ops), result, path)
 	}
 	ctx := ctxFor(t, 10*time.Second)
@@ -343,6 +430,9 @@ func TestLinearizableNoFaults(t *testing.T) {
 				}
 				v, _ := strconv.Atoi(string(rec.Value))
 				h.add(client, counterInput{Key: keys[ki]}, counterOutput{Value: v}, call)
+				if testLogger != nil {
+					testLogger.Info("read", "client", client, "key", keys[ki], "value", v, "hash", rec.Hash.String()[:8], "height", rec.Height, "via", via.addr)
+				}
 				ifMatch := rec.Hash
 				if !rec.Exists {
 					ifMatch = Hash{}
@@ -357,6 +447,9 @@ func TestLinearizableNoFaults(t *testing.T) {
 					acked[ki].Add(1)
 				case errors.Is(err, ErrConflict):
 					h.add(client, in, counterOutput{}, call)
+					if testLogger != nil {
+						testLogger.Info("cas conflict", "client", client, "key", keys[ki], "old", v, "read-hash", ifMatch.String()[:8], "read-height", rec.Height, "via", via.addr, "err", err)
+					}
 				default:
 					t.Errorf("write without faults: %v", err)
 					return

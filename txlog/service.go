@@ -278,11 +278,12 @@ func (s *Service) establish(ctx context.Context, p *part, ringSet []string) erro
 		first := p.config == nil
 		// The leader's records reflect its whole log.
 		err := s.ps.apply(p, p.last)
+		last := p.last
 		p.mu.Unlock()
 		if err != nil {
 			return err
 		}
-		s.log.Info("leading partition", "partition", p.name, "ballot", b.String(), "attempt", attempt, "members", members, "last", p.last)
+		s.log.Info("leading partition", "partition", p.name, "ballot", b.String(), "attempt", attempt, "members", members, "last", last)
 		// Commit an entry at our ballot: entries of earlier ballots are
 		// committed by committing one of ours after them. A new partition's
 		// first entry puts the ring's replica set in force.
@@ -446,8 +447,16 @@ func (s *Service) appendTx(ctx context.Context, p *part, ops []Op, targets []str
 		return nil, nil, err
 	}
 	acked, err := s.replicate(ctx, p, targets, t.Height, enough)
+	if acked[s.cfg.Addr] {
+		// The transaction must still be in this host's log where it was put.
+		p.mu.Lock()
+		if h, herr := s.ps.hashAtLocked(p, t.Height); herr != nil || h != t.Hash() {
+			delete(acked, s.cfg.Addr)
+		}
+		p.mu.Unlock()
+	}
 	if enough(acked) {
-		s.log.Debug("committed", "partition", p.name, "height", t.Height, "ballot", t.Ballot.String(), "acked", len(acked), "targets", targets)
+		s.log.Debug("committed", "partition", p.name, "height", t.Height, "hash", t.Hash().String()[:8], "ballot", t.Ballot.String(), "acked", acked, "targets", targets)
 		return t, acked, nil
 	}
 	p.mu.Lock()
@@ -468,6 +477,9 @@ func (s *Service) replicate(ctx context.Context, p *part, targets []string, targ
 		addr string
 		err  error
 	}
+	p.mu.Lock()
+	ballot := p.leading
+	p.mu.Unlock()
 	results := make(chan result, len(targets))
 	n := 0
 	for _, r := range targets {
@@ -495,6 +507,14 @@ func (s *Service) replicate(ctx context.Context, p *part, targets []string, targ
 		}
 		acked[res.addr] = true
 	}
+	// This host counts only if it still holds its ballot: a host that has
+	// since promised a higher one may be in that leader's majority too.
+	p.mu.Lock()
+	if ballot.IsZero() || p.leading != ballot || p.promised != ballot {
+		delete(acked, s.cfg.Addr)
+		lastErr = fmt.Errorf("%w: %q: deposed while replicating", ErrStaleBallot, p.name)
+	}
+	p.mu.Unlock()
 	return acked, lastErr
 }
 

@@ -163,8 +163,8 @@ type parts struct {
 	closed atomic.Bool
 }
 
-// errClosed is returned by every store write after Close.
-var errClosed = errors.New("txlog: service closed")
+// errClosed is returned by every operation after Close.
+var errClosed = fmt.Errorf("%w: service closed", ErrUnavailable)
 
 func (ps *parts) get(name string) (*part, error) {
 	ps.mu.Lock()
