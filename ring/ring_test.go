@@ -122,10 +122,7 @@ func TestJoinOneByOne(t *testing.T) {
 // The same 16 hosts join all at once through one host.
 func TestJoinAllAtOnce(t *testing.T) {
 	s := newSim(t, 2)
-	s.create(hostAddr(0))
-	for i := 1; i < 16; i++ {
-		s.join(hostAddr(i), hostAddr(0))
-	}
+	s.grow(16)
 	for range 300 {
 		if err := s.checkInvariants(); err != nil {
 			t.Fatal(err)
@@ -144,10 +141,7 @@ func TestJoinAllAtOnce(t *testing.T) {
 // successor list covers) leaves every list a live entry; the ring repairs.
 func TestKillThreeHosts(t *testing.T) {
 	s := newSim(t, 3)
-	s.create(hostAddr(0))
-	for i := 1; i < 16; i++ {
-		s.join(hostAddr(i), hostAddr(0))
-	}
+	s.grow(16)
 	s.tickUntilConverged(300)
 	for _, a := range []string{hostAddr(3), hostAddr(7), hostAddr(8)} {
 		s.kill(a)
@@ -169,10 +163,7 @@ func TestKillThreeHosts(t *testing.T) {
 // the ring converges once churn stops.
 func TestChurnKeepsInvariants(t *testing.T) {
 	s := newSim(t, 4)
-	s.create(hostAddr(0))
-	for i := 1; i < 8; i++ {
-		s.join(hostAddr(i), hostAddr(0))
-	}
+	s.grow(8)
 	s.tickUntilConverged(200)
 	s.net.SetDropRate(0.02)
 	next := 8
@@ -228,10 +219,7 @@ func TestChurnKeepsInvariants(t *testing.T) {
 // successor-list entries are refreshed by the next stabilisation rounds.
 func TestGracefulLeave(t *testing.T) {
 	s := newSim(t, 5)
-	s.create(hostAddr(0))
-	for i := 1; i < 6; i++ {
-		s.join(hostAddr(i), hostAddr(0))
-	}
+	s.grow(6)
 	s.tickUntilConverged(200)
 	s.hosts[hostAddr(2)].Leave(s.ctx)
 	s.kill(hostAddr(2))
@@ -253,10 +241,7 @@ func TestGracefulLeave(t *testing.T) {
 // is adopted again.
 func TestPartitionAndHeal(t *testing.T) {
 	s := newSim(t, 6)
-	s.create(hostAddr(0))
-	for i := 1; i < 6; i++ {
-		s.join(hostAddr(i), hostAddr(0))
-	}
+	s.grow(6)
 	s.tickUntilConverged(200)
 	others := []string{hostAddr(0), hostAddr(1), hostAddr(2), hostAddr(3), hostAddr(4)}
 	s.net.Partition([]string{hostAddr(5)}, others)
@@ -385,10 +370,7 @@ func measureHops(t *testing.T, hosts, lookups int) (mean float64, maxHops int) {
 // (Leads), and a fresh walk routes correctly again.
 func TestCacheOneHop(t *testing.T) {
 	s := newSim(t, 9)
-	s.create(hostAddr(0))
-	for i := 1; i < 6; i++ {
-		s.join(hostAddr(i), hostAddr(0))
-	}
+	s.grow(6)
 	s.tickUntilConverged(200)
 	tr := s.net.Transport("client")
 	var c Cache

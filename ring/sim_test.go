@@ -76,6 +76,16 @@ func (s *sim) join(addr, via string) {
 	}
 }
 
+// grow creates a ring on host 0 and joins hosts 1..n-1 to it through host
+// 0, all before any maintenance round.
+func (s *sim) grow(n int) {
+	s.t.Helper()
+	s.create(hostAddr(0))
+	for i := 1; i < n; i++ {
+		s.join(hostAddr(i), hostAddr(0))
+	}
+}
+
 func (s *sim) kill(addr string) {
 	s.net.Kill(addr)
 	s.alive[addr] = false

@@ -90,6 +90,54 @@ var counterModel = porcupine.NondeterministicModel{
 	},
 }
 
+// outcome is how one increment attempt ended.
+type outcome int
+
+const (
+	readFailed outcome = iota // nothing recorded
+	incremented
+	conflicted
+	unknownOutcome
+)
+
+// increment reads key's counter at quorum through svc and compare-and-sets
+// it one higher, recording both operations in h. It returns how the attempt
+// ended and, when it was acknowledged, the transaction.
+func increment(svc *Service, h *history, client int, key string, timeout time.Duration) (outcome, TxRef) {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	call := h.now()
+	rec, err := svc.Read(ctx, key, "n", Quorum)
+	if err != nil && !errors.Is(err, ErrNotFound) {
+		return readFailed, TxRef{} // a failed read leaves no trace
+	}
+	v := 0
+	if rec.Exists {
+		v, _ = strconv.Atoi(string(rec.Value))
+	}
+	h.add(client, counterInput{Key: key}, counterOutput{Value: v}, call)
+	ifMatch := rec.Hash
+	if !rec.Exists {
+		ifMatch = Hash{}
+	}
+	ctx, cancel = context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	call = h.now()
+	ref, err := svc.Write(ctx, key, []Change{{Name: "n", Value: []byte(strconv.Itoa(v + 1)), IfMatch: &ifMatch}}, Quorum)
+	in := counterInput{Key: key, CAS: true, Old: v, New: v + 1}
+	switch {
+	case err == nil:
+		h.add(client, in, counterOutput{OK: true}, call)
+		return incremented, ref
+	case errors.Is(err, ErrConflict):
+		h.add(client, in, counterOutput{}, call)
+		return conflicted, TxRef{}
+	default:
+		h.add(client, in, counterOutput{Unknown: true}, call)
+		return unknownOutcome, TxRef{}
+	}
+}
+
 // history collects operations from concurrent clients.
 type history struct {
 	mu    sync.Mutex
@@ -152,46 +200,14 @@ func TestLinearizableUnderFaults(t *testing.T) {
 				if c.faults.Down(addr) {
 					continue // clients use live hosts
 				}
-				via := c.host(addr)
-				ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-				call := h.now()
-				rec, err := via.svc.Read(ctx, keys[ki], "n", Quorum)
-				cancel()
-				if err != nil && !errors.Is(err, ErrNotFound) {
-					continue // a failed read leaves no trace
-				}
-				v := 0
-				if rec.Exists {
-					v, _ = strconv.Atoi(string(rec.Value))
-				}
-				h.add(client, counterInput{Key: keys[ki]}, counterOutput{Value: v}, call)
-				if testLogger != nil {
-					testLogger.Info("read", "client", client, "key", keys[ki], "value", v, "hash", rec.Hash.String()[:8], "height", rec.Height, "via", via.addr)
-				}
-				ifMatch := rec.Hash
-				if !rec.Exists {
-					ifMatch = Hash{}
-				}
-				ctx, cancel = context.WithTimeout(context.Background(), 2*time.Second)
-				call = h.now()
-				ref, err := via.svc.Write(ctx, keys[ki], []Change{{Name: "n", Value: []byte(strconv.Itoa(v + 1)), IfMatch: &ifMatch}}, Quorum)
-				cancel()
-				in := counterInput{Key: keys[ki], CAS: true, Old: v, New: v + 1}
-				switch {
-				case err == nil:
-					h.add(client, in, counterOutput{OK: true}, call)
+				switch res, ref := increment(c.host(addr).svc, h, client, keys[ki], 2*time.Second); res {
+				case incremented:
 					acked[ki].Add(1)
 					total.Add(1)
 					refsMu.Lock()
 					ackedRefs[keys[ki]] = append(ackedRefs[keys[ki]], ref)
 					refsMu.Unlock()
-				case errors.Is(err, ErrConflict):
-					h.add(client, in, counterOutput{}, call)
-					if testLogger != nil {
-						testLogger.Info("cas conflict", "client", client, "key", keys[ki], "old", v, "read-hash", ifMatch.String()[:8], "read-height", rec.Height, "via", via.addr, "err", err)
-					}
-				default:
-					h.add(client, in, counterOutput{Unknown: true}, call)
+				case unknownOutcome:
 					unknown[ki].Add(1)
 				}
 			}
@@ -419,39 +435,11 @@ func TestLinearizableNoFaults(t *testing.T) {
 			rng := rand.New(rand.NewPCG(uint64(client), 7))
 			for range 60 {
 				ki := rng.IntN(len(keys))
-				via := c.host(c.addrs[rng.IntN(len(c.addrs))])
-				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-				call := h.now()
-				rec, err := via.svc.Read(ctx, keys[ki], "n", Quorum)
-				if err != nil && !errors.Is(err, ErrNotFound) {
-					cancel()
-					t.Error(err)
-					return
-				}
-				v, _ := strconv.Atoi(string(rec.Value))
-				h.add(client, counterInput{Key: keys[ki]}, counterOutput{Value: v}, call)
-				if testLogger != nil {
-					testLogger.Info("read", "client", client, "key", keys[ki], "value", v, "hash", rec.Hash.String()[:8], "height", rec.Height, "via", via.addr)
-				}
-				ifMatch := rec.Hash
-				if !rec.Exists {
-					ifMatch = Hash{}
-				}
-				call = h.now()
-				_, err = via.svc.Write(ctx, keys[ki], []Change{{Name: "n", Value: []byte(strconv.Itoa(v + 1)), IfMatch: &ifMatch}}, Quorum)
-				cancel()
-				in := counterInput{Key: keys[ki], CAS: true, Old: v, New: v + 1}
-				switch {
-				case err == nil:
-					h.add(client, in, counterOutput{OK: true}, call)
+				switch res, _ := increment(c.host(c.addrs[rng.IntN(len(c.addrs))]).svc, h, client, keys[ki], 5*time.Second); res {
+				case incremented:
 					acked[ki].Add(1)
-				case errors.Is(err, ErrConflict):
-					h.add(client, in, counterOutput{}, call)
-					if testLogger != nil {
-						testLogger.Info("cas conflict", "client", client, "key", keys[ki], "old", v, "read-hash", ifMatch.String()[:8], "read-height", rec.Height, "via", via.addr, "err", err)
-					}
-				default:
-					t.Errorf("write without faults: %v", err)
+				case readFailed, unknownOutcome:
+					t.Errorf("increment without faults: %v", res)
 					return
 				}
 			}
