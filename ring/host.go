@@ -124,7 +124,15 @@ type Host struct {
 	// round it failed in. Successor lists and replica sets skip such hosts
 	// for suspectTicks rounds, or until the host is heard from again.
 	failed map[string]int
+	// seen holds every other host this one has reached: after a partition
+	// heals, the merge check looks for them outside the ring.
+	seen map[string]bool
+	// mergeNext counts merge checks, to take hosts and vnodes in turn.
+	mergeNext int
 }
+
+// mergeEvery is how many rounds pass between two merge checks.
+const mergeEvery = 4
 
 // suspectTicks is how many rounds a host that could not be reached is left
 // out of successor lists and replica sets, unless it is heard from sooner.
@@ -137,7 +145,7 @@ func New(cfg Config, tr Transport) (*Host, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	return &Host{cfg: cfg, tr: tr, log: cfg.Logger, vnodes: map[ID]*vnode{}, failed: map[string]int{}}, nil
+	return &Host{cfg: cfg, tr: tr, log: cfg.Logger, vnodes: map[ID]*vnode{}, failed: map[string]int{}, seen: map[string]bool{}}, nil
 }
 
 // Config returns the host's configuration with defaults filled in.
@@ -319,6 +327,7 @@ func (h *Host) heard(addr string, ok bool) {
 	defer h.mu.Unlock()
 	if ok {
 		delete(h.failed, addr)
+		h.seen[addr] = true
 	} else {
 		h.failed[addr] = h.ticks
 	}

@@ -2,6 +2,7 @@ package ring
 
 import (
 	"context"
+	"errors"
 	"slices"
 )
 
@@ -11,11 +12,80 @@ import (
 func (h *Host) Tick(ctx context.Context) {
 	h.mu.Lock()
 	h.ticks++
+	merge := h.ticks%mergeEvery == 0
 	h.mu.Unlock()
 	for _, id := range h.ids() {
 		h.checkPredecessor(ctx, id)
 		h.stabilize(ctx, id)
 		h.fixFinger(ctx, id)
+	}
+	if merge {
+		h.mergeCheck(ctx)
+	}
+}
+
+// mergeCheck repairs a ring that a network partition split in two. Each
+// side's maintenance drops the other side's vnodes and closes into a ring
+// of its own, and no Chord rule joins two complete rings. So every few
+// rounds the host takes, in turn, a host it has reached before that none
+// of its vnodes points to, and looks one of its own vnodes up through it.
+// A successor found that way that lies closer than the vnode's own is
+// adopted by the stabilise rule: only after its list is fetched, which
+// proves it alive. Stabilisation then merges the rest.
+func (h *Host) mergeCheck(ctx context.Context) {
+	h.mu.Lock()
+	inView := map[string]bool{h.cfg.Addr: true}
+	for _, v := range h.vnodes {
+		inView[v.pred.Addr] = true
+		for _, r := range v.succs {
+			inView[r.Addr] = true
+		}
+	}
+	var outside []string
+	for a := range h.seen {
+		if !inView[a] && h.ticks-h.failed[a] >= suspectTicks {
+			outside = append(outside, a)
+		}
+	}
+	if len(outside) == 0 || len(h.order) == 0 {
+		h.mu.Unlock()
+		return
+	}
+	slices.Sort(outside)
+	via := outside[h.mergeNext%len(outside)]
+	id := h.order[h.mergeNext%len(h.order)]
+	h.mergeNext++
+	h.mu.Unlock()
+
+	cctx, cancel := context.WithTimeout(ctx, h.cfg.CallTimeout)
+	starts, err := h.transport(via).VNodes(cctx, via)
+	cancel()
+	h.heard(via, !errors.Is(err, ErrUnreachable))
+	if err != nil || len(starts) == 0 {
+		return
+	}
+	succs, _, err := h.findSuccessor(ctx, starts, id)
+	if err != nil {
+		return
+	}
+	v, ok := h.snapshot(id)
+	if !ok || len(v.succs) == 0 {
+		return
+	}
+	for _, s := range succs {
+		if s.ID == id || !between(id, s.ID, v.succs[0].ID) {
+			continue
+		}
+		st, err := h.getState(ctx, s)
+		if err != nil {
+			continue
+		}
+		list := h.trim(v.self, append([]Ref{s}, st.Succs...))
+		h.setSuccs(id, v.succs, list)
+		h.log.Info("merged with a ring found outside this one", "vnode", v.self, "via", via, "succ", s)
+		first := list[0]
+		h.call(ctx, first, func(ctx context.Context, t Transport) error { return t.Rectify(ctx, first, v.self) })
+		return
 	}
 }
 

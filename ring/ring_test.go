@@ -420,3 +420,28 @@ func TestCacheOneHop(t *testing.T) {
 	}
 	t.Logf("stale cache misrouted %d of 1,000 keys after a join; none after a walk", misses)
 }
+
+// A partition that splits the hosts 3|3 for long enough closes each side
+// into a ring of its own; once it heals, the merge check joins them again.
+func TestPartitionSplitsAndMerges(t *testing.T) {
+	s := newSim(t, 10)
+	s.grow(6)
+	s.tickUntilConverged(200)
+	left, right := []string{hostAddr(0), hostAddr(1), hostAddr(2)}, []string{hostAddr(3), hostAddr(4), hostAddr(5)}
+	s.net.Partition(left, right)
+	s.tick(60)
+	// Each side is a ring of its own: no vnode's successors cross over.
+	for _, a := range left {
+		for _, st := range s.hosts[a].Status() {
+			for _, r := range st.Succs {
+				if slices.Contains(right, r.Addr) {
+					t.Fatalf("%s still lists %s across the partition", st.Self, r)
+				}
+			}
+		}
+	}
+	s.net.Heal()
+	rounds := s.tickUntilConverged(300)
+	t.Logf("merged into one ring %d rounds after the partition healed", rounds)
+	s.checkLookups(sized(1000, 200))
+}
