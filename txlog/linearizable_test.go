@@ -166,12 +166,13 @@ func (h *history) add(client int, in counterInput, out counterOutput, call int64
 // Every acknowledged write is also checked to be in the final log at the
 // height it was acknowledged at.
 //
-// It runs only when DIFUSE_TXLOG_FAULTS is set: about one run in twenty the
-// cluster stops making progress after the leader is killed (a liveness
-// problem, see docs/txlog.md), and the test then waits until it times out.
+// It runs only when DIFUSE_TXLOG_FAULTS is set: before the ring could merge
+// after a partition, about one run in twenty stopped making progress after
+// the leader was killed; it has not happened since (docs/txlog.md), and the
+// test joins CI once that is confirmed.
 func TestLinearizableUnderFaults(t *testing.T) {
 	if os.Getenv("DIFUSE_TXLOG_FAULTS") == "" {
-		t.Skip("can stall after the leader is killed (docs/txlog.md, Open problems); set DIFUSE_TXLOG_FAULTS=1 to run")
+		t.Skip("not yet in CI (docs/txlog.md, Open problems); set DIFUSE_TXLOG_FAULTS=1 to run")
 	}
 	c := newCluster(t, 5)
 	keys := []string{"lin/k0", "lin/k1", "lin/k2"}
@@ -216,7 +217,11 @@ func TestLinearizableUnderFaults(t *testing.T) {
 
 	// The nemesis: kill the leader of keys[0], restart it, then split 2|3.
 	waitFor := func(n int64) {
+		deadline := time.Now().Add(60 * time.Second)
 		for total.Load() < n {
+			if time.Now().After(deadline) {
+				t.Fatalf("no progress: %d of %d increments after 60 s", total.Load(), n)
+			}
 			time.Sleep(5 * time.Millisecond)
 		}
 	}
