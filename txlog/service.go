@@ -269,6 +269,13 @@ func (s *Service) establish(ctx context.Context, p *part, ringSet []string) erro
 			continue
 		}
 		p.mu.Lock()
+		if p.config != nil && !sameSet(p.config, members) {
+			// The set kept changing through every round: no majority of the
+			// one in force has promised yet.
+			p.mu.Unlock()
+			lastErr = fmt.Errorf("%w: %q: the replica set kept changing while taking over", ErrUnavailable, p.name)
+			continue
+		}
 		if p.promised != b {
 			p.mu.Unlock()
 			lastErr = fmt.Errorf("%w: deposed while taking over", ErrStaleBallot)
