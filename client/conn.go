@@ -9,7 +9,6 @@ import (
 
 	flatbuffers "github.com/google/flatbuffers/go"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/difuse/difuse/wire"
 	"github.com/difuse/difuse/wire/fb"
@@ -26,8 +25,7 @@ type Conn struct {
 // Dial prepares a connection to the node at addr. It does not wait for the
 // node: the first call does, within its context's deadline.
 func Dial(addr string) (*Conn, error) {
-	opts := append(wire.DialOptions(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	cc, err := grpc.NewClient(addr, opts...)
+	cc, err := grpc.NewClient(addr, wire.DialOptions()...)
 	if err != nil {
 		return nil, fmt.Errorf("dial %s: %w", addr, err)
 	}

@@ -149,10 +149,8 @@ func (s *Service) replicaSet(ctx context.Context, partition string) ([]string, e
 }
 
 func (s *Service) route(ctx context.Context, req Request, replicas []string) (Response, error) {
-	if req.Read != "" || (req.Write == nil && req.History == "") {
-		if req.Level == Lazy {
-			return s.lazyRead(ctx, req, replicas)
-		}
+	if req.Write == nil && req.History == "" && req.Level == Lazy {
+		return s.lazyRead(ctx, req, replicas)
 	}
 	if replicas[0] == s.cfg.Addr {
 		return s.lead(ctx, req, replicas)

@@ -10,6 +10,7 @@ import (
 	flatbuffers "github.com/google/flatbuffers/go"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 )
 
@@ -99,9 +100,11 @@ func recoverRPC(log *slog.Logger, method string, err *error) {
 	}
 }
 
-// DialOptions are the options every difuse gRPC client uses.
+// DialOptions are the options every difuse gRPC client uses: the
+// FlatBuffers codec over plain (unencrypted) transport.
 func DialOptions() []grpc.DialOption {
 	return []grpc.DialOption{
 		grpc.WithDefaultCallOptions(grpc.ForceCodec(Codec{})),
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
 	}
 }

@@ -15,7 +15,6 @@ import (
 	flatbuffers "github.com/google/flatbuffers/go"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
 	"github.com/difuse/difuse/ring"
@@ -45,8 +44,7 @@ func (t *Transport) client(addr string) (fb.RingClient, error) {
 	cc, ok := t.conns[addr]
 	if !ok {
 		var err error
-		opts := append(wire.DialOptions(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-		if cc, err = grpc.NewClient(addr, opts...); err != nil {
+		if cc, err = grpc.NewClient(addr, wire.DialOptions()...); err != nil {
 			return nil, fmt.Errorf("%w: %s: %w", ring.ErrUnreachable, addr, err)
 		}
 		t.conns[addr] = cc
