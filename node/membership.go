@@ -28,6 +28,7 @@ func (n *Node) joinOrCreate(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	n.ring.Remember(remembered...)
 	targets := remembered
 	if n.cfg.Join != "" {
 		targets = append([]string{n.cfg.Join}, slices.DeleteFunc(remembered, func(a string) bool { return a == n.cfg.Join })...)

@@ -333,6 +333,19 @@ func (h *Host) heard(addr string, ok bool) {
 	}
 }
 
+// Remember adds hosts known from elsewhere (a node's remembered peers) to
+// those the merge check looks for outside the ring, so that rings formed
+// apart, as after a whole-cluster restart, find each other.
+func (h *Host) Remember(addrs ...string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, a := range addrs {
+		if a != h.cfg.Addr {
+			h.seen[a] = true
+		}
+	}
+}
+
 // suspects returns the hosts that could not be reached in the last
 // suspectTicks rounds.
 func (h *Host) suspects() map[string]bool {

@@ -85,32 +85,44 @@ func (h *Host) Lookup(ctx context.Context, key ID, n int) (Result, error) {
 	res := Result{Key: key, Hops: hops}
 	hosts := h.suspects() // hosts that could not be reached lately hold no replicas
 	seen := map[ID]bool{}
+	origin := succs[0].ID
 	// Walk the successor lists clockwise until n hosts are covered or the
 	// walk comes back to where it started.
-	for len(res.Replicas) < n && len(succs) > 0 {
-		last := succs[len(succs)-1]
+	for {
+		added := false
 		for _, r := range succs {
-			if seen[r.ID] {
+			if r.ID == origin && len(seen) > 0 {
 				return res, nil // wrapped around the whole ring
 			}
-			seen[r.ID] = true
+			if seen[r.ID] {
+				continue
+			}
+			seen[r.ID], added = true, true
 			if !hosts[r.Addr] && len(res.Replicas) < n {
 				hosts[r.Addr] = true
 				res.Replicas = append(res.Replicas, r)
 			}
 		}
-		if len(res.Replicas) == n {
-			break
+		if len(res.Replicas) == n || !added {
+			return res, nil
 		}
-		st, err := h.getState(ctx, last)
-		if err != nil {
-			return Result{}, fmt.Errorf("%w: extending replica set past %s: %w", ErrLookup, last, err)
+		// Extend from the farthest entry that answers: an unreachable one
+		// only costs going back along the list.
+		var next []Ref
+		for i := len(succs) - 1; i >= 0 && next == nil; i-- {
+			st, gerr := h.getState(ctx, succs[i])
+			hops++
+			if gerr == nil {
+				next = st.Succs
+			}
+			err = gerr
 		}
-		hops++
 		res.Hops = hops
-		succs = st.Succs
+		if next == nil {
+			return Result{}, fmt.Errorf("%w: extending the replica set: %w", ErrLookup, err)
+		}
+		succs = next
 	}
-	return res, nil
 }
 
 // VNodeStatus is one vnode's view of its neighbourhood.
