@@ -210,6 +210,9 @@ func (s *Service) lead(ctx context.Context, req Request, replicas []string) (Res
 			}
 		}
 		if acked, err := s.replicate(ctx, p, members, target, enough); !enough(acked) {
+			if errors.Is(err, ErrStaleBallot) {
+				return Response{}, err // deposed meanwhile: the caller looks the leader up again
+			}
 			return Response{}, fmt.Errorf("%w: %q: %d of %d replicas answered: %v", ErrUnavailable, p.name, countSet(acked, members), len(members), err)
 		}
 	}
