@@ -92,7 +92,7 @@ type Node struct {
 	httpLn  net.Listener
 	grpcSrv *grpc.Server
 	httpSrv *http.Server
-	ringTr  *ringrpc.Transport
+	pool    *wire.Pool
 	ring    *ring.Host
 
 	runOnce sync.Once
@@ -131,8 +131,8 @@ func New(cfg Config) (_ *Node, err error) {
 	}
 	rc := cfg.Ring
 	rc.Addr, rc.Logger = advertise, n.log.With("component", "ring")
-	n.ringTr = ringrpc.NewTransport()
-	if n.ring, err = ring.New(rc, n.ringTr); err != nil {
+	n.pool = wire.NewPool()
+	if n.ring, err = ring.New(rc, ringrpc.NewTransport(n.pool)); err != nil {
 		return nil, err
 	}
 	n.grpcSrv = grpc.NewServer(wire.ServerOptions(n.log)...)
@@ -235,7 +235,7 @@ func (n *Node) run(ctx context.Context) error {
 		n.grpcSrv.Stop()
 		<-stopped
 	}
-	n.ringTr.Close()
+	n.pool.Close()
 	if err := n.db.Close(); err != nil && runErr == nil {
 		runErr = err
 	}

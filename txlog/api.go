@@ -11,8 +11,13 @@ import (
 	"github.com/difuse/difuse/ring"
 )
 
-// MaxNameBytes bounds partition and record names.
-const MaxNameBytes = 1024
+// Bounds on requests.
+const (
+	// MaxNameBytes bounds partition and record names.
+	MaxNameBytes = 1024
+	// MaxChanges bounds the records one write changes.
+	MaxChanges = 1024
+)
 
 // checkName validates a partition or record name.
 func checkName(what, name string, allowEmpty bool) error {
@@ -32,15 +37,19 @@ func (s *Service) validate(req Request) error {
 	if err := checkName("partition", req.Partition, false); err != nil {
 		return err
 	}
-	switch {
-	case req.Write != nil:
+	if req.Level > Lazy {
+		return fmt.Errorf("%w: unknown consistency level %d", ErrBadRequest, req.Level)
+	}
+	switch req.Kind {
+	case KindWrite:
 		if req.Level == Lazy {
 			return fmt.Errorf("%w: writes take all, quorum or leader, not lazy", ErrBadRequest)
 		}
-		if len(req.Write) == 0 {
-			return fmt.Errorf("%w: a write with no changes", ErrBadRequest)
+		if len(req.Write) == 0 || len(req.Write) > MaxChanges {
+			return fmt.Errorf("%w: a write of %d changes (1 to %d)", ErrBadRequest, len(req.Write), MaxChanges)
 		}
 		seen := map[string]bool{}
+		total := 0
 		for _, c := range req.Write {
 			if err := checkName("record name", c.Name, true); err != nil {
 				return err
@@ -49,20 +58,28 @@ func (s *Service) validate(req Request) error {
 				return fmt.Errorf("%w: record %q changed twice in one write", ErrBadRequest, c.Name)
 			}
 			seen[c.Name] = true
-			if len(c.Value) > s.cfg.MaxValueBytes {
-				return fmt.Errorf("%w: value of %d bytes (at most %d)", ErrBadRequest, len(c.Value), s.cfg.MaxValueBytes)
+			if c.Delete && c.Value != nil {
+				return fmt.Errorf("%w: a delete of %q with a value", ErrBadRequest, c.Name)
+			}
+			total += len(c.Value)
+			if len(c.Value) > s.cfg.MaxValueBytes || total > s.cfg.MaxValueBytes {
+				return fmt.Errorf("%w: values of %d bytes (at most %d in one write)", ErrBadRequest, total, s.cfg.MaxValueBytes)
 			}
 		}
 		return nil
-	default:
-		return checkName("record name", req.Read+req.History, true)
+	case KindRead, KindHistory:
+		if req.Write != nil {
+			return fmt.Errorf("%w: a read with changes", ErrBadRequest)
+		}
+		return checkName("record name", req.Name, true)
 	}
+	return fmt.Errorf("%w: unknown request kind %d", ErrBadRequest, req.Kind)
 }
 
 // Write applies changes to records of one partition atomically, at the
 // given level (All, Quorum or Leader), after checking their conditions.
 func (s *Service) Write(ctx context.Context, partition string, changes []Change, level Level) (TxRef, error) {
-	resp, err := s.Do(ctx, Request{Partition: partition, Level: level, Write: changes})
+	resp, err := s.Do(ctx, Request{Partition: partition, Level: level, Kind: KindWrite, Write: changes})
 	return resp.Tx, err
 }
 
@@ -70,7 +87,7 @@ func (s *Service) Write(ctx context.Context, partition string, changes []Change,
 // does not exist gives ErrNotFound, with the returned Record still carrying
 // the hash of the transaction that deleted it, if any.
 func (s *Service) Read(ctx context.Context, partition, name string, level Level) (Record, error) {
-	resp, err := s.Do(ctx, Request{Partition: partition, Level: level, Read: name})
+	resp, err := s.Do(ctx, Request{Partition: partition, Level: level, Kind: KindRead, Name: name})
 	if err == nil && !resp.Record.Exists {
 		return resp.Record, ErrNotFound
 	}
@@ -80,7 +97,7 @@ func (s *Service) Read(ctx context.Context, partition, name string, level Level)
 // History returns the transactions of a partition's log that changed the
 // record, oldest first, read from the leader after a quorum read.
 func (s *Service) History(ctx context.Context, partition, name string) ([]*Tx, error) {
-	resp, err := s.Do(ctx, Request{Partition: partition, Level: Quorum, History: name})
+	resp, err := s.Do(ctx, Request{Partition: partition, Level: Quorum, Kind: KindHistory, Name: name})
 	return resp.History, err
 }
 
@@ -111,7 +128,7 @@ func (s *Service) Do(ctx context.Context, req Request) (Response, error) {
 			if err == nil || !retryable(err) {
 				return resp, err
 			}
-			if req.Write != nil && !errors.Is(err, ErrNotLeader) {
+			if req.Kind == KindWrite && !errors.Is(err, ErrNotLeader) {
 				uncertain = true
 			}
 			lastErr = err
@@ -149,7 +166,7 @@ func (s *Service) replicaSet(ctx context.Context, partition string) ([]string, e
 }
 
 func (s *Service) route(ctx context.Context, req Request, replicas []string) (Response, error) {
-	if req.Write == nil && req.History == "" && req.Level == Lazy {
+	if req.Kind == KindRead && req.Level == Lazy {
 		return s.lazyRead(ctx, req, replicas)
 	}
 	if replicas[0] == s.cfg.Addr {
@@ -193,7 +210,7 @@ func (s *Service) lead(ctx context.Context, req Request, replicas []string) (Res
 	if s.ps.closed.Load() {
 		return Response{}, errClosed // a dead process answers nothing
 	}
-	if req.Write != nil {
+	if req.Kind == KindWrite {
 		return s.leadWrite(ctx, p, req)
 	}
 	// Reads at quorum and all first bring that many replicas level with the
@@ -216,7 +233,7 @@ func (s *Service) lead(ctx context.Context, req Request, replicas []string) (Res
 			return Response{}, fmt.Errorf("%w: %q: %d of %d replicas answered: %v", ErrUnavailable, p.name, countSet(acked, members), len(members), err)
 		}
 	}
-	name := req.Read + req.History
+	name := req.Name
 	p.mu.Lock()
 	if p.leading != ballot || p.promised != ballot {
 		p.mu.Unlock()
@@ -232,7 +249,7 @@ func (s *Service) lead(ctx context.Context, req Request, replicas []string) (Res
 			return Response{}, err
 		}
 	}
-	if req.History != "" {
+	if req.Kind == KindHistory {
 		h, err := s.history(p, name, rec)
 		return Response{Record: rec, History: h}, err
 	}
@@ -331,10 +348,10 @@ func (s *Service) lazyRead(ctx context.Context, req Request, replicas []string) 
 		var rec Record
 		var err error
 		if r == s.cfg.Addr {
-			rec, err = s.HandleReadLocal(req.Partition, req.Read)
+			rec, err = s.HandleReadLocal(req.Partition, req.Name)
 		} else {
 			cctx, cancel := context.WithTimeout(ctx, s.cfg.CallTimeout)
-			rec, err = s.tr.ReadLocal(cctx, r, req.Partition, req.Read)
+			rec, err = s.tr.ReadLocal(cctx, r, req.Partition, req.Name)
 			cancel()
 		}
 		if err == nil {

@@ -231,12 +231,18 @@ func TestWriteReadCASDelete(t *testing.T) {
 	}
 	// Bad requests.
 	for _, req := range []Request{
-		{Partition: "", Read: "a"},
-		{Partition: "p", Write: []Change{}},
-		{Partition: "p", Write: set("a", string(make([]byte, 2<<20)))},
-		{Partition: "p", Level: Lazy, Write: set("a", "1")},
-		{Partition: "p", Write: []Change{{Name: "a"}, {Name: "a"}}},
-		{Partition: string([]byte{0xff}), Read: "a"},
+		{Partition: "", Name: "a"},
+		{Partition: "p", Kind: KindWrite, Write: []Change{}},
+		{Partition: "p", Kind: KindWrite, Write: set("a", string(make([]byte, 2<<20)))},
+		{Partition: "p", Kind: KindWrite, Write: append(set("a", string(make([]byte, 600<<10))), set("b", string(make([]byte, 600<<10)))...)},
+		{Partition: "p", Kind: KindWrite, Write: make([]Change, MaxChanges+1)},
+		{Partition: "p", Level: Lazy, Kind: KindWrite, Write: set("a", "1")},
+		{Partition: "p", Kind: KindWrite, Write: []Change{{Name: "a"}, {Name: "a"}}},
+		{Partition: "p", Kind: KindWrite, Write: []Change{{Name: "a", Delete: true, Value: []byte("x")}}},
+		{Partition: "p", Kind: KindRead, Write: set("a", "1")},
+		{Partition: "p", Kind: 9},
+		{Partition: "p", Level: 9},
+		{Partition: string([]byte{0xff}), Name: "a"},
 	} {
 		if _, err := svc.Do(ctx, req); !errorsIs(err, ErrBadRequest) {
 			t.Errorf("request %+v: %v, want ErrBadRequest", req.Partition, err)

@@ -165,15 +165,7 @@ func (h *history) add(client int, in counterInput, out counterOutput, call int64
 // (equal when none is unknown).
 // Every acknowledged write is also checked to be in the final log at the
 // height it was acknowledged at.
-//
-// It runs only when DIFUSE_TXLOG_FAULTS is set: before the ring could merge
-// after a partition, about one run in twenty stopped making progress after
-// the leader was killed; it has not happened since (docs/txlog.md), and the
-// test joins CI once that is confirmed.
 func TestLinearizableUnderFaults(t *testing.T) {
-	if os.Getenv("DIFUSE_TXLOG_FAULTS") == "" {
-		t.Skip("not yet in CI (docs/txlog.md, Open problems); set DIFUSE_TXLOG_FAULTS=1 to run")
-	}
 	c := newCluster(t, 5)
 	keys := []string{"lin/k0", "lin/k1", "lin/k2"}
 	h := &history{start: time.Now()}

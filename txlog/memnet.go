@@ -73,8 +73,8 @@ func (t memTransport) Append(_ context.Context, to string, req AppendRequest) (A
 	return call(t, to, func(h Handler) (AppendReply, error) { return h.HandleAppend(req) })
 }
 
-func (t memTransport) Fetch(_ context.Context, to, partition string, from uint64, max int) ([]*Tx, error) {
-	return call(t, to, func(h Handler) ([]*Tx, error) { return h.HandleFetch(partition, from, max) })
+func (t memTransport) Fetch(_ context.Context, to, partition string, from uint64, limit int) ([]*Tx, error) {
+	return call(t, to, func(h Handler) ([]*Tx, error) { return h.HandleFetch(partition, from, limit) })
 }
 
 func (t memTransport) ReadLocal(_ context.Context, to, partition, name string) (Record, error) {

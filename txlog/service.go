@@ -148,8 +148,9 @@ func (s *Service) HandleAppend(req AppendRequest) (AppendReply, error) {
 	return AppendReply{Last: p.last}, nil
 }
 
-// HandleFetch returns up to max entries of the log from height from on.
-func (s *Service) HandleFetch(partition string, from uint64, max int) ([]*Tx, error) {
+// HandleFetch returns up to limit entries of the log from height from on,
+// fewer if they would make too large a message.
+func (s *Service) HandleFetch(partition string, from uint64, limit int) ([]*Tx, error) {
 	p, err := s.ps.get(partition)
 	if err != nil {
 		return nil, err
@@ -157,22 +158,11 @@ func (s *Service) HandleFetch(partition string, from uint64, max int) ([]*Tx, er
 	p.mu.Lock()
 	last := p.last
 	p.mu.Unlock()
-	var out []*Tx
-	for h := max64(from, 1); h <= last && len(out) < max; h++ {
-		t, err := s.ps.entry(p, h)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, t)
+	from = max(from, 1)
+	if limit > 0 && from <= last && uint64(limit) < last-from+1 {
+		last = from + uint64(limit) - 1
 	}
-	return out, nil
-}
-
-func max64(a, b uint64) uint64 {
-	if a > b {
-		return a
-	}
-	return b
+	return s.ps.batch(p, from, last)
 }
 
 // HandleReadLocal returns this replica's committed state of a record.
@@ -355,7 +345,7 @@ func (s *Service) adopt(ctx context.Context, p *part, best string, head PrepareR
 	var txs []*Tx
 	for h := from; h <= head.Last; {
 		cctx, cancel := context.WithTimeout(ctx, s.cfg.CallTimeout)
-		batch, err := s.tr.Fetch(cctx, best, p.name, h, 256)
+		batch, err := s.tr.Fetch(cctx, best, p.name, h, batchEntries)
 		cancel()
 		if err != nil {
 			return fmt.Errorf("txlog: %q: fetch the log from %s: %w", p.name, best, err)
@@ -556,13 +546,9 @@ func (s *Service) push(ctx context.Context, p *part, to string, target uint64) e
 		if err != nil {
 			return err
 		}
-		var txs []*Tx
-		for h := next; h <= target && len(txs) < 256; h++ {
-			t, err := s.ps.entry(p, h)
-			if err != nil {
-				return err
-			}
-			txs = append(txs, t)
+		txs, err := s.ps.batch(p, next, target)
+		if err != nil {
+			return err
 		}
 		p.mu.Lock()
 		commit := p.commit

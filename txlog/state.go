@@ -166,7 +166,12 @@ type parts struct {
 // errClosed is returned by every operation after Close.
 var errClosed = fmt.Errorf("%w: service closed", ErrUnavailable)
 
+// get returns the state of partition name, loading it on first use. A
+// malformed name, which only a peer's bad message carries, is refused.
 func (ps *parts) get(name string) (*part, error) {
+	if err := checkName("partition", name, false); err != nil {
+		return nil, err
+	}
 	ps.mu.Lock()
 	defer ps.mu.Unlock()
 	if p, ok := ps.m[name]; ok {
@@ -202,6 +207,32 @@ func (ps *parts) entry(p *part, h uint64) (*Tx, error) {
 		return nil, fmt.Errorf("txlog: %q at height %d: %w", p.name, h, err)
 	}
 	return DecodeTx(b)
+}
+
+// Bounds on the entries one Append or Fetch carries: at most batchEntries,
+// and no more past the first once they hold batchBytes of values, so a
+// message stays within a few MiB whatever the values' sizes.
+const (
+	batchEntries = 256
+	batchBytes   = 4 << 20
+)
+
+// batch returns the log's entries from height from up to height to, within
+// the batch bounds.
+func (ps *parts) batch(p *part, from, to uint64) ([]*Tx, error) {
+	var out []*Tx
+	size := 0
+	for h := from; h <= to && len(out) < batchEntries && size < batchBytes; h++ {
+		t, err := ps.entry(p, h)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, t)
+		for _, op := range t.Ops {
+			size += len(op.Name) + len(op.Value)
+		}
+	}
+	return out, nil
 }
 
 // hashAt returns the hash of the entry at height h (zero for h = 0).

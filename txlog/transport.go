@@ -60,15 +60,29 @@ type AppendReply struct {
 	Last     uint64
 }
 
+// Kind says what a Request does.
+type Kind uint8
+
+// Request kinds.
+const (
+	// KindRead reads record Name.
+	KindRead Kind = iota
+	// KindWrite applies Write.
+	KindWrite
+	// KindHistory lists the transactions that changed record Name.
+	KindHistory
+)
+
 // Request is a client's operation, forwarded by any host to the
 // partition's leader.
 type Request struct {
 	Partition string
 	Level     Level
-	// Exactly one of Write, Read and History is set.
-	Write   []Change
-	Read    string
-	History string
+	Kind      Kind
+	// Name is the record a read or history names.
+	Name string
+	// Write holds a write's changes, at most MaxChanges of them.
+	Write []Change
 }
 
 // Response answers a Request.
@@ -103,9 +117,9 @@ type Change struct {
 type Transport interface {
 	Prepare(ctx context.Context, to, partition string, b Ballot) (PrepareReply, error)
 	Append(ctx context.Context, to string, req AppendRequest) (AppendReply, error)
-	// Fetch returns up to max entries of the partition's log from height
+	// Fetch returns up to limit entries of the partition's log from height
 	// from on.
-	Fetch(ctx context.Context, to, partition string, from uint64, max int) ([]*Tx, error)
+	Fetch(ctx context.Context, to, partition string, from uint64, limit int) ([]*Tx, error)
 	// ReadLocal returns the replica's committed state of a record.
 	ReadLocal(ctx context.Context, to, partition, name string) (Record, error)
 	// Forward runs a client request on the host at to, which leads.
@@ -116,7 +130,7 @@ type Transport interface {
 type Handler interface {
 	HandlePrepare(partition string, b Ballot) (PrepareReply, error)
 	HandleAppend(req AppendRequest) (AppendReply, error)
-	HandleFetch(partition string, from uint64, max int) ([]*Tx, error)
+	HandleFetch(partition string, from uint64, limit int) ([]*Tx, error)
 	HandleReadLocal(partition, name string) (Record, error)
 	HandleForward(ctx context.Context, req Request) (Response, error)
 }

@@ -82,6 +82,8 @@ func ServerOptions(log *slog.Logger) []grpc.ServerOption {
 	}
 	return []grpc.ServerOption{
 		grpc.ForceServerCodec(Codec{}),
+		grpc.MaxRecvMsgSize(MaxMessageBytes),
+		grpc.MaxSendMsgSize(MaxMessageBytes),
 		grpc.ChainUnaryInterceptor(func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (resp any, err error) {
 			defer recoverRPC(log, info.FullMethod, &err)
 			return h(ctx, req)
@@ -100,11 +102,16 @@ func recoverRPC(log *slog.Logger, method string, err *error) {
 	}
 }
 
+// MaxMessageBytes bounds one gRPC message either way. The services keep
+// their messages well below it: a transaction-log batch carries at most a
+// few MiB, and blocks stream in pieces.
+const MaxMessageBytes = 16 << 20
+
 // DialOptions are the options every difuse gRPC client uses: the
 // FlatBuffers codec over plain (unencrypted) transport.
 func DialOptions() []grpc.DialOption {
 	return []grpc.DialOption{
-		grpc.WithDefaultCallOptions(grpc.ForceCodec(Codec{})),
+		grpc.WithDefaultCallOptions(grpc.ForceCodec(Codec{}), grpc.MaxCallRecvMsgSize(MaxMessageBytes), grpc.MaxCallSendMsgSize(MaxMessageBytes)),
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 	}
 }

@@ -15,10 +15,13 @@ import (
 // allTables has one value of every generated table type. TestAllTablesListed
 // keeps it in step with the schema, so the fuzz target covers every decoder.
 var allTables = []table{
-	&fb.Ack{}, &fb.Finger{}, &fb.LeavingRequest{}, &fb.NextReply{}, &fb.NextRequest{},
-	&fb.NodeInfo{}, &fb.PingReply{}, &fb.PingRequest{}, &fb.RectifyRequest{},
-	&fb.StateReply{}, &fb.StatusReply{}, &fb.StatusRequest{}, &fb.StoreStats{},
-	&fb.VNodeRef{}, &fb.VNodeRequest{}, &fb.VNodeState{}, &fb.VNodesReply{}, &fb.VNodesRequest{},
+	&fb.Ack{}, &fb.AppendReply{}, &fb.AppendRequest{}, &fb.Ballot{}, &fb.Change{},
+	&fb.FetchReply{}, &fb.FetchRequest{}, &fb.Finger{}, &fb.LeavingRequest{}, &fb.NextReply{},
+	&fb.NextRequest{}, &fb.NodeInfo{}, &fb.PingReply{}, &fb.PingRequest{}, &fb.PrepareReply{},
+	&fb.PrepareRequest{}, &fb.ReadLocalRequest{}, &fb.Record{}, &fb.RectifyRequest{},
+	&fb.StateReply{}, &fb.StatusReply{}, &fb.StatusRequest{}, &fb.StoreStats{}, &fb.TxEntry{},
+	&fb.TxReply{}, &fb.TxRequest{}, &fb.VNodeRef{}, &fb.VNodeRequest{}, &fb.VNodeState{},
+	&fb.VNodesReply{}, &fb.VNodesRequest{},
 }
 
 func TestAllTablesListed(t *testing.T) {

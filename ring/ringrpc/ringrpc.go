@@ -10,10 +10,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync"
 
 	flatbuffers "github.com/google/flatbuffers/go"
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -22,46 +20,25 @@ import (
 	"github.com/difuse/difuse/wire/fb"
 )
 
-// Transport is ring.Transport over gRPC. It keeps one connection per host.
+// Transport is ring.Transport over gRPC, on connections from a shared
+// pool.
 type Transport struct {
-	mu     sync.Mutex
-	conns  map[string]*grpc.ClientConn
-	closed bool
+	pool *wire.Pool
 }
 
-// NewTransport returns a transport with no connections yet.
-func NewTransport() *Transport { return &Transport{conns: map[string]*grpc.ClientConn{}} }
+// NewTransport returns a transport calling through pool; the pool's owner
+// closes it.
+func NewTransport(pool *wire.Pool) *Transport { return &Transport{pool: pool} }
 
 var _ ring.Transport = (*Transport)(nil)
 
-// client returns the Ring client for addr, dialling on first use.
+// client returns the Ring client for addr.
 func (t *Transport) client(addr string) (fb.RingClient, error) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if t.closed {
-		return nil, fmt.Errorf("%w: transport closed", ring.ErrUnreachable)
-	}
-	cc, ok := t.conns[addr]
-	if !ok {
-		var err error
-		if cc, err = grpc.NewClient(addr, wire.DialOptions()...); err != nil {
-			return nil, fmt.Errorf("%w: %s: %w", ring.ErrUnreachable, addr, err)
-		}
-		t.conns[addr] = cc
+	cc, err := t.pool.Get(addr)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s: %w", ring.ErrUnreachable, addr, err)
 	}
 	return fb.NewRingClient(cc), nil
-}
-
-// Close closes every connection.
-func (t *Transport) Close() error {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	t.closed = true
-	for addr, cc := range t.conns {
-		cc.Close()
-		delete(t.conns, addr)
-	}
-	return nil
 }
 
 // fromStatus turns a gRPC error back into the ring's errors.

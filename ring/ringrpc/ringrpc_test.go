@@ -25,8 +25,9 @@ func serve(t *testing.T, create bool) (*ring.Host, string, *Transport) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tr := NewTransport()
-	t.Cleanup(func() { tr.Close() })
+	pool := wire.NewPool()
+	t.Cleanup(func() { pool.Close() })
+	tr := NewTransport(pool)
 	h, err := ring.New(ring.Config{Addr: ln.Addr().String()}, tr)
 	if err != nil {
 		t.Fatal(err)
@@ -51,8 +52,9 @@ func ctx(t *testing.T) context.Context {
 
 func TestCallsAndErrors(t *testing.T) {
 	h, addr, _ := serve(t, true)
-	tr := NewTransport()
-	defer tr.Close()
+	pool := wire.NewPool()
+	defer pool.Close()
+	tr := NewTransport(pool)
 
 	refs, err := tr.VNodes(ctx(t), addr)
 	if err != nil || len(refs) != 8 {

@@ -18,6 +18,8 @@ import (
 type ClientClient interface {
 	Status(ctx context.Context, in *flatbuffers.Builder,
 		opts ...grpc.CallOption) (*StatusReply, error)
+	Txn(ctx context.Context, in *flatbuffers.Builder,
+		opts ...grpc.CallOption) (*TxReply, error)
 }
 
 type clientClient struct {
@@ -38,9 +40,20 @@ func (c *clientClient) Status(ctx context.Context, in *flatbuffers.Builder,
 	return out, nil
 }
 
+func (c *clientClient) Txn(ctx context.Context, in *flatbuffers.Builder,
+	opts ...grpc.CallOption) (*TxReply, error) {
+	out := new(TxReply)
+	err := c.cc.Invoke(ctx, "/fb.Client/Txn", in, out, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // Server API for Client service
 type ClientServer interface {
 	Status(context.Context, *StatusRequest) (*flatbuffers.Builder, error)
+	Txn(context.Context, *TxRequest) (*flatbuffers.Builder, error)
 	mustEmbedUnimplementedClientServer()
 }
 
@@ -49,6 +62,10 @@ type UnimplementedClientServer struct {
 
 func (UnimplementedClientServer) Status(context.Context, *StatusRequest) (*flatbuffers.Builder, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method Status not implemented")
+}
+
+func (UnimplementedClientServer) Txn(context.Context, *TxRequest) (*flatbuffers.Builder, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method Txn not implemented")
 }
 
 func (UnimplementedClientServer) mustEmbedUnimplementedClientServer() {}
@@ -80,6 +97,25 @@ func _Client_Status_Handler(srv interface{}, ctx context.Context,
 	}
 	return interceptor(ctx, in, info, handler)
 }
+func _Client_Txn_Handler(srv interface{}, ctx context.Context,
+	dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(TxRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ClientServer).Txn(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: "/fb.Client/Txn",
+	}
+
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ClientServer).Txn(ctx, req.(*TxRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
 
 var _Client_serviceDesc = grpc.ServiceDesc{
 	ServiceName: "fb.Client",
@@ -88,6 +124,10 @@ var _Client_serviceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Status",
 			Handler:    _Client_Status_Handler,
+		},
+		{
+			MethodName: "Txn",
+			Handler:    _Client_Txn_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{},

@@ -1,0 +1,345 @@
+package txlogrpc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"testing"
+	"time"
+
+	flatbuffers "github.com/google/flatbuffers/go"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/difuse/difuse/ring"
+	"github.com/difuse/difuse/ring/ringrpc"
+	"github.com/difuse/difuse/store"
+	"github.com/difuse/difuse/txlog"
+	"github.com/difuse/difuse/wire"
+	"github.com/difuse/difuse/wire/fb"
+)
+
+// host is one member of a loopback gRPC cluster.
+type host struct {
+	addr string
+	ring *ring.Host
+	svc  *txlog.Service
+	srv  *grpc.Server
+	db   interface {
+		Get([]byte) ([]byte, error)
+		Update(func(store.Writer) error) error
+		Scan([]byte, func(k, v []byte) error) error
+		Sync() error
+	}
+}
+
+// startCluster runs n hosts on loopback gRPC, each with the ring and the
+// transaction logs, on in-memory stores or, with onDisk, on Badger in
+// temporary directories.
+func startCluster(tb testing.TB, n int, onDisk bool) []*host {
+	tb.Helper()
+	var hosts []*host
+	for i := range n {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			tb.Fatal(err)
+		}
+		h := &host{addr: ln.Addr().String()}
+		if onDisk {
+			db, err := store.Open(store.Options{Dir: tb.TempDir(), MinFreeBytes: -1, GCInterval: -1})
+			if err != nil {
+				tb.Fatal(err)
+			}
+			tb.Cleanup(func() { db.Close() })
+			h.db = db
+		} else {
+			h.db = store.NewMem()
+		}
+		pool := wire.NewPool()
+		tb.Cleanup(func() { pool.Close() })
+		if h.ring, err = ring.New(ring.Config{Addr: h.addr, TickInterval: 50 * time.Millisecond, CallTimeout: 500 * time.Millisecond}, ringrpc.NewTransport(pool)); err != nil {
+			tb.Fatal(err)
+		}
+		if h.svc, err = txlog.New(txlog.Config{Addr: h.addr, CallTimeout: 500 * time.Millisecond}, h.ring, NewTransport(pool), h.db); err != nil {
+			tb.Fatal(err)
+		}
+		h.serve(tb, ln)
+		if i == 0 {
+			if err := h.ring.Create(); err != nil {
+				tb.Fatal(err)
+			}
+		} else if err := h.ring.Join(context.Background(), hosts[0].addr); err != nil {
+			tb.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { defer close(done); h.ring.Run(ctx) }()
+		tb.Cleanup(func() { cancel(); <-done; h.svc.Close() })
+		hosts = append(hosts, h)
+	}
+	waitSettled(tb, hosts)
+	return hosts
+}
+
+// serve serves the host's ring and transaction log on ln.
+func (h *host) serve(tb testing.TB, ln net.Listener) {
+	h.srv = grpc.NewServer(wire.ServerOptions(nil)...)
+	ringrpc.Register(h.srv, h.ring)
+	Register(h.srv, h.svc)
+	go h.srv.Serve(ln)
+	tb.Cleanup(h.srv.Stop)
+}
+
+// waitSettled waits until every host's lookups agree on full replica sets.
+func waitSettled(tb testing.TB, hosts []*host) {
+	tb.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		if agree(hosts) {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	tb.Fatal("ring did not settle in 30 s")
+}
+
+func agree(hosts []*host) bool {
+	for k := range 10 {
+		key := ring.HashKey(fmt.Appendf(nil, "settle-%d", k))
+		var first string
+		for _, h := range hosts {
+			res, err := h.ring.Lookup(context.Background(), key, 3)
+			if err != nil || len(res.Replicas) != min(3, len(hosts)) {
+				return false
+			}
+			if s := fmt.Sprint(res.Replicas); first == "" {
+				first = s
+			} else if s != first {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+func ctxFor(tb testing.TB, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	tb.Cleanup(cancel)
+	return ctx
+}
+
+func set(name, v string) []txlog.Change { return []txlog.Change{{Name: name, Value: []byte(v)}} }
+
+// Requests sent to any host reach the leader over gRPC, and the txlog
+// errors keep their identity across the network.
+func TestOverGRPC(t *testing.T) {
+	hosts := startCluster(t, 3, false)
+	ctx := ctxFor(t, 30*time.Second)
+	for i := range 20 {
+		p := fmt.Sprintf("p%d", i)
+		via := hosts[i%3].svc
+		ref, err := via.Write(ctx, p, set("a", "1"), txlog.Quorum)
+		if err != nil {
+			t.Fatalf("write %s: %v", p, err)
+		}
+		r, err := hosts[(i+1)%3].svc.Read(ctx, p, "a", txlog.All)
+		if err != nil || string(r.Value) != "1" || r.Hash != ref.Hash {
+			t.Fatalf("read %s at all = %+v, %v", p, r, err)
+		}
+		var zero txlog.Hash
+		_, err = via.Write(ctx, p, []txlog.Change{{Name: "a", Value: []byte("2"), IfMatch: &zero}}, txlog.Quorum)
+		if !errors.Is(err, txlog.ErrConflict) {
+			t.Fatalf("create over an existing record: %v, want ErrConflict", err)
+		}
+		if _, err := via.Write(ctx, p, []txlog.Change{{Name: "a", Value: []byte("2"), IfMatch: &ref.Hash}}, txlog.Quorum); err != nil {
+			t.Fatalf("CAS with the right hash: %v", err)
+		}
+		if _, err := via.Write(ctx, p, []txlog.Change{{Name: "b", Delete: true}}, txlog.Quorum); !errors.Is(err, txlog.ErrNotFound) {
+			t.Fatalf("delete of a missing record: %v, want ErrNotFound", err)
+		}
+		h, err := hosts[(i+2)%3].svc.History(ctx, p, "a")
+		if err != nil || len(h) != 2 || h[0].Hash() != ref.Hash {
+			t.Fatalf("history = %d entries, %v", len(h), err)
+		}
+		r, err = via.Read(ctx, p, "a", txlog.Lazy)
+		if err != nil || (string(r.Value) != "1" && string(r.Value) != "2") {
+			t.Fatalf("lazy read = %+v, %v", r, err)
+		}
+	}
+}
+
+// A replica cut off while large values are written catches up in batches
+// that each fit a gRPC message, and then a read at all succeeds.
+func TestLargeValuesCatchUp(t *testing.T) {
+	hosts := startCluster(t, 3, false)
+	ctx := ctxFor(t, 60*time.Second)
+	if _, err := hosts[0].svc.Write(ctx, "big", set("x", "start"), txlog.All); err != nil {
+		t.Fatal(err)
+	}
+	res, err := hosts[0].ring.Lookup(ctx, ring.HashKey([]byte("big")), 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var follower *host
+	for _, h := range hosts {
+		if h.addr == res.Replicas[2].Addr {
+			follower = h
+		}
+	}
+	// Cut the follower off: stop its server (the process lives on).
+	follower.srv.Stop()
+	value := make([]byte, 900<<10)
+	for i := range 12 {
+		value[0] = byte(i)
+		if _, err := hosts[0].svc.Write(ctx, "big", set(fmt.Sprintf("v%d", i), string(value)), txlog.Quorum); err != nil {
+			t.Fatalf("write %d with a replica down: %v", i, err)
+		}
+	}
+	// A fetch of the whole log is cut short to keep the message small.
+	txs, err := NewTransport(wire.NewPool()).Fetch(ctx, res.Replicas[0].Addr, "big", 1, 256)
+	if err != nil || len(txs) == 0 || len(txs) >= 12 {
+		t.Fatalf("fetch of 12 large entries returned %d, %v", len(txs), err)
+	}
+	ln, err := net.Listen("tcp", follower.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	follower.serve(t, ln)
+	waitSettled(t, hosts)
+	for {
+		r, err := hosts[1].svc.Read(ctx, "big", "v11", txlog.All)
+		if err == nil {
+			if r.Value[0] != 11 || len(r.Value) != len(value) {
+				t.Fatalf("read v11 = %d bytes starting %d", len(r.Value), r.Value[0])
+			}
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("read at all after the replica came back: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	rec, err := follower.svc.HandleReadLocal("big", "v11")
+	if err != nil || len(rec.Value) != len(value) {
+		t.Fatalf("the follower's own copy: %d bytes, %v", len(rec.Value), err)
+	}
+}
+
+// Well-formed messages with bad fields get InvalidArgument, and the
+// server keeps serving.
+func TestBadFields(t *testing.T) {
+	hosts := startCluster(t, 1, false)
+	cc, err := grpc.NewClient(hosts[0].addr, wire.DialOptions()...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	c := fb.NewTxLogClient(cc)
+	ctx := ctxFor(t, 10*time.Second)
+
+	b := flatbuffers.NewBuilder(64)
+	fb.PrepareRequestStart(b)
+	b.Finish(fb.PrepareRequestEnd(b))
+	if _, err := c.Prepare(ctx, b); status.Code(err) != codes.InvalidArgument {
+		t.Errorf("prepare without a partition: %v", err)
+	}
+
+	b = flatbuffers.NewBuilder(64)
+	p, name, bad := b.CreateString("p"), b.CreateString("a"), b.CreateByteVector([]byte{1, 2, 3})
+	fb.ChangeStart(b)
+	fb.ChangeAddName(b, name)
+	fb.ChangeAddIfMatch(b, bad)
+	ch := fb.ChangeEnd(b)
+	changes := wire.TableVector(b, []flatbuffers.UOffsetT{ch})
+	fb.TxRequestStart(b)
+	fb.TxRequestAddPartition(b, p)
+	fb.TxRequestAddKind(b, fb.TxKindWrite)
+	fb.TxRequestAddChanges(b, changes)
+	b.Finish(fb.TxRequestEnd(b))
+	if _, err := c.Forward(ctx, b); status.Code(err) != codes.InvalidArgument {
+		t.Errorf("if_match of 3 bytes: %v", err)
+	}
+
+	b = flatbuffers.NewBuilder(64)
+	p = b.CreateString("p")
+	junk := b.CreateByteVector([]byte("not a transaction"))
+	fb.TxEntryStart(b)
+	fb.TxEntryAddData(b, junk)
+	txs := wire.TableVector(b, []flatbuffers.UOffsetT{fb.TxEntryEnd(b)})
+	fb.AppendRequestStart(b)
+	fb.AppendRequestAddPartition(b, p)
+	fb.AppendRequestAddTxs(b, txs)
+	b.Finish(fb.AppendRequestEnd(b))
+	if _, err := c.Append(ctx, b); status.Code(err) != codes.InvalidArgument {
+		t.Errorf("append of a malformed transaction: %v", err)
+	}
+
+	b = flatbuffers.NewBuilder(64)
+	p = b.CreateString("p")
+	fb.TxRequestStart(b)
+	fb.TxRequestAddPartition(b, p)
+	fb.TxRequestAddLevel(b, 7)
+	b.Finish(fb.TxRequestEnd(b))
+	if _, err := c.Forward(ctx, b); status.Code(err) != codes.InvalidArgument {
+		t.Errorf("unknown level: %v", err)
+	}
+	if _, err := hosts[0].svc.Write(ctx, "p", set("a", "1"), txlog.Quorum); err != nil {
+		t.Fatalf("the server stopped serving: %v", err)
+	}
+}
+
+// The wire's enums number levels and kinds as package txlog does.
+func TestEnumsMatch(t *testing.T) {
+	for l, want := range map[txlog.Level]fb.Level{txlog.Quorum: fb.LevelQuorum, txlog.All: fb.LevelAll, txlog.Leader: fb.LevelLeader, txlog.Lazy: fb.LevelLazy} {
+		if fb.Level(l) != want {
+			t.Errorf("level %s is %d on the wire, want %d", l, l, want)
+		}
+	}
+	for k, want := range map[txlog.Kind]fb.TxKind{txlog.KindRead: fb.TxKindRead, txlog.KindWrite: fb.TxKindWrite, txlog.KindHistory: fb.TxKindHistory} {
+		if fb.TxKind(k) != want {
+			t.Errorf("kind %d is %d on the wire", k, want)
+		}
+	}
+}
+
+func TestRequestRoundTrip(t *testing.T) {
+	h := txlog.Hash{1, 2, 3}
+	var zero txlog.Hash
+	for _, req := range []txlog.Request{
+		{Partition: "p", Level: txlog.Lazy, Kind: txlog.KindRead, Name: "a"},
+		{Partition: "p", Kind: txlog.KindHistory, Name: ""},
+		{Partition: "p", Level: txlog.All, Kind: txlog.KindWrite, Write: []txlog.Change{
+			{Name: "a", Value: []byte("v"), IfMatch: &h}, {Name: "b", Delete: true, IfMatch: &zero}, {Name: "c", Value: []byte{}},
+		}},
+	} {
+		b := EncodeRequest(req)
+		var t2 fb.TxRequest
+		if err := wire.Decode(b.FinishedBytes(), &t2); err != nil {
+			t.Fatal(err)
+		}
+		got, err := DecodeRequest(&t2)
+		if err != nil || fmt.Sprintf("%+v", deref(got)) != fmt.Sprintf("%+v", deref(req)) {
+			t.Errorf("round trip of %+v = %+v, %v", deref(req), deref(got), err)
+		}
+	}
+}
+
+// deref replaces IfMatch pointers by their values for comparison.
+func deref(r txlog.Request) any {
+	type change struct {
+		txlog.Change
+		Match string
+	}
+	out := []any{r.Partition, r.Level, r.Kind, r.Name}
+	for _, c := range r.Write {
+		m := "none"
+		if c.IfMatch != nil {
+			m = c.IfMatch.String()
+		}
+		c.IfMatch = nil
+		out = append(out, change{c, m})
+	}
+	return out
+}
