@@ -17,6 +17,8 @@ import (
 	"github.com/difuse/difuse/ring"
 	"github.com/difuse/difuse/ring/ringrpc"
 	"github.com/difuse/difuse/store"
+	"github.com/difuse/difuse/txlog"
+	"github.com/difuse/difuse/txlog/txlogrpc"
 	"github.com/difuse/difuse/wire"
 	"github.com/difuse/difuse/wire/fb"
 )
@@ -45,6 +47,12 @@ type Config struct {
 	Ring ring.Config
 	// Store configures the local database; Store.Dir is required.
 	Store store.Options
+	// MaxValueBytes bounds one key-value value, and the values of one
+	// transaction together. Default 1 MiB.
+	MaxValueBytes int
+	// RequestTimeout bounds a client's request, retries included, where the
+	// client gives no deadline of its own. Default 10s.
+	RequestTimeout time.Duration
 	// ShutdownTimeout bounds a graceful stop; in-flight calls still running
 	// then are cut off. Default 10s.
 	ShutdownTimeout time.Duration
@@ -65,6 +73,12 @@ func (c *Config) setDefaults() {
 	if c.ShutdownTimeout == 0 {
 		c.ShutdownTimeout = 10 * time.Second
 	}
+	if c.RequestTimeout == 0 {
+		c.RequestTimeout = 10 * time.Second
+	}
+	if c.MaxValueBytes == 0 {
+		c.MaxValueBytes = 1 << 20
+	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -80,8 +94,8 @@ var ErrListen = errors.New("cannot listen")
 // told to join.
 var ErrJoin = errors.New("cannot join")
 
-// Node is one difused: a local store and a place in the ring, served over
-// gRPC and HTTP.
+// Node is one difused: a local store, a place in the ring and the
+// transaction logs it replicates, served over gRPC and HTTP.
 type Node struct {
 	cfg     Config
 	log     *slog.Logger
@@ -94,6 +108,7 @@ type Node struct {
 	httpSrv *http.Server
 	pool    *wire.Pool
 	ring    *ring.Host
+	txlog   *txlog.Service
 
 	runOnce sync.Once
 }
@@ -135,10 +150,16 @@ func New(cfg Config) (_ *Node, err error) {
 	if n.ring, err = ring.New(rc, ringrpc.NewTransport(n.pool)); err != nil {
 		return nil, err
 	}
+	rc = n.ring.Config()
+	tc := txlog.Config{Addr: advertise, Replicas: rc.Replicas, CallTimeout: rc.CallTimeout, MaxValueBytes: cfg.MaxValueBytes, Logger: n.log.With("component", "txlog")}
+	if n.txlog, err = txlog.New(tc, n.ring, txlogrpc.NewTransport(n.pool), n.db); err != nil {
+		return nil, err
+	}
 	n.grpcSrv = grpc.NewServer(wire.ServerOptions(n.log)...)
 	fb.RegisterPeerServer(n.grpcSrv, peerService{n: n})
 	fb.RegisterClientServer(n.grpcSrv, clientService{n: n})
 	ringrpc.Register(n.grpcSrv, n.ring)
+	txlogrpc.Register(n.grpcSrv, n.txlog)
 	n.httpSrv = &http.Server{Handler: n.httpHandler(), ReadHeaderTimeout: 10 * time.Second}
 	return n, nil
 }
@@ -235,6 +256,7 @@ func (n *Node) run(ctx context.Context) error {
 		n.grpcSrv.Stop()
 		<-stopped
 	}
+	n.txlog.Close()
 	n.pool.Close()
 	if err := n.db.Close(); err != nil && runErr == nil {
 		runErr = err

@@ -44,6 +44,9 @@ func agree(nodes []*node.Node, keys int, hosts []string) error {
 			if err != nil || code != http.StatusOK {
 				return fmt.Errorf("lookup %s at %s: %d %v", key, n.HTTPAddr(), code, err)
 			}
+			if len(r.Replicas) != min(3, len(hosts)) {
+				return fmt.Errorf("lookup %s at %s names %d replicas", key, n.HTTPAddr(), len(r.Replicas))
+			}
 			for _, rep := range r.Replicas {
 				if !slices.Contains(hosts, rep.Addr) {
 					return fmt.Errorf("lookup %s at %s names host %s", key, n.HTTPAddr(), rep.Addr)

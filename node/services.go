@@ -12,6 +12,8 @@ import (
 	flatbuffers "github.com/google/flatbuffers/go"
 
 	"github.com/difuse/difuse/client"
+	"github.com/difuse/difuse/txlog"
+	"github.com/difuse/difuse/txlog/txlogrpc"
 	"github.com/difuse/difuse/wire/fb"
 )
 
@@ -101,4 +103,25 @@ type clientService struct {
 
 func (s clientService) Status(context.Context, *fb.StatusRequest) (*flatbuffers.Builder, error) {
 	return client.EncodeStatus(s.n.Status()), nil
+}
+
+// Txn runs a transaction-log request at the partition's leader.
+func (s clientService) Txn(ctx context.Context, r *fb.TxRequest) (*flatbuffers.Builder, error) {
+	req, err := txlogrpc.DecodeRequest(r)
+	if err != nil {
+		return nil, txlogrpc.ToStatus(err)
+	}
+	resp, err := s.n.do(ctx, req)
+	if err != nil {
+		return nil, txlogrpc.ToStatus(err)
+	}
+	return txlogrpc.EncodeResponse(resp), nil
+}
+
+// do runs a client's transaction-log request within the node's request
+// timeout, or the caller's deadline if that is sooner.
+func (n *Node) do(ctx context.Context, req txlog.Request) (txlog.Response, error) {
+	ctx, cancel := context.WithTimeout(ctx, n.cfg.RequestTimeout)
+	defer cancel()
+	return n.txlog.Do(ctx, req)
 }
