@@ -103,10 +103,12 @@ func (n *Node) rememberPeers(ctx context.Context) {
 }
 
 // savePeers stores the ring's other hosts if they differ from last, and
-// returns what is stored. An empty set is not stored: a node that has lost
+// returns what is stored. It also tells the transaction logs how many hosts
+// the cluster has. An empty set is not stored: a node that has lost
 // sight of every peer keeps the ones it knew.
 func (n *Node) savePeers(last []string) []string {
 	peers := n.ring.KnownHosts()
+	n.txlog.NoteHosts(len(peers) + 1)
 	if len(peers) == 0 || slices.Equal(peers, last) {
 		return last
 	}

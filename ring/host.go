@@ -220,11 +220,30 @@ func (h *Host) Join(ctx context.Context, seed string) error {
 	if len(starts) == 0 {
 		return fmt.Errorf("ring: join via %s: %w", seed, ErrNotMember)
 	}
+	// Every vnode finds its place before any is installed, so that a join
+	// that fails half way leaves the host out of the ring, free to retry.
+	var joined []*vnode
 	for _, self := range h.ownRefs() {
-		if err := h.joinVNode(ctx, self, starts); err != nil {
+		v, err := h.joinVNode(ctx, self, starts)
+		if err != nil {
 			return fmt.Errorf("ring: join via %s: vnode %s: %w", seed, self, err)
 		}
+		joined = append(joined, v)
 	}
+	changes := make([]Change, len(joined))
+	h.mu.Lock()
+	if len(h.vnodes) > 0 {
+		h.mu.Unlock()
+		return errors.New("ring: host is already a member")
+	}
+	for i, v := range joined {
+		h.vnodes[v.self.ID] = v
+		h.order = append(h.order, v.self.ID)
+		changes[i] = v.change()
+	}
+	slices.SortFunc(h.order, func(a, b ID) int { return a.Cmp(b) })
+	h.mu.Unlock()
+	h.notify(changes)
 	// One round of maintenance at once: each new vnode rectifies its
 	// successor, so its predecessor adopts it at its next stabilisation.
 	h.Tick(ctx)
@@ -232,10 +251,12 @@ func (h *Host) Join(ctx context.Context, seed string) error {
 	return nil
 }
 
-func (h *Host) joinVNode(ctx context.Context, self Ref, starts []Ref) error {
+// joinVNode finds the place of vnode self through starts and returns it
+// with its successor list, not yet installed.
+func (h *Host) joinVNode(ctx context.Context, self Ref, starts []Ref) (*vnode, error) {
 	succs, _, err := h.findSuccessor(ctx, starts, self.ID)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	for _, s := range succs {
 		if s.ID == self.ID {
@@ -245,18 +266,9 @@ func (h *Host) joinVNode(ctx context.Context, self Ref, starts []Ref) error {
 		if err != nil {
 			continue // dead: try the next successor
 		}
-		v := &vnode{self: self}
-		v.succs = h.trim(self, append([]Ref{s}, st.Succs...))
-		h.mu.Lock()
-		h.vnodes[self.ID] = v
-		h.order = append(h.order, self.ID)
-		slices.SortFunc(h.order, func(a, b ID) int { return a.Cmp(b) })
-		c := v.change()
-		h.mu.Unlock()
-		h.notify([]Change{c})
-		return nil
+		return &vnode{self: self, succs: h.trim(self, append([]Ref{s}, st.Succs...))}, nil
 	}
-	return fmt.Errorf("%w: no live successor for %s", ErrLookup, self.ID.Short())
+	return nil, fmt.Errorf("%w: no live successor for %s", ErrLookup, self.ID.Short())
 }
 
 // Leave takes the host's vnodes out of the ring gracefully: each tells its

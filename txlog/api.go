@@ -162,6 +162,7 @@ func (s *Service) replicaSet(ctx context.Context, partition string) ([]string, e
 	for i, r := range res.Replicas {
 		out[i] = r.Addr
 	}
+	s.noteWidth(len(out))
 	return out, nil
 }
 

@@ -53,6 +53,9 @@ func newCluster(t *testing.T, n int) *cluster {
 		}
 	})
 	c.settle()
+	for _, h := range c.hosts {
+		h.svc.NoteHosts(n)
+	}
 	return c
 }
 
@@ -66,7 +69,7 @@ func (c *cluster) start(addr string, db *store.Mem, join bool) *host {
 	c.ringNet.Attach(addr, rh)
 	if join {
 		var err error
-		for i := 0; i < 100; i++ {
+		for i := 0; i < 500; i++ {
 			for _, via := range c.addrs {
 				if via != addr && !c.faults.Down(via) {
 					if err = rh.Join(context.Background(), via); err == nil {
@@ -258,3 +261,19 @@ var testLogger = func() *slog.Logger {
 	}
 	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }()
+
+// fullLog reads a host's whole log of a partition, batch by batch.
+func fullLog(t *testing.T, svc *Service, partition string) []*Tx {
+	t.Helper()
+	var out []*Tx
+	for {
+		batch, err := svc.HandleFetch(partition, uint64(len(out))+1, batchEntries)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(batch) == 0 {
+			return out
+		}
+		out = append(out, batch...)
+	}
+}

@@ -244,10 +244,7 @@ func TestLinearizableUnderFaults(t *testing.T) {
 			t.Fatal(err)
 		}
 		res, _ := c.host("h0").ring.Lookup(context.Background(), ring.HashKey([]byte(k)), 3)
-		txs, err := c.host(res.Leader().Addr).svc.HandleFetch(k, 1, 1<<30)
-		if err != nil {
-			t.Fatal(err)
-		}
+		txs := fullLog(t, c.host(res.Leader().Addr).svc, k)
 		lost := 0
 		for _, r := range ackedRefs[k] {
 			if r.Height > uint64(len(txs)) || txs[r.Height-1].Hash() != r.Hash {

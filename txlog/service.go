@@ -2,14 +2,17 @@ package txlog
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/difuse/difuse/ring"
+	"github.com/difuse/difuse/store"
 )
 
 // Placer names a key's replica set, leader first; *ring.Host implements it.
@@ -42,6 +45,9 @@ type Service struct {
 	ps     *parts
 	log    *slog.Logger
 	clock  func() time.Time
+	// widest is the largest replica set the ring has named to this host,
+	// up to Replicas; kept in the store (see noteWidth).
+	widest atomic.Int64
 }
 
 // New returns a service storing its replicas in db.
@@ -64,7 +70,11 @@ func New(cfg Config, placer Placer, tr Transport, db kv) (*Service, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Service{cfg: cfg, placer: placer, tr: tr, ps: &parts{db: db, m: map[string]*part{}}, log: cfg.Logger, clock: time.Now}, nil
+	svc := &Service{cfg: cfg, placer: placer, tr: tr, ps: &parts{db: db, m: map[string]*part{}}, log: cfg.Logger, clock: time.Now}
+	if err := svc.loadWidest(); err != nil {
+		return nil, err
+	}
+	return svc, nil
 }
 
 // Close stops the service from changing its store: every later write,
@@ -227,9 +237,9 @@ func (s *Service) establish(ctx context.Context, p *part, ringSet []string) erro
 			if !higher.IsZero() {
 				break
 			}
-			if n := countIn(replies, members); n < majority(len(members)) {
+			if n, need := countIn(replies, members), s.quorumFor(replies, members); n < need {
 				return fmt.Errorf("%w: %q: %d of replica set %v promised (need %d): %v",
-					ErrUnavailable, p.name, n, members, majority(len(members)), lastErr)
+					ErrUnavailable, p.name, n, members, need, lastErr)
 			}
 			best := s.cfg.Addr
 			for r, rep := range replies {
@@ -271,7 +281,13 @@ func (s *Service) establish(ctx context.Context, p *part, ringSet []string) erro
 			lastErr = fmt.Errorf("%w: deposed while taking over", ErrStaleBallot)
 			continue
 		}
-		p.leading, p.match = b, map[string]uint64{}
+		need := s.quorumFor(replies, members)
+		if creating := need > majority(len(members)); creating && int64(len(members)) < s.widest.Load() {
+			p.mu.Unlock()
+			return fmt.Errorf("txlog: %q: will not create the partition on %d replicas %v: this host has seen replica sets of %d, and a smaller one may be one side of a split ring",
+				p.name, len(members), members, s.widest.Load())
+		}
+		p.leading, p.match, p.creating = b, map[string]uint64{}, need > majority(len(members))
 		first := p.config == nil
 		// The leader's records reflect its whole log.
 		err := s.ps.apply(p, p.last)
@@ -288,12 +304,85 @@ func (s *Service) establish(ctx context.Context, p *part, ringSet []string) erro
 		if first {
 			op = configOp(members)
 		}
-		if _, err := s.appendAndReplicate(ctx, p, []Op{op}, Quorum); err != nil {
+		enough := func(acked map[string]bool) bool { return countSet(acked, members) >= need }
+		if _, _, err := s.appendTx(ctx, p, []Op{op}, members, enough, true); err != nil {
 			return err
 		}
+		p.mu.Lock()
+		p.creating = false // created: the entry just committed is known to every member
+		p.mu.Unlock()
 		return s.reconfigure(ctx, p, ringSet)
 	}
 	return fmt.Errorf("%w: %q: could not take over: %v", ErrUnavailable, p.name, lastErr)
+}
+
+// quorumFor returns how many members of the set in force a takeover needs
+// to promise and then to accept its first entry: a majority, once the
+// partition is known to exist; every member while it is being created.
+//
+// A partition is known to exist once some replica that answered has
+// committed an entry. Until then the set in force comes from no committed
+// entry, and two hosts whose views of the ring differ could each create the
+// partition with a set of their own. Requiring every member of the set
+// makes any two creators whose sets share a host meet at that host, which
+// promises only one of them and reports the other's entries to it; a
+// majority would not, since majorities of two different sets need not
+// meet.
+func (s *Service) quorumFor(replies map[string]PrepareReply, members []string) int {
+	for _, r := range replies {
+		if r.Commit > 0 {
+			return majority(len(members))
+		}
+	}
+	return len(members)
+}
+
+// widestKey is where the service keeps the widest replica set it has seen.
+var widestKey = []byte("t/widest")
+
+func (s *Service) loadWidest() error {
+	b, err := s.ps.db.Get(widestKey)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return nil
+	case err != nil:
+		return fmt.Errorf("txlog: read the widest replica set: %w", err)
+	case len(b) != 8:
+		return fmt.Errorf("txlog: widest replica set: %d bytes stored, want 8", len(b))
+	}
+	s.widest.Store(int64(binary.BigEndian.Uint64(b)))
+	return nil
+}
+
+// NoteHosts tells the service that the cluster has had n hosts, as the
+// ring or the remembered peers show. A host that knows of n hosts creates
+// partitions only on replica sets of at least min(n, Replicas) hosts: when
+// a network split cuts the ring in two, at most one side of a cluster of
+// fewer than 2N hosts still forms sets of N, so the two sides cannot both
+// create the same partition. The number only grows, and is kept in the
+// store.
+func (s *Service) NoteHosts(n int) { s.noteWidth(n) }
+
+// noteWidth records that the ring named a replica set of n hosts, or that
+// the cluster has n hosts; see NoteHosts.
+func (s *Service) noteWidth(n int) {
+	n = min(n, s.cfg.Replicas)
+	for {
+		cur := s.widest.Load()
+		if int64(n) <= cur {
+			return
+		}
+		if s.widest.CompareAndSwap(cur, int64(n)) {
+			break
+		}
+	}
+	err := s.ps.db.Update(func(w store.Writer) error { return w.Set(widestKey, binary.BigEndian.AppendUint64(nil, uint64(n))) })
+	if err == nil {
+		err = s.ps.db.Sync()
+	}
+	if err != nil {
+		s.log.Warn("cannot store the widest replica set", "n", n, "err", err)
+	}
 }
 
 // reconfigure moves the replica set in force toward the ring's, one member
@@ -598,6 +687,9 @@ func (s *Service) advance(p *part, to string, ballot Ballot, h uint64) {
 		p.match[to] = h
 	}
 	c := p.majorityMatch(s.cfg.Addr, p.config)
+	if p.creating {
+		c = p.allMatch(s.cfg.Addr, p.config)
+	}
 	if p.joint != nil {
 		c = min(c, p.majorityMatch(s.cfg.Addr, p.joint))
 	}
@@ -669,6 +761,18 @@ func sameSet(a, b []string) bool {
 		}
 	}
 	return true
+}
+
+// allMatch returns the highest height that every member of set holds, by
+// the leader's (self's) knowledge. p.mu must be held.
+func (p *part) allMatch(self string, set []string) uint64 {
+	h := p.last
+	for _, r := range set {
+		if r != self {
+			h = min(h, p.match[r])
+		}
+	}
+	return h
 }
 
 // majorityMatch returns the highest height that a majority of set holds,
