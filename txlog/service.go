@@ -237,7 +237,7 @@ func (s *Service) establish(ctx context.Context, p *part, ringSet []string) erro
 			if !higher.IsZero() {
 				break
 			}
-			if n, need := countIn(replies, members), s.quorumFor(replies, members); n < need {
+			if n, need := countIn(replies, members), quorumFor(replies, members); n < need {
 				return fmt.Errorf("%w: %q: %d of replica set %v promised (need %d): %v",
 					ErrUnavailable, p.name, n, members, need, lastErr)
 			}
@@ -281,13 +281,13 @@ func (s *Service) establish(ctx context.Context, p *part, ringSet []string) erro
 			lastErr = fmt.Errorf("%w: deposed while taking over", ErrStaleBallot)
 			continue
 		}
-		need := s.quorumFor(replies, members)
-		if creating := need > majority(len(members)); creating && int64(len(members)) < s.widest.Load() {
+		need, creating := quorumFor(replies, members), !created(replies)
+		if creating && int64(len(members)) < s.widest.Load() {
 			p.mu.Unlock()
 			return fmt.Errorf("txlog: %q: will not create the partition on %d replicas %v: this host has seen replica sets of %d, and a smaller one may be one side of a split ring",
 				p.name, len(members), members, s.widest.Load())
 		}
-		p.leading, p.match, p.creating = b, map[string]uint64{}, need > majority(len(members))
+		p.leading, p.match, p.creating = b, map[string]uint64{}, creating
 		first := p.config == nil
 		// The leader's records reflect its whole log.
 		err := s.ps.apply(p, p.last)
@@ -328,13 +328,22 @@ func (s *Service) establish(ctx context.Context, p *part, ringSet []string) erro
 // promises only one of them and reports the other's entries to it; a
 // majority would not, since majorities of two different sets need not
 // meet.
-func (s *Service) quorumFor(replies map[string]PrepareReply, members []string) int {
-	for _, r := range replies {
-		if r.Commit > 0 {
-			return majority(len(members))
-		}
+func quorumFor(replies map[string]PrepareReply, members []string) int {
+	if created(replies) {
+		return majority(len(members))
 	}
 	return len(members)
+}
+
+// created reports whether a replica that answered has committed an entry,
+// which proves the partition exists.
+func created(replies map[string]PrepareReply) bool {
+	for _, r := range replies {
+		if r.Commit > 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // widestKey is where the service keeps the widest replica set it has seen.
