@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/difuse/difuse/ring"
+	"github.com/difuse/difuse/store"
 )
 
 // With 1 of 3 replicas down, quorum writes and reads work, all fails with
@@ -143,5 +144,44 @@ func TestLaggingReplicaCatchesUp(t *testing.T) {
 	local, err := c.host(lagger).svc.HandleReadLocal("lag", "a")
 	if err != nil || string(local.Value) != "500" || local.Hash != r.Hash {
 		t.Fatalf("lagging replica holds %+v, %v", local, err)
+	}
+}
+
+// A partition created on a cluster of one host (its set is that host
+// alone) keeps working as the cluster grows: whichever host leads it then
+// adopts its log, and the set grows to N, so that a read at all succeeds.
+func TestSingleHostGrows(t *testing.T) {
+	c := newCluster(t, 1)
+	ctx := ctxFor(t, 30*time.Second)
+	keys := []string{"grow/a", "grow/b", "grow/c", "grow/d", "grow/e", "grow/f"}
+	refs := map[string]TxRef{}
+	for _, k := range keys {
+		ref, err := c.host("h0").svc.Write(ctx, k, set("v", k), Quorum)
+		if err != nil {
+			t.Fatal(err)
+		}
+		refs[k] = ref
+	}
+	for _, addr := range []string{"h1", "h2"} {
+		c.mu.Lock()
+		c.addrs = append(c.addrs, addr)
+		c.mu.Unlock()
+		c.start(addr, store.NewMem(), true)
+	}
+	c.settle()
+	for _, k := range keys {
+		for {
+			r, err := c.host("h2").svc.Read(ctx, k, "v", All)
+			if err == nil {
+				if string(r.Value) != k || r.Hash != refs[k].Hash {
+					t.Fatalf("%s after growing = %+v", k, r)
+				}
+				break
+			}
+			if ctx.Err() != nil {
+				t.Fatalf("%s: read at all after growing to 3 hosts: %v", k, err)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
 	}
 }

@@ -551,6 +551,9 @@ func (s *Service) appendTx(ctx context.Context, p *part, ops []Op, targets []str
 		p.mu.Unlock()
 	}
 	if enough(acked) {
+		// With no follower to answer (a set of one), nothing else moves the
+		// commit point.
+		s.advance(p, s.cfg.Addr, t.Ballot, t.Height)
 		s.log.Debug("committed", "partition", p.name, "height", t.Height, "hash", t.Hash().String()[:8], "ballot", t.Ballot.String(), "acked", acked, "targets", targets)
 		return t, acked, nil
 	}
