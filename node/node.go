@@ -146,6 +146,15 @@ func New(cfg Config) (_ *Node, err error) {
 	}
 	rc := cfg.Ring
 	rc.Addr, rc.Logger = advertise, n.log.With("component", "ring")
+	userOnChange := rc.OnChange
+	rc.OnChange = func(c ring.Change) {
+		// The transaction logs learn the cluster's width as soon as the
+		// ring shows it, not at the next save of the peers.
+		n.txlog.NoteHosts(c.Hosts())
+		if userOnChange != nil {
+			userOnChange(c)
+		}
+	}
 	n.pool = wire.NewPool()
 	if n.ring, err = ring.New(rc, ringrpc.NewTransport(n.pool)); err != nil {
 		return nil, err
