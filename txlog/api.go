@@ -162,7 +162,7 @@ func (s *Service) replicaSet(ctx context.Context, partition string) ([]string, e
 	for i, r := range res.Replicas {
 		out[i] = r.Addr
 	}
-	s.noteWidth(len(out))
+	s.NoteHosts(len(out))
 	return out, nil
 }
 
@@ -231,7 +231,14 @@ func (s *Service) lead(ctx context.Context, req Request, replicas []string) (Res
 			if errors.Is(err, ErrStaleBallot) {
 				return Response{}, err // deposed meanwhile: the caller looks the leader up again
 			}
-			return Response{}, fmt.Errorf("%w: %q: %d of %d replicas answered: %v", ErrUnavailable, p.name, countSet(acked, members), len(members), err)
+			if len(members) < s.cfg.Replicas && countSet(acked, members) == len(members) {
+				return Response{}, fmt.Errorf("%w: %q: level all: the replica set has %d of the %d replicas (a host is missing)", ErrUnavailable, p.name, len(members), s.cfg.Replicas)
+			}
+			msg := fmt.Sprintf("%q: %d of %d replicas answered", p.name, countSet(acked, members), len(members))
+			if err != nil {
+				msg += ": " + err.Error()
+			}
+			return Response{}, fmt.Errorf("%w: %s", ErrUnavailable, msg)
 		}
 	}
 	name := req.Name

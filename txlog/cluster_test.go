@@ -69,7 +69,7 @@ func (c *cluster) start(addr string, db *store.Mem, join bool) *host {
 	c.ringNet.Attach(addr, rh)
 	if join {
 		var err error
-		for i := 0; i < 500; i++ {
+		for i := 0; i < 2000; i++ {
 			for _, via := range c.addrs {
 				if via != addr && !c.faults.Down(via) {
 					if err = rh.Join(context.Background(), via); err == nil {

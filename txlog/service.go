@@ -45,9 +45,9 @@ type Service struct {
 	ps     *parts
 	log    *slog.Logger
 	clock  func() time.Time
-	// widest is the largest replica set the ring has named to this host,
-	// up to Replicas; kept in the store (see noteWidth).
-	widest atomic.Int64
+	// hosts is the most hosts the cluster has been seen to have; kept in
+	// the store (see NoteHosts).
+	hosts atomic.Int64
 }
 
 // New returns a service storing its replicas in db.
@@ -71,7 +71,7 @@ func New(cfg Config, placer Placer, tr Transport, db kv) (*Service, error) {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	svc := &Service{cfg: cfg, placer: placer, tr: tr, ps: &parts{db: db, m: map[string]*part{}}, log: cfg.Logger, clock: time.Now}
-	if err := svc.loadWidest(); err != nil {
+	if err := svc.loadHosts(); err != nil {
 		return nil, err
 	}
 	return svc, nil
@@ -282,10 +282,10 @@ func (s *Service) establish(ctx context.Context, p *part, ringSet []string) erro
 			continue
 		}
 		need, creating := quorumFor(replies, members), !created(replies)
-		if creating && int64(len(members)) < s.widest.Load() {
+		if need := s.creationWidth(); creating && len(members) < need {
 			p.mu.Unlock()
-			return fmt.Errorf("txlog: %q: will not create the partition on %d replicas %v: this host has seen replica sets of %d, and a smaller one may be one side of a split ring",
-				p.name, len(members), members, s.widest.Load())
+			return fmt.Errorf("txlog: %q: will not create the partition on %d replicas %v: the cluster has had %d hosts, and a set of fewer than %d may be one side of a split",
+				p.name, len(members), members, s.hosts.Load(), need)
 		}
 		p.leading, p.match, p.creating = b, map[string]uint64{}, creating
 		first := p.config == nil
@@ -305,7 +305,7 @@ func (s *Service) establish(ctx context.Context, p *part, ringSet []string) erro
 			op = configOp(members)
 		}
 		enough := func(acked map[string]bool) bool { return countSet(acked, members) >= need }
-		if _, _, err := s.appendTx(ctx, p, []Op{op}, members, enough, true); err != nil {
+		if _, _, err := s.appendTx(ctx, p, []Op{op}, members, enough, enough, true); err != nil {
 			return err
 		}
 		p.mu.Lock()
@@ -346,52 +346,53 @@ func created(replies map[string]PrepareReply) bool {
 	return false
 }
 
-// widestKey is where the service keeps the widest replica set it has seen.
-var widestKey = []byte("t/widest")
+// hostsKey is where the service keeps the most hosts it has seen.
+var hostsKey = []byte("t/hosts")
 
-func (s *Service) loadWidest() error {
-	b, err := s.ps.db.Get(widestKey)
+func (s *Service) loadHosts() error {
+	b, err := s.ps.db.Get(hostsKey)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		return nil
 	case err != nil:
-		return fmt.Errorf("txlog: read the widest replica set: %w", err)
+		return fmt.Errorf("txlog: read the cluster's host count: %w", err)
 	case len(b) != 8:
-		return fmt.Errorf("txlog: widest replica set: %d bytes stored, want 8", len(b))
+		return fmt.Errorf("txlog: cluster's host count: %d bytes stored, want 8", len(b))
 	}
-	s.widest.Store(int64(binary.BigEndian.Uint64(b)))
+	s.hosts.Store(int64(binary.BigEndian.Uint64(b)))
 	return nil
 }
 
-// NoteHosts tells the service that the cluster has had n hosts, as the
-// ring or the remembered peers show. A host that knows of n hosts creates
-// partitions only on replica sets of at least min(n, Replicas) hosts: when
-// a network split cuts the ring in two, at most one side of a cluster of
-// fewer than 2N hosts still forms sets of N, so the two sides cannot both
-// create the same partition. The number only grows, and is kept in the
-// store.
-func (s *Service) NoteHosts(n int) { s.noteWidth(n) }
-
-// noteWidth records that the ring named a replica set of n hosts, or that
-// the cluster has n hosts; see NoteHosts.
-func (s *Service) noteWidth(n int) {
-	n = min(n, s.cfg.Replicas)
+// NoteHosts tells the service that the cluster has (or had) n hosts, as
+// the ring or the remembered peers show. The number only grows, and is
+// kept in the store. See creationWidth for what it is for.
+func (s *Service) NoteHosts(n int) {
 	for {
-		cur := s.widest.Load()
+		cur := s.hosts.Load()
 		if int64(n) <= cur {
 			return
 		}
-		if s.widest.CompareAndSwap(cur, int64(n)) {
+		if s.hosts.CompareAndSwap(cur, int64(n)) {
 			break
 		}
 	}
-	err := s.ps.db.Update(func(w store.Writer) error { return w.Set(widestKey, binary.BigEndian.AppendUint64(nil, uint64(n))) })
+	err := s.ps.db.Update(func(w store.Writer) error { return w.Set(hostsKey, binary.BigEndian.AppendUint64(nil, uint64(n))) })
 	if err == nil {
 		err = s.ps.db.Sync()
 	}
 	if err != nil {
-		s.log.Warn("cannot store the widest replica set", "n", n, "err", err)
+		s.log.Warn("cannot store the cluster's host count", "n", n, "err", err)
 	}
+}
+
+// creationWidth returns the fewest replicas a new partition may be created
+// on: a majority of the hosts the cluster has had, but never more than N.
+// When a network split cuts the ring in two, at most one side holds a
+// majority of the hosts, and in a cluster of fewer than 2N hosts only that
+// side forms sets that wide, so the two sides cannot both create the same
+// partition.
+func (s *Service) creationWidth() int {
+	return min(s.cfg.Replicas, majority(int(s.hosts.Load())))
 }
 
 // reconfigure moves the replica set in force toward the ring's, one member
@@ -483,24 +484,26 @@ func (s *Service) appendAndReplicate(ctx context.Context, p *part, ops []Op, lev
 	if members == nil {
 		members = ops[0].members() // the first entry of a partition sets them
 	}
-	need := func(acked map[string]bool) bool {
-		switch level {
-		case All:
-			return countSet(acked, members) == len(members) && len(members) >= s.cfg.Replicas
-		case Leader:
-			return true
-		}
-		return countSet(acked, members) >= majority(len(members))
+	quorum := func(acked map[string]bool) bool { return countSet(acked, members) >= majority(len(members)) }
+	need := quorum
+	switch level {
+	case All:
+		need = func(acked map[string]bool) bool { return countSet(acked, members) == len(members) }
+	case Leader:
+		need = func(map[string]bool) bool { return true }
 	}
-	t, acked, err := s.appendTx(ctx, p, ops, members, need, level != Lazy)
-	if err == nil {
-		return t, nil
+	t, acked, err := s.appendTx(ctx, p, ops, members, need, quorum, level != Lazy)
+	switch {
+	case err != nil && level == All && quorum(acked):
+		return nil, fmt.Errorf("%w: %q: level all: committed, but only %d of the %d replicas have it: %v",
+			ErrUnavailable, p.name, countSet(acked, members), len(members), err)
+	case err != nil:
+		return nil, err
+	case level == All && len(members) < s.cfg.Replicas:
+		return nil, fmt.Errorf("%w: %q: level all: committed on every member of the replica set, but it has %d of the %d replicas (a host is missing)",
+			ErrUnavailable, p.name, len(members), s.cfg.Replicas)
 	}
-	if level == All && countSet(acked, members) >= majority(len(members)) {
-		return nil, fmt.Errorf("%w: %q: level all: %d of %d replicas have it (%d in the replica set); it is committed, but not everywhere: %v",
-			ErrUnavailable, p.name, countSet(acked, members), s.cfg.Replicas, len(members), err)
-	}
-	return nil, err
+	return t, nil
 }
 
 // appendConfig commits an OpConfig changing the replica set from cur to
@@ -518,7 +521,7 @@ func (s *Service) appendConfig(ctx context.Context, p *part, cur, next []string)
 	p.mu.Lock()
 	p.joint = cur
 	p.mu.Unlock()
-	t, _, err := s.appendTx(ctx, p, []Op{configOp(next)}, union, need, true)
+	t, _, err := s.appendTx(ctx, p, []Op{configOp(next)}, union, need, need, true)
 	p.mu.Lock()
 	p.joint = nil
 	p.mu.Unlock()
@@ -527,9 +530,10 @@ func (s *Service) appendConfig(ctx context.Context, p *part, cur, next []string)
 
 // appendTx appends a transaction, replicates it to targets and waits until
 // enough holds for the replicas that acknowledged it (this host included).
-// When that never happens the leader steps down, so that the next request
-// settles the log anew.
-func (s *Service) appendTx(ctx context.Context, p *part, ops []Op, targets []string, enough func(map[string]bool) bool, sync bool) (*Tx, map[string]bool, error) {
+// When that never happens it fails, and unless keep holds (the entry still
+// committed) the leader steps down, so that the next request settles the
+// log anew.
+func (s *Service) appendTx(ctx context.Context, p *part, ops []Op, targets []string, enough, keep func(map[string]bool) bool, sync bool) (*Tx, map[string]bool, error) {
 	p.mu.Lock()
 	if p.leading.IsZero() || p.leading != p.promised {
 		p.mu.Unlock()
@@ -557,13 +561,19 @@ func (s *Service) appendTx(ctx context.Context, p *part, ops []Op, targets []str
 		s.log.Debug("committed", "partition", p.name, "height", t.Height, "hash", t.Hash().String()[:8], "ballot", t.Ballot.String(), "acked", acked, "targets", targets)
 		return t, acked, nil
 	}
-	p.mu.Lock()
-	p.leading = Ballot{}
-	p.mu.Unlock()
+	if errors.Is(err, ErrStaleBallot) || !keep(acked) {
+		p.mu.Lock()
+		p.leading = Ballot{}
+		p.mu.Unlock()
+	}
 	if errors.Is(err, ErrStaleBallot) {
 		return nil, acked, err
 	}
-	return nil, acked, fmt.Errorf("%w: %q: %d of %d replicas acknowledged: %v", ErrUnavailable, p.name, len(acked), len(targets), err)
+	msg := fmt.Sprintf("%q: %d of %d replicas acknowledged", p.name, len(acked), len(targets))
+	if err != nil {
+		msg += ": " + err.Error()
+	}
+	return nil, acked, fmt.Errorf("%w: %s", ErrUnavailable, msg)
 }
 
 // replicate brings the logs of targets up to height target and returns the
