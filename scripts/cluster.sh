@@ -46,6 +46,35 @@ up() {
     grep -q 'msg="node serving"' "$dir/log" || { echo "n$i did not join within 30 s; see $dir/log" >&2; exit 1; }
     echo "n$i up: gRPC $(cat "$dir/grpc"), http://$(cat "$dir/http")/ (pid $(cat "$dir/pid"), log $dir/log)"
   done
+  wait_ring "$n"
+}
+
+# replicas prints the replica addresses node $1 (an HTTP address) gives for
+# key $2.
+replicas() {
+  curl -fsS "http://$1/v1/lookup?key=$2&n=3" 2>/dev/null | grep -o '"addr": "[^"]*"' | tr '\n' ' '
+}
+
+# wait_ring waits until the nodes' rings have settled: every node names the
+# same replica sets, of min(3, N) hosts, for a few probe keys. Until then a
+# node may not know all the others yet.
+wait_ring() {
+  local n=$1 want=$(( $1 < 3 ? $1 : 3 ))
+  scripts/apt-install.sh curl
+  for _ in $(seq 150); do
+    local ok=1
+    for k in 0 1 2 3 4 5 6 7; do
+      local first
+      first=$(replicas 127.0.0.1:9090 "probe-$k")
+      [ "$(echo "$first" | grep -o addr | wc -l)" -eq "$want" ] || { ok=0; break; }
+      for ((i = 1; i < n; i++)); do
+        [ "$(replicas "127.0.0.1:$((9090 + i))" "probe-$k")" = "$first" ] || { ok=0; break 2; }
+      done
+    done
+    [ "$ok" -eq 1 ] && { echo "ring settled: every node names the same replica sets"; return; }
+    sleep 0.1
+  done
+  echo "cluster: the ring has not settled after 15 s; it may still be forming (see the logs)" >&2
 }
 
 status() {
