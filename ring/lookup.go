@@ -18,7 +18,10 @@ const maxHops = 128
 // best candidate.
 func (h *Host) findSuccessor(ctx context.Context, starts []Ref, key ID) ([]Ref, int, error) {
 	stack := [][]Ref{slices.Clone(starts)}
-	dead := map[ID]bool{}
+	// asked: a vnode answers one lookup once; asking it again down another
+	// branch would give the same answer, and with dead candidates about
+	// (a host just killed) such repeats can use up every hop.
+	asked := map[ID]bool{}
 	hops := 0
 	for hops < maxHops {
 		top := len(stack) - 1
@@ -31,9 +34,10 @@ func (h *Host) findSuccessor(ctx context.Context, starts []Ref, key ID) ([]Ref, 
 		}
 		cur := stack[top][0]
 		stack[top] = stack[top][1:]
-		if dead[cur.ID] {
+		if asked[cur.ID] {
 			continue
 		}
+		asked[cur.ID] = true
 		hops++
 		var reply NextReply
 		err := h.call(ctx, cur, func(ctx context.Context, t Transport) (err error) {
@@ -44,7 +48,6 @@ func (h *Host) findSuccessor(ctx context.Context, starts []Ref, key ID) ([]Ref, 
 			if ctx.Err() != nil {
 				return nil, hops, fmt.Errorf("%w: %w", ErrLookup, ctx.Err())
 			}
-			dead[cur.ID] = true
 			h.forget(cur)
 			continue
 		}

@@ -37,7 +37,7 @@ fi
 echo "== tests with -race (-short: the deterministic simulations run smaller)"
 go test -race -short -count=1 -timeout 30m ./...
 
-echo "== deterministic simulations at full size, without -race"
-go test -count=1 -timeout 30m ./ring/
+echo "== ring simulations and transaction-log fault schedules at full size, without -race"
+go test -count=1 -timeout 30m ./ring/ ./txlog/
 
 echo "== done in $(( $(date +%s) - start ))s"
