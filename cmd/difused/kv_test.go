@@ -34,13 +34,14 @@ func httpKV(t *testing.T, method, httpAddr, path string, body []byte) (int, stri
 // leader: another node reads them at quorum.
 func TestKVSurvivesLeaderKill(t *testing.T) {
 	var procs []*proctest.Proc
-	var grpcs, https []string
+	var grpcs, https, dirs []string
 	for i := range 3 {
 		var extra []string
 		if i > 0 {
 			extra = []string{"-j", grpcs[0]}
 		}
-		p, m := startDaemon(t, t.TempDir(), extra...)
+		dirs = append(dirs, t.TempDir())
+		p, m := startDaemon(t, dirs[i], extra...)
 		procs, grpcs, https = append(procs, p), append(grpcs, m[2]), append(https, m[3])
 	}
 	waitAllAgree(t, https, grpcs, 200, 20*time.Second)
@@ -78,4 +79,21 @@ func TestKVSurvivesLeaderKill(t *testing.T) {
 		}
 	}
 	t.Logf("after kill -9 of key-0's leader, %d keys read at quorum in %s", keys, time.Since(start).Round(time.Millisecond))
+
+	// Restarted on its directory, the node rejoins with its log, and every
+	// key reads at all (every replica holds it and agrees) within a while.
+	startDaemon(t, dirs[leader], "-b", grpcs[leader], "-a", https[leader])
+	waitAllAgree(t, https, grpcs, 200, 20*time.Second)
+	deadline := time.Now().Add(30 * time.Second)
+	for k := 0; k < keys; {
+		code, body := httpKV(t, "GET", https[leader], fmt.Sprintf("/v1/kv/key-%d?consistency=all", k), nil)
+		switch {
+		case code == http.StatusOK && body == fmt.Sprintf("value-%d", k):
+			k++
+		case time.Now().After(deadline):
+			t.Fatalf("GET key-%d at all after the restart: %d %s", k, code, body)
+		default:
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
 }
