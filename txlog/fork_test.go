@@ -80,6 +80,11 @@ func forkSchedule(t *testing.T, seed uint64) {
 	// The nemesis.
 	var killed []string
 	var steps []string
+	defer func() {
+		if t.Failed() {
+			t.Logf("schedule so far: %s", strings.Join(steps, ", "))
+		}
+	}()
 	for range 10 {
 		var live []string
 		for _, a := range c.addrs {
@@ -88,7 +93,7 @@ func forkSchedule(t *testing.T, seed uint64) {
 			}
 		}
 		switch r := rng.IntN(6); {
-		case r == 0 && len(killed) < 2:
+		case r == 0 && len(killed) < 1:
 			v := live[rng.IntN(len(live))]
 			c.kill(v)
 			killed = append(killed, v)
