@@ -103,6 +103,27 @@ func (m *Mem) Scan(prefix []byte, fn func(key, val []byte) error) error {
 	return nil
 }
 
+// Size returns the size of the value stored under key, or ErrNotFound.
+func (m *Mem) Size(key []byte) (int64, error) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	if m.closed {
+		return 0, ErrClosed
+	}
+	v, ok := m.kv[string(key)]
+	if !ok {
+		return 0, ErrNotFound
+	}
+	return int64(len(v)), nil
+}
+
+// ScanSizes calls fn for every key with the given prefix, in ascending key
+// order, with the size of its value, until fn returns an error, which
+// ScanSizes then returns.
+func (m *Mem) ScanSizes(prefix []byte, fn func(key []byte, size int64) error) error {
+	return m.Scan(prefix, func(key, val []byte) error { return fn(key, int64(len(val))) })
+}
+
 // Sync does nothing but report whether the store is open.
 func (m *Mem) Sync() error {
 	m.mu.RLock()

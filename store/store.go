@@ -269,6 +269,52 @@ func (db *DB) Get(key []byte) ([]byte, error) {
 	return val, nil
 }
 
+// Size returns the size of the value stored under key without reading it,
+// or ErrNotFound. For a value Badger keeps in its value log (over 1 MiB)
+// the size is estimated from the log's pointer, within a few bytes.
+func (db *DB) Size(key []byte) (int64, error) {
+	var n int64
+	err := db.bdb.View(func(txn *badger.Txn) error {
+		item, err := txn.Get(key)
+		if err != nil {
+			return err
+		}
+		n = item.ValueSize()
+		return nil
+	})
+	switch {
+	case errors.Is(err, badger.ErrKeyNotFound):
+		return 0, ErrNotFound
+	case errors.Is(err, badger.ErrDBClosed):
+		return 0, ErrClosed
+	case err != nil:
+		return 0, wrap("size", err)
+	}
+	return n, nil
+}
+
+// ScanSizes calls fn for every key with the given prefix, in ascending key
+// order, with the size of its value as Size gives it, without reading the
+// value; it stops at fn's first error and returns it. key is valid only
+// until fn returns.
+func (db *DB) ScanSizes(prefix []byte, fn func(key []byte, size int64) error) error {
+	err := db.bdb.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix, PrefetchValues: false})
+		defer it.Close()
+		for it.Seek(prefix); it.ValidForPrefix(prefix); it.Next() {
+			item := it.Item()
+			if err := fn(item.Key(), item.ValueSize()); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if errors.Is(err, badger.ErrDBClosed) {
+		return ErrClosed
+	}
+	return err
+}
+
 // Writer receives the writes of one atomic update. It keeps the slices it
 // is given until the update returns; callers must not change them before.
 type Writer interface {

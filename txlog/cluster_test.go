@@ -62,9 +62,18 @@ func newCluster(t *testing.T, n int) *cluster {
 // start runs a host at addr on db, joining the ring through h0 if join.
 func (c *cluster) start(addr string, db *store.Mem, join bool) *host {
 	c.t.Helper()
-	rh, err := ring.New(ring.Config{Addr: addr, TickInterval: 5 * time.Millisecond, CallTimeout: testCallTimeout}, c.ringNet.Transport(addr))
+	h, err := c.tryStart(addr, db, join)
 	if err != nil {
 		c.t.Fatal(err)
+	}
+	return h
+}
+
+// tryStart is start, returning its error.
+func (c *cluster) tryStart(addr string, db *store.Mem, join bool) (*host, error) {
+	rh, err := ring.New(ring.Config{Addr: addr, TickInterval: 5 * time.Millisecond, CallTimeout: testCallTimeout}, c.ringNet.Transport(addr))
+	if err != nil {
+		return nil, err
 	}
 	c.ringNet.Attach(addr, rh)
 	if join {
@@ -83,14 +92,14 @@ func (c *cluster) start(addr string, db *store.Mem, join bool) *host {
 			time.Sleep(10 * time.Millisecond)
 		}
 		if err != nil {
-			c.t.Fatalf("join %s: %v", addr, err)
+			return nil, fmt.Errorf("join %s: %w", addr, err)
 		}
 	} else if err := rh.Create(); err != nil {
-		c.t.Fatal(err)
+		return nil, err
 	}
 	svc, err := New(Config{Addr: addr, CallTimeout: testCallTimeout, Logger: testLogger}, rh, c.txNet.Transport(addr), db)
 	if err != nil {
-		c.t.Fatal(err)
+		return nil, err
 	}
 	c.txNet.Attach(addr, svc)
 	ctx, stop := context.WithCancel(context.Background())
@@ -99,7 +108,7 @@ func (c *cluster) start(addr string, db *store.Mem, join bool) *host {
 	c.mu.Lock()
 	c.hosts[addr] = h
 	c.mu.Unlock()
-	return h
+	return h, nil
 }
 
 func (c *cluster) host(addr string) *host {
@@ -119,21 +128,41 @@ func (c *cluster) kill(addr string) {
 
 // restart brings a killed host back as a new process on its old store.
 func (c *cluster) restart(addr string) {
+	c.t.Helper()
+	if err := c.tryRestart(addr); err != nil {
+		c.t.Fatal(err)
+	}
+}
+
+// tryRestart is restart, returning its error; a host that cannot rejoin
+// stays dead.
+func (c *cluster) tryRestart(addr string) error {
 	c.faults.Revive(addr)
-	c.start(addr, c.host(addr).db, true)
+	if _, err := c.tryStart(addr, c.host(addr).db, true); err != nil {
+		c.faults.Kill(addr)
+		return err
+	}
+	return nil
 }
 
 // settle waits until every live host's lookups agree for a few keys.
 func (c *cluster) settle() {
 	c.t.Helper()
+	if !c.trySettle() {
+		c.t.Fatal("ring did not settle in 10 s")
+	}
+}
+
+// trySettle is settle, reporting whether the ring settled.
+func (c *cluster) trySettle() bool {
 	deadline := time.Now().Add(10 * time.Second)
 	for time.Now().Before(deadline) {
 		if c.agree() {
-			return
+			return true
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	c.t.Fatal("ring did not settle in 10 s")
+	return false
 }
 
 func (c *cluster) agree() bool {

@@ -17,6 +17,8 @@ type KV interface {
 	Get(key []byte) ([]byte, error)
 	Update(fn func(w store.Writer) error) error
 	Scan(prefix []byte, fn func(key, val []byte) error) error
+	Size(key []byte) (int64, error)
+	ScanSizes(prefix []byte, fn func(key []byte, size int64) error) error
 	Sync() error
 	Close() error
 }
@@ -44,6 +46,30 @@ func Run(t *testing.T, open func(t *testing.T) KV) {
 		}
 		if _, err := kv.Get([]byte("a")); !errors.Is(err, store.ErrNotFound) {
 			t.Fatalf("Get deleted: err = %v", err)
+		}
+	})
+	t.Run("Sizes", func(t *testing.T) {
+		kv := open(t)
+		set(t, kv, "s/a", "12345")
+		set(t, kv, "s/b", "")
+		set(t, kv, "t/c", "xy")
+		set(t, kv, "t/big", string(make([]byte, 3<<20))) // a value Badger keeps in its value log
+		if n, err := kv.Size([]byte("t/big")); err != nil || n < 3<<20-16 || n > 3<<20+16 {
+			t.Fatalf("Size t/big = %d, %v", n, err)
+		}
+		if n, err := kv.Size([]byte("s/a")); err != nil || n != 5 {
+			t.Fatalf("Size s/a = %d, %v", n, err)
+		}
+		if _, err := kv.Size([]byte("s/z")); !errors.Is(err, store.ErrNotFound) {
+			t.Fatalf("Size of a missing key: %v", err)
+		}
+		var got []string
+		err := kv.ScanSizes([]byte("s/"), func(k []byte, n int64) error {
+			got = append(got, fmt.Sprintf("%s=%d", k, n))
+			return nil
+		})
+		if err != nil || fmt.Sprint(got) != "[s/a=5 s/b=0]" {
+			t.Fatalf("ScanSizes = %v, %v", got, err)
 		}
 	})
 	t.Run("GetReturnsCopy", func(t *testing.T) {
