@@ -37,7 +37,7 @@ func (s *Service) validate(req Request) error {
 	if err := checkName("partition", req.Partition, false); err != nil {
 		return err
 	}
-	if req.Level > Lazy {
+	if !req.Level.Valid() {
 		return fmt.Errorf("%w: unknown consistency level %d", ErrBadRequest, req.Level)
 	}
 	switch req.Kind {

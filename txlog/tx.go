@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+
+	"github.com/difuse/difuse/level"
 )
 
 // Hash identifies a transaction: the SHA-256 of its encoding.
@@ -230,38 +232,25 @@ func (d *decoder) hash(h *Hash) {
 	}
 }
 
-// Level is a consistency level, chosen per operation.
-type Level uint8
+// Level is a consistency level, chosen per operation (package level).
+type Level = level.Level
 
-// Consistency levels; see the package documentation for what each gives.
+// Consistency levels; docs/txlog.md says what each gives here.
 const (
-	Quorum Level = iota
-	All
-	Leader
-	Lazy
+	Quorum = level.Quorum
+	All    = level.All
+	Leader = level.Leader
+	Lazy   = level.Lazy
 )
 
-var levelNames = [...]string{Quorum: "quorum", All: "all", Leader: "leader", Lazy: "lazy"}
-
-// String returns the level's name.
-func (l Level) String() string {
-	if int(l) < len(levelNames) {
-		return levelNames[l]
-	}
-	return "level(" + strconv.Itoa(int(l)) + ")"
-}
-
-// ParseLevel reads a level's name; the empty string gives def.
+// ParseLevel reads a level's name; the empty string gives def. An unknown
+// name is ErrBadRequest.
 func ParseLevel(s string, def Level) (Level, error) {
-	if s == "" {
-		return def, nil
+	l, err := level.Parse(s, def)
+	if err != nil {
+		return 0, fmt.Errorf("%w: %w", ErrBadRequest, err)
 	}
-	for l, n := range levelNames {
-		if strings.EqualFold(s, n) {
-			return Level(l), nil
-		}
-	}
-	return 0, fmt.Errorf("%w: unknown consistency %q: want all, quorum, leader or lazy", ErrBadRequest, s)
+	return l, nil
 }
 
 // configOp returns the operation that sets the replica set to members.
