@@ -61,9 +61,9 @@ func OpenLocal(db kv) (*Local, error) {
 	return l, nil
 }
 
-// Put stores data under its hash, unless a block of that hash is already
-// there, and returns the hash and whether it was new. The block is durable
-// after Sync.
+// Put stores data under its hash, unless a sound block of that hash is
+// already there (a damaged one is replaced), and returns the hash and
+// whether it was new. The block is durable after Sync.
 func (l *Local) Put(data []byte) (Hash, bool, error) {
 	h := Sum(data)
 	added, err := l.put(h, data)
@@ -84,16 +84,29 @@ func (l *Local) put(h Hash, data []byte) (bool, error) {
 	mu := l.lock(h)
 	mu.Lock()
 	defer mu.Unlock()
-	if ok, err := l.Has(h); err != nil || ok {
-		return false, err
+	old, err := l.db.Size(blockKey(h))
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+	case err != nil:
+		return false, fmt.Errorf("blockstore: put %s: %w", h, err)
+	default:
+		// Already here. Senders ask first, so a put of a block already
+		// held is rare, and mostly a repair: keep the copy only if sound.
+		if _, err := l.Get(h); !errors.Is(err, ErrCorrupt) {
+			return false, err
+		}
 	}
 	if err := l.db.Update(func(w store.Writer) error { return w.Set(blockKey(h), data) }); err != nil {
 		return false, fmt.Errorf("blockstore: put %s: %w", h, err)
 	}
-	l.blocks.Add(1)
-	l.stored.Add(int64(len(data)))
-	l.added.Add(int64(len(data)))
-	return true, nil
+	if errors.Is(err, store.ErrNotFound) {
+		l.blocks.Add(1)
+		l.stored.Add(int64(len(data)))
+		l.added.Add(int64(len(data)))
+		return true, nil
+	}
+	l.stored.Add(int64(len(data)) - old) // a damaged copy replaced
+	return false, nil
 }
 
 // Has reports whether the store holds a block of hash h, without reading it.

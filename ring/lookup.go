@@ -18,9 +18,11 @@ const maxHops = 128
 // best candidate.
 func (h *Host) findSuccessor(ctx context.Context, starts []Ref, key ID) ([]Ref, int, error) {
 	stack := [][]Ref{slices.Clone(starts)}
-	// asked: a vnode answers one lookup once; asking it again down another
-	// branch would give the same answer, and with dead candidates about
-	// (a host just killed) such repeats can use up every hop.
+	// asked: another host's vnode answers one lookup once; asking it again
+	// down another branch would give the same answer, and with dead
+	// candidates about (a host just killed) such repeats can use up every
+	// hop. This host's own vnodes are asked again: forgetting a dead vnode
+	// changes their answer.
 	asked := map[ID]bool{}
 	hops := 0
 	for hops < maxHops {
@@ -37,7 +39,9 @@ func (h *Host) findSuccessor(ctx context.Context, starts []Ref, key ID) ([]Ref, 
 		if asked[cur.ID] {
 			continue
 		}
-		asked[cur.ID] = true
+		if cur.Addr != h.cfg.Addr {
+			asked[cur.ID] = true
+		}
 		hops++
 		var reply NextReply
 		err := h.call(ctx, cur, func(ctx context.Context, t Transport) (err error) {

@@ -1,0 +1,79 @@
+package blockstore
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"sync"
+
+	"github.com/difuse/difuse/memnet"
+)
+
+// Network is an in-memory network of block services for tests, obeying a
+// memnet fault model that the ring's in-memory network can share. Blocks
+// are copied across it, as a real network would.
+type Network struct {
+	faults *memnet.Faults
+	mu     sync.Mutex
+	hosts  map[string]Handler
+}
+
+// NewNetwork returns a network obeying faults.
+func NewNetwork(faults *memnet.Faults) *Network {
+	return &Network{faults: faults, hosts: map[string]Handler{}}
+}
+
+// Attach makes addr reach h.
+func (n *Network) Attach(addr string, h Handler) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.hosts[addr] = h
+}
+
+// Transport returns the transport of the host at from.
+func (n *Network) Transport(from string) Transport { return memTransport{n: n, from: from} }
+
+type memTransport struct {
+	n    *Network
+	from string
+}
+
+// call delivers a call and checks the fault model again for the reply.
+func call[T any](t memTransport, to string, fn func(Handler) (T, error)) (T, error) {
+	var zero T
+	if err := t.n.faults.Check(t.from, to); err != nil {
+		return zero, err
+	}
+	t.n.mu.Lock()
+	h, ok := t.n.hosts[to]
+	t.n.mu.Unlock()
+	if !ok {
+		return zero, fmt.Errorf("%w: no host at %s", memnet.ErrUnreachable, to)
+	}
+	out, err := fn(h)
+	if cerr := t.n.faults.Check(to, t.from); cerr != nil {
+		return zero, cerr
+	}
+	return out, err
+}
+
+func (t memTransport) Has(_ context.Context, to string, hashes []Hash) ([]bool, error) {
+	return call(t, to, func(h Handler) ([]bool, error) { return h.HandleHas(hashes) })
+}
+
+func (t memTransport) Put(_ context.Context, to string, hash Hash, data []byte, sync bool) error {
+	_, err := call(t, to, func(h Handler) (struct{}, error) { return struct{}{}, h.HandlePut(hash, bytes.Clone(data), sync) })
+	return err
+}
+
+func (t memTransport) Get(_ context.Context, to string, hash Hash) ([]byte, error) {
+	return call(t, to, func(h Handler) ([]byte, error) {
+		b, err := h.HandleGet(hash)
+		return bytes.Clone(b), err
+	})
+}
+
+func (t memTransport) Delete(_ context.Context, to string, hash Hash, sync bool) error {
+	_, err := call(t, to, func(h Handler) (struct{}, error) { return struct{}{}, h.HandleDelete(hash, sync) })
+	return err
+}

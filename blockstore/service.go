@@ -1,0 +1,402 @@
+package blockstore
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/difuse/difuse/level"
+	"github.com/difuse/difuse/ring"
+)
+
+// ErrUnavailable: too few replicas answered for the consistency level.
+var ErrUnavailable = errors.New("blockstore: replicas unavailable")
+
+// Placer names a key's replica set, leader first; *ring.Host implements it.
+type Placer interface {
+	Lookup(ctx context.Context, key ring.ID, n int) (ring.Result, error)
+}
+
+// Config configures a Service.
+type Config struct {
+	// Addr is this host's address, as the ring names it. Required.
+	Addr string
+	// Replicas is N, the number of hosts that keep each block. Default 3.
+	Replicas int
+	// CallTimeout bounds one call to another host. Default 1s.
+	CallTimeout time.Duration
+	// Logger receives repairs and background failures; nil discards them.
+	Logger *slog.Logger
+}
+
+// Service is one host's part of the distributed block store: it keeps the
+// blocks placed on it and runs Set, Get and Delete on any block's replica
+// set, the ring's N successors of the block's hash. It is safe for
+// concurrent use.
+type Service struct {
+	cfg    Config
+	placer Placer
+	tr     Transport
+	local  *Local
+	log    *slog.Logger
+	// bg tracks background replication and repairs, for Wait.
+	bg sync.WaitGroup
+}
+
+// New returns a service keeping its blocks in local.
+func New(cfg Config, placer Placer, tr Transport, local *Local) (*Service, error) {
+	if cfg.Addr == "" {
+		return nil, errors.New("blockstore: Config.Addr is required")
+	}
+	if cfg.Replicas == 0 {
+		cfg.Replicas = 3
+	}
+	if cfg.Replicas < 1 {
+		return nil, fmt.Errorf("blockstore: Replicas %d must be positive", cfg.Replicas)
+	}
+	if cfg.CallTimeout == 0 {
+		cfg.CallTimeout = time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &Service{cfg: cfg, placer: placer, tr: tr, local: local, log: cfg.Logger}, nil
+}
+
+// Local returns the host's own block store.
+func (s *Service) Local() *Local { return s.local }
+
+// Wait waits for the background replication and repairs started so far.
+func (s *Service) Wait() { s.bg.Wait() }
+
+// replicas returns the replica set of block h, leader first.
+func (s *Service) replicas(ctx context.Context, h Hash) ([]string, error) {
+	res, err := s.placer.Lookup(ctx, ring.ID(h), s.cfg.Replicas)
+	if err != nil {
+		return nil, fmt.Errorf("%w: place %s: %v", ErrUnavailable, h, err)
+	}
+	if len(res.Replicas) == 0 {
+		return nil, fmt.Errorf("%w: the ring names no replica for %s", ErrUnavailable, h)
+	}
+	out := make([]string, len(res.Replicas))
+	for i, r := range res.Replicas {
+		out[i] = r.Addr
+	}
+	return out, nil
+}
+
+// need returns how many of n replicas a level waits for, and whether the
+// first of them must be the leader.
+func (s *Service) need(l level.Level, n int) (int, bool) {
+	switch l {
+	case level.All:
+		return s.cfg.Replicas, false
+	case level.Leader:
+		return 1, true
+	case level.Lazy:
+		return 1, false
+	}
+	return n/2 + 1, false
+}
+
+// ---- calls on one replica, local or remote ----
+
+func (s *Service) has(ctx context.Context, to string, h Hash) (bool, error) {
+	if to == s.cfg.Addr {
+		return s.local.Has(h)
+	}
+	cctx, cancel := context.WithTimeout(ctx, s.cfg.CallTimeout)
+	defer cancel()
+	got, err := s.tr.Has(cctx, to, []Hash{h})
+	if err != nil {
+		return false, err
+	}
+	if len(got) != 1 {
+		return false, fmt.Errorf("blockstore: %s answered %d results for 1 hash", to, len(got))
+	}
+	return got[0], nil
+}
+
+func (s *Service) put(ctx context.Context, to string, h Hash, data []byte, sync bool) error {
+	if to == s.cfg.Addr {
+		return s.HandlePut(h, data, sync)
+	}
+	// A block of a few MiB takes longer than a small call.
+	cctx, cancel := context.WithTimeout(ctx, s.cfg.CallTimeout+time.Duration(len(data)>>20)*s.cfg.CallTimeout)
+	defer cancel()
+	return s.tr.Put(cctx, to, h, data, sync)
+}
+
+func (s *Service) get(ctx context.Context, from string, h Hash) ([]byte, error) {
+	if from == s.cfg.Addr {
+		return s.local.Get(h)
+	}
+	cctx, cancel := context.WithTimeout(ctx, 4*s.cfg.CallTimeout)
+	defer cancel()
+	data, err := s.tr.Get(cctx, from, h)
+	if err != nil {
+		return nil, err
+	}
+	if got := Sum(data); got != h { // damaged on the way
+		return nil, fmt.Errorf("%w: %s sent %d bytes for %s hashing to %s", ErrCorrupt, from, len(data), h, got)
+	}
+	return data, nil
+}
+
+func (s *Service) del(ctx context.Context, to string, h Hash, sync bool) error {
+	if to == s.cfg.Addr {
+		return s.HandleDelete(h, sync)
+	}
+	cctx, cancel := context.WithTimeout(ctx, s.cfg.CallTimeout)
+	defer cancel()
+	return s.tr.Delete(cctx, to, h, sync)
+}
+
+// background runs fn after the caller has its answer, bounded in time.
+func (s *Service) background(what string, fn func(ctx context.Context) error) {
+	s.bg.Go(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*s.cfg.CallTimeout)
+		defer cancel()
+		if err := fn(ctx); err != nil {
+			s.log.Warn("background block work failed", "what", what, "err", err)
+		}
+	})
+}
+
+// ---- Set, Get, Delete ----
+
+// Set stores data on its replica set at level l and returns its hash. A
+// replica that already holds the block is not sent it again. At all,
+// quorum and leader the replicas counted have the block on disk; at lazy,
+// one replica has taken it and none need have synced it. Replicas not
+// waited for get it in the background.
+func (s *Service) Set(ctx context.Context, data []byte, l level.Level) (Hash, error) {
+	data = bytes.Clone(data) // replicas not waited for still send it after Set returns
+	h := Sum(data)
+	replicas, err := s.replicas(ctx, h)
+	if err != nil {
+		return h, err
+	}
+	need, leaderFirst := s.need(l, len(replicas))
+	if need > len(replicas) {
+		return h, fmt.Errorf("%w: level %s needs %d replicas of %s, the ring has %d", ErrUnavailable, l, need, h, len(replicas))
+	}
+	sync := l != level.Lazy
+	type result struct {
+		addr string
+		err  error
+	}
+	results := make(chan result, len(replicas))
+	// Each replica's work outlives a caller that stops waiting for it.
+	bctx := context.WithoutCancel(ctx)
+	for _, r := range replicas {
+		s.bg.Go(func() {
+			err := func() error {
+				held, err := s.has(bctx, r, h)
+				if err != nil || held {
+					return err
+				}
+				return s.put(bctx, r, h, data, sync)
+			}()
+			results <- result{r, err}
+		})
+	}
+	done, failed := map[string]bool{}, map[string]error{}
+	for range replicas {
+		res := <-results
+		if res.err != nil {
+			failed[res.addr] = res.err
+		} else {
+			done[res.addr] = true
+		}
+		if len(done) >= need && (!leaderFirst || done[replicas[0]]) {
+			break
+		}
+		if leaderFirst && failed[replicas[0]] != nil {
+			break
+		}
+	}
+	if len(done) >= need && (!leaderFirst || done[replicas[0]]) {
+		return h, nil // the rest finish on their own: their goroutines hold the data
+	}
+	return h, fmt.Errorf("%w: level %s: %d of %d replicas of %s have it: %v", ErrUnavailable, l, len(done), len(replicas), h, errors.Join(mapErrs(failed)...))
+}
+
+func mapErrs(m map[string]error) []error {
+	var out []error
+	for addr, err := range m {
+		out = append(out, fmt.Errorf("%s: %w", addr, err))
+	}
+	return out
+}
+
+// Get returns block h, read from its replicas in turn (the leader first,
+// or this host first at lazy if it holds a replica) until one gives bytes
+// that hash to h. Replicas that were found to lack the block or to hold a
+// damaged copy are repaired. At quorum and all it then makes sure that a
+// majority, or every replica, holds the block, repairing those that do
+// not.
+func (s *Service) Get(ctx context.Context, h Hash, l level.Level) ([]byte, error) {
+	if !l.Valid() {
+		return nil, fmt.Errorf("blockstore: unknown level %d", l)
+	}
+	replicas, err := s.replicas(ctx, h)
+	if err != nil {
+		return nil, err
+	}
+	order := replicas
+	if l == level.Lazy {
+		for i, r := range replicas {
+			if r == s.cfg.Addr {
+				order = append([]string{r}, append(append([]string{}, replicas[:i]...), replicas[i+1:]...)...)
+			}
+		}
+	}
+	var data []byte
+	asked := map[string]bool{}
+	var lacking []string
+	var errs []error
+	notFound := 0
+	for _, r := range order {
+		asked[r] = true
+		d, err := s.get(ctx, r, h)
+		if err == nil {
+			data = d
+			break
+		}
+		errs = append(errs, fmt.Errorf("%s: %w", r, err))
+		if errors.Is(err, ErrNotFound) || errors.Is(err, ErrCorrupt) {
+			lacking = append(lacking, r)
+		}
+		if errors.Is(err, ErrNotFound) {
+			notFound++
+		}
+	}
+	if data == nil {
+		if notFound == len(asked) {
+			return nil, fmt.Errorf("%w: %s on none of %d replicas", ErrNotFound, h, len(asked))
+		}
+		return nil, fmt.Errorf("%w: level %s: no replica gave %s: %w", ErrUnavailable, l, h, errors.Join(errs...))
+	}
+	if l == level.Quorum || l == level.All {
+		need, _ := s.need(l, len(replicas))
+		holders := 1 // the replica that gave the block
+		for _, r := range replicas {
+			if asked[r] {
+				continue
+			}
+			held, err := s.has(ctx, r, h)
+			switch {
+			case err != nil:
+				errs = append(errs, fmt.Errorf("%s: %w", r, err))
+			case held:
+				holders++
+			default:
+				lacking = append(lacking, r)
+			}
+		}
+		for _, r := range lacking {
+			if err := s.put(ctx, r, h, data, true); err != nil {
+				errs = append(errs, fmt.Errorf("repair %s: %w", r, err))
+				continue
+			}
+			s.log.Info("repaired a block", "block", h.String(), "replica", r)
+			holders++
+		}
+		if holders < need {
+			return nil, fmt.Errorf("%w: level %s: %d of %d replicas hold %s: %w", ErrUnavailable, l, holders, len(replicas), h, errors.Join(errs...))
+		}
+		return data, nil
+	}
+	for _, r := range lacking {
+		s.background("repair "+h.String()+" on "+r, func(ctx context.Context) error {
+			if err := s.put(ctx, r, h, data, true); err != nil {
+				return err
+			}
+			s.log.Info("repaired a block", "block", h.String(), "replica", r)
+			return nil
+		})
+	}
+	return data, nil
+}
+
+// Delete removes block h from its replicas; the level says how many must
+// have removed it before Delete returns. The rest follow in the
+// background. Deleting a block no replica holds succeeds.
+func (s *Service) Delete(ctx context.Context, h Hash, l level.Level) error {
+	replicas, err := s.replicas(ctx, h)
+	if err != nil {
+		return err
+	}
+	need, leaderFirst := s.need(l, len(replicas))
+	if need > len(replicas) {
+		return fmt.Errorf("%w: level %s needs %d replicas of %s, the ring has %d", ErrUnavailable, l, need, h, len(replicas))
+	}
+	type result struct {
+		addr string
+		err  error
+	}
+	results := make(chan result, len(replicas))
+	bctx := context.WithoutCancel(ctx)
+	for _, r := range replicas {
+		s.bg.Go(func() { results <- result{r, s.del(bctx, r, h, l != level.Lazy)} })
+	}
+	done, failed := map[string]bool{}, map[string]error{}
+	for range replicas {
+		res := <-results
+		if res.err != nil {
+			failed[res.addr] = res.err
+		} else {
+			done[res.addr] = true
+		}
+		if len(done) >= need && (!leaderFirst || done[replicas[0]]) {
+			return nil
+		}
+	}
+	return fmt.Errorf("%w: level %s: %d of %d replicas deleted %s: %v", ErrUnavailable, l, len(done), len(replicas), h, errors.Join(mapErrs(failed)...))
+}
+
+// ---- Handler ----
+
+// HandleHas reports which of hashes this host holds.
+func (s *Service) HandleHas(hashes []Hash) ([]bool, error) {
+	out := make([]bool, len(hashes))
+	for i, h := range hashes {
+		ok, err := s.local.Has(h)
+		if err != nil {
+			return nil, err
+		}
+		out[i] = ok
+	}
+	return out, nil
+}
+
+// HandlePut stores a block sent as h after checking its hash, syncing it if
+// asked.
+func (s *Service) HandlePut(h Hash, data []byte, sync bool) error {
+	if _, err := s.local.PutHashed(h, data); err != nil {
+		return err
+	}
+	if sync {
+		return s.local.Sync()
+	}
+	return nil
+}
+
+// HandleGet returns a block after checking its hash.
+func (s *Service) HandleGet(h Hash) ([]byte, error) { return s.local.Get(h) }
+
+// HandleDelete removes a block, syncing the removal if asked.
+func (s *Service) HandleDelete(h Hash, sync bool) error {
+	if err := s.local.Delete(h); err != nil {
+		return err
+	}
+	if sync {
+		return s.local.Sync()
+	}
+	return nil
+}
