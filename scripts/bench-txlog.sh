@@ -22,6 +22,6 @@ awk '
     printf "%-12s %14s %14s %8s\n", "clients", "badger w/s", "quorum w/s", "ratio"
     for (c in seen) {
       b = rate["badger", c]; q = rate["quorum", c]
-      printf "%-12s %14.0f %14.0f %8.3f\n", c, b, q, (b > 0 ? q / b : 0)
+      printf "%-12s %14.0f %14.0f %8.3f\n", c, b, q, (b > 0 ? q / b : 0) | "sort -t= -k2 -n"
     }
   }' "$out"
