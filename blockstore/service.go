@@ -73,14 +73,24 @@ func (s *Service) Local() *Local { return s.local }
 // Wait waits for the background replication and repairs started so far.
 func (s *Service) Wait() { s.bg.Wait() }
 
-// replicas returns the replica set of block h, leader first.
+// replicas returns the replica set of block h, leader first. While the
+// ring cannot place the block (it is settling after a host died), it tries
+// again until ctx ends.
 func (s *Service) replicas(ctx context.Context, h Hash) ([]string, error) {
-	res, err := s.placer.Lookup(ctx, ring.ID(h), s.cfg.Replicas)
-	if err != nil {
-		return nil, fmt.Errorf("%w: place %s: %v", ErrUnavailable, h, err)
-	}
-	if len(res.Replicas) == 0 {
-		return nil, fmt.Errorf("%w: the ring names no replica for %s", ErrUnavailable, h)
+	var res ring.Result
+	var err error
+	for attempt := 1; ; attempt++ {
+		if res, err = s.placer.Lookup(ctx, ring.ID(h), s.cfg.Replicas); err == nil && len(res.Replicas) > 0 {
+			break
+		}
+		if err == nil {
+			err = errors.New("the ring names no replica")
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("%w: place %s: %v", ErrUnavailable, h, err)
+		case <-time.After(min(time.Duration(attempt)*20*time.Millisecond, 200*time.Millisecond)):
+		}
 	}
 	out := make([]string, len(res.Replicas))
 	for i, r := range res.Replicas {
