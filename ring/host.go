@@ -252,21 +252,32 @@ func (h *Host) Join(ctx context.Context, seed string) error {
 }
 
 // joinVNode finds the place of vnode self through starts and returns it
-// with its successor list, not yet installed.
+// with its successor list, not yet installed. A host restarted on its old
+// address finds its old vnodes (same ids) still listed by others for a
+// while; they are skipped, and if a list holds nothing else alive, the
+// lookup goes on from the end of that list.
 func (h *Host) joinVNode(ctx context.Context, self Ref, starts []Ref) (*vnode, error) {
-	succs, _, err := h.findSuccessor(ctx, starts, self.ID)
-	if err != nil {
-		return nil, err
-	}
-	for _, s := range succs {
-		if s.ID == self.ID {
-			continue
-		}
-		st, err := h.getState(ctx, s)
+	key := self.ID
+	for range 4 {
+		succs, _, err := h.findSuccessor(ctx, starts, key)
 		if err != nil {
-			continue // dead: try the next successor
+			return nil, err
 		}
-		return &vnode{self: self, succs: h.trim(self, append([]Ref{s}, st.Succs...))}, nil
+		for _, s := range succs {
+			if s.Addr == h.cfg.Addr {
+				continue // our own old incarnation, or ourselves
+			}
+			st, err := h.getState(ctx, s)
+			if err != nil {
+				continue // dead: try the next successor
+			}
+			return &vnode{self: self, succs: h.trim(self, append([]Ref{s}, st.Succs...))}, nil
+		}
+		last := succs[len(succs)-1].ID
+		if last == key || !between(self.ID, last, self.ID) {
+			break
+		}
+		key = last
 	}
 	return nil, fmt.Errorf("%w: no live successor for %s", ErrLookup, self.ID.Short())
 }
