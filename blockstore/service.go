@@ -16,6 +16,9 @@ import (
 // ErrUnavailable: too few replicas answered for the consistency level.
 var ErrUnavailable = errors.New("blockstore: replicas unavailable")
 
+// MaxBlockBytes bounds one block; chunking keeps blocks far smaller.
+const MaxBlockBytes = 64 << 20
+
 // Placer names a key's replica set, leader first; *ring.Host implements it.
 type Placer interface {
 	Lookup(ctx context.Context, key ring.ID, n int) (ring.Result, error)
@@ -185,6 +188,9 @@ func (s *Service) background(what string, fn func(ctx context.Context) error) {
 // one replica has taken it and none need have synced it. Replicas not
 // waited for get it in the background.
 func (s *Service) Set(ctx context.Context, data []byte, l level.Level) (Hash, error) {
+	if len(data) > MaxBlockBytes {
+		return Hash{}, fmt.Errorf("blockstore: a block of %d bytes (at most %d)", len(data), MaxBlockBytes)
+	}
 	data = bytes.Clone(data) // replicas not waited for still send it after Set returns
 	h := Sum(data)
 	replicas, err := s.replicas(ctx, h)

@@ -1,0 +1,310 @@
+// Package blockrpc carries the block store's calls over gRPC: Transport is
+// the client side of blockstore.Transport and Register serves a
+// blockstore.Handler as the Blocks service. Blocks travel in pieces of at
+// most PieceBytes, so neither side buffers more than the block itself.
+// blockstore.ErrNotFound and blockstore.ErrCorrupt keep their identity
+// across the network (as NotFound and DataLoss); any other failure is a
+// transport error.
+package blockrpc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+
+	flatbuffers "github.com/google/flatbuffers/go"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/difuse/difuse/blockstore"
+	"github.com/difuse/difuse/wire"
+	"github.com/difuse/difuse/wire/fb"
+)
+
+// PieceBytes bounds the data of one message.
+const PieceBytes = 256 << 10
+
+var errBadRequest = errors.New("bad request")
+
+// toStatus turns a handler's error into a gRPC status.
+func toStatus(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, blockstore.ErrNotFound):
+		return status.Error(codes.NotFound, err.Error())
+	case errors.Is(err, blockstore.ErrCorrupt):
+		return status.Error(codes.DataLoss, err.Error())
+	case errors.Is(err, errBadRequest):
+		return status.Error(codes.InvalidArgument, err.Error())
+	}
+	return status.Error(codes.Unavailable, err.Error())
+}
+
+// fromStatus turns the error of a call to addr back into the block store's.
+func fromStatus(addr string, err error) error {
+	switch status.Code(err) {
+	case codes.NotFound:
+		return fmt.Errorf("%s: %w: %s", addr, blockstore.ErrNotFound, status.Convert(err).Message())
+	case codes.DataLoss:
+		return fmt.Errorf("%s: %w: %s", addr, blockstore.ErrCorrupt, status.Convert(err).Message())
+	}
+	return fmt.Errorf("blockstore: %s: %w", addr, err)
+}
+
+// Transport is blockstore.Transport over gRPC, on connections from a
+// shared pool.
+type Transport struct {
+	pool *wire.Pool
+}
+
+// NewTransport returns a transport calling through pool; the pool's owner
+// closes it.
+func NewTransport(pool *wire.Pool) *Transport { return &Transport{pool: pool} }
+
+var _ blockstore.Transport = (*Transport)(nil)
+
+func (t *Transport) client(addr string) (fb.BlocksClient, error) {
+	cc, err := t.pool.Get(addr)
+	if err != nil {
+		return nil, fmt.Errorf("blockstore: %s: %w", addr, err)
+	}
+	return fb.NewBlocksClient(cc), nil
+}
+
+// Has reports which of hashes the host at to holds.
+func (t *Transport) Has(ctx context.Context, to string, hashes []blockstore.Hash) ([]bool, error) {
+	c, err := t.client(to)
+	if err != nil {
+		return nil, err
+	}
+	b := flatbuffers.NewBuilder(64 + 32*len(hashes))
+	flat := make([]byte, 0, 32*len(hashes))
+	for _, h := range hashes {
+		flat = append(flat, h[:]...)
+	}
+	v := b.CreateByteVector(flat)
+	fb.BlockHashesStart(b)
+	fb.BlockHashesAddHashes(b, v)
+	b.Finish(fb.BlockHashesEnd(b))
+	r, err := c.Has(ctx, b)
+	if err != nil {
+		return nil, fromStatus(to, err)
+	}
+	if r.PresentLength() != len(hashes) {
+		return nil, fmt.Errorf("blockstore: %s answered %d results for %d hashes", to, r.PresentLength(), len(hashes))
+	}
+	out := make([]bool, len(hashes))
+	for i := range out {
+		out[i] = r.Present(i)
+	}
+	return out, nil
+}
+
+// Put sends a block to the host at to, in pieces.
+func (t *Transport) Put(ctx context.Context, to string, h blockstore.Hash, data []byte, sync bool) error {
+	c, err := t.client(to)
+	if err != nil {
+		return err
+	}
+	stream, err := c.Put(ctx)
+	if err != nil {
+		return fromStatus(to, err)
+	}
+	for off := 0; off == 0 || off < len(data); off += PieceBytes {
+		piece := data[off:min(off+PieceBytes, len(data))]
+		if err := stream.Send(pieceMessage(h, len(data), sync, piece, off == 0)); err != nil {
+			if errors.Is(err, io.EOF) {
+				break // the server ended the call; CloseAndRecv has its error
+			}
+			return fromStatus(to, err)
+		}
+	}
+	if _, err := stream.CloseAndRecv(); err != nil {
+		return fromStatus(to, err)
+	}
+	return nil
+}
+
+// pieceMessage builds one BlockPiece; the first names the block.
+func pieceMessage(h blockstore.Hash, size int, sync bool, data []byte, first bool) *flatbuffers.Builder {
+	b := flatbuffers.NewBuilder(len(data) + 128)
+	var hash flatbuffers.UOffsetT
+	if first {
+		hash = b.CreateByteVector(h[:])
+	}
+	d := b.CreateByteVector(data)
+	fb.BlockPieceStart(b)
+	if first {
+		fb.BlockPieceAddHash(b, hash)
+		fb.BlockPieceAddSize(b, uint64(size))
+		fb.BlockPieceAddSync(b, sync)
+	}
+	fb.BlockPieceAddData(b, d)
+	b.Finish(fb.BlockPieceEnd(b))
+	return b
+}
+
+// Get fetches a block from the host at to.
+func (t *Transport) Get(ctx context.Context, to string, h blockstore.Hash) ([]byte, error) {
+	c, err := t.client(to)
+	if err != nil {
+		return nil, err
+	}
+	stream, err := c.Get(ctx, requestMessage(h, false))
+	if err != nil {
+		return nil, fromStatus(to, err)
+	}
+	var buf []byte
+	for first := true; ; first = false {
+		p, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return nil, fromStatus(to, err)
+		}
+		if first {
+			if p.Size() > blockstore.MaxBlockBytes {
+				return nil, fmt.Errorf("blockstore: %s announced a block of %d bytes", to, p.Size())
+			}
+			buf = make([]byte, 0, p.Size())
+		}
+		if len(buf)+p.DataLength() > cap(buf) {
+			return nil, fmt.Errorf("blockstore: %s sent more than the %d bytes it announced", to, cap(buf))
+		}
+		buf = append(buf, p.DataBytes()...)
+	}
+	if buf == nil || len(buf) != cap(buf) {
+		return nil, fmt.Errorf("blockstore: %s sent %d of the %d bytes it announced", to, len(buf), cap(buf))
+	}
+	return buf, nil
+}
+
+// Delete removes a block from the host at to.
+func (t *Transport) Delete(ctx context.Context, to string, h blockstore.Hash, sync bool) error {
+	c, err := t.client(to)
+	if err != nil {
+		return err
+	}
+	if _, err := c.Delete(ctx, requestMessage(h, sync)); err != nil {
+		return fromStatus(to, err)
+	}
+	return nil
+}
+
+func requestMessage(h blockstore.Hash, sync bool) *flatbuffers.Builder {
+	b := flatbuffers.NewBuilder(64)
+	v := b.CreateByteVector(h[:])
+	fb.BlockRequestStart(b)
+	fb.BlockRequestAddHash(b, v)
+	fb.BlockRequestAddSync(b, sync)
+	b.Finish(fb.BlockRequestEnd(b))
+	return b
+}
+
+// Register serves h as the Blocks service on s.
+func Register(s grpc.ServiceRegistrar, h blockstore.Handler) {
+	fb.RegisterBlocksServer(s, server{h: h})
+}
+
+type server struct {
+	fb.UnimplementedBlocksServer
+	h blockstore.Handler
+}
+
+func (s server) Has(_ context.Context, r *fb.BlockHashes) (*flatbuffers.Builder, error) {
+	flat := r.HashesBytes()
+	if len(flat)%32 != 0 || len(flat) > 32*4096 {
+		return nil, toStatus(fmt.Errorf("%w: %d bytes of hashes", errBadRequest, len(flat)))
+	}
+	hashes := make([]blockstore.Hash, len(flat)/32)
+	for i := range hashes {
+		copy(hashes[i][:], flat[32*i:])
+	}
+	present, err := s.h.HandleHas(hashes)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	b := flatbuffers.NewBuilder(64 + len(present))
+	fb.BlockPresenceStartPresentVector(b, len(present))
+	for i := len(present) - 1; i >= 0; i-- {
+		b.PrependBool(present[i])
+	}
+	v := b.EndVector(len(present))
+	fb.BlockPresenceStart(b)
+	fb.BlockPresenceAddPresent(b, v)
+	b.Finish(fb.BlockPresenceEnd(b))
+	return b, nil
+}
+
+func (s server) Put(stream fb.Blocks_PutServer) error {
+	var h blockstore.Hash
+	var buf []byte
+	var sync bool
+	for first := true; ; first = false {
+		p, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return err
+		}
+		if first {
+			if h, err = blockstore.HashFromBytes(p.HashBytes()); err != nil {
+				return toStatus(fmt.Errorf("%w: %w", errBadRequest, err))
+			}
+			if p.Size() > blockstore.MaxBlockBytes {
+				return toStatus(fmt.Errorf("%w: a block of %d bytes (at most %d)", errBadRequest, p.Size(), blockstore.MaxBlockBytes))
+			}
+			buf, sync = make([]byte, 0, p.Size()), p.Sync()
+		}
+		if len(buf)+p.DataLength() > cap(buf) {
+			return toStatus(fmt.Errorf("%w: more than the %d bytes announced", errBadRequest, cap(buf)))
+		}
+		buf = append(buf, p.DataBytes()...)
+	}
+	if buf == nil || len(buf) != cap(buf) {
+		return toStatus(fmt.Errorf("%w: %d of the %d bytes announced", errBadRequest, len(buf), cap(buf)))
+	}
+	if err := s.h.HandlePut(h, buf, sync); err != nil {
+		return toStatus(err)
+	}
+	b := flatbuffers.NewBuilder(16)
+	fb.BlockAckStart(b)
+	b.Finish(fb.BlockAckEnd(b))
+	return stream.SendAndClose(b)
+}
+
+func (s server) Get(r *fb.BlockRequest, stream fb.Blocks_GetServer) error {
+	h, err := blockstore.HashFromBytes(r.HashBytes())
+	if err != nil {
+		return toStatus(fmt.Errorf("%w: %w", errBadRequest, err))
+	}
+	data, err := s.h.HandleGet(h)
+	if err != nil {
+		return toStatus(err)
+	}
+	for off := 0; off == 0 || off < len(data); off += PieceBytes {
+		if err := stream.Send(pieceMessage(h, len(data), false, data[off:min(off+PieceBytes, len(data))], off == 0)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (s server) Delete(_ context.Context, r *fb.BlockRequest) (*flatbuffers.Builder, error) {
+	h, err := blockstore.HashFromBytes(r.HashBytes())
+	if err != nil {
+		return nil, toStatus(fmt.Errorf("%w: %w", errBadRequest, err))
+	}
+	if err := s.h.HandleDelete(h, r.Sync()); err != nil {
+		return nil, toStatus(err)
+	}
+	b := flatbuffers.NewBuilder(16)
+	fb.BlockAckStart(b)
+	b.Finish(fb.BlockAckEnd(b))
+	return b, nil
+}

@@ -1,0 +1,179 @@
+package blockrpc
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"net"
+	"testing"
+	"time"
+
+	flatbuffers "github.com/google/flatbuffers/go"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/difuse/difuse/blockstore"
+	"github.com/difuse/difuse/level"
+	"github.com/difuse/difuse/ring"
+	"github.com/difuse/difuse/ring/ringrpc"
+	"github.com/difuse/difuse/store"
+	"github.com/difuse/difuse/wire"
+	"github.com/difuse/difuse/wire/fb"
+)
+
+type host struct {
+	addr string
+	svc  *blockstore.Service
+	db   *store.Mem
+}
+
+// startCluster runs n hosts with the ring and the block store on loopback
+// gRPC and in-memory stores.
+func startCluster(t *testing.T, n int) []*host {
+	t.Helper()
+	var hosts []*host
+	var rings []*ring.Host
+	for i := range n {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr := ln.Addr().String()
+		pool := wire.NewPool()
+		t.Cleanup(func() { pool.Close() })
+		rh, err := ring.New(ring.Config{Addr: addr, TickInterval: 50 * time.Millisecond, CallTimeout: 500 * time.Millisecond}, ringrpc.NewTransport(pool))
+		if err != nil {
+			t.Fatal(err)
+		}
+		db := store.NewMem()
+		local, err := blockstore.OpenLocal(db)
+		if err != nil {
+			t.Fatal(err)
+		}
+		svc, err := blockstore.New(blockstore.Config{Addr: addr}, rh, NewTransport(pool), local)
+		if err != nil {
+			t.Fatal(err)
+		}
+		srv := grpc.NewServer(wire.ServerOptions(nil)...)
+		ringrpc.Register(srv, rh)
+		Register(srv, svc)
+		go srv.Serve(ln)
+		t.Cleanup(srv.Stop)
+		if i == 0 {
+			err = rh.Create()
+		} else {
+			err = rh.Join(context.Background(), hosts[0].addr)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { defer close(done); rh.Run(ctx) }()
+		t.Cleanup(func() { cancel(); <-done; svc.Wait() })
+		hosts = append(hosts, &host{addr, svc, db})
+		rings = append(rings, rh)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		res, err := rings[0].Lookup(context.Background(), ring.HashKey([]byte("k")), 3)
+		if err == nil && len(res.Replicas) == min(3, n) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("ring did not settle")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return hosts
+}
+
+func ctxT(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func TestBlocksOverGRPC(t *testing.T) {
+	hosts := startCluster(t, 3)
+	data := make([]byte, 5<<20+123) // many pieces, an odd tail
+	for i := range data {
+		data[i] = byte(i * 7)
+	}
+	h, err := hosts[0].svc.Set(ctxT(t), data, level.All)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, x := range hosts {
+		got, err := x.svc.Get(ctxT(t), h, level.Quorum)
+		if err != nil || !bytes.Equal(got, data) {
+			t.Fatalf("Get via %s: %d bytes, %v", x.addr, len(got), err)
+		}
+	}
+	empty, err := hosts[1].svc.Set(ctxT(t), nil, level.Quorum)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := hosts[2].svc.Get(ctxT(t), empty, level.All); err != nil || len(got) != 0 {
+		t.Fatalf("the empty block: %d bytes, %v", len(got), err)
+	}
+
+	tr := NewTransport(wire.NewPool())
+	present, err := tr.Has(ctxT(t), hosts[1].addr, []blockstore.Hash{h, blockstore.Sum([]byte("nothing"))})
+	if err != nil || !present[0] || present[1] {
+		t.Fatalf("Has = %v, %v", present, err)
+	}
+	if _, err := tr.Get(ctxT(t), hosts[1].addr, blockstore.Sum([]byte("nothing"))); !errors.Is(err, blockstore.ErrNotFound) {
+		t.Errorf("Get of an unknown block: %v, want ErrNotFound", err)
+	}
+	// A damaged copy is refused by its holder with ErrCorrupt.
+	bad := bytes.Clone(data)
+	bad[4<<20] ^= 1
+	hosts[1].db.Update(func(w store.Writer) error { return w.Set(append([]byte("b/"), h[:]...), bad) })
+	if _, err := tr.Get(ctxT(t), hosts[1].addr, h); !errors.Is(err, blockstore.ErrCorrupt) {
+		t.Errorf("Get of a damaged copy: %v, want ErrCorrupt", err)
+	}
+	if err := tr.Put(ctxT(t), hosts[1].addr, blockstore.Sum([]byte("x")), []byte("y"), true); !errors.Is(err, blockstore.ErrCorrupt) {
+		t.Errorf("Put under the wrong hash: %v, want ErrCorrupt", err)
+	}
+	if err := hosts[2].svc.Delete(ctxT(t), h, level.All); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := hosts[0].svc.Get(ctxT(t), h, level.Lazy); !errors.Is(err, blockstore.ErrNotFound) {
+		t.Errorf("Get after Delete: %v, want ErrNotFound", err)
+	}
+}
+
+func TestBadMessages(t *testing.T) {
+	hosts := startCluster(t, 1)
+	cc, err := grpc.NewClient(hosts[0].addr, wire.DialOptions()...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	c := fb.NewBlocksClient(cc)
+	b := flatbuffers.NewBuilder(64)
+	v := b.CreateByteVector(make([]byte, 33))
+	fb.BlockHashesStart(b)
+	fb.BlockHashesAddHashes(b, v)
+	b.Finish(fb.BlockHashesEnd(b))
+	if _, err := c.Has(ctxT(t), b); status.Code(err) != codes.InvalidArgument {
+		t.Errorf("Has with 33 bytes of hashes: %v", err)
+	}
+	// A Put that announces more than it sends, and one that is too large.
+	for _, size := range []int{10, blockstore.MaxBlockBytes + 1} {
+		stream, err := c.Put(ctxT(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		h := blockstore.Sum([]byte("abc"))
+		stream.Send(pieceMessage(h, size, false, []byte("abc"), true))
+		if _, err := stream.CloseAndRecv(); status.Code(err) != codes.InvalidArgument {
+			t.Errorf("Put announcing %d bytes, sending 3: %v", size, err)
+		}
+	}
+	if _, err := c.Delete(ctxT(t), requestMessage(blockstore.Hash{}, false)); err != nil {
+		t.Errorf("Delete of an absent block: %v", err)
+	}
+}
