@@ -177,9 +177,14 @@ type Stats struct {
 
 // Stats returns the store's counts.
 func (l *Local) Stats() Stats {
-	st := Stats{Blocks: l.blocks.Load(), StoredBytes: l.stored.Load(), WrittenBytes: l.written.Load(), NewBytes: l.added.Load()}
-	if st.NewBytes > 0 {
-		st.DedupRatio = float64(st.WrittenBytes) / float64(st.NewBytes)
+	return NewStats(l.blocks.Load(), l.stored.Load(), l.written.Load(), l.added.Load())
+}
+
+// NewStats returns the Stats of these counts, with the ratio computed.
+func NewStats(blocks, stored, written, added int64) Stats {
+	st := Stats{Blocks: blocks, StoredBytes: stored, WrittenBytes: written, NewBytes: added}
+	if added > 0 {
+		st.DedupRatio = float64(written) / float64(added)
 	}
 	return st
 }

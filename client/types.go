@@ -6,6 +6,7 @@ import (
 
 	flatbuffers "github.com/google/flatbuffers/go"
 
+	"github.com/difuse/difuse/blockstore"
 	"github.com/difuse/difuse/ring"
 	"github.com/difuse/difuse/ring/ringrpc"
 	"github.com/difuse/difuse/wire"
@@ -37,6 +38,8 @@ type Status struct {
 	Store      StoreStats `json:"store"`
 	RSSBytes   int64      `json:"rss_bytes"`
 	Goroutines int        `json:"goroutines"`
+	// Blocks describes the blocks the node holds.
+	Blocks blockstore.Stats `json:"blocks"`
 	// VNodes is the state of the node's virtual nodes; empty until the node
 	// has joined or created a ring.
 	VNodes []ring.VNodeStatus `json:"vnodes"`
@@ -128,7 +131,14 @@ func EncodeStatus(s Status) *flatbuffers.Builder {
 	fb.StoreStatsAddVlogBytes(b, s.Store.VlogBytes)
 	fb.StoreStatsAddFreeBytes(b, s.Store.FreeBytes)
 	st := fb.StoreStatsEnd(b)
+	fb.BlockStatsStart(b)
+	fb.BlockStatsAddBlocks(b, s.Blocks.Blocks)
+	fb.BlockStatsAddStoredBytes(b, s.Blocks.StoredBytes)
+	fb.BlockStatsAddWrittenBytes(b, s.Blocks.WrittenBytes)
+	fb.BlockStatsAddNewBytes(b, s.Blocks.NewBytes)
+	bs := fb.BlockStatsEnd(b)
 	fb.StatusReplyStart(b)
+	fb.StatusReplyAddBlocks(b, bs)
 	fb.StatusReplyAddNode(b, node)
 	fb.StatusReplyAddStartUnixNano(b, s.Started.UnixNano())
 	fb.StatusReplyAddDataDir(b, dir)
@@ -153,6 +163,9 @@ func DecodeStatus(r *fb.StatusReply) (Status, error) {
 	}
 	if st := r.Store(nil); st != nil {
 		s.Store = StoreStats{LSMBytes: st.LsmBytes(), VlogBytes: st.VlogBytes(), FreeBytes: st.FreeBytes()}
+	}
+	if bs := r.Blocks(nil); bs != nil {
+		s.Blocks = blockstore.NewStats(bs.Blocks(), bs.StoredBytes(), bs.WrittenBytes(), bs.NewBytes())
 	}
 	var t fb.VNodeState
 	for i := range r.VnodesLength() {

@@ -21,6 +21,8 @@ func (n *Node) httpHandler() http.Handler {
 	mux.HandleFunc("GET /v1/kv/{key...}", n.handleKVGet)
 	mux.HandleFunc("PUT /v1/kv/{key...}", n.handleKVPut)
 	mux.HandleFunc("DELETE /v1/kv/{key...}", n.handleKVDelete)
+	mux.HandleFunc("PUT /v1/blocks", n.handleBlockPut)
+	mux.HandleFunc("GET /v1/blocks/{hash}", n.handleBlockGet)
 	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
 	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)

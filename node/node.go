@@ -14,6 +14,8 @@ import (
 
 	"google.golang.org/grpc"
 
+	"github.com/difuse/difuse/blockstore"
+	"github.com/difuse/difuse/blockstore/blockrpc"
 	"github.com/difuse/difuse/ring"
 	"github.com/difuse/difuse/ring/ringrpc"
 	"github.com/difuse/difuse/store"
@@ -50,6 +52,9 @@ type Config struct {
 	// MaxValueBytes bounds one key-value value, and the values of one
 	// transaction together. Default 1 MiB.
 	MaxValueBytes int
+	// MaxBlockBytes bounds a block stored through HTTP. Default 4 MiB, the
+	// largest block chunking makes.
+	MaxBlockBytes int64
 	// RequestTimeout bounds a client's request, retries included, where the
 	// client gives no deadline of its own. Default 10s.
 	RequestTimeout time.Duration
@@ -79,6 +84,9 @@ func (c *Config) setDefaults() {
 	if c.MaxValueBytes == 0 {
 		c.MaxValueBytes = 1 << 20
 	}
+	if c.MaxBlockBytes == 0 {
+		c.MaxBlockBytes = blockstore.DefaultMaxChunk
+	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -94,8 +102,8 @@ var ErrListen = errors.New("cannot listen")
 // told to join.
 var ErrJoin = errors.New("cannot join")
 
-// Node is one difused: a local store, a place in the ring and the
-// transaction logs it replicates, served over gRPC and HTTP.
+// Node is one difused: a local store, a place in the ring, and the
+// transaction logs and blocks it replicates, served over gRPC and HTTP.
 type Node struct {
 	cfg     Config
 	log     *slog.Logger
@@ -109,6 +117,7 @@ type Node struct {
 	pool    *wire.Pool
 	ring    *ring.Host
 	txlog   *txlog.Service
+	blocks  *blockstore.Service
 
 	runOnce sync.Once
 }
@@ -164,11 +173,20 @@ func New(cfg Config) (_ *Node, err error) {
 	if n.txlog, err = txlog.New(tc, n.ring, txlogrpc.NewTransport(n.pool), n.db); err != nil {
 		return nil, err
 	}
+	local, err := blockstore.OpenLocal(n.db)
+	if err != nil {
+		return nil, err
+	}
+	bc := blockstore.Config{Addr: advertise, Replicas: rc.Replicas, CallTimeout: rc.CallTimeout, Logger: n.log.With("component", "blocks")}
+	if n.blocks, err = blockstore.New(bc, n.ring, blockrpc.NewTransport(n.pool), local); err != nil {
+		return nil, err
+	}
 	n.grpcSrv = grpc.NewServer(wire.ServerOptions(n.log)...)
 	fb.RegisterPeerServer(n.grpcSrv, peerService{n: n})
 	fb.RegisterClientServer(n.grpcSrv, clientService{n: n})
 	ringrpc.Register(n.grpcSrv, n.ring)
 	txlogrpc.Register(n.grpcSrv, n.txlog)
+	blockrpc.Register(n.grpcSrv, n.blocks)
 	n.httpSrv = &http.Server{Handler: n.httpHandler(), ReadHeaderTimeout: 10 * time.Second}
 	return n, nil
 }
@@ -266,6 +284,7 @@ func (n *Node) run(ctx context.Context) error {
 		<-stopped
 	}
 	n.txlog.Close()
+	n.blocks.Wait()
 	n.pool.Close()
 	if err := n.db.Close(); err != nil && runErr == nil {
 		runErr = err

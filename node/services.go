@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"net/http"
 	"os"
 	"runtime"
 	"strconv"
@@ -33,6 +34,7 @@ func (n *Node) Status() client.Status {
 		Store:      client.StoreStats{LSMBytes: st.LSMBytes, VlogBytes: st.VlogBytes, FreeBytes: st.FreeBytes},
 		RSSBytes:   rssBytes(),
 		Goroutines: runtime.NumGoroutine(),
+		Blocks:     n.blocks.Local().Stats(),
 		VNodes:     n.ring.Status(),
 	}
 }
@@ -124,4 +126,10 @@ func (n *Node) do(ctx context.Context, req txlog.Request) (txlog.Response, error
 	ctx, cancel := context.WithTimeout(ctx, n.cfg.RequestTimeout)
 	defer cancel()
 	return n.txlog.Do(ctx, req)
+}
+
+// requestContext bounds an HTTP request's work by the node's request
+// timeout.
+func (n *Node) requestContext(r *http.Request) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(r.Context(), n.cfg.RequestTimeout)
 }

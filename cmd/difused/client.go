@@ -54,6 +54,8 @@ func printStatus(w io.Writer, st client.Status) {
 	}
 	fmt.Fprintf(w, "data        %s\n", st.DataDir)
 	fmt.Fprintf(w, "store       %s LSM, %s value log, %s free\n", mib(st.Store.LSMBytes), mib(st.Store.VlogBytes), mib(st.Store.FreeBytes))
+	fmt.Fprintf(w, "blocks      %d held, %s; since start %s written, %s new (dedup ratio %.2f)\n",
+		st.Blocks.Blocks, mib(st.Blocks.StoredBytes), mib(st.Blocks.WrittenBytes), mib(st.Blocks.NewBytes), st.Blocks.DedupRatio)
 	fmt.Fprintf(w, "memory      %s resident, %d goroutines\n", mib(st.RSSBytes), st.Goroutines)
 	if len(st.VNodes) == 0 {
 		fmt.Fprintln(w, "ring        not a member yet")

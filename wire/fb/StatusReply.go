@@ -131,8 +131,21 @@ func (rcv *StatusReply) VnodesLength() int {
 	return 0
 }
 
+func (rcv *StatusReply) Blocks(obj *BlockStats) *BlockStats {
+	o := flatbuffers.UOffsetT(rcv._tab.Offset(20))
+	if o != 0 {
+		x := rcv._tab.Indirect(o + rcv._tab.Pos)
+		if obj == nil {
+			obj = new(BlockStats)
+		}
+		obj.Init(rcv._tab.Bytes, x)
+		return obj
+	}
+	return nil
+}
+
 func StatusReplyStart(builder *flatbuffers.Builder) {
-	builder.StartObject(8)
+	builder.StartObject(9)
 }
 func StatusReplyAddNode(builder *flatbuffers.Builder, node flatbuffers.UOffsetT) {
 	builder.PrependUOffsetTSlot(0, flatbuffers.UOffsetT(node), 0)
@@ -160,6 +173,9 @@ func StatusReplyAddVnodes(builder *flatbuffers.Builder, vnodes flatbuffers.UOffs
 }
 func StatusReplyStartVnodesVector(builder *flatbuffers.Builder, numElems int) flatbuffers.UOffsetT {
 	return builder.StartVector(4, numElems, 4)
+}
+func StatusReplyAddBlocks(builder *flatbuffers.Builder, blocks flatbuffers.UOffsetT) {
+	builder.PrependUOffsetTSlot(8, flatbuffers.UOffsetT(blocks), 0)
 }
 func StatusReplyEnd(builder *flatbuffers.Builder) flatbuffers.UOffsetT {
 	return builder.EndObject()
