@@ -25,12 +25,15 @@ import (
 type host struct {
 	addr string
 	svc  *blockstore.Service
-	db   *store.Mem
+	db   interface {
+		Update(func(store.Writer) error) error
+	}
 }
 
 // startCluster runs n hosts with the ring and the block store on loopback
-// gRPC and in-memory stores.
-func startCluster(t *testing.T, n int) []*host {
+// gRPC and in-memory stores, or with onDisk on Badger in temporary
+// directories.
+func startCluster(t testing.TB, n int, onDisk bool) []*host {
 	t.Helper()
 	var hosts []*host
 	var rings []*ring.Host
@@ -46,8 +49,23 @@ func startCluster(t *testing.T, n int) []*host {
 		if err != nil {
 			t.Fatal(err)
 		}
-		db := store.NewMem()
-		local, err := blockstore.OpenLocal(db)
+		var local *blockstore.Local
+		var db interface {
+			Update(func(store.Writer) error) error
+		}
+		if onDisk {
+			bdb, err := store.Open(store.Options{Dir: t.TempDir(), MinFreeBytes: -1, GCInterval: -1})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { bdb.Close() })
+			db = bdb
+			local, err = blockstore.OpenLocal(bdb)
+		} else {
+			mem := store.NewMem()
+			db = mem
+			local, err = blockstore.OpenLocal(mem)
+		}
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -96,7 +114,7 @@ func ctxT(t *testing.T) context.Context {
 }
 
 func TestBlocksOverGRPC(t *testing.T) {
-	hosts := startCluster(t, 3)
+	hosts := startCluster(t, 3, false)
 	data := make([]byte, 5<<20+123) // many pieces, an odd tail
 	for i := range data {
 		data[i] = byte(i * 7)
@@ -146,7 +164,7 @@ func TestBlocksOverGRPC(t *testing.T) {
 }
 
 func TestBadMessages(t *testing.T) {
-	hosts := startCluster(t, 1)
+	hosts := startCluster(t, 1, false)
 	cc, err := grpc.NewClient(hosts[0].addr, wire.DialOptions()...)
 	if err != nil {
 		t.Fatal(err)
