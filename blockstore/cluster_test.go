@@ -6,19 +6,19 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"testing"
 	"time"
 
 	"github.com/difuse/difuse/level"
 	"github.com/difuse/difuse/memnet"
 	"github.com/difuse/difuse/ring"
-	"github.com/difuse/difuse/store"
 )
 
 // testHost is one member of an in-memory cluster.
 type testHost struct {
 	addr string
-	db   *store.Mem
+	dir  string // the block store's directory
 	svc  *Service
 	ring *ring.Host
 }
@@ -45,8 +45,8 @@ func newCluster(t *testing.T, n int) ([]*testHost, *memnet.Faults) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		db := store.NewMem()
-		local, err := OpenLocal(db)
+		dir := t.TempDir()
+		local, err := OpenLocal(dir, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -59,7 +59,7 @@ func newCluster(t *testing.T, n int) ([]*testHost, *memnet.Faults) {
 		done := make(chan struct{})
 		go func() { defer close(done); rh.Run(ctx) }()
 		t.Cleanup(func() { cancel(); <-done; svc.Wait() })
-		hosts = append(hosts, &testHost{addr, db, svc, rh})
+		hosts = append(hosts, &testHost{addr, dir, svc, rh})
 	}
 	// Wait until every host places keys on n (up to 3) hosts alike.
 	deadline := time.Now().Add(10 * time.Second)
@@ -197,8 +197,10 @@ func TestDamagedCopyRepaired(t *testing.T) {
 	leader := reps[0]
 	bad := bytes.Clone(data)
 	bad[12345] ^= 0x40
-	leader.db.Update(func(w store.Writer) error { return w.Set(blockKey(h), bad) })
-	if err := reps[1].svc.Local().Delete(h); err != nil {
+	if err := os.WriteFile(leader.svc.Local().path(h), bad, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := reps[1].svc.Local().Delete(h, false); err != nil {
 		t.Fatal(err)
 	}
 	got, err := hosts[2].svc.Get(ctxFor(t), h, level.Leader)
@@ -212,7 +214,7 @@ func TestDamagedCopyRepaired(t *testing.T) {
 		t.Errorf("the damaged copy on %s was not repaired: %v", leader.addr, err)
 	}
 	// A quorum read checks and repairs the copies it did not read.
-	if err := reps[1].svc.Local().Delete(h); err != nil {
+	if err := reps[1].svc.Local().Delete(h, false); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := hosts[0].svc.Get(ctxFor(t), h, level.All); err != nil {

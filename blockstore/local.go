@@ -3,8 +3,13 @@ package blockstore
 import (
 	"errors"
 	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 
 	"github.com/difuse/difuse/store"
 )
@@ -17,25 +22,16 @@ var (
 	ErrCorrupt = errors.New("blockstore: block corrupt")
 )
 
-// kv is the part of the node's store that blocks live in; *store.DB and
-// *store.Mem implement it.
-type kv interface {
-	Get(key []byte) ([]byte, error)
-	Size(key []byte) (int64, error)
-	Update(fn func(w store.Writer) error) error
-	ScanSizes(prefix []byte, fn func(key []byte, size int64) error) error
-	Sync() error
-}
-
-// blockPrefix starts the store key of every block: "b/" and the hash.
-const blockPrefix = "b/"
-
-func blockKey(h Hash) []byte { return append([]byte(blockPrefix), h[:]...) }
-
-// Local is one node's store of blocks, in the node's database. Every read
-// re-hashes the block. It is safe for concurrent use.
+// Local is one node's store of blocks: a file per block, under a directory
+// beside the node's database (dir/ab/abcd…, by the hash's first byte).
+// Writing and syncing a 1 MiB block this way runs as fast as putting it
+// into Badger and syncing (docs/blockstore.md), and deleting a block frees
+// its space at once, where Badger's value log would need collection passes
+// that rewrite live data. Every read re-hashes the block. It is safe for
+// concurrent use.
 type Local struct {
-	db kv
+	dir   string
+	space func(n int64) error
 	// locks serialise the check-and-write of blocks whose hashes share a
 	// first byte, so that counts stay exact under concurrent puts.
 	locks [64]sync.Mutex
@@ -45,75 +41,149 @@ type Local struct {
 	blocks, stored, written, added atomic.Int64
 }
 
-func (l *Local) lock(h Hash) *sync.Mutex { return &l.locks[h[0]%64] }
+// tmpPrefix starts the name of a block being written; a crash can leave
+// one behind, and OpenLocal removes it.
+const tmpPrefix = ".tmp-"
 
-// OpenLocal returns the block store in db, counting what it holds.
-func OpenLocal(db kv) (*Local, error) {
-	l := &Local{db: db}
-	err := db.ScanSizes([]byte(blockPrefix), func(_ []byte, size int64) error {
+// OpenLocal returns the block store in dir, creating it if need be, and
+// counts what it holds. space, if not nil, is asked before every write
+// whether that many more bytes fit (the node's store keeps a reserve).
+func OpenLocal(dir string, space func(n int64) error) (*Local, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("blockstore: %w", err)
+	}
+	l := &Local{dir: dir, space: space}
+	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		if strings.HasPrefix(d.Name(), tmpPrefix) {
+			return os.Remove(path) // a write the process did not finish
+		}
+		info, err := d.Info()
+		if err != nil {
+			return err
+		}
 		l.blocks.Add(1)
-		l.stored.Add(size)
+		l.stored.Add(info.Size())
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("blockstore: count the blocks: %w", err)
+		return nil, fmt.Errorf("blockstore: count the blocks in %s: %w", dir, err)
 	}
 	return l, nil
 }
 
+func (l *Local) lock(h Hash) *sync.Mutex { return &l.locks[h[0]%64] }
+
+// path returns where block h lives.
+func (l *Local) path(h Hash) string {
+	s := h.String()
+	return filepath.Join(l.dir, s[:2], s)
+}
+
 // Put stores data under its hash, unless a sound block of that hash is
 // already there (a damaged one is replaced), and returns the hash and
-// whether it was new. The block is durable after Sync.
-func (l *Local) Put(data []byte) (Hash, bool, error) {
+// whether it was new. With sync the block is on disk when Put returns.
+func (l *Local) Put(data []byte, sync bool) (Hash, bool, error) {
 	h := Sum(data)
-	added, err := l.put(h, data)
+	added, err := l.put(h, data, sync)
 	return h, added, err
 }
 
 // PutHashed stores data that the caller says hashes to h, after checking
 // that it does (ErrCorrupt otherwise); it returns whether it was new.
-func (l *Local) PutHashed(h Hash, data []byte) (bool, error) {
+func (l *Local) PutHashed(h Hash, data []byte, sync bool) (bool, error) {
 	if Sum(data) != h {
 		return false, fmt.Errorf("%w: %d bytes sent as %s hash to %s", ErrCorrupt, len(data), h, Sum(data))
 	}
-	return l.put(h, data)
+	return l.put(h, data, sync)
 }
 
-func (l *Local) put(h Hash, data []byte) (bool, error) {
+func (l *Local) put(h Hash, data []byte, sync bool) (bool, error) {
 	l.written.Add(int64(len(data)))
 	mu := l.lock(h)
 	mu.Lock()
 	defer mu.Unlock()
-	old, err := l.db.Size(blockKey(h))
-	switch {
-	case errors.Is(err, store.ErrNotFound):
-	case err != nil:
-		return false, fmt.Errorf("blockstore: put %s: %w", h, err)
-	default:
+	path := l.path(h)
+	var old int64 = -1
+	if info, err := os.Stat(path); err == nil {
 		// Already here. Senders ask first, so a put of a block already
 		// held is rare, and mostly a repair: keep the copy only if sound.
 		if _, err := l.Get(h); !errors.Is(err, ErrCorrupt) {
 			return false, err
 		}
+		old = info.Size()
 	}
-	if err := l.db.Update(func(w store.Writer) error { return w.Set(blockKey(h), data) }); err != nil {
+	if l.space != nil {
+		if err := l.space(int64(len(data))); err != nil {
+			return false, fmt.Errorf("blockstore: put %s: %w", h, err)
+		}
+	}
+	if err := writeFile(path, data, sync); err != nil {
+		if errors.Is(err, syscall.ENOSPC) {
+			err = fmt.Errorf("%w: %w", store.ErrNoSpace, err)
+		}
 		return false, fmt.Errorf("blockstore: put %s: %w", h, err)
 	}
-	if errors.Is(err, store.ErrNotFound) {
-		l.blocks.Add(1)
-		l.stored.Add(int64(len(data)))
-		l.added.Add(int64(len(data)))
-		return true, nil
+	if old >= 0 {
+		l.stored.Add(int64(len(data)) - old) // a damaged copy replaced
+		return false, nil
 	}
-	l.stored.Add(int64(len(data)) - old) // a damaged copy replaced
-	return false, nil
+	l.blocks.Add(1)
+	l.stored.Add(int64(len(data)))
+	l.added.Add(int64(len(data)))
+	return true, nil
+}
+
+// writeFile writes data to path through a temporary file renamed into
+// place, so that a reader never sees half a block; with sync, file and
+// directory are synced first.
+func writeFile(path string, data []byte, sync bool) error {
+	dir := filepath.Dir(path)
+	f, err := os.CreateTemp(dir, tmpPrefix)
+	if errors.Is(err, fs.ErrNotExist) {
+		if err = os.MkdirAll(dir, 0o700); err == nil {
+			f, err = os.CreateTemp(dir, tmpPrefix)
+		}
+	}
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(data)
+	if err == nil && sync {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(f.Name(), path)
+	}
+	if err != nil {
+		os.Remove(f.Name())
+		return err
+	}
+	if sync {
+		return syncDir(dir)
+	}
+	return nil
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
 }
 
 // Has reports whether the store holds a block of hash h, without reading it.
 func (l *Local) Has(h Hash) (bool, error) {
-	_, err := l.db.Size(blockKey(h))
+	_, err := os.Stat(l.path(h))
 	switch {
-	case errors.Is(err, store.ErrNotFound):
+	case errors.Is(err, fs.ErrNotExist):
 		return false, nil
 	case err != nil:
 		return false, fmt.Errorf("blockstore: has %s: %w", h, err)
@@ -124,9 +194,9 @@ func (l *Local) Has(h Hash) (bool, error) {
 // Get returns the block of hash h after checking that its bytes hash to h:
 // ErrNotFound if it is not here, ErrCorrupt if it is damaged.
 func (l *Local) Get(h Hash) ([]byte, error) {
-	data, err := l.db.Get(blockKey(h))
+	data, err := os.ReadFile(l.path(h))
 	switch {
-	case errors.Is(err, store.ErrNotFound):
+	case errors.Is(err, fs.ErrNotExist):
 		return nil, fmt.Errorf("%w: %s", ErrNotFound, h)
 	case err != nil:
 		return nil, fmt.Errorf("blockstore: get %s: %w", h, err)
@@ -137,28 +207,30 @@ func (l *Local) Get(h Hash) ([]byte, error) {
 	return data, nil
 }
 
-// Delete removes the block of hash h, if it is here.
-func (l *Local) Delete(h Hash) error {
+// Delete removes the block of hash h, if it is here; with sync the removal
+// is on disk when Delete returns.
+func (l *Local) Delete(h Hash, sync bool) error {
 	mu := l.lock(h)
 	mu.Lock()
 	defer mu.Unlock()
-	size, err := l.db.Size(blockKey(h))
-	if errors.Is(err, store.ErrNotFound) {
+	path := l.path(h)
+	info, err := os.Stat(path)
+	if errors.Is(err, fs.ErrNotExist) {
 		return nil
+	}
+	if err == nil {
+		err = os.Remove(path)
+	}
+	if err == nil && sync {
+		err = syncDir(filepath.Dir(path))
 	}
 	if err != nil {
 		return fmt.Errorf("blockstore: delete %s: %w", h, err)
 	}
-	if err := l.db.Update(func(w store.Writer) error { return w.Delete(blockKey(h)) }); err != nil {
-		return fmt.Errorf("blockstore: delete %s: %w", h, err)
-	}
 	l.blocks.Add(-1)
-	l.stored.Add(-size)
+	l.stored.Add(-info.Size())
 	return nil
 }
-
-// Sync makes every block put so far durable.
-func (l *Local) Sync() error { return l.db.Sync() }
 
 // Stats describes a node's blocks.
 type Stats struct {

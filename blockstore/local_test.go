@@ -2,24 +2,48 @@ package blockstore
 
 import (
 	"errors"
+	"os"
+	"path/filepath"
 	"sync"
 	"testing"
 
 	"github.com/difuse/difuse/store"
 )
 
+// The space check refuses a write that would eat the reserve.
+func TestLocalNoSpace(t *testing.T) {
+	l, err := OpenLocal(t.TempDir(), func(n int64) error {
+		if n > 1000 {
+			return store.ErrNoSpace
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := l.Put(randomBytes(2000, 1), true); !errors.Is(err, store.ErrNoSpace) {
+		t.Errorf("Put past the reserve: %v, want ErrNoSpace", err)
+	}
+	if _, _, err := l.Put(randomBytes(500, 1), true); err != nil {
+		t.Errorf("a small Put: %v", err)
+	}
+	if st := l.Stats(); st.Blocks != 1 || st.StoredBytes != 500 {
+		t.Errorf("Stats = %+v", st)
+	}
+}
+
 func TestLocal(t *testing.T) {
-	db := store.NewMem()
-	l, err := OpenLocal(db)
+	dir := t.TempDir()
+	l, err := OpenLocal(dir, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	data := randomBytes(100<<10, 1)
-	h, added, err := l.Put(data)
+	h, added, err := l.Put(data, true)
 	if err != nil || !added || h != Sum(data) {
 		t.Fatalf("Put = %s, %v, %v", h, added, err)
 	}
-	if _, added, _ := l.Put(data); added {
+	if _, added, _ := l.Put(data, false); added {
 		t.Error("the same block was stored twice")
 	}
 	got, err := l.Get(h)
@@ -32,22 +56,35 @@ func TestLocal(t *testing.T) {
 	if st := l.Stats(); st.Blocks != 1 || st.StoredBytes != int64(len(data)) || st.WrittenBytes != 2*int64(len(data)) || st.DedupRatio != 2 {
 		t.Errorf("Stats = %+v", st)
 	}
-	if _, err := l.PutHashed(Sum([]byte("other")), data); !errors.Is(err, ErrCorrupt) {
+	if _, err := l.PutHashed(Sum([]byte("other")), data, false); !errors.Is(err, ErrCorrupt) {
 		t.Errorf("PutHashed under the wrong hash: %v", err)
 	}
 	// A block damaged on disk is detected on read.
 	bad := append([]byte{}, data...)
 	bad[1000] ^= 1
-	db.Update(func(w store.Writer) error { return w.Set(blockKey(h), bad) })
+	if err := os.WriteFile(l.path(h), bad, 0o600); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := l.Get(h); !errors.Is(err, ErrCorrupt) {
 		t.Errorf("Get of a damaged block: %v, want ErrCorrupt", err)
 	}
-	// Counts survive a reopen; Delete removes.
-	l2, err := OpenLocal(db)
+	// Putting it again replaces the damaged copy.
+	if _, err := l.PutHashed(h, data, true); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := l.Get(h); err != nil || string(got) != string(data) {
+		t.Fatalf("Get after the repair: %v", err)
+	}
+	// A write the process did not finish is swept away on open; counts
+	// survive a reopen; Delete removes.
+	if err := os.WriteFile(filepath.Join(dir, h.String()[:2], tmpPrefix+"123"), []byte("half"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	l2, err := OpenLocal(dir, nil)
 	if err != nil || l2.Stats().Blocks != 1 || l2.Stats().StoredBytes != int64(len(data)) {
 		t.Fatalf("reopened: %+v, %v", l2.Stats(), err)
 	}
-	if err := l2.Delete(h); err != nil {
+	if err := l2.Delete(h, true); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := l2.Get(h); !errors.Is(err, ErrNotFound) {
@@ -59,7 +96,7 @@ func TestLocal(t *testing.T) {
 }
 
 func TestLocalConcurrentPuts(t *testing.T) {
-	l, err := OpenLocal(store.NewMem())
+	l, err := OpenLocal(t.TempDir(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -68,7 +105,7 @@ func TestLocalConcurrentPuts(t *testing.T) {
 	for range 8 {
 		wg.Go(func() {
 			for _, b := range blocks {
-				if _, _, err := l.Put(b); err != nil {
+				if _, _, err := l.Put(b, false); err != nil {
 					t.Error(err)
 				}
 			}

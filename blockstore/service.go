@@ -394,25 +394,12 @@ func (s *Service) HandleHas(hashes []Hash) ([]bool, error) {
 // HandlePut stores a block sent as h after checking its hash, syncing it if
 // asked.
 func (s *Service) HandlePut(h Hash, data []byte, sync bool) error {
-	if _, err := s.local.PutHashed(h, data); err != nil {
-		return err
-	}
-	if sync {
-		return s.local.Sync()
-	}
-	return nil
+	_, err := s.local.PutHashed(h, data, sync)
+	return err
 }
 
 // HandleGet returns a block after checking its hash.
 func (s *Service) HandleGet(h Hash) ([]byte, error) { return s.local.Get(h) }
 
 // HandleDelete removes a block, syncing the removal if asked.
-func (s *Service) HandleDelete(h Hash, sync bool) error {
-	if err := s.local.Delete(h); err != nil {
-		return err
-	}
-	if sync {
-		return s.local.Sync()
-	}
-	return nil
-}
+func (s *Service) HandleDelete(h Hash, sync bool) error { return s.local.Delete(h, sync) }

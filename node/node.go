@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"path/filepath"
 	"sync"
 	"time"
 
@@ -173,7 +174,7 @@ func New(cfg Config) (_ *Node, err error) {
 	if n.txlog, err = txlog.New(tc, n.ring, txlogrpc.NewTransport(n.pool), n.db); err != nil {
 		return nil, err
 	}
-	local, err := blockstore.OpenLocal(n.db)
+	local, err := blockstore.OpenLocal(filepath.Join(n.db.Dir(), "blocks"), n.db.CheckSpace)
 	if err != nil {
 		return nil, err
 	}

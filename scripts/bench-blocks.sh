@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Benchmarks the block store: chunking and hashing on one core, and storing
-# 1 MiB blocks at quorum into a 3-host cluster over loopback gRPC against
-# the local block store on Badger, measured in the same run, by 1 and by 4
-# writers. Prints the Go benchmark lines, then MB/s with the ratio to Badger.
+# 1 MiB blocks durably into one local Badger (the baseline), into the local
+# block store (a file each) and at quorum into a 3-host cluster over
+# loopback gRPC, measured in the same run, by 1 and by 4 writers. Prints the
+# Go benchmark lines, then MB/s with the ratios to Badger.
 # Usage: scripts/bench-blocks.sh [benchtime, default 3s]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,9 +21,9 @@ awk '
     seen[w] = 1
   }
   END {
-    printf "%-12s %12s %12s %8s\n", "writers", "badger MB/s", "quorum MB/s", "ratio"
+    printf "%-12s %12s %12s %12s %12s %12s\n", "writers", "badger MB/s", "files MB/s", "quorum MB/s", "files/badger", "quorum/badger"
     for (w in seen) {
-      b = rate["badger", w]; q = rate["quorum", w]
-      printf "%-12s %12.1f %12.1f %8.3f\n", w, b, q, (b > 0 ? q / b : 0) | "sort -t= -k2 -n"
+      b = rate["badger", w]; f = rate["files", w]; q = rate["quorum", w]
+      printf "%-12s %12.1f %12.1f %12.1f %12.3f %12.3f\n", w, b, f, q, (b > 0 ? f / b : 0), (b > 0 ? q / b : 0) | "sort -t= -k2 -n"
     }
   }' "$out"

@@ -90,7 +90,7 @@ func (o *Options) setDefaults() error {
 type DB struct {
 	dir     string
 	reserve int64
-	// space throttles free-space checks; see checkSpace.
+	// space throttles free-space checks; see CheckSpace.
 	space struct {
 		sync.Mutex
 		written int64
@@ -124,7 +124,7 @@ func Open(opts Options) (*DB, error) {
 		return nil, err
 	}
 	db := &DB{dir: dir, reserve: opts.MinFreeBytes, lock: lock, log: opts.Logger, stop: make(chan struct{}), done: make(chan struct{})}
-	if err := db.checkSpace(0); err != nil {
+	if err := db.CheckSpace(0); err != nil {
 		lock.Close()
 		return nil, err
 	}
@@ -205,11 +205,12 @@ const (
 	spaceCheckAge   = time.Second
 )
 
-// checkSpace accounts for n bytes about to be written and fails with
+// CheckSpace accounts for n bytes about to be written to the data
+// directory's file system, by the store or beside it, and fails with
 // ErrNoSpace when the file system's free space is below the reserve. It
 // calls statfs only every spaceCheckBytes or spaceCheckAge, so small writes
 // stay cheap.
-func (db *DB) checkSpace(n int64) error {
+func (db *DB) CheckSpace(n int64) error {
 	if db.reserve <= 0 {
 		return nil
 	}
@@ -218,7 +219,7 @@ func (db *DB) checkSpace(n int64) error {
 	defer s.Unlock()
 	s.written += n
 	if s.written >= spaceCheckBytes || time.Since(s.checked) >= spaceCheckAge || s.free < db.reserve {
-		free, err := freeBytes(db.dir)
+		free, err := FreeBytes(db.dir)
 		if err != nil {
 			return fmt.Errorf("store: data directory %s: %w", db.dir, err)
 		}
@@ -231,7 +232,9 @@ func (db *DB) checkSpace(n int64) error {
 	return nil
 }
 
-func freeBytes(dir string) (int64, error) {
+// FreeBytes returns the space left for unprivileged users on the file
+// system that holds dir.
+func FreeBytes(dir string) (int64, error) {
 	var st syscall.Statfs_t
 	if err := syscall.Statfs(dir, &st); err != nil {
 		return 0, err
@@ -332,7 +335,7 @@ func (db *DB) Update(fn func(w Writer) error) error {
 		if err := fn(w); err != nil {
 			return err
 		}
-		return db.checkSpace(w.bytes)
+		return db.CheckSpace(w.bytes)
 	})
 	switch {
 	case errors.Is(err, badger.ErrDBClosed):
@@ -345,7 +348,7 @@ func (db *DB) Update(fn func(w Writer) error) error {
 	return nil
 }
 
-// txnWriter counts the bytes an update writes, for checkSpace.
+// txnWriter counts the bytes an update writes, for CheckSpace.
 type txnWriter struct {
 	txn   *badger.Txn
 	bytes int64
@@ -408,7 +411,7 @@ type Stats struct {
 // Stats returns the database's current size and the free space left.
 func (db *DB) Stats() Stats {
 	lsm, vlog := db.bdb.Size()
-	free, _ := freeBytes(db.dir)
+	free, _ := FreeBytes(db.dir)
 	return Stats{LSMBytes: lsm, VlogBytes: vlog, FreeBytes: free}
 }
 

@@ -13,9 +13,10 @@ import (
 )
 
 // BenchmarkSetBlock measures storing distinct 1 MiB blocks durably: into
-// one local Badger (the baseline: the local block store's Put, then Sync)
-// and at quorum into a 3-host cluster over loopback gRPC on Badger, each by
-// 1 and by 4 concurrent writers. scripts/bench-blocks.sh prints the ratios.
+// one local Badger (Update then Sync: the baseline), into the local block
+// store (a synced file each), and at quorum into a 3-host cluster over
+// loopback gRPC, each by 1 and by 4 concurrent writers.
+// scripts/bench-blocks.sh prints the ratios to Badger.
 func BenchmarkSetBlock(b *testing.B) {
 	const size = 1 << 20
 	for _, writers := range []int{1, 4} {
@@ -25,15 +26,22 @@ func BenchmarkSetBlock(b *testing.B) {
 				b.Fatal(err)
 			}
 			defer db.Close()
-			local, err := blockstore.OpenLocal(db)
+			runBlocks(b, writers, size, func(_ context.Context, data []byte) error {
+				key := blockstore.Sum(data)
+				if err := db.Update(func(w store.Writer) error { return w.Set(key[:], data) }); err != nil {
+					return err
+				}
+				return db.Sync()
+			})
+		})
+		b.Run(fmt.Sprintf("files/writers=%d", writers), func(b *testing.B) {
+			local, err := blockstore.OpenLocal(b.TempDir(), nil)
 			if err != nil {
 				b.Fatal(err)
 			}
 			runBlocks(b, writers, size, func(_ context.Context, data []byte) error {
-				if _, _, err := local.Put(data); err != nil {
-					return err
-				}
-				return local.Sync()
+				_, _, err := local.Put(data, true)
+				return err
 			})
 		})
 		b.Run(fmt.Sprintf("quorum/writers=%d", writers), func(b *testing.B) {

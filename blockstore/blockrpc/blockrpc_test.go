@@ -5,6 +5,8 @@ import (
 	"context"
 	"errors"
 	"net"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -25,14 +27,12 @@ import (
 type host struct {
 	addr string
 	svc  *blockstore.Service
-	db   interface {
-		Update(func(store.Writer) error) error
-	}
+	dir  string // the block store's directory
 }
 
 // startCluster runs n hosts with the ring and the block store on loopback
-// gRPC and in-memory stores, or with onDisk on Badger in temporary
-// directories.
+// gRPC, the blocks in temporary directories; onDisk adds the node's
+// database beside them, which keeps the free-space reserve.
 func startCluster(t testing.TB, n int, onDisk bool) []*host {
 	t.Helper()
 	var hosts []*host
@@ -49,23 +49,18 @@ func startCluster(t testing.TB, n int, onDisk bool) []*host {
 		if err != nil {
 			t.Fatal(err)
 		}
-		var local *blockstore.Local
-		var db interface {
-			Update(func(store.Writer) error) error
-		}
+		dir := t.TempDir()
+		var space func(int64) error
 		if onDisk {
+			// The node's database sits beside the blocks and keeps the reserve.
 			bdb, err := store.Open(store.Options{Dir: t.TempDir(), MinFreeBytes: -1, GCInterval: -1})
 			if err != nil {
 				t.Fatal(err)
 			}
 			t.Cleanup(func() { bdb.Close() })
-			db = bdb
-			local, err = blockstore.OpenLocal(bdb)
-		} else {
-			mem := store.NewMem()
-			db = mem
-			local, err = blockstore.OpenLocal(mem)
+			space = bdb.CheckSpace
 		}
+		local, err := blockstore.OpenLocal(dir, space)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -90,7 +85,7 @@ func startCluster(t testing.TB, n int, onDisk bool) []*host {
 		done := make(chan struct{})
 		go func() { defer close(done); rh.Run(ctx) }()
 		t.Cleanup(func() { cancel(); <-done; svc.Wait() })
-		hosts = append(hosts, &host{addr, svc, db})
+		hosts = append(hosts, &host{addr, svc, dir})
 		rings = append(rings, rh)
 	}
 	deadline := time.Now().Add(20 * time.Second)
@@ -148,7 +143,9 @@ func TestBlocksOverGRPC(t *testing.T) {
 	// A damaged copy is refused by its holder with ErrCorrupt.
 	bad := bytes.Clone(data)
 	bad[4<<20] ^= 1
-	hosts[1].db.Update(func(w store.Writer) error { return w.Set(append([]byte("b/"), h[:]...), bad) })
+	if err := os.WriteFile(filepath.Join(hosts[1].dir, h.String()[:2], h.String()), bad, 0o600); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := tr.Get(ctxT(t), hosts[1].addr, h); !errors.Is(err, blockstore.ErrCorrupt) {
 		t.Errorf("Get of a damaged copy: %v, want ErrCorrupt", err)
 	}
