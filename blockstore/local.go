@@ -35,10 +35,8 @@ type Local struct {
 	// locks serialise the check-and-write of blocks whose hashes share a
 	// first byte, so that counts stay exact under concurrent puts.
 	locks [64]sync.Mutex
-	// blocks and stored count what the store holds; written counts the
-	// bytes given to Put since the process started, stored or not, and
-	// added those that were new.
-	blocks, stored, written, added atomic.Int64
+	// blocks and stored count what the store holds.
+	blocks, stored atomic.Int64
 }
 
 // tmpPrefix starts the name of a block being written; a crash can leave
@@ -101,7 +99,6 @@ func (l *Local) PutHashed(h Hash, data []byte, sync bool) (bool, error) {
 }
 
 func (l *Local) put(h Hash, data []byte, sync bool) (bool, error) {
-	l.written.Add(int64(len(data)))
 	mu := l.lock(h)
 	mu.Lock()
 	defer mu.Unlock()
@@ -132,7 +129,6 @@ func (l *Local) put(h Hash, data []byte, sync bool) (bool, error) {
 	}
 	l.blocks.Add(1)
 	l.stored.Add(int64(len(data)))
-	l.added.Add(int64(len(data)))
 	return true, nil
 }
 
@@ -234,23 +230,21 @@ func (l *Local) Delete(h Hash, sync bool) error {
 
 // Stats describes a node's blocks.
 type Stats struct {
-	// Blocks and StoredBytes are what the store holds.
+	// Blocks and StoredBytes are what the node's own store holds.
 	Blocks      int64 `json:"blocks"`
 	StoredBytes int64 `json:"stored_bytes"`
-	// WrittenBytes counts the bytes given to the store since the process
-	// started, whether or not they were already there, and NewBytes those
-	// that were not.
+	// WrittenBytes counts the bytes clients stored through this node since
+	// it started, and NewBytes those of them that some replica did not
+	// hold yet.
 	WrittenBytes int64 `json:"written_bytes"`
 	NewBytes     int64 `json:"new_bytes"`
 	// DedupRatio is WrittenBytes / NewBytes: how many bytes were written
-	// for each byte stored anew since the start (0 while none was new).
+	// for each byte that had to be stored anew (0 while none had).
 	DedupRatio float64 `json:"dedup_ratio"`
 }
 
-// Stats returns the store's counts.
-func (l *Local) Stats() Stats {
-	return NewStats(l.blocks.Load(), l.stored.Load(), l.written.Load(), l.added.Load())
-}
+// Count returns how many blocks the store holds and their bytes.
+func (l *Local) Count() (blocks, bytes int64) { return l.blocks.Load(), l.stored.Load() }
 
 // NewStats returns the Stats of these counts, with the ratio computed.
 func NewStats(blocks, stored, written, added int64) Stats {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/difuse/difuse/level"
@@ -48,6 +49,16 @@ type Service struct {
 	log    *slog.Logger
 	// bg tracks background replication and repairs, for Wait.
 	bg sync.WaitGroup
+	// written and fresh count the bytes Set through this host, and those
+	// some replica did not hold yet.
+	written, fresh atomic.Int64
+}
+
+// Stats returns the host's block counts: what its store holds, and what
+// clients stored through it.
+func (s *Service) Stats() Stats {
+	blocks, stored := s.local.Count()
+	return NewStats(blocks, stored, s.written.Load(), s.fresh.Load())
 }
 
 // New returns a service keeping its blocks in local.
@@ -207,6 +218,8 @@ func (s *Service) Set(ctx context.Context, data []byte, l level.Level) (Hash, er
 		err  error
 	}
 	results := make(chan result, len(replicas))
+	s.written.Add(int64(len(data)))
+	var counted atomic.Bool // the block was new to some replica
 	// Each replica's work outlives a caller that stops waiting for it.
 	bctx := context.WithoutCancel(ctx)
 	for _, r := range replicas {
@@ -215,6 +228,9 @@ func (s *Service) Set(ctx context.Context, data []byte, l level.Level) (Hash, er
 				held, err := s.has(bctx, r, h)
 				if err != nil || held {
 					return err
+				}
+				if counted.CompareAndSwap(false, true) {
+					s.fresh.Add(int64(len(data)))
 				}
 				return s.put(bctx, r, h, data, sync)
 			}()

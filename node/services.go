@@ -34,7 +34,7 @@ func (n *Node) Status() client.Status {
 		Store:      client.StoreStats{LSMBytes: st.LSMBytes, VlogBytes: st.VlogBytes, FreeBytes: st.FreeBytes},
 		RSSBytes:   rssBytes(),
 		Goroutines: runtime.NumGoroutine(),
-		Blocks:     n.blocks.Local().Stats(),
+		Blocks:     n.blocks.Stats(),
 		VNodes:     n.ring.Status(),
 	}
 }

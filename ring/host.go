@@ -252,16 +252,35 @@ func (h *Host) Join(ctx context.Context, seed string) error {
 }
 
 // joinVNode finds the place of vnode self through starts and returns it
-// with its successor list, not yet installed. A host restarted on its old
-// address finds its old vnodes (same ids) still listed by others for a
-// while; they are skipped, and if a list holds nothing else alive, the
-// lookup goes on from the end of that list.
+// with its successor list, not yet installed.
+//
+// A host restarted on its old address finds its old vnodes (same ids)
+// still listed by others for a while. Entries at its own address are
+// skipped. And when the lookup of self dead-ends (the path to self runs
+// through an old vnode of this host, which no longer answers), the host
+// looks up its own vnodes that precede self instead, nearest first: the
+// list found for one of them runs on past self to live vnodes.
 func (h *Host) joinVNode(ctx context.Context, self Ref, starts []Ref) (*vnode, error) {
-	key := self.ID
-	for range 4 {
+	keys := []ID{self.ID}
+	own := h.ownRefs()
+	i := slices.IndexFunc(own, func(r Ref) bool { return r.ID == self.ID })
+	for j := 1; j < len(own); j++ {
+		keys = append(keys, own[(i-j+len(own))%len(own)].ID)
+	}
+	lastErr := fmt.Errorf("%w: no live successor for %s", ErrLookup, self.ID.Short())
+	for _, key := range keys {
 		succs, _, err := h.findSuccessor(ctx, starts, key)
 		if err != nil {
-			return nil, err
+			lastErr = err
+			continue
+		}
+		// Keep what lies clockwise after self, counting from key.
+		if key != self.ID {
+			cut := slices.IndexFunc(succs, func(r Ref) bool { return r.ID != key && !betweenRight(key, r.ID, self.ID) })
+			if cut < 0 {
+				continue // the list ends before self
+			}
+			succs = succs[cut:]
 		}
 		for _, s := range succs {
 			if s.Addr == h.cfg.Addr {
@@ -273,13 +292,8 @@ func (h *Host) joinVNode(ctx context.Context, self Ref, starts []Ref) (*vnode, e
 			}
 			return &vnode{self: self, succs: h.trim(self, append([]Ref{s}, st.Succs...))}, nil
 		}
-		last := succs[len(succs)-1].ID
-		if last == key || !between(self.ID, last, self.ID) {
-			break
-		}
-		key = last
 	}
-	return nil, fmt.Errorf("%w: no live successor for %s", ErrLookup, self.ID.Short())
+	return nil, lastErr
 }
 
 // Leave takes the host's vnodes out of the ring gracefully: each tells its
