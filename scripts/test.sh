@@ -37,7 +37,7 @@ fi
 echo "== tests with -race (-short: the deterministic simulations run smaller)"
 go test -race -short -count=1 -timeout 30m ./...
 
-echo "== ring simulations and transaction-log fault schedules at full size, without -race"
-go test -count=1 -timeout 30m ./ring/ ./txlog/
+echo "== ring simulations, transaction-log fault schedules and 64 MiB block tests at full size, without -race"
+go test -count=1 -timeout 30m ./ring/ ./txlog/ ./blockstore/
 
 echo "== done in $(( $(date +%s) - start ))s"
