@@ -3,8 +3,6 @@ package blockstore
 import (
 	"bytes"
 	"context"
-	"fmt"
-	"sync"
 
 	"github.com/difuse/difuse/memnet"
 )
@@ -13,22 +11,16 @@ import (
 // memnet fault model that the ring's in-memory network can share. Blocks
 // are copied across it, as a real network would.
 type Network struct {
-	faults *memnet.Faults
-	mu     sync.Mutex
-	hosts  map[string]Handler
+	hosts *memnet.Registry[Handler]
 }
 
 // NewNetwork returns a network obeying faults.
 func NewNetwork(faults *memnet.Faults) *Network {
-	return &Network{faults: faults, hosts: map[string]Handler{}}
+	return &Network{hosts: memnet.NewRegistry[Handler](faults)}
 }
 
 // Attach makes addr reach h.
-func (n *Network) Attach(addr string, h Handler) {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	n.hosts[addr] = h
-}
+func (n *Network) Attach(addr string, h Handler) { n.hosts.Attach(addr, h) }
 
 // Transport returns the transport of the host at from.
 func (n *Network) Transport(from string) Transport { return memTransport{n: n, from: from} }
@@ -38,23 +30,8 @@ type memTransport struct {
 	from string
 }
 
-// call delivers a call and checks the fault model again for the reply.
 func call[T any](t memTransport, to string, fn func(Handler) (T, error)) (T, error) {
-	var zero T
-	if err := t.n.faults.Check(t.from, to); err != nil {
-		return zero, err
-	}
-	t.n.mu.Lock()
-	h, ok := t.n.hosts[to]
-	t.n.mu.Unlock()
-	if !ok {
-		return zero, fmt.Errorf("%w: no host at %s", memnet.ErrUnreachable, to)
-	}
-	out, err := fn(h)
-	if cerr := t.n.faults.Check(to, t.from); cerr != nil {
-		return zero, cerr
-	}
-	return out, err
+	return memnet.Call(t.n.hosts, t.from, to, fn)
 }
 
 func (t memTransport) Has(_ context.Context, to string, hashes []Hash) ([]bool, error) {

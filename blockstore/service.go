@@ -204,58 +204,61 @@ func (s *Service) Set(ctx context.Context, data []byte, l level.Level) (Hash, er
 	}
 	data = bytes.Clone(data) // replicas not waited for still send it after Set returns
 	h := Sum(data)
+	s.written.Add(int64(len(data)))
+	var counted atomic.Bool // the block was new to some replica
+	sync := l != level.Lazy
+	err := s.onReplicas(ctx, h, l, "have it", func(ctx context.Context, r string) error {
+		held, err := s.has(ctx, r, h)
+		if err != nil || held {
+			return err
+		}
+		if counted.CompareAndSwap(false, true) {
+			s.fresh.Add(int64(len(data)))
+		}
+		return s.put(ctx, r, h, data, sync)
+	})
+	return h, err
+}
+
+// onReplicas runs fn on every replica of block h and waits until as many
+// have succeeded as level l needs (the leader among them at leader); the
+// others go on in the background. done describes success in the error.
+func (s *Service) onReplicas(ctx context.Context, h Hash, l level.Level, done string, fn func(ctx context.Context, replica string) error) error {
 	replicas, err := s.replicas(ctx, h)
 	if err != nil {
-		return h, err
+		return err
 	}
 	need, leaderFirst := s.need(l, len(replicas))
 	if need > len(replicas) {
-		return h, fmt.Errorf("%w: level %s needs %d replicas of %s, the ring has %d", ErrUnavailable, l, need, h, len(replicas))
+		return fmt.Errorf("%w: level %s needs %d replicas of %s, the ring has %d", ErrUnavailable, l, need, h, len(replicas))
 	}
-	sync := l != level.Lazy
 	type result struct {
 		addr string
 		err  error
 	}
 	results := make(chan result, len(replicas))
-	s.written.Add(int64(len(data)))
-	var counted atomic.Bool // the block was new to some replica
 	// Each replica's work outlives a caller that stops waiting for it.
 	bctx := context.WithoutCancel(ctx)
 	for _, r := range replicas {
-		s.bg.Go(func() {
-			err := func() error {
-				held, err := s.has(bctx, r, h)
-				if err != nil || held {
-					return err
-				}
-				if counted.CompareAndSwap(false, true) {
-					s.fresh.Add(int64(len(data)))
-				}
-				return s.put(bctx, r, h, data, sync)
-			}()
-			results <- result{r, err}
-		})
+		s.bg.Go(func() { results <- result{r, fn(bctx, r)} })
 	}
-	done, failed := map[string]bool{}, map[string]error{}
+	ok, failed := map[string]bool{}, map[string]error{}
+	enough := func() bool { return len(ok) >= need && (!leaderFirst || ok[replicas[0]]) }
 	for range replicas {
 		res := <-results
 		if res.err != nil {
 			failed[res.addr] = res.err
 		} else {
-			done[res.addr] = true
+			ok[res.addr] = true
 		}
-		if len(done) >= need && (!leaderFirst || done[replicas[0]]) {
-			break
-		}
-		if leaderFirst && failed[replicas[0]] != nil {
+		if enough() || (leaderFirst && failed[replicas[0]] != nil) {
 			break
 		}
 	}
-	if len(done) >= need && (!leaderFirst || done[replicas[0]]) {
-		return h, nil // the rest finish on their own: their goroutines hold the data
+	if enough() {
+		return nil
 	}
-	return h, fmt.Errorf("%w: level %s: %d of %d replicas of %s have it: %v", ErrUnavailable, l, len(done), len(replicas), h, errors.Join(mapErrs(failed)...))
+	return fmt.Errorf("%w: level %s: %d of %d replicas of %s %s: %v", ErrUnavailable, l, len(ok), len(replicas), h, done, errors.Join(mapErrs(failed)...))
 }
 
 func mapErrs(m map[string]error) []error {
@@ -360,36 +363,9 @@ func (s *Service) Get(ctx context.Context, h Hash, l level.Level) ([]byte, error
 // have removed it before Delete returns. The rest follow in the
 // background. Deleting a block no replica holds succeeds.
 func (s *Service) Delete(ctx context.Context, h Hash, l level.Level) error {
-	replicas, err := s.replicas(ctx, h)
-	if err != nil {
-		return err
-	}
-	need, leaderFirst := s.need(l, len(replicas))
-	if need > len(replicas) {
-		return fmt.Errorf("%w: level %s needs %d replicas of %s, the ring has %d", ErrUnavailable, l, need, h, len(replicas))
-	}
-	type result struct {
-		addr string
-		err  error
-	}
-	results := make(chan result, len(replicas))
-	bctx := context.WithoutCancel(ctx)
-	for _, r := range replicas {
-		s.bg.Go(func() { results <- result{r, s.del(bctx, r, h, l != level.Lazy)} })
-	}
-	done, failed := map[string]bool{}, map[string]error{}
-	for range replicas {
-		res := <-results
-		if res.err != nil {
-			failed[res.addr] = res.err
-		} else {
-			done[res.addr] = true
-		}
-		if len(done) >= need && (!leaderFirst || done[replicas[0]]) {
-			return nil
-		}
-	}
-	return fmt.Errorf("%w: level %s: %d of %d replicas deleted %s: %v", ErrUnavailable, l, len(done), len(replicas), h, errors.Join(mapErrs(failed)...))
+	return s.onReplicas(ctx, h, l, "deleted it", func(ctx context.Context, r string) error {
+		return s.del(ctx, r, h, l != level.Lazy)
+	})
 }
 
 // ---- Handler ----

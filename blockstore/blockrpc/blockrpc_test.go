@@ -88,16 +88,22 @@ func startCluster(t testing.TB, n int, onDisk bool) []*host {
 		hosts = append(hosts, &host{addr, svc, dir})
 		rings = append(rings, rh)
 	}
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		res, err := rings[0].Lookup(context.Background(), ring.HashKey([]byte("k")), 3)
-		if err == nil && len(res.Replicas) == min(3, n) {
-			break
+	// Wait until every host places keys on min(3, n) hosts.
+	full := func() bool {
+		for _, rh := range rings {
+			for k := range 10 {
+				res, err := rh.Lookup(context.Background(), ring.HashKey([]byte{byte(k)}), 3)
+				if err != nil || len(res.Replicas) != min(3, n) {
+					return false
+				}
+			}
 		}
+		return true
+	}
+	for deadline := time.Now().Add(20 * time.Second); !full(); time.Sleep(50 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatal("ring did not settle")
 		}
-		time.Sleep(50 * time.Millisecond)
 	}
 	return hosts
 }

@@ -1,0 +1,48 @@
+package memnet
+
+import (
+	"fmt"
+	"sync"
+)
+
+// Registry is the address book of one in-memory network: it maps the
+// addresses of hosts to their handlers of type H, and delivers calls among
+// them through a fault model. It is safe for concurrent use.
+type Registry[H any] struct {
+	faults *Faults
+	mu     sync.Mutex
+	hosts  map[string]H
+}
+
+// NewRegistry returns an empty registry obeying faults.
+func NewRegistry[H any](faults *Faults) *Registry[H] {
+	return &Registry[H]{faults: faults, hosts: map[string]H{}}
+}
+
+// Attach makes addr reach h.
+func (r *Registry[H]) Attach(addr string, h H) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.hosts[addr] = h
+}
+
+// Call runs fn on the handler at to, for a call from from, if the fault
+// model lets the call through; it checks the model again for the reply, so
+// a host killed or cut off during the call loses the reply too.
+func Call[H, T any](r *Registry[H], from, to string, fn func(H) (T, error)) (T, error) {
+	var zero T
+	if err := r.faults.Check(from, to); err != nil {
+		return zero, err
+	}
+	r.mu.Lock()
+	h, ok := r.hosts[to]
+	r.mu.Unlock()
+	if !ok {
+		return zero, fmt.Errorf("%w: no host at %s", ErrUnreachable, to)
+	}
+	out, err := fn(h)
+	if cerr := r.faults.Check(to, from); cerr != nil {
+		return zero, cerr
+	}
+	return out, err
+}
