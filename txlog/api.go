@@ -17,6 +17,8 @@ const (
 	MaxNameBytes = 1024
 	// MaxChanges bounds the records one write changes.
 	MaxChanges = 1024
+	// MaxList bounds the records one list returns.
+	MaxList = 1024
 )
 
 // checkName validates a partition or record name.
@@ -67,9 +69,12 @@ func (s *Service) validate(req Request) error {
 			}
 		}
 		return nil
-	case KindRead, KindHistory:
+	case KindRead, KindHistory, KindList:
 		if req.Write != nil {
 			return fmt.Errorf("%w: a read with changes", ErrBadRequest)
+		}
+		if req.Kind == KindList && (req.Level == Lazy || req.Limit < 0 || req.Limit > MaxList) {
+			return fmt.Errorf("%w: a list takes all, quorum or leader, and a limit of at most %d", ErrBadRequest, MaxList)
 		}
 		return checkName("record name", req.Name, true)
 	}
@@ -92,6 +97,15 @@ func (s *Service) Read(ctx context.Context, partition, name string, level Level)
 		return resp.Record, ErrNotFound
 	}
 	return resp.Record, err
+}
+
+// List returns the existing records of a partition whose names start with
+// prefix, in name order, after the name after (if not empty), at most limit
+// of them (MaxList if 0), and whether more follow. level is all, quorum or
+// leader, as for a read.
+func (s *Service) List(ctx context.Context, partition, prefix, after string, limit int, level Level) ([]Record, bool, error) {
+	resp, err := s.Do(ctx, Request{Partition: partition, Level: level, Kind: KindList, Name: prefix, After: after, Limit: limit})
+	return resp.Records, resp.More, err
 }
 
 // History returns the transactions of a partition's log that changed the
@@ -246,6 +260,15 @@ func (s *Service) lead(ctx context.Context, req Request, replicas []string) (Res
 	if p.leading != ballot || p.promised != ballot {
 		p.mu.Unlock()
 		return Response{}, fmt.Errorf("%w: %q: deposed while reading", ErrStaleBallot, p.name)
+	}
+	if req.Kind == KindList {
+		limit := req.Limit
+		if limit == 0 {
+			limit = MaxList
+		}
+		recs, more, err := s.ps.list(p, name, req.After, limit)
+		p.mu.Unlock()
+		return Response{Records: recs, More: more}, err
 	}
 	rec, err := s.ps.record(p, name)
 	p.mu.Unlock()

@@ -185,3 +185,48 @@ func TestSingleHostGrows(t *testing.T) {
 		}
 	}
 }
+
+// List returns a partition's live records by prefix, in pages.
+func TestList(t *testing.T) {
+	c := newCluster(t, 3)
+	svc := c.host("h1").svc
+	ctx := ctxFor(t, 20*time.Second)
+	var changes []Change
+	for i := range 25 {
+		changes = append(changes, Change{Name: fmt.Sprintf("d/%02d", i), Value: []byte{byte(i)}})
+	}
+	changes = append(changes, Change{Name: "i/1", Value: []byte("inode")})
+	if _, err := svc.Write(ctx, "dir", changes, Quorum); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := svc.Write(ctx, "dir", []Change{{Name: "d/03", Delete: true}}, Quorum); err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	after := ""
+	for pages := 0; ; pages++ {
+		recs, more, err := c.host("h2").svc.List(ctx, "dir", "d/", after, 10, Quorum)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range recs {
+			names = append(names, r.Name)
+		}
+		if !more {
+			if pages != 2 {
+				t.Errorf("24 records in pages of 10 took %d pages", pages+1)
+			}
+			break
+		}
+		after = recs[len(recs)-1].Name
+	}
+	if len(names) != 24 || names[0] != "d/00" || names[3] != "d/04" || names[23] != "d/24" {
+		t.Errorf("listed %v", names)
+	}
+	if _, _, err := svc.List(ctx, "dir", "d/", "", 0, Lazy); !errors.Is(err, ErrBadRequest) {
+		t.Errorf("a lazy list: %v, want ErrBadRequest", err)
+	}
+	if _, _, err := svc.List(ctx, "dir", "d/", "", MaxList+1, Quorum); !errors.Is(err, ErrBadRequest) {
+		t.Errorf("a list over MaxList: %v, want ErrBadRequest", err)
+	}
+}

@@ -272,6 +272,38 @@ func (ps *parts) record(p *part, name string) (Record, error) {
 	return decodeRecord(name, b)
 }
 
+// errStopScan ends a scan early.
+var errStopScan = errors.New("stop")
+
+// list returns up to limit existing records of p whose names start with
+// prefix and sort after after, in name order, and whether more follow.
+// p.mu must be held.
+func (ps *parts) list(p *part, prefix, after string, limit int) ([]Record, bool, error) {
+	var out []Record
+	more := false
+	skip := len(p.recPrefix())
+	err := ps.db.Scan(p.recKey(prefix), func(k, v []byte) error {
+		name := string(k[skip:])
+		if after != "" && name <= after {
+			return nil
+		}
+		r, err := decodeRecord(name, v)
+		if err != nil || !r.Exists {
+			return err
+		}
+		if len(out) == limit {
+			more = true
+			return errStopScan
+		}
+		out = append(out, r)
+		return nil
+	})
+	if err != nil && !errors.Is(err, errStopScan) {
+		return nil, false, fmt.Errorf("txlog: list %q/%q*: %w", p.name, prefix, err)
+	}
+	return out, more, nil
+}
+
 // write replaces p's log from height from on with txs (which must follow
 // each other and the entry at from-1), promises ballot, moves the commit
 // point to commit (capped at the new last entry) and applies the log to the

@@ -71,6 +71,9 @@ const (
 	KindWrite
 	// KindHistory lists the transactions that changed record Name.
 	KindHistory
+	// KindList lists the records whose names start with Name, in name
+	// order, after After, at most Limit of them.
+	KindList
 )
 
 // Request is a client's operation, forwarded by any host to the
@@ -79,8 +82,12 @@ type Request struct {
 	Partition string
 	Level     Level
 	Kind      Kind
-	// Name is the record a read or history names.
+	// Name is the record a read or history names, or a list's prefix.
 	Name string
+	// After and Limit page a list: it starts after the name After, and
+	// returns at most Limit records (MaxList if 0).
+	After string
+	Limit int
 	// Write holds a write's changes, at most MaxChanges of them.
 	Write []Change
 }
@@ -90,6 +97,9 @@ type Response struct {
 	Tx      TxRef
 	Record  Record
 	History []*Tx
+	// Records answers a list; More says that more records follow.
+	Records []Record
+	More    bool
 }
 
 // TxRef names a committed transaction.

@@ -125,7 +125,7 @@ func EncodeRequest(req txlog.Request) *flatbuffers.Builder {
 		size += 64 + len(c.Name) + len(c.Value)
 	}
 	b := flatbuffers.NewBuilder(size)
-	partition, name := b.CreateString(req.Partition), b.CreateString(req.Name)
+	partition, name, after := b.CreateString(req.Partition), b.CreateString(req.Name), b.CreateString(req.After)
 	var changes flatbuffers.UOffsetT
 	if req.Kind == txlog.KindWrite {
 		offs := make([]flatbuffers.UOffsetT, len(req.Write))
@@ -156,6 +156,8 @@ func EncodeRequest(req txlog.Request) *flatbuffers.Builder {
 	fb.TxRequestAddLevel(b, fb.Level(req.Level))
 	fb.TxRequestAddKind(b, fb.TxKind(req.Kind))
 	fb.TxRequestAddName(b, name)
+	fb.TxRequestAddAfter(b, after)
+	fb.TxRequestAddLimit(b, uint32(max(req.Limit, 0)))
 	if changes != 0 {
 		fb.TxRequestAddChanges(b, changes)
 	}
@@ -171,6 +173,8 @@ func DecodeRequest(t *fb.TxRequest) (txlog.Request, error) {
 		Level:     txlog.Level(t.Level()),
 		Kind:      txlog.Kind(t.Kind()),
 		Name:      string(t.Name()),
+		After:     string(t.After()),
+		Limit:     int(min(t.Limit(), 1<<20)),
 	}
 	if n := t.ChangesLength(); n > 0 || req.Kind == txlog.KindWrite {
 		if n > txlog.MaxChanges {
@@ -205,9 +209,16 @@ func EncodeResponse(resp txlog.Response) *flatbuffers.Builder {
 	b := flatbuffers.NewBuilder(size)
 	txHash := hashVector(b, resp.Tx.Hash)
 	rec := encodeRecord(b, resp.Record)
-	var history flatbuffers.UOffsetT
+	var history, records flatbuffers.UOffsetT
 	if resp.History != nil {
 		history = encodeTxs(b, resp.History)
+	}
+	if resp.Records != nil {
+		offs := make([]flatbuffers.UOffsetT, len(resp.Records))
+		for i, r := range resp.Records {
+			offs[i] = encodeRecord(b, r)
+		}
+		records = wire.TableVector(b, offs)
 	}
 	fb.TxReplyStart(b)
 	if txHash != 0 {
@@ -218,6 +229,10 @@ func EncodeResponse(resp txlog.Response) *flatbuffers.Builder {
 	if history != 0 {
 		fb.TxReplyAddHistory(b, history)
 	}
+	if records != 0 {
+		fb.TxReplyAddRecords(b, records)
+	}
+	fb.TxReplyAddMore(b, resp.More)
 	b.Finish(fb.TxReplyEnd(b))
 	return b
 }
@@ -238,5 +253,17 @@ func DecodeResponse(t *fb.TxReply) (txlog.Response, error) {
 			return resp, err
 		}
 	}
+	var r fb.Record
+	for i := range t.RecordsLength() {
+		if !t.Records(&r, i) {
+			return resp, fmt.Errorf("%w: record %d missing", txlog.ErrBadRequest, i)
+		}
+		rec, err := decodeRecord(&r)
+		if err != nil {
+			return resp, err
+		}
+		resp.Records = append(resp.Records, rec)
+	}
+	resp.More = t.More()
 	return resp, nil
 }

@@ -163,6 +163,10 @@ func TestOverGRPC(t *testing.T) {
 		if err != nil || len(h) != 2 || h[0].Hash() != ref.Hash {
 			t.Fatalf("history = %d entries, %v", len(h), err)
 		}
+		recs, more, err := hosts[(i+1)%3].svc.List(ctx, p, "", "", 0, txlog.Quorum)
+		if err != nil || more || len(recs) != 1 || recs[0].Name != "a" || string(recs[0].Value) != "2" {
+			t.Fatalf("list over gRPC = %+v, %v, %v", recs, more, err)
+		}
 		r, err = via.Read(ctx, p, "a", txlog.Lazy)
 		if err != nil || (string(r.Value) != "1" && string(r.Value) != "2") {
 			t.Fatalf("lazy read = %+v, %v", r, err)
@@ -297,7 +301,7 @@ func TestEnumsMatch(t *testing.T) {
 			t.Errorf("level %s is %d on the wire, want %d", l, l, want)
 		}
 	}
-	for k, want := range map[txlog.Kind]fb.TxKind{txlog.KindRead: fb.TxKindRead, txlog.KindWrite: fb.TxKindWrite, txlog.KindHistory: fb.TxKindHistory} {
+	for k, want := range map[txlog.Kind]fb.TxKind{txlog.KindRead: fb.TxKindRead, txlog.KindWrite: fb.TxKindWrite, txlog.KindHistory: fb.TxKindHistory, txlog.KindList: fb.TxKindList} {
 		if fb.TxKind(k) != want {
 			t.Errorf("kind %d is %d on the wire", k, want)
 		}
@@ -310,6 +314,7 @@ func TestRequestRoundTrip(t *testing.T) {
 	for _, req := range []txlog.Request{
 		{Partition: "p", Level: txlog.Lazy, Kind: txlog.KindRead, Name: "a"},
 		{Partition: "p", Kind: txlog.KindHistory, Name: ""},
+		{Partition: "p", Kind: txlog.KindList, Name: "d/", After: "d/b", Limit: 7},
 		{Partition: "p", Level: txlog.All, Kind: txlog.KindWrite, Write: []txlog.Change{
 			{Name: "a", Value: []byte("v"), IfMatch: &h}, {Name: "b", Delete: true, IfMatch: &zero}, {Name: "c", Value: []byte{}},
 		}},
@@ -332,7 +337,7 @@ func deref(r txlog.Request) any {
 		txlog.Change
 		Match string
 	}
-	out := []any{r.Partition, r.Level, r.Kind, r.Name}
+	out := []any{r.Partition, r.Level, r.Kind, r.Name, r.After, r.Limit}
 	for _, c := range r.Write {
 		m := "none"
 		if c.IfMatch != nil {

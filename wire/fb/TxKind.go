@@ -10,18 +10,21 @@ const (
 	TxKindRead    TxKind = 0
 	TxKindWrite   TxKind = 1
 	TxKindHistory TxKind = 2
+	TxKindList    TxKind = 3
 )
 
 var EnumNamesTxKind = map[TxKind]string{
 	TxKindRead:    "Read",
 	TxKindWrite:   "Write",
 	TxKindHistory: "History",
+	TxKindList:    "List",
 }
 
 var EnumValuesTxKind = map[string]TxKind{
 	"Read":    TxKindRead,
 	"Write":   TxKindWrite,
 	"History": TxKindHistory,
+	"List":    TxKindList,
 }
 
 func (v TxKind) String() string {

@@ -112,8 +112,40 @@ func (rcv *TxReply) HistoryLength() int {
 	return 0
 }
 
+func (rcv *TxReply) Records(obj *Record, j int) bool {
+	o := flatbuffers.UOffsetT(rcv._tab.Offset(12))
+	if o != 0 {
+		x := rcv._tab.Vector(o)
+		x += flatbuffers.UOffsetT(j) * 4
+		x = rcv._tab.Indirect(x)
+		obj.Init(rcv._tab.Bytes, x)
+		return true
+	}
+	return false
+}
+
+func (rcv *TxReply) RecordsLength() int {
+	o := flatbuffers.UOffsetT(rcv._tab.Offset(12))
+	if o != 0 {
+		return rcv._tab.VectorLen(o)
+	}
+	return 0
+}
+
+func (rcv *TxReply) More() bool {
+	o := flatbuffers.UOffsetT(rcv._tab.Offset(14))
+	if o != 0 {
+		return rcv._tab.GetBool(o + rcv._tab.Pos)
+	}
+	return false
+}
+
+func (rcv *TxReply) MutateMore(n bool) bool {
+	return rcv._tab.MutateBoolSlot(14, n)
+}
+
 func TxReplyStart(builder *flatbuffers.Builder) {
-	builder.StartObject(4)
+	builder.StartObject(6)
 }
 func TxReplyAddTxHash(builder *flatbuffers.Builder, txHash flatbuffers.UOffsetT) {
 	builder.PrependUOffsetTSlot(0, flatbuffers.UOffsetT(txHash), 0)
@@ -132,6 +164,15 @@ func TxReplyAddHistory(builder *flatbuffers.Builder, history flatbuffers.UOffset
 }
 func TxReplyStartHistoryVector(builder *flatbuffers.Builder, numElems int) flatbuffers.UOffsetT {
 	return builder.StartVector(4, numElems, 4)
+}
+func TxReplyAddRecords(builder *flatbuffers.Builder, records flatbuffers.UOffsetT) {
+	builder.PrependUOffsetTSlot(4, flatbuffers.UOffsetT(records), 0)
+}
+func TxReplyStartRecordsVector(builder *flatbuffers.Builder, numElems int) flatbuffers.UOffsetT {
+	return builder.StartVector(4, numElems, 4)
+}
+func TxReplyAddMore(builder *flatbuffers.Builder, more bool) {
+	builder.PrependBoolSlot(5, more, false)
 }
 func TxReplyEnd(builder *flatbuffers.Builder) flatbuffers.UOffsetT {
 	return builder.EndObject()

@@ -93,8 +93,28 @@ func (rcv *TxRequest) ChangesLength() int {
 	return 0
 }
 
+func (rcv *TxRequest) After() []byte {
+	o := flatbuffers.UOffsetT(rcv._tab.Offset(14))
+	if o != 0 {
+		return rcv._tab.ByteVector(o + rcv._tab.Pos)
+	}
+	return nil
+}
+
+func (rcv *TxRequest) Limit() uint32 {
+	o := flatbuffers.UOffsetT(rcv._tab.Offset(16))
+	if o != 0 {
+		return rcv._tab.GetUint32(o + rcv._tab.Pos)
+	}
+	return 0
+}
+
+func (rcv *TxRequest) MutateLimit(n uint32) bool {
+	return rcv._tab.MutateUint32Slot(16, n)
+}
+
 func TxRequestStart(builder *flatbuffers.Builder) {
-	builder.StartObject(5)
+	builder.StartObject(7)
 }
 func TxRequestAddPartition(builder *flatbuffers.Builder, partition flatbuffers.UOffsetT) {
 	builder.PrependUOffsetTSlot(0, flatbuffers.UOffsetT(partition), 0)
@@ -113,6 +133,12 @@ func TxRequestAddChanges(builder *flatbuffers.Builder, changes flatbuffers.UOffs
 }
 func TxRequestStartChangesVector(builder *flatbuffers.Builder, numElems int) flatbuffers.UOffsetT {
 	return builder.StartVector(4, numElems, 4)
+}
+func TxRequestAddAfter(builder *flatbuffers.Builder, after flatbuffers.UOffsetT) {
+	builder.PrependUOffsetTSlot(5, flatbuffers.UOffsetT(after), 0)
+}
+func TxRequestAddLimit(builder *flatbuffers.Builder, limit uint32) {
+	builder.PrependUint32Slot(6, limit, 0)
 }
 func TxRequestEnd(builder *flatbuffers.Builder) flatbuffers.UOffsetT {
 	return builder.EndObject()
