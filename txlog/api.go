@@ -51,7 +51,7 @@ func (s *Service) validate(req Request) error {
 			return fmt.Errorf("%w: a write of %d changes (1 to %d)", ErrBadRequest, len(req.Write), MaxChanges)
 		}
 		seen := map[string]bool{}
-		total := 0
+		total, writes := 0, 0
 		for _, c := range req.Write {
 			if err := checkName("record name", c.Name, true); err != nil {
 				return err
@@ -63,12 +63,21 @@ func (s *Service) validate(req Request) error {
 			if c.Delete && c.Value != nil {
 				return fmt.Errorf("%w: a delete of %q with a value", ErrBadRequest, c.Name)
 			}
+			if c.Check && (c.IfMatch == nil || c.Delete || c.Value != nil) {
+				return fmt.Errorf("%w: a check of %q takes a condition and nothing to write", ErrBadRequest, c.Name)
+			}
+			if !c.Check {
+				writes++
+			}
 			total += len(c.Value)
 			if len(c.Value) > s.cfg.MaxValueBytes || total > s.cfg.MaxValueBytes {
 				return fmt.Errorf("%w: values of %d bytes (at most %d in one write)", ErrBadRequest, total, s.cfg.MaxValueBytes)
 			}
 		}
-		return nil
+		if writes == 0 {
+			return fmt.Errorf("%w: a write that changes no record", ErrBadRequest)
+		}
+		return checkName("prefix", req.IfEmpty, true)
 	case KindRead, KindHistory, KindList:
 		if req.Write != nil {
 			return fmt.Errorf("%w: a read with changes", ErrBadRequest)
@@ -338,8 +347,19 @@ func (s *Service) history(p *part, name string, rec Record) ([]*Tx, error) {
 // leadWrite checks the write's conditions against the leader's records and
 // commits it.
 func (s *Service) leadWrite(ctx context.Context, p *part, req Request) (Response, error) {
-	ops := make([]Op, len(req.Write))
-	for i, c := range req.Write {
+	if req.IfEmpty != "" {
+		p.mu.Lock()
+		recs, _, err := s.ps.list(p, req.IfEmpty, "", 1)
+		p.mu.Unlock()
+		if err != nil {
+			return Response{}, err
+		}
+		if len(recs) > 0 {
+			return Response{Record: recs[0]}, fmt.Errorf("%w: %q holds %q, under %q", ErrConflict, p.name, recs[0].Name, req.IfEmpty)
+		}
+	}
+	ops := make([]Op, 0, len(req.Write))
+	for _, c := range req.Write {
 		p.mu.Lock()
 		rec, err := s.ps.record(p, c.Name)
 		p.mu.Unlock()
@@ -355,6 +375,9 @@ func (s *Service) leadWrite(ctx context.Context, p *part, req Request) (Response
 				return Response{Record: rec}, fmt.Errorf("%w: %q/%q is at %s", ErrConflict, p.name, c.Name, cur)
 			}
 		}
+		if c.Check {
+			continue
+		}
 		kind := OpSet
 		if c.Delete {
 			if !rec.Exists {
@@ -362,7 +385,7 @@ func (s *Service) leadWrite(ctx context.Context, p *part, req Request) (Response
 			}
 			kind = OpDelete
 		}
-		ops[i] = Op{Kind: kind, Name: c.Name, Value: c.Value, Prev: rec.Hash, PrevHeight: rec.Height}
+		ops = append(ops, Op{Kind: kind, Name: c.Name, Value: c.Value, Prev: rec.Hash, PrevHeight: rec.Height})
 	}
 	t, err := s.appendAndReplicate(ctx, p, ops, req.Level)
 	if err != nil {

@@ -230,3 +230,49 @@ func TestList(t *testing.T) {
 		t.Errorf("a list over MaxList: %v, want ErrBadRequest", err)
 	}
 }
+
+// A check conditions a write on a record it does not change, and IfEmpty
+// on a prefix holding no live record: what removing a directory needs.
+func TestChecksAndIfEmpty(t *testing.T) {
+	c := newCluster(t, 3)
+	svc := c.host("h0").svc
+	ctx := ctxFor(t, 20*time.Second)
+	var zero Hash
+	if _, err := svc.Write(ctx, "dir", set("d/a", "1"), Quorum); err != nil {
+		t.Fatal(err)
+	}
+	// The tombstone may not be written while d/ holds a record.
+	dead := []Change{{Name: "dead", Value: []byte("1"), IfMatch: &zero}}
+	if _, err := svc.Do(ctx, Request{Partition: "dir", Kind: KindWrite, IfEmpty: "d/", Write: dead}); !errors.Is(err, ErrConflict) {
+		t.Fatalf("IfEmpty with a record under the prefix: %v, want ErrConflict", err)
+	}
+	// A create checks that there is no tombstone.
+	create := func(name string) error {
+		_, err := svc.Write(ctx, "dir", []Change{{Name: "dead", Check: true, IfMatch: &zero}, {Name: name, Value: []byte("x"), IfMatch: &zero}}, Quorum)
+		return err
+	}
+	if err := create("d/b"); err != nil {
+		t.Fatalf("create with the check holding: %v", err)
+	}
+	if _, err := svc.Write(ctx, "dir", []Change{{Name: "d/a", Delete: true}, {Name: "d/b", Delete: true}}, Quorum); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := svc.Do(ctx, Request{Partition: "dir", Kind: KindWrite, IfEmpty: "d/", Write: dead}); err != nil {
+		t.Fatalf("IfEmpty on an empty prefix: %v", err)
+	}
+	if err := create("d/c"); !errors.Is(err, ErrConflict) {
+		t.Fatalf("create after the tombstone: %v, want ErrConflict", err)
+	}
+	if r, err := svc.Read(ctx, "dir", "dead", Quorum); err != nil || string(r.Value) != "1" {
+		t.Fatalf("the check wrote its record: %+v, %v", r, err)
+	}
+	for _, req := range []Request{
+		{Partition: "dir", Kind: KindWrite, Write: []Change{{Name: "x", Check: true}}},
+		{Partition: "dir", Kind: KindWrite, Write: []Change{{Name: "x", Check: true, IfMatch: &zero}}},
+		{Partition: "dir", Kind: KindWrite, Write: []Change{{Name: "x", Check: true, IfMatch: &zero, Value: []byte("v")}, {Name: "y"}}},
+	} {
+		if _, err := svc.Do(ctx, req); !errors.Is(err, ErrBadRequest) {
+			t.Errorf("%+v: %v, want ErrBadRequest", req.Write, err)
+		}
+	}
+}

@@ -90,6 +90,10 @@ type Request struct {
 	Limit int
 	// Write holds a write's changes, at most MaxChanges of them.
 	Write []Change
+	// IfEmpty, when set, makes a write apply only if no live record's name
+	// starts with it (ErrConflict otherwise), checked atomically with the
+	// changes' conditions.
+	IfEmpty string
 }
 
 // Response answers a Request.
@@ -113,7 +117,10 @@ type TxRef struct {
 type Change struct {
 	Name   string
 	Delete bool
-	Value  []byte
+	// Check makes the change a condition only: IfMatch must hold, and the
+	// record is not written.
+	Check bool
+	Value []byte
 	// IfMatch, when set, requires the record's current transaction hash to
 	// be *IfMatch; a zero hash requires that the record does not exist.
 	IfMatch *Hash

@@ -125,7 +125,7 @@ func EncodeRequest(req txlog.Request) *flatbuffers.Builder {
 		size += 64 + len(c.Name) + len(c.Value)
 	}
 	b := flatbuffers.NewBuilder(size)
-	partition, name, after := b.CreateString(req.Partition), b.CreateString(req.Name), b.CreateString(req.After)
+	partition, name, after, ifEmpty := b.CreateString(req.Partition), b.CreateString(req.Name), b.CreateString(req.After), b.CreateString(req.IfEmpty)
 	var changes flatbuffers.UOffsetT
 	if req.Kind == txlog.KindWrite {
 		offs := make([]flatbuffers.UOffsetT, len(req.Write))
@@ -141,6 +141,7 @@ func EncodeRequest(req txlog.Request) *flatbuffers.Builder {
 			fb.ChangeStart(b)
 			fb.ChangeAddName(b, cname)
 			fb.ChangeAddDelete(b, c.Delete)
+			fb.ChangeAddCheck(b, c.Check)
 			if value != 0 {
 				fb.ChangeAddValue(b, value)
 			}
@@ -157,6 +158,7 @@ func EncodeRequest(req txlog.Request) *flatbuffers.Builder {
 	fb.TxRequestAddKind(b, fb.TxKind(req.Kind))
 	fb.TxRequestAddName(b, name)
 	fb.TxRequestAddAfter(b, after)
+	fb.TxRequestAddIfEmpty(b, ifEmpty)
 	fb.TxRequestAddLimit(b, uint32(max(req.Limit, 0)))
 	if changes != 0 {
 		fb.TxRequestAddChanges(b, changes)
@@ -174,6 +176,7 @@ func DecodeRequest(t *fb.TxRequest) (txlog.Request, error) {
 		Kind:      txlog.Kind(t.Kind()),
 		Name:      string(t.Name()),
 		After:     string(t.After()),
+		IfEmpty:   string(t.IfEmpty()),
 		Limit:     int(min(t.Limit(), 1<<20)),
 	}
 	if n := t.ChangesLength(); n > 0 || req.Kind == txlog.KindWrite {
@@ -186,7 +189,7 @@ func DecodeRequest(t *fb.TxRequest) (txlog.Request, error) {
 			if !t.Changes(&c, i) {
 				return req, fmt.Errorf("%w: change %d missing", txlog.ErrBadRequest, i)
 			}
-			ch := txlog.Change{Name: string(c.Name()), Delete: c.Delete()}
+			ch := txlog.Change{Name: string(c.Name()), Delete: c.Delete(), Check: c.Check()}
 			if v := c.ValueBytes(); v != nil {
 				ch.Value = append([]byte{}, v...)
 			}

@@ -315,8 +315,9 @@ func TestRequestRoundTrip(t *testing.T) {
 		{Partition: "p", Level: txlog.Lazy, Kind: txlog.KindRead, Name: "a"},
 		{Partition: "p", Kind: txlog.KindHistory, Name: ""},
 		{Partition: "p", Kind: txlog.KindList, Name: "d/", After: "d/b", Limit: 7},
-		{Partition: "p", Level: txlog.All, Kind: txlog.KindWrite, Write: []txlog.Change{
+		{Partition: "p", Level: txlog.All, Kind: txlog.KindWrite, IfEmpty: "d/", Write: []txlog.Change{
 			{Name: "a", Value: []byte("v"), IfMatch: &h}, {Name: "b", Delete: true, IfMatch: &zero}, {Name: "c", Value: []byte{}},
+			{Name: "x", Check: true, IfMatch: &zero},
 		}},
 	} {
 		b := EncodeRequest(req)
@@ -337,7 +338,7 @@ func deref(r txlog.Request) any {
 		txlog.Change
 		Match string
 	}
-	out := []any{r.Partition, r.Level, r.Kind, r.Name, r.After, r.Limit}
+	out := []any{r.Partition, r.Level, r.Kind, r.Name, r.After, r.Limit, r.IfEmpty}
 	for _, c := range r.Write {
 		m := "none"
 		if c.IfMatch != nil {

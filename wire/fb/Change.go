@@ -121,8 +121,20 @@ func (rcv *Change) MutateIfMatch(j int, n byte) bool {
 	return false
 }
 
+func (rcv *Change) Check() bool {
+	o := flatbuffers.UOffsetT(rcv._tab.Offset(12))
+	if o != 0 {
+		return rcv._tab.GetBool(o + rcv._tab.Pos)
+	}
+	return false
+}
+
+func (rcv *Change) MutateCheck(n bool) bool {
+	return rcv._tab.MutateBoolSlot(12, n)
+}
+
 func ChangeStart(builder *flatbuffers.Builder) {
-	builder.StartObject(4)
+	builder.StartObject(5)
 }
 func ChangeAddName(builder *flatbuffers.Builder, name flatbuffers.UOffsetT) {
 	builder.PrependUOffsetTSlot(0, flatbuffers.UOffsetT(name), 0)
@@ -141,6 +153,9 @@ func ChangeAddIfMatch(builder *flatbuffers.Builder, ifMatch flatbuffers.UOffsetT
 }
 func ChangeStartIfMatchVector(builder *flatbuffers.Builder, numElems int) flatbuffers.UOffsetT {
 	return builder.StartVector(1, numElems, 1)
+}
+func ChangeAddCheck(builder *flatbuffers.Builder, check bool) {
+	builder.PrependBoolSlot(4, check, false)
 }
 func ChangeEnd(builder *flatbuffers.Builder) flatbuffers.UOffsetT {
 	return builder.EndObject()

@@ -113,8 +113,16 @@ func (rcv *TxRequest) MutateLimit(n uint32) bool {
 	return rcv._tab.MutateUint32Slot(16, n)
 }
 
+func (rcv *TxRequest) IfEmpty() []byte {
+	o := flatbuffers.UOffsetT(rcv._tab.Offset(18))
+	if o != 0 {
+		return rcv._tab.ByteVector(o + rcv._tab.Pos)
+	}
+	return nil
+}
+
 func TxRequestStart(builder *flatbuffers.Builder) {
-	builder.StartObject(7)
+	builder.StartObject(8)
 }
 func TxRequestAddPartition(builder *flatbuffers.Builder, partition flatbuffers.UOffsetT) {
 	builder.PrependUOffsetTSlot(0, flatbuffers.UOffsetT(partition), 0)
@@ -139,6 +147,9 @@ func TxRequestAddAfter(builder *flatbuffers.Builder, after flatbuffers.UOffsetT)
 }
 func TxRequestAddLimit(builder *flatbuffers.Builder, limit uint32) {
 	builder.PrependUint32Slot(6, limit, 0)
+}
+func TxRequestAddIfEmpty(builder *flatbuffers.Builder, ifEmpty flatbuffers.UOffsetT) {
+	builder.PrependUOffsetTSlot(7, flatbuffers.UOffsetT(ifEmpty), 0)
 }
 func TxRequestEnd(builder *flatbuffers.Builder) flatbuffers.UOffsetT {
 	return builder.EndObject()
