@@ -1,0 +1,89 @@
+package inode
+
+import (
+	"errors"
+	"reflect"
+	"testing"
+
+	"github.com/difuse/difuse/blockstore"
+)
+
+func sampleAttr() Attr {
+	return Attr{
+		Type: TypeFile, Mode: 0o4755, UID: 1000, GID: 100, Size: 3 << 20, Nlink: 2,
+		Atime: 1, Mtime: 2, Ctime: -3, Children: 0,
+		Extents: []Extent{
+			{Off: 0, Len: 1 << 20, Block: blockstore.Sum([]byte("a"))},
+			{Off: 2 << 20, Len: 1 << 20, Block: blockstore.Sum([]byte("b"))},
+		},
+		Xattrs: map[string][]byte{"user.a": []byte("1"), "user.b": {}},
+	}
+}
+
+func TestAttrRoundTrip(t *testing.T) {
+	for _, a := range []Attr{
+		sampleAttr(),
+		{Type: TypeDir, Mode: 0o755, Nlink: 1, Children: 0xdeadbeef},
+		{Type: TypeSymlink, Mode: 0o777, Nlink: 1, Target: "../x/y", Size: 6},
+		{Type: TypeFile, Mode: 0o644, Nlink: 1, Inline: []byte("small file"), Size: 10},
+	} {
+		b := EncodeAttr(a)
+		got, err := DecodeAttr(b)
+		if err != nil || !reflect.DeepEqual(got, a) {
+			t.Errorf("round trip of %+v = %+v, %v", a, got, err)
+		}
+	}
+	// One state, one encoding, whatever the map's order.
+	if string(EncodeAttr(sampleAttr())) != string(EncodeAttr(sampleAttr())) {
+		t.Error("the same attributes encode differently")
+	}
+}
+
+func TestDecodeMalformed(t *testing.T) {
+	good := EncodeAttr(sampleAttr())
+	for i := range len(good) {
+		if _, err := DecodeAttr(good[:i]); !errors.Is(err, errDecode) {
+			t.Fatalf("a %d-byte prefix decoded: %v", i, err)
+		}
+	}
+	if _, err := DecodeAttr(append(good, 0)); !errors.Is(err, errDecode) {
+		t.Error("trailing bytes accepted")
+	}
+	bad := append([]byte{}, good...)
+	bad[1] = 9
+	if _, err := DecodeAttr(bad); !errors.Is(err, errDecode) {
+		t.Error("an unknown type accepted")
+	}
+	e := Entry{ID: ID{Part: 7, Num: 9}, Type: TypeDir}
+	if got, err := DecodeEntry(EncodeEntry(e)); err != nil || got != e {
+		t.Errorf("entry round trip = %+v, %v", got, err)
+	}
+	if _, err := DecodeEntry(EncodeEntry(e)[:10]); !errors.Is(err, errDecode) {
+		t.Error("a truncated entry decoded")
+	}
+}
+
+func TestNames(t *testing.T) {
+	if PartitionName(RootChildren) != "fs/0000000000000001" || InodeRecord(255) != "i/00000000000000ff" {
+		t.Errorf("names: %s %s", PartitionName(RootChildren), InodeRecord(255))
+	}
+	if n, ok := EntryName(EntryRecord("a/b")); !ok || n != "a/b" {
+		t.Errorf("EntryName = %q, %v", n, ok)
+	}
+	if _, ok := EntryName(InodeRecord(1)); ok {
+		t.Error("an inode record taken for an entry")
+	}
+}
+
+func FuzzDecode(f *testing.F) {
+	f.Add(EncodeAttr(sampleAttr()))
+	f.Add(EncodeEntry(Entry{ID: Root, Type: TypeDir}))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if a, err := DecodeAttr(b); err == nil {
+			if got, err := DecodeAttr(EncodeAttr(a)); err != nil || !reflect.DeepEqual(got, a) {
+				t.Fatalf("re-encoding %+v gives %+v, %v", a, got, err)
+			}
+		}
+		DecodeEntry(b)
+	})
+}
