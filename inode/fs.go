@@ -1,0 +1,321 @@
+package inode
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"syscall"
+	"time"
+
+	"github.com/difuse/difuse/txlog"
+)
+
+// Log runs transaction-log requests; *txlog.Service implements it.
+type Log interface {
+	Do(ctx context.Context, req txlog.Request) (txlog.Response, error)
+}
+
+// deadRecord marks a removed directory's partition: creates there check
+// that it is absent, and rmdir writes it only while no entry is left.
+const deadRecord = "dead"
+
+// Levels choose the consistency of the filesystem's operations.
+type Levels struct {
+	// Read is the level of lookups, attribute reads and listings. Default
+	// leader.
+	Read txlog.Level
+	// Write is the level of every change. Default quorum.
+	Write txlog.Level
+}
+
+// FS runs the filesystem's metadata operations as transactions. It is safe
+// for concurrent use.
+type FS struct {
+	log    Log
+	levels Levels
+	clock  func() time.Time
+}
+
+// New returns the filesystem kept in log. Zero levels take the defaults.
+func New(log Log, levels Levels) *FS {
+	if levels == (Levels{}) {
+		levels = Levels{Read: txlog.Leader, Write: txlog.Quorum}
+	}
+	return &FS{log: log, levels: levels, clock: time.Now}
+}
+
+// Init creates the root directory if it does not exist yet.
+func (f *FS) Init(ctx context.Context) error {
+	now := f.clock().UnixNano()
+	root := Attr{Type: TypeDir, Mode: 0o755, Nlink: 1, Atime: now, Mtime: now, Ctime: now, Children: RootChildren}
+	var zero txlog.Hash
+	_, err := f.log.Do(ctx, txlog.Request{Partition: PartitionName(Root.Part), Level: f.levels.Write, Kind: txlog.KindWrite,
+		Write: []txlog.Change{{Name: InodeRecord(Root.Num), Value: EncodeAttr(root), IfMatch: &zero}}})
+	if errors.Is(err, txlog.ErrConflict) {
+		return nil // it exists
+	}
+	return err
+}
+
+// GetAttr returns an inode's attributes and the hash of the transaction
+// that last changed them.
+func (f *FS) GetAttr(ctx context.Context, id ID) (Attr, txlog.Hash, error) {
+	resp, err := f.log.Do(ctx, txlog.Request{Partition: PartitionName(id.Part), Level: f.levels.Read, Kind: txlog.KindRead, Name: InodeRecord(id.Num)})
+	if err != nil {
+		return Attr{}, txlog.Hash{}, errno(err)
+	}
+	if !resp.Record.Exists {
+		return Attr{}, txlog.Hash{}, fmt.Errorf("inode %s: %w", id, syscall.ENOENT)
+	}
+	a, err := DecodeAttr(resp.Record.Value)
+	if err != nil {
+		return Attr{}, txlog.Hash{}, fmt.Errorf("inode %s: %w: %v", id, syscall.EIO, err)
+	}
+	return a, resp.Record.Hash, nil
+}
+
+// children returns the partition of a directory's entries.
+func (f *FS) children(ctx context.Context, dir ID) (uint64, error) {
+	a, _, err := f.GetAttr(ctx, dir)
+	if err != nil {
+		return 0, err
+	}
+	if a.Type != TypeDir {
+		return 0, fmt.Errorf("inode %s: %w", dir, syscall.ENOTDIR)
+	}
+	return a.Children, nil
+}
+
+// entry reads a directory entry of partition part, and its hash.
+func (f *FS) entry(ctx context.Context, part uint64, name string) (Entry, txlog.Hash, error) {
+	resp, err := f.log.Do(ctx, txlog.Request{Partition: PartitionName(part), Level: f.levels.Read, Kind: txlog.KindRead, Name: EntryRecord(name)})
+	if err != nil {
+		return Entry{}, txlog.Hash{}, errno(err)
+	}
+	if !resp.Record.Exists {
+		return Entry{}, txlog.Hash{}, fmt.Errorf("%q: %w", name, syscall.ENOENT)
+	}
+	e, err := DecodeEntry(resp.Record.Value)
+	if err != nil {
+		return Entry{}, txlog.Hash{}, fmt.Errorf("%q: %w: %v", name, syscall.EIO, err)
+	}
+	return e, resp.Record.Hash, nil
+}
+
+// Lookup returns the entry called name in directory dir.
+func (f *FS) Lookup(ctx context.Context, dir ID, name string) (Entry, error) {
+	if err := checkName(name); err != nil {
+		return Entry{}, err
+	}
+	part, err := f.children(ctx, dir)
+	if err != nil {
+		return Entry{}, err
+	}
+	e, _, err := f.entry(ctx, part, name)
+	return e, err
+}
+
+// DirEntry is one entry of a listing.
+type DirEntry struct {
+	Name string
+	Entry
+}
+
+// Readdir lists directory dir, in name order.
+func (f *FS) Readdir(ctx context.Context, dir ID) ([]DirEntry, error) {
+	part, err := f.children(ctx, dir)
+	if err != nil {
+		return nil, err
+	}
+	var out []DirEntry
+	after := ""
+	for {
+		resp, err := f.log.Do(ctx, txlog.Request{Partition: PartitionName(part), Level: f.levels.Read, Kind: txlog.KindList, Name: entryPrefix, After: after})
+		if err != nil {
+			return nil, errno(err)
+		}
+		for _, r := range resp.Records {
+			name, _ := EntryName(r.Name)
+			e, err := DecodeEntry(r.Value)
+			if err != nil {
+				return nil, fmt.Errorf("%q: %w: %v", name, syscall.EIO, err)
+			}
+			out = append(out, DirEntry{Name: name, Entry: e})
+			after = r.Name
+		}
+		if !resp.More {
+			return out, nil
+		}
+	}
+}
+
+// NewAttr describes an inode to create.
+type NewAttr struct {
+	Type     Type
+	Mode     uint32
+	UID, GID uint32
+	// Target is a symlink's target.
+	Target string
+}
+
+// Create makes the entry name in directory dir for a new inode, in one
+// transaction of the directory's partition, and returns its id and
+// attributes. An existing name is EEXIST; a directory removed meanwhile
+// is ENOENT.
+func (f *FS) Create(ctx context.Context, dir ID, name string, na NewAttr) (ID, Attr, error) {
+	if err := checkName(name); err != nil {
+		return ID{}, Attr{}, err
+	}
+	part, err := f.children(ctx, dir)
+	if err != nil {
+		return ID{}, Attr{}, err
+	}
+	now := f.clock().UnixNano()
+	a := Attr{Type: na.Type, Mode: na.Mode & 0o7777, UID: na.UID, GID: na.GID, Nlink: 1, Atime: now, Mtime: now, Ctime: now}
+	switch na.Type {
+	case TypeDir:
+		a.Children = randomID()
+	case TypeSymlink:
+		a.Target, a.Size = na.Target, uint64(len(na.Target))
+	case TypeFile:
+	default:
+		return ID{}, Attr{}, fmt.Errorf("create %q: type %d: %w", name, na.Type, syscall.EINVAL)
+	}
+	id := ID{Part: part, Num: randomID()}
+	var zero txlog.Hash
+	_, err = f.log.Do(ctx, txlog.Request{Partition: PartitionName(part), Level: f.levels.Write, Kind: txlog.KindWrite, Write: []txlog.Change{
+		{Name: deadRecord, Check: true, IfMatch: &zero},
+		{Name: EntryRecord(name), Value: EncodeEntry(Entry{ID: id, Type: na.Type}), IfMatch: &zero},
+		{Name: InodeRecord(id.Num), Value: EncodeAttr(a), IfMatch: &zero},
+	}})
+	if errors.Is(err, txlog.ErrConflict) {
+		if _, _, lerr := f.entry(ctx, part, name); lerr == nil {
+			return ID{}, Attr{}, fmt.Errorf("create %q: %w", name, syscall.EEXIST)
+		}
+		return ID{}, Attr{}, fmt.Errorf("create %q: the directory was removed: %w", name, syscall.ENOENT)
+	}
+	if err != nil {
+		return ID{}, Attr{}, errno(err)
+	}
+	return id, a, nil
+}
+
+// Unlink removes the entry name, not a directory, from directory dir, and
+// the inode with it when it was its last link, in one transaction.
+func (f *FS) Unlink(ctx context.Context, dir ID, name string) error {
+	part, err := f.children(ctx, dir)
+	if err != nil {
+		return err
+	}
+	e, eh, err := f.entry(ctx, part, name)
+	if err != nil {
+		return err
+	}
+	if e.Type == TypeDir {
+		return fmt.Errorf("unlink %q: %w", name, syscall.EISDIR)
+	}
+	a, ah, err := f.GetAttr(ctx, e.ID)
+	if err != nil {
+		return err
+	}
+	changes := []txlog.Change{{Name: EntryRecord(name), Delete: true, IfMatch: &eh}}
+	inode := txlog.Change{Name: InodeRecord(e.ID.Num), IfMatch: &ah, Delete: a.Nlink <= 1}
+	if !inode.Delete {
+		a.Nlink--
+		a.Ctime = f.clock().UnixNano()
+		inode.Value = EncodeAttr(a)
+	}
+	if e.ID.Part != part {
+		return fmt.Errorf("unlink %q: its inode lives in another directory's partition: %w", name, syscall.EXDEV)
+	}
+	_, err = f.log.Do(ctx, txlog.Request{Partition: PartitionName(part), Level: f.levels.Write, Kind: txlog.KindWrite, Write: append(changes, inode)})
+	if errors.Is(err, txlog.ErrConflict) {
+		return fmt.Errorf("unlink %q: changed meanwhile: %w", name, syscall.EAGAIN)
+	}
+	return errno(err)
+}
+
+// Rmdir removes the empty directory name from directory dir: it first
+// marks the directory's own partition dead, which succeeds only while no
+// entry is left there (ENOTEMPTY otherwise) and makes later creates in it
+// fail, then removes its entry and inode. A crash between the two leaves a
+// dead directory that a repeated rmdir removes.
+func (f *FS) Rmdir(ctx context.Context, dir ID, name string) error {
+	part, err := f.children(ctx, dir)
+	if err != nil {
+		return err
+	}
+	e, eh, err := f.entry(ctx, part, name)
+	if err != nil {
+		return err
+	}
+	if e.Type != TypeDir {
+		return fmt.Errorf("rmdir %q: %w", name, syscall.ENOTDIR)
+	}
+	a, ah, err := f.GetAttr(ctx, e.ID)
+	if err != nil {
+		return err
+	}
+	_, err = f.log.Do(ctx, txlog.Request{Partition: PartitionName(a.Children), Level: f.levels.Write, Kind: txlog.KindWrite, IfEmpty: entryPrefix,
+		Write: []txlog.Change{{Name: deadRecord, Value: []byte{1}}}})
+	if errors.Is(err, txlog.ErrConflict) {
+		return fmt.Errorf("rmdir %q: %w", name, syscall.ENOTEMPTY)
+	}
+	if err != nil {
+		return errno(err)
+	}
+	_, err = f.log.Do(ctx, txlog.Request{Partition: PartitionName(part), Level: f.levels.Write, Kind: txlog.KindWrite, Write: []txlog.Change{
+		{Name: EntryRecord(name), Delete: true, IfMatch: &eh},
+		{Name: InodeRecord(e.ID.Num), Delete: true, IfMatch: &ah},
+	}})
+	if errors.Is(err, txlog.ErrConflict) {
+		return fmt.Errorf("rmdir %q: changed meanwhile: %w", name, syscall.EAGAIN)
+	}
+	return errno(err)
+}
+
+// checkName refuses names POSIX does not allow in a directory.
+func checkName(name string) error {
+	switch {
+	case name == "" || name == "." || name == "..":
+		return fmt.Errorf("name %q: %w", name, syscall.EINVAL)
+	case len(name) > 255:
+		return fmt.Errorf("name of %d bytes: %w", len(name), syscall.ENAMETOOLONG)
+	}
+	for i := range len(name) {
+		if name[i] == '/' || name[i] == 0 {
+			return fmt.Errorf("name %q: %w", name, syscall.EINVAL)
+		}
+	}
+	return nil
+}
+
+// errno marks a transaction-log failure with the errno a caller reports:
+// EINVAL for a request the log refuses, EIO when the replicas needed are
+// not there.
+func errno(err error) error {
+	if err == nil {
+		return nil
+	}
+	var e syscall.Errno
+	switch {
+	case errors.As(err, &e):
+		return err
+	case errors.Is(err, txlog.ErrBadRequest):
+		return fmt.Errorf("%w: %v", syscall.EINVAL, err)
+	}
+	return fmt.Errorf("%w: %v", syscall.EIO, err)
+}
+
+// randomID returns a random 64-bit id, never 0 or 1 (taken by the root).
+func randomID() uint64 {
+	for {
+		var b [8]byte
+		rand.Read(b[:])
+		if v := binary.BigEndian.Uint64(b[:]); v > 1 {
+			return v
+		}
+	}
+}
