@@ -9,6 +9,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/difuse/difuse/blockstore"
+	"github.com/difuse/difuse/level"
 	"github.com/difuse/difuse/txlog"
 )
 
@@ -26,24 +28,38 @@ type Levels struct {
 	// Read is the level of lookups, attribute reads and listings. Default
 	// leader.
 	Read txlog.Level
-	// Write is the level of every change. Default quorum.
+	// Write is the level of every metadata change. Default quorum.
 	Write txlog.Level
+	// Blocks is the level of block reads. Default leader.
+	Blocks level.Level
+	// BlockWrite is the level of block writes. Default quorum.
+	BlockWrite level.Level
 }
 
-// FS runs the filesystem's metadata operations as transactions. It is safe
-// for concurrent use.
+// Options configure an FS.
+type Options struct {
+	// Levels are the consistency levels; all zero takes the defaults.
+	Levels Levels
+	// Chunk bounds the blocks files are cut into.
+	Chunk blockstore.ChunkOptions
+}
+
+// FS runs the filesystem's operations as transactions of the logs, and
+// keeps file contents in blocks. It is safe for concurrent use.
 type FS struct {
 	log    Log
+	blocks Blocks
 	levels Levels
+	chunk  blockstore.ChunkOptions
 	clock  func() time.Time
 }
 
-// New returns the filesystem kept in log. Zero levels take the defaults.
-func New(log Log, levels Levels) *FS {
-	if levels == (Levels{}) {
-		levels = Levels{Read: txlog.Leader, Write: txlog.Quorum}
+// New returns the filesystem kept in log and blocks.
+func New(log Log, blocks Blocks, opts Options) *FS {
+	if opts.Levels == (Levels{}) {
+		opts.Levels = Levels{Read: txlog.Leader, Write: txlog.Quorum, Blocks: level.Leader, BlockWrite: level.Quorum}
 	}
-	return &FS{log: log, levels: levels, clock: time.Now}
+	return &FS{log: log, blocks: blocks, levels: opts.Levels, chunk: opts.Chunk, clock: time.Now}
 }
 
 // Init creates the root directory if it does not exist yet.

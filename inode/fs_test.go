@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/difuse/difuse/blockstore"
 	"github.com/difuse/difuse/memnet"
 	"github.com/difuse/difuse/ring"
 	"github.com/difuse/difuse/store"
@@ -20,7 +21,7 @@ import (
 func newFS(t *testing.T, n int) []*FS {
 	t.Helper()
 	faults := memnet.New(1)
-	ringNet, logNet := ring.NewNetworkWith(faults), txlog.NewNetwork(faults)
+	ringNet, logNet, blockNet := ring.NewNetworkWith(faults), txlog.NewNetwork(faults), blockstore.NewNetwork(faults)
 	var out []*FS
 	var rings []*ring.Host
 	for i := range n {
@@ -43,12 +44,22 @@ func newFS(t *testing.T, n int) []*FS {
 			t.Fatal(err)
 		}
 		logNet.Attach(addr, svc)
+		local, err := blockstore.OpenLocal(t.TempDir(), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		blocks, err := blockstore.New(blockstore.Config{Addr: addr, CallTimeout: 200 * time.Millisecond}, rh, blockNet.Transport(addr), local)
+		if err != nil {
+			t.Fatal(err)
+		}
+		blockNet.Attach(addr, blocks)
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan struct{})
 		go func() { defer close(done); rh.Run(ctx) }()
-		t.Cleanup(func() { cancel(); <-done; svc.Close() })
+		t.Cleanup(func() { cancel(); <-done; svc.Close(); blocks.Wait() })
 		rings = append(rings, rh)
-		out = append(out, New(svc, Levels{}))
+		// Small blocks, so that small test files span several.
+		out = append(out, New(svc, blocks, Options{Chunk: blockstore.ChunkOptions{Min: 16 << 10, Avg: 64 << 10, Max: 256 << 10}}))
 	}
 	deadline := time.Now().Add(10 * time.Second)
 	for {

@@ -1,0 +1,223 @@
+package inode
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"sync"
+	"syscall"
+
+	"github.com/difuse/difuse/blockstore"
+	"github.com/difuse/difuse/level"
+	"github.com/difuse/difuse/txlog"
+)
+
+// Blocks stores and fetches blocks; *blockstore.Service implements it.
+type Blocks interface {
+	Set(ctx context.Context, data []byte, l level.Level) (blockstore.Hash, error)
+	Get(ctx context.Context, h blockstore.Hash, l level.Level) ([]byte, error)
+}
+
+// InlineMax is the size up to which a file's bytes live in its inode
+// record instead of in blocks.
+const InlineMax = 4096
+
+// ReadAt reads the bytes of a file whose attributes are a into p from
+// offset off, and returns how many it read: fewer than len(p) only at the
+// end of the file, with io.EOF.
+func (f *FS) ReadAt(ctx context.Context, a Attr, p []byte, off int64) (int, error) {
+	if a.Type != TypeFile {
+		return 0, fmt.Errorf("read: %w", syscall.EISDIR)
+	}
+	if off < 0 {
+		return 0, fmt.Errorf("read at %d: %w", off, syscall.EINVAL)
+	}
+	if uint64(off) >= a.Size {
+		return 0, io.EOF
+	}
+	n := int(min(uint64(len(p)), a.Size-uint64(off)))
+	clear(p[:n]) // holes read as zeros
+	if a.Inline != nil {
+		if off < int64(len(a.Inline)) {
+			copy(p[:n], a.Inline[off:])
+		}
+	}
+	end := uint64(off) + uint64(n)
+	for _, e := range a.Extents {
+		if e.Off >= end || e.Off+e.Len <= uint64(off) {
+			continue
+		}
+		data, err := f.blocks.Get(ctx, e.Block, f.levels.Blocks)
+		if err != nil {
+			return 0, fmt.Errorf("read block %s: %w: %v", e.Block, syscall.EIO, err)
+		}
+		if uint64(len(data)) < e.Len {
+			return 0, fmt.Errorf("block %s has %d bytes, its extent %d: %w", e.Block, len(data), e.Len, syscall.EIO)
+		}
+		lo, hi := max(e.Off, uint64(off)), min(e.Off+e.Len, end)
+		copy(p[lo-uint64(off):hi-uint64(off)], data[lo-e.Off:hi-e.Off])
+	}
+	if n < len(p) {
+		return n, io.EOF
+	}
+	return n, nil
+}
+
+// Writer collects the writes of an open file in memory until Flush
+// commits them as one transaction of the inode (new blocks stored first).
+// It is safe for concurrent use.
+type Writer struct {
+	fs *FS
+	id ID
+	mu sync.Mutex
+	// dirty holds the written ranges, sorted by offset, not overlapping.
+	dirty []span
+	bytes int
+}
+
+type span struct {
+	off  int64
+	data []byte
+}
+
+// NewWriter returns a writer for file id.
+func (f *FS) NewWriter(id ID) *Writer { return &Writer{fs: f, id: id} }
+
+// WriteAt records a write of p at off.
+func (w *Writer) WriteAt(p []byte, off int64) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if len(p) == 0 {
+		return
+	}
+	n := span{off, slices.Clone(p)}
+	// Merge with every span n touches or overlaps.
+	var out []span
+	for _, s := range w.dirty {
+		if s.off+int64(len(s.data)) < n.off || n.off+int64(len(n.data)) < s.off {
+			out = append(out, s)
+			continue
+		}
+		lo := min(s.off, n.off)
+		hi := max(s.off+int64(len(s.data)), n.off+int64(len(n.data)))
+		merged := make([]byte, hi-lo)
+		copy(merged[s.off-lo:], s.data)
+		copy(merged[n.off-lo:], n.data) // the newer write wins
+		w.bytes -= len(s.data)
+		n = span{lo, merged}
+	}
+	out = append(out, n)
+	slices.SortFunc(out, func(a, b span) int { return int(a.off - b.off) })
+	w.dirty = out
+	w.bytes += len(n.data)
+}
+
+// Buffered returns how many bytes wait for Flush.
+func (w *Writer) Buffered() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.bytes
+}
+
+// Dirty reports whether anything waits for Flush.
+func (w *Writer) Dirty() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return len(w.dirty) > 0
+}
+
+// Flush commits the buffered writes: it rebuilds the file's content from
+// the first block a write touches to the end, cuts it into blocks, stores
+// those, and writes the inode with its new extents (or inline bytes) and
+// size, under the condition that the inode did not change meanwhile (it
+// reads it again and redoes the work if it did).
+func (w *Writer) Flush(ctx context.Context) (Attr, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if len(w.dirty) == 0 {
+		a, _, err := w.fs.GetAttr(ctx, w.id)
+		return a, err
+	}
+	for range maxRetries {
+		a, h, err := w.fs.GetAttr(ctx, w.id)
+		if err != nil {
+			return Attr{}, err
+		}
+		na, err := w.fs.rewrite(ctx, a, w.dirty)
+		if err != nil {
+			return Attr{}, err
+		}
+		now := w.fs.clock().UnixNano()
+		na.Mtime, na.Ctime = now, now
+		_, err = w.fs.log.Do(ctx, txlog.Request{Partition: PartitionName(w.id.Part), Level: w.fs.levels.Write, Kind: txlog.KindWrite,
+			Write: []txlog.Change{{Name: InodeRecord(w.id.Num), Value: EncodeAttr(na), IfMatch: &h}}})
+		if errors.Is(err, txlog.ErrConflict) {
+			continue
+		}
+		if err != nil {
+			return Attr{}, errno(err)
+		}
+		w.dirty, w.bytes = nil, 0
+		return na, nil
+	}
+	return Attr{}, fmt.Errorf("flush %s: changed %d times meanwhile: %w", w.id, maxRetries, syscall.EAGAIN)
+}
+
+// rewrite returns a with the writes in dirty applied: the content from the
+// first extent they touch to the end is read, overlaid, cut into blocks
+// and stored; extents before it are kept.
+func (f *FS) rewrite(ctx context.Context, a Attr, dirty []span) (Attr, error) {
+	first := dirty[0].off
+	last := dirty[len(dirty)-1]
+	size := max(int64(a.Size), last.off+int64(len(last.data)))
+	// Keep the extents that end before the first write; rebuild from there.
+	from := int64(0)
+	var kept []Extent
+	if a.Inline == nil {
+		for _, e := range a.Extents {
+			if int64(e.Off+e.Len) <= first {
+				kept = append(kept, e)
+				from = int64(e.Off + e.Len)
+			}
+		}
+	}
+	content := make([]byte, size-from)
+	if from < int64(a.Size) {
+		if _, err := f.ReadAt(ctx, a, content[:int64(a.Size)-from], from); err != nil && !errors.Is(err, io.EOF) {
+			return Attr{}, err
+		}
+	}
+	for _, s := range dirty {
+		copy(content[s.off-from:], s.data)
+	}
+	na := a
+	na.Size, na.Inline, na.Extents = uint64(size), nil, kept
+	if size <= InlineMax && from == 0 {
+		na.Inline, na.Extents = content, nil
+		return na, nil
+	}
+	c, err := blockstore.NewChunker(bytes.NewReader(content), f.chunk)
+	if err != nil {
+		return Attr{}, err
+	}
+	off := uint64(from)
+	for {
+		b, err := c.Next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return Attr{}, err
+		}
+		h, err := f.blocks.Set(ctx, b, f.levels.BlockWrite)
+		if err != nil {
+			return Attr{}, fmt.Errorf("store a block: %w: %v", syscall.EIO, err)
+		}
+		na.Extents = append(na.Extents, Extent{Off: off, Len: uint64(len(b)), Block: h})
+		off += uint64(len(b))
+	}
+	return na, nil
+}

@@ -1,0 +1,131 @@
+package inode
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"math/rand/v2"
+	"testing"
+)
+
+func random(n int, seed byte) []byte {
+	b := make([]byte, n)
+	rand.NewChaCha8([32]byte{seed}).Read(b)
+	return b
+}
+
+// readAll reads a whole file through fs.
+func readAll(t *testing.T, fs *FS, id ID) []byte {
+	t.Helper()
+	a, _, err := fs.GetAttr(ctxT(t), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, a.Size+10)
+	n, err := fs.ReadAt(ctxT(t), a, buf, 0)
+	if !errors.Is(err, io.EOF) || uint64(n) != a.Size {
+		t.Fatalf("ReadAt of %d bytes = %d, %v", a.Size, n, err)
+	}
+	return buf[:n]
+}
+
+func TestWriteRead(t *testing.T) {
+	fss := newFS(t, 3)
+	fs := fss[0]
+	ctx := ctxT(t)
+	small, _, err := fs.Create(ctx, Root, "small", NewAttr{Type: TypeFile, Mode: 0o644})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := fs.NewWriter(small)
+	w.WriteAt([]byte("hello, "), 0)
+	w.WriteAt([]byte("world"), 7)
+	a, err := w.Flush(ctx)
+	if err != nil || a.Size != 12 || a.Inline == nil || len(a.Extents) != 0 {
+		t.Fatalf("small file: %+v, %v", a, err)
+	}
+	if got := readAll(t, fss[1], small); string(got) != "hello, world" {
+		t.Fatalf("small file reads %q", got)
+	}
+
+	big, _, err := fs.Create(ctx, Root, "big", NewAttr{Type: TypeFile, Mode: 0o644})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := random(3<<20+777, 1)
+	w = fs.NewWriter(big)
+	for off := 0; off < len(want); off += 100 << 10 { // the kernel writes in pieces
+		w.WriteAt(want[off:min(off+100<<10, len(want))], int64(off))
+	}
+	a, err = w.Flush(ctx)
+	if err != nil || a.Size != uint64(len(want)) || len(a.Extents) < 10 {
+		t.Fatalf("big file: %d extents, size %d, %v", len(a.Extents), a.Size, err)
+	}
+	if got := readAll(t, fss[2], big); !bytes.Equal(got, want) {
+		t.Fatal("big file reads back different")
+	}
+	// Overwrite the middle and append: the extents before the change stay.
+	before := a.Extents
+	w = fs.NewWriter(big)
+	copy(want[2<<20:], []byte("patched"))
+	w.WriteAt([]byte("patched"), 2<<20)
+	tail := random(5000, 2)
+	w.WriteAt(tail, int64(len(want)))
+	want = append(want, tail...)
+	a, err = w.Flush(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kept := 0
+	for _, e := range a.Extents {
+		for _, b := range before {
+			if e == b {
+				kept++
+			}
+		}
+	}
+	if kept < len(before)/2 {
+		t.Errorf("a 7-byte change at 2 MiB kept %d of %d extents", kept, len(before))
+	}
+	if got := readAll(t, fss[1], big); !bytes.Equal(got, want) {
+		t.Fatal("patched file reads back different")
+	}
+	// A partial read in the middle, and a write past the end leaves a hole
+	// of zeros.
+	buf := make([]byte, 10)
+	if n, err := fs.ReadAt(ctx, a, buf, 2<<20); err != nil || n != 10 || string(buf[:7]) != "patched" {
+		t.Errorf("ReadAt = %q, %v", buf[:n], err)
+	}
+	w = fs.NewWriter(big)
+	w.WriteAt([]byte("end"), int64(len(want))+1000)
+	if _, err := w.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	want = append(append(want, make([]byte, 1000)...), "end"...)
+	if got := readAll(t, fs, big); !bytes.Equal(got, want) {
+		t.Fatal("file with a hole reads back different")
+	}
+	// Truncation.
+	size := uint64(1 << 20)
+	if _, err := fs.Setattr(ctx, big, SetAttr{Size: &size}); err != nil {
+		t.Fatal(err)
+	}
+	if got := readAll(t, fs, big); !bytes.Equal(got, want[:1<<20]) {
+		t.Fatal("truncated file reads back different")
+	}
+}
+
+func TestWriterMergesWrites(t *testing.T) {
+	w := (&FS{}).NewWriter(ID{})
+	w.WriteAt([]byte("aaaa"), 0)
+	w.WriteAt([]byte("bb"), 10)
+	w.WriteAt([]byte("cccccc"), 2) // overlaps the first
+	w.WriteAt([]byte("d"), 20)
+	if len(w.dirty) != 3 || string(w.dirty[0].data) != "aacccccc" || w.Buffered() != 11 {
+		t.Fatalf("dirty = %+v, %d buffered", w.dirty, w.Buffered())
+	}
+	w.WriteAt([]byte("ee"), 8) // touches both its neighbours
+	if len(w.dirty) != 2 || w.dirty[0].off != 0 || string(w.dirty[0].data) != "aacccccceebb" || w.Buffered() != 13 {
+		t.Fatalf("dirty = %+v, %d buffered", w.dirty, w.Buffered())
+	}
+}
