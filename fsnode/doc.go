@@ -1,8 +1,8 @@
-// Package fsnode is the FUSE layer on bazil.org/fuse: directory and file
-// nodes, open handles that buffer writes, read-ahead, the block cache, the
-// kernel's attribute and entry caching, and the one translation of errors to
-// errno.
+// Package fsnode is the FUSE layer on bazil.org/fuse: one node per inode
+// the kernel knows, whose open handles share a writer that buffers writes
+// until flush, fsync, close or a size limit; the kernel's attribute and
+// entry caching with short timeouts; a deadline on every operation; and
+// the one translation of errors to errno (EIO with a log line saying why).
 //
-// It knows nothing of Chord or gRPC: it talks to the filesystem model through
-// the small interfaces it declares.
+// It knows nothing of Chord or gRPC: it drives package inode.
 package fsnode

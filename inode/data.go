@@ -122,6 +122,17 @@ func (w *Writer) Buffered() int {
 	return w.bytes
 }
 
+// End returns the end of the furthest buffered write, 0 if none.
+func (w *Writer) End() uint64 {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if len(w.dirty) == 0 {
+		return 0
+	}
+	last := w.dirty[len(w.dirty)-1]
+	return uint64(last.off) + uint64(len(last.data))
+}
+
 // Dirty reports whether anything waits for Flush.
 func (w *Writer) Dirty() bool {
 	w.mu.Lock()

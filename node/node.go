@@ -229,6 +229,12 @@ func (n *Node) HTTPAddr() string { return n.httpLn.Addr().String() }
 // Ring returns the node's ring host.
 func (n *Node) Ring() *ring.Host { return n.ring }
 
+// TxLog returns the node's transaction-log service.
+func (n *Node) TxLog() *txlog.Service { return n.txlog }
+
+// Blocks returns the node's block service.
+func (n *Node) Blocks() *blockstore.Service { return n.blocks }
+
 // Run serves gRPC and HTTP, joins the ring (or creates one), and maintains
 // it until ctx is done or a server fails. Then it shuts down: it leaves the
 // ring if configured to, stops taking calls, waits up to ShutdownTimeout for

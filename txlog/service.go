@@ -296,7 +296,7 @@ func (s *Service) establish(ctx context.Context, p *part, ringSet []string) erro
 		if err != nil {
 			return err
 		}
-		s.log.Info("leading partition", "partition", p.name, "ballot", b.String(), "attempt", attempt, "members", members, "last", last)
+		s.log.Debug("leading partition", "partition", p.name, "ballot", b.String(), "attempt", attempt, "members", members, "last", last)
 		// Commit an entry at our ballot: entries of earlier ballots are
 		// committed by committing one of ours after them. A new partition's
 		// first entry puts the ring's replica set in force.
@@ -413,7 +413,7 @@ func (s *Service) reconfigure(ctx context.Context, p *part, ringSet []string) er
 			s.log.Warn("replica set change failed", "partition", p.name, "from", cur, "to", next, "err", err)
 			return nil
 		}
-		s.log.Info("replica set changed", "partition", p.name, "from", cur, "to", next)
+		s.log.Debug("replica set changed", "partition", p.name, "from", cur, "to", next)
 	}
 	return nil
 }

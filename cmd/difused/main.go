@@ -16,14 +16,13 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
 
+	"github.com/difuse/difuse/internal/cli"
 	"github.com/difuse/difuse/node"
 	"github.com/difuse/difuse/ring"
 	"github.com/difuse/difuse/store"
@@ -93,13 +92,13 @@ Flags of difused:
 		fs.Usage()
 		return exitUsage
 	}
-	log, err := newLogger(stderr, *logLevel, *logJSON)
+	log, err := cli.NewLogger(stderr, *logLevel, *logJSON)
 	if err != nil {
 		fmt.Fprintf(stderr, "difused: %v\n", err)
 		return exitUsage
 	}
 	if *dir == "" {
-		if *dir, err = defaultDataDir(*grpcAddr); err != nil {
+		if *dir, err = cli.DataDir((*grpcAddr)[strings.LastIndex(*grpcAddr, ":")+1:]); err != nil {
 			log.Error("no data directory", "err", err)
 			return exitDataDir
 		}
@@ -152,33 +151,3 @@ func exitCode(err error) int {
 	return exitFailure
 }
 
-// defaultDataDir returns the per-user data directory for a node serving on
-// grpcAddr, creating its parents.
-func defaultDataDir(grpcAddr string) (string, error) {
-	base := os.Getenv("XDG_DATA_HOME")
-	if base == "" {
-		home, err := os.UserHomeDir()
-		if err != nil {
-			return "", fmt.Errorf("no -d given and no home directory: %w", err)
-		}
-		base = filepath.Join(home, ".local", "share")
-	}
-	port := grpcAddr[strings.LastIndex(grpcAddr, ":")+1:]
-	parent := filepath.Join(base, "difuse")
-	if err := os.MkdirAll(parent, 0o700); err != nil {
-		return "", fmt.Errorf("create %s: %w", parent, err)
-	}
-	return filepath.Join(parent, port), nil
-}
-
-func newLogger(w io.Writer, level string, json bool) (*slog.Logger, error) {
-	var lv slog.Level
-	if err := lv.UnmarshalText([]byte(level)); err != nil {
-		return nil, fmt.Errorf("bad -log-level %q: want debug, info, warn or error", level)
-	}
-	opts := &slog.HandlerOptions{Level: lv}
-	if json {
-		return slog.New(slog.NewJSONHandler(w, opts)), nil
-	}
-	return slog.New(slog.NewTextHandler(w, opts)), nil
-}

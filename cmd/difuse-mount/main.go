@@ -1,0 +1,160 @@
+// Command difuse-mount mounts a difuse filesystem:
+//
+//	difuse-mount [-d data-dir] [flags] MOUNTPOINT
+//
+// It runs an embedded single node on the data directory, so one command
+// gives a working mount, and serves the filesystem at MOUNTPOINT until
+// SIGINT or SIGTERM, when it unmounts. Joining an existing cluster as a
+// client (-j) is not built yet.
+//
+// Exit codes: 0 success, 1 other failure, 2 bad usage, 3 data directory
+// missing, locked or full, 4 address unavailable, 6 mountpoint or FUSE
+// unusable.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"bazil.org/fuse"
+	"bazil.org/fuse/fs"
+
+	"github.com/difuse/difuse/fsnode"
+	"github.com/difuse/difuse/inode"
+	"github.com/difuse/difuse/internal/cli"
+	"github.com/difuse/difuse/node"
+	"github.com/difuse/difuse/ring"
+	"github.com/difuse/difuse/store"
+)
+
+// Exit codes.
+const (
+	exitFailure = 1
+	exitUsage   = 2
+	exitDataDir = 3
+	exitListen  = 4
+	exitMount   = 6
+)
+
+func main() { os.Exit(run(os.Args[1:], os.Stderr)) }
+
+func run(args []string, stderr io.Writer) int {
+	flags := flag.NewFlagSet("difuse-mount", flag.ContinueOnError)
+	flags.SetOutput(stderr)
+	flags.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: difuse-mount [flags] MOUNTPOINT\n\nFlags:\n")
+		flags.PrintDefaults()
+	}
+	dir := flags.String("d", "", "data `directory` of the embedded node (default $XDG_DATA_HOME/difuse/mount, else ~/.local/share/difuse/mount)")
+	grpcAddr := flags.String("b", "127.0.0.1:4644", "gRPC `address` of the embedded node; keep it the same across runs")
+	httpAddr := flags.String("a", "127.0.0.1:9144", "HTTP `address` of the embedded node")
+	attrValid := flags.Duration("attr-valid", time.Second, "how long the kernel caches attributes")
+	entryValid := flags.Duration("entry-valid", time.Second, "how long the kernel caches names")
+	logLevel := flags.String("log-level", "info", "log `level`: debug, info, warn or error")
+	if err := flags.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return exitUsage
+	}
+	if flags.NArg() != 1 {
+		flags.Usage()
+		return exitUsage
+	}
+	mountpoint := flags.Arg(0)
+	log, err := cli.NewLogger(stderr, *logLevel, false)
+	if err != nil {
+		fmt.Fprintln(stderr, "difuse-mount:", err)
+		return exitUsage
+	}
+	if st, err := os.Stat(mountpoint); err != nil || !st.IsDir() {
+		fmt.Fprintf(stderr, "difuse-mount: mountpoint %s is not a directory\n", mountpoint)
+		return exitMount
+	}
+	if _, err := os.Stat("/dev/fuse"); err != nil {
+		fmt.Fprintln(stderr, "difuse-mount: FUSE is not available here (/dev/fuse is missing; install fuse3)")
+		return exitMount
+	}
+	if *dir == "" {
+		if *dir, err = cli.DataDir("mount"); err != nil {
+			fmt.Fprintln(stderr, "difuse-mount:", err)
+			return exitDataDir
+		}
+	}
+
+	n, err := node.New(node.Config{GRPCAddr: *grpcAddr, HTTPAddr: *httpAddr, Store: store.Options{Dir: *dir}, Ring: ring.Config{}, Logger: log})
+	if err != nil {
+		log.Error("cannot start the embedded node", "err", err)
+		switch {
+		case errors.Is(err, node.ErrListen):
+			return exitListen
+		case errors.Is(err, store.ErrNoDir), errors.Is(err, store.ErrLocked), errors.Is(err, store.ErrNoSpace):
+			return exitDataDir
+		}
+		return exitFailure
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	nodeDone := make(chan error, 1)
+	go func() { nodeDone <- n.Run(ctx) }()
+	for !n.Ring().Member() {
+		select {
+		case err := <-nodeDone:
+			log.Error("the embedded node stopped", "err", err)
+			return exitFailure
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	n.TxLog().NoteHosts(1)
+	ifs := inode.New(n.TxLog(), n.Blocks(), inode.Options{})
+	ictx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	err = ifs.Init(ictx)
+	cancel()
+	if err != nil {
+		log.Error("cannot create the root directory", "err", err)
+		stop()
+		<-nodeDone
+		return exitFailure
+	}
+
+	conn, err := fuse.Mount(mountpoint, fuse.FSName("difuse"), fuse.Subtype("difuse"), fuse.MaxReadahead(1<<20))
+	if err != nil {
+		log.Error("cannot mount", "mountpoint", mountpoint, "err", err)
+		stop()
+		<-nodeDone
+		return exitMount
+	}
+	served := make(chan error, 1)
+	go func() {
+		served <- fs.Serve(conn, fsnode.New(ifs, fsnode.Options{AttrValid: *attrValid, EntryValid: *entryValid, Logger: log.With("component", "fuse")}))
+	}()
+	log.Info("mounted", "mountpoint", mountpoint, "dir", *dir)
+
+	code := 0
+	select {
+	case <-ctx.Done():
+	case err := <-served:
+		log.Error("serving stopped", "err", err)
+		code = exitFailure
+	}
+	// Unmount; a busy mountpoint is detached lazily so the process can end.
+	if err := fuse.Unmount(mountpoint); err != nil {
+		log.Warn("unmount failed; detaching lazily", "err", err)
+		lazyUnmount(mountpoint)
+	}
+	conn.Close()
+	stop()
+	if err := <-nodeDone; err != nil {
+		log.Error("the embedded node stopped with an error", "err", err)
+		code = exitFailure
+	}
+	log.Info("unmounted", "mountpoint", mountpoint)
+	return code
+}

@@ -1,0 +1,158 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/difuse/difuse/internal/proctest"
+)
+
+var mounted = regexp.MustCompile(`msg=mounted`)
+
+// mount starts difuse-mount on a fresh mountpoint and returns the process
+// and the mountpoint. The mount is taken down when the test ends, whatever
+// happened.
+func mount(t *testing.T, dataDir, mnt, addr string) *proctest.Proc {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("mounting needs root here")
+	}
+	if _, err := os.Stat("/dev/fuse"); err != nil {
+		t.Fatalf("no /dev/fuse: the test script installs fuse3: %v", err)
+	}
+	p := proctest.Start(t, "difuse-mount", "-d", dataDir, "-b", addr, "-a", "127.0.0.1:0", mnt)
+	t.Cleanup(func() {
+		if isMounted(mnt) {
+			exec.Command("fusermount3", "-uz", mnt).Run()
+		}
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := p.WaitLog(ctx, mounted); err != nil {
+		t.Fatalf("not mounted: %v\n%s", err, p.Log())
+	}
+	return p
+}
+
+func isMounted(mnt string) bool {
+	b, _ := os.ReadFile("/proc/mounts")
+	return strings.Contains(string(b), " "+mnt+" ")
+}
+
+func unmount(t *testing.T, p *proctest.Proc, mnt string) {
+	t.Helper()
+	if err := p.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if code, err := p.Wait(30 * time.Second); err != nil || code != 0 {
+		t.Fatalf("difuse-mount exited %d, %v\n%s", code, err, p.Log())
+	}
+	if isMounted(mnt) {
+		t.Fatal("still mounted after SIGTERM")
+	}
+}
+
+func sh(t *testing.T, dir string, name string, args ...string) string {
+	t.Helper()
+	cmd := exec.Command(name, args...)
+	cmd.Dir = dir
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s %v: %v\n%s", name, args, err, out)
+	}
+	return string(out)
+}
+
+// The embedded mount serves everyday file work, and what it holds survives
+// an unmount and a new mount on the same data directory.
+func TestEmbeddedMount(t *testing.T) {
+	data, mnt := t.TempDir(), t.TempDir()
+	// The embedded node keeps its address across runs: take a free port.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	p := mount(t, data, mnt, addr)
+	src := filepath.Join(os.Getenv("GOROOT"), "src", "encoding")
+	if out, err := exec.Command("go", "env", "GOROOT").Output(); err == nil {
+		src = filepath.Join(strings.TrimSpace(string(out)), "src", "encoding")
+	}
+	sh(t, mnt, "cp", "-a", src, "tree")
+	sh(t, mnt, "diff", "-r", src, "tree")
+	if err := os.WriteFile(filepath.Join(mnt, "a.txt"), []byte("hello"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var f *os.File
+	f, err = os.OpenFile(filepath.Join(mnt, "a.txt"), os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.WriteString(", world")
+	f.Close()
+	if b, _ := os.ReadFile(filepath.Join(mnt, "a.txt")); string(b) != "hello, world" {
+		t.Fatalf("a.txt = %q", b)
+	}
+	big := bytes.Repeat([]byte("0123456789abcdef"), 3<<20/16+7)
+	if err := os.WriteFile(filepath.Join(mnt, "big"), big, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	sh(t, mnt, "mkdir", "-p", "d/e")
+	sh(t, mnt, "mv", "a.txt", "b.txt")
+	sh(t, mnt, "ln", "-s", "b.txt", "link")
+	sh(t, mnt, "chmod", "640", "b.txt")
+	sh(t, mnt, "truncate", "-s", "5", "b.txt")
+	sh(t, mnt, "touch", "-d", "2020-01-02 03:04:05", "b.txt")
+	if out := sh(t, mnt, "stat", "-c", "%a %s %y", "b.txt"); !strings.HasPrefix(out, "640 5 2020-01-02 03:04:05") {
+		t.Errorf("stat b.txt = %q", out)
+	}
+	if out := sh(t, mnt, "cat", "link"); out != "hello" {
+		t.Errorf("through the link: %q", out)
+	}
+	if err := os.Remove(filepath.Join(mnt, "d")); err == nil || !strings.Contains(err.Error(), "not empty") {
+		t.Errorf("rmdir of a non-empty directory: %v", err)
+	}
+	unmount(t, p, mnt)
+
+	p = mount(t, data, mnt, addr)
+	sh(t, mnt, "diff", "-r", src, "tree")
+	if b, err := os.ReadFile(filepath.Join(mnt, "big")); err != nil || !bytes.Equal(b, big) {
+		t.Fatalf("big after remount: %d bytes, %v", len(b), err)
+	}
+	if out := sh(t, mnt, "ls"); out != "b.txt\nbig\nd\nlink\ntree\n" {
+		t.Errorf("ls after remount = %q", out)
+	}
+	unmount(t, p, mnt)
+}
+
+// Bad usage and a missing mountpoint get clear errors and exit codes.
+func TestUsage(t *testing.T) {
+	bin := proctest.Binary(t, "difuse-mount")
+	for _, tc := range []struct {
+		args []string
+		code int
+		want string
+	}{
+		{nil, 2, "Usage"},
+		{[]string{"/nonexistent/mountpoint"}, 6, "not a directory"},
+	} {
+		out, err := exec.Command(bin, tc.args...).CombinedOutput()
+		code := 0
+		if ee, ok := err.(*exec.ExitError); ok {
+			code = ee.ExitCode()
+		}
+		if code != tc.code || !strings.Contains(string(out), tc.want) {
+			t.Errorf("difuse-mount %v: exit %d, %q; want %d and %q", tc.args, code, out, tc.code, tc.want)
+		}
+	}
+}

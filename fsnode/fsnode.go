@@ -1,0 +1,434 @@
+package fsnode
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"os"
+	"sync"
+	"syscall"
+	"time"
+
+	"bazil.org/fuse"
+	"bazil.org/fuse/fs"
+
+	"github.com/difuse/difuse/inode"
+)
+
+// Options configure the FUSE layer.
+type Options struct {
+	// AttrValid and EntryValid are how long the kernel may cache
+	// attributes and names. Default 1s each.
+	AttrValid, EntryValid time.Duration
+	// FlushBytes is how much an open file buffers before it commits.
+	// Default 64 MiB.
+	FlushBytes int
+	// OpTimeout bounds every operation, so that nothing hangs when the
+	// cluster does not answer. Default 30s.
+	OpTimeout time.Duration
+	// Logger receives the reasons behind EIO; nil discards them.
+	Logger *slog.Logger
+}
+
+// FS is the filesystem as the kernel sees it.
+type FS struct {
+	fs   *inode.FS
+	opts Options
+	log  *slog.Logger
+	mu   sync.Mutex
+	// nodes holds one Node per inode the kernel knows, so that every open
+	// handle of a file shares its buffered writes.
+	nodes map[inode.ID]*Node
+}
+
+var (
+	_ fs.FS          = (*FS)(nil)
+	_ fs.FSStatfser  = (*FS)(nil)
+	_ fs.NodeCreater = (*Node)(nil)
+)
+
+// New returns the FUSE layer over f.
+func New(f *inode.FS, opts Options) *FS {
+	if opts.AttrValid == 0 {
+		opts.AttrValid = time.Second
+	}
+	if opts.EntryValid == 0 {
+		opts.EntryValid = time.Second
+	}
+	if opts.FlushBytes == 0 {
+		opts.FlushBytes = 64 << 20
+	}
+	if opts.OpTimeout == 0 {
+		opts.OpTimeout = 30 * time.Second
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &FS{fs: f, opts: opts, log: opts.Logger, nodes: map[inode.ID]*Node{}}
+}
+
+// Root returns the root directory.
+func (s *FS) Root() (fs.Node, error) { return s.node(inode.Root), nil }
+
+// Statfs reports sizes the kernel needs; capacity is the cluster's and is
+// not summed up yet, so it reports a large free space.
+func (s *FS) Statfs(ctx context.Context, req *fuse.StatfsRequest, resp *fuse.StatfsResponse) error {
+	resp.Bsize, resp.Frsize, resp.Namelen = 4096, 4096, 255
+	resp.Blocks, resp.Bfree, resp.Bavail = 1<<40, 1<<40, 1<<40
+	resp.Files, resp.Ffree = 1<<40, 1<<40
+	return nil
+}
+
+// node returns the one Node of inode id.
+func (s *FS) node(id inode.ID) *Node {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n, ok := s.nodes[id]
+	if !ok {
+		n = &Node{s: s, id: id}
+		s.nodes[id] = n
+	}
+	return n
+}
+
+// ctx bounds an operation.
+func (s *FS) ctx(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, s.opts.OpTimeout)
+}
+
+// errno turns an error into what the kernel gets: its errno if it carries
+// one, else EIO, with a log line saying why.
+func (s *FS) errno(op string, err error) error {
+	if err == nil {
+		return nil
+	}
+	var e syscall.Errno
+	if errors.As(err, &e) {
+		if e == syscall.EIO {
+			s.log.Warn("I/O error", "op", op, "err", err)
+		}
+		return fuse.Errno(e)
+	}
+	s.log.Warn("I/O error", "op", op, "err", err)
+	return fuse.Errno(syscall.EIO)
+}
+
+// Node is a file, directory or symlink.
+type Node struct {
+	s  *FS
+	id inode.ID
+	mu sync.Mutex
+	w  *inode.Writer // buffered writes of the open handles, if any
+}
+
+// inum is the inode number the kernel sees.
+func (n *Node) inum() uint64 {
+	if n.id == inode.Root {
+		return 1
+	}
+	return n.id.Num ^ (n.id.Part * 0x9e3779b97f4a7c15)
+}
+
+// writer returns the node's writer, making it on first use.
+func (n *Node) writer() *inode.Writer {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.w == nil {
+		n.w = n.s.fs.NewWriter(n.id)
+	}
+	return n.w
+}
+
+// flush commits the buffered writes, if any.
+func (n *Node) flush(ctx context.Context) error {
+	n.mu.Lock()
+	w := n.w
+	n.mu.Unlock()
+	if w == nil || !w.Dirty() {
+		return nil
+	}
+	_, err := w.Flush(ctx)
+	return err
+}
+
+func (n *Node) fill(a inode.Attr, out *fuse.Attr) {
+	out.Valid = n.s.opts.AttrValid
+	out.Inode = n.inum()
+	out.Size = a.Size
+	n.mu.Lock()
+	if n.w != nil {
+		out.Size = max(out.Size, n.w.End())
+	}
+	n.mu.Unlock()
+	out.Blocks = (out.Size + 511) / 512
+	out.Atime, out.Mtime, out.Ctime = time.Unix(0, a.Atime), time.Unix(0, a.Mtime), time.Unix(0, a.Ctime)
+	out.Mode = os.FileMode(a.Mode&0o777) | modeBits(a.Mode)
+	switch a.Type {
+	case inode.TypeDir:
+		out.Mode |= os.ModeDir
+	case inode.TypeSymlink:
+		out.Mode |= os.ModeSymlink
+	}
+	out.Nlink, out.Uid, out.Gid = a.Nlink, a.UID, a.GID
+	out.BlockSize = 1 << 20
+}
+
+// modeBits turns setuid, setgid and sticky into os.FileMode bits.
+func modeBits(m uint32) os.FileMode {
+	var out os.FileMode
+	if m&0o4000 != 0 {
+		out |= os.ModeSetuid
+	}
+	if m&0o2000 != 0 {
+		out |= os.ModeSetgid
+	}
+	if m&0o1000 != 0 {
+		out |= os.ModeSticky
+	}
+	return out
+}
+
+// posixMode turns an os.FileMode's permission bits back into POSIX ones.
+func posixMode(m os.FileMode) uint32 {
+	out := uint32(m.Perm())
+	if m&os.ModeSetuid != 0 {
+		out |= 0o4000
+	}
+	if m&os.ModeSetgid != 0 {
+		out |= 0o2000
+	}
+	if m&os.ModeSticky != 0 {
+		out |= 0o1000
+	}
+	return out
+}
+
+// Attr reports the node's attributes.
+func (n *Node) Attr(ctx context.Context, out *fuse.Attr) error {
+	ctx, cancel := n.s.ctx(ctx)
+	defer cancel()
+	a, _, err := n.s.fs.GetAttr(ctx, n.id)
+	if err != nil {
+		return n.s.errno("getattr", err)
+	}
+	n.fill(a, out)
+	return nil
+}
+
+// Lookup finds a directory's entry.
+func (n *Node) Lookup(ctx context.Context, req *fuse.LookupRequest, resp *fuse.LookupResponse) (fs.Node, error) {
+	ctx, cancel := n.s.ctx(ctx)
+	defer cancel()
+	e, err := n.s.fs.Lookup(ctx, n.id, req.Name)
+	if err != nil {
+		return nil, n.s.errno("lookup", err)
+	}
+	resp.EntryValid = n.s.opts.EntryValid
+	return n.s.node(e.ID), nil
+}
+
+// ReadDirAll lists a directory.
+func (n *Node) ReadDirAll(ctx context.Context) ([]fuse.Dirent, error) {
+	ctx, cancel := n.s.ctx(ctx)
+	defer cancel()
+	list, err := n.s.fs.Readdir(ctx, n.id)
+	if err != nil {
+		return nil, n.s.errno("readdir", err)
+	}
+	out := make([]fuse.Dirent, len(list))
+	for i, e := range list {
+		t := fuse.DT_File
+		switch e.Type {
+		case inode.TypeDir:
+			t = fuse.DT_Dir
+		case inode.TypeSymlink:
+			t = fuse.DT_Link
+		}
+		out[i] = fuse.Dirent{Inode: (&Node{id: e.ID}).inum(), Type: t, Name: e.Name}
+	}
+	return out, nil
+}
+
+func (n *Node) create(ctx context.Context, name string, na inode.NewAttr) (*Node, error) {
+	ctx, cancel := n.s.ctx(ctx)
+	defer cancel()
+	id, _, err := n.s.fs.Create(ctx, n.id, name, na)
+	if err != nil {
+		return nil, n.s.errno("create", err)
+	}
+	return n.s.node(id), nil
+}
+
+// Mkdir makes a directory.
+func (n *Node) Mkdir(ctx context.Context, req *fuse.MkdirRequest) (fs.Node, error) {
+	return n.create(ctx, req.Name, inode.NewAttr{Type: inode.TypeDir, Mode: posixMode(req.Mode &^ req.Umask), UID: req.Uid, GID: req.Gid})
+}
+
+// Create makes a file and opens it.
+func (n *Node) Create(ctx context.Context, req *fuse.CreateRequest, resp *fuse.CreateResponse) (fs.Node, fs.Handle, error) {
+	c, err := n.create(ctx, req.Name, inode.NewAttr{Type: inode.TypeFile, Mode: posixMode(req.Mode &^ req.Umask), UID: req.Uid, GID: req.Gid})
+	if err != nil {
+		return nil, nil, err
+	}
+	return c, c, nil
+}
+
+// Symlink makes a symbolic link.
+func (n *Node) Symlink(ctx context.Context, req *fuse.SymlinkRequest) (fs.Node, error) {
+	return n.create(ctx, req.NewName, inode.NewAttr{Type: inode.TypeSymlink, Mode: 0o777, UID: req.Uid, GID: req.Gid, Target: req.Target})
+}
+
+// Readlink returns a symlink's target.
+func (n *Node) Readlink(ctx context.Context, req *fuse.ReadlinkRequest) (string, error) {
+	ctx, cancel := n.s.ctx(ctx)
+	defer cancel()
+	a, _, err := n.s.fs.GetAttr(ctx, n.id)
+	if err != nil {
+		return "", n.s.errno("readlink", err)
+	}
+	if a.Type != inode.TypeSymlink {
+		return "", fuse.Errno(syscall.EINVAL)
+	}
+	return a.Target, nil
+}
+
+// Remove unlinks a file or removes a directory.
+func (n *Node) Remove(ctx context.Context, req *fuse.RemoveRequest) error {
+	ctx, cancel := n.s.ctx(ctx)
+	defer cancel()
+	if req.Dir {
+		return n.s.errno("rmdir", n.s.fs.Rmdir(ctx, n.id, req.Name))
+	}
+	return n.s.errno("unlink", n.s.fs.Unlink(ctx, n.id, req.Name))
+}
+
+// Rename moves an entry.
+func (n *Node) Rename(ctx context.Context, req *fuse.RenameRequest, newDir fs.Node) error {
+	ctx, cancel := n.s.ctx(ctx)
+	defer cancel()
+	nd, ok := newDir.(*Node)
+	if !ok {
+		return fuse.Errno(syscall.EXDEV)
+	}
+	return n.s.errno("rename", n.s.fs.Rename(ctx, n.id, req.OldName, nd.id, req.NewName))
+}
+
+// Setattr changes attributes; a size change commits buffered writes first.
+func (n *Node) Setattr(ctx context.Context, req *fuse.SetattrRequest, resp *fuse.SetattrResponse) error {
+	ctx, cancel := n.s.ctx(ctx)
+	defer cancel()
+	var sa inode.SetAttr
+	v := req.Valid
+	if v.Mode() {
+		m := posixMode(req.Mode)
+		sa.Mode = &m
+	}
+	if v.Uid() {
+		sa.UID = &req.Uid
+	}
+	if v.Gid() {
+		sa.GID = &req.Gid
+	}
+	if v.Size() {
+		if err := n.flush(ctx); err != nil {
+			return n.s.errno("flush", err)
+		}
+		sa.Size = &req.Size
+	}
+	now := time.Now().UnixNano()
+	if v.Atime() || v.AtimeNow() {
+		t := req.Atime.UnixNano()
+		if v.AtimeNow() {
+			t = now
+		}
+		sa.Atime = &t
+	}
+	if v.Mtime() || v.MtimeNow() {
+		t := req.Mtime.UnixNano()
+		if v.MtimeNow() {
+			t = now
+		}
+		sa.Mtime = &t
+	}
+	a, err := n.s.fs.Setattr(ctx, n.id, sa)
+	if err != nil {
+		return n.s.errno("setattr", err)
+	}
+	n.fill(a, &resp.Attr)
+	return nil
+}
+
+// Open opens a file; the node is its own handle, so all handles of a file
+// share its buffered writes.
+func (n *Node) Open(ctx context.Context, req *fuse.OpenRequest, resp *fuse.OpenResponse) (fs.Handle, error) {
+	return n, nil
+}
+
+// Read reads a file, after committing its buffered writes.
+func (n *Node) Read(ctx context.Context, req *fuse.ReadRequest, resp *fuse.ReadResponse) error {
+	ctx, cancel := n.s.ctx(ctx)
+	defer cancel()
+	if err := n.flush(ctx); err != nil {
+		return n.s.errno("flush", err)
+	}
+	a, _, err := n.s.fs.GetAttr(ctx, n.id)
+	if err != nil {
+		return n.s.errno("read", err)
+	}
+	buf := make([]byte, req.Size)
+	got, err := n.s.fs.ReadAt(ctx, a, buf, req.Offset)
+	if err != nil && !errors.Is(err, io.EOF) {
+		return n.s.errno("read", err)
+	}
+	resp.Data = buf[:got]
+	return nil
+}
+
+// Write buffers a write, committing once the buffer is large.
+func (n *Node) Write(ctx context.Context, req *fuse.WriteRequest, resp *fuse.WriteResponse) error {
+	w := n.writer()
+	w.WriteAt(req.Data, req.Offset)
+	resp.Size = len(req.Data)
+	if w.Buffered() >= n.s.opts.FlushBytes {
+		ctx, cancel := n.s.ctx(ctx)
+		defer cancel()
+		if _, err := w.Flush(ctx); err != nil {
+			return n.s.errno("flush", err)
+		}
+	}
+	return nil
+}
+
+// Flush commits buffered writes (on close).
+func (n *Node) Flush(ctx context.Context, req *fuse.FlushRequest) error {
+	ctx, cancel := n.s.ctx(ctx)
+	defer cancel()
+	return n.s.errno("flush", n.flush(ctx))
+}
+
+// Fsync commits buffered writes.
+func (n *Node) Fsync(ctx context.Context, req *fuse.FsyncRequest) error {
+	ctx, cancel := n.s.ctx(ctx)
+	defer cancel()
+	return n.s.errno("fsync", n.flush(ctx))
+}
+
+// Release commits what is left when the last handle closes.
+func (n *Node) Release(ctx context.Context, req *fuse.ReleaseRequest) error {
+	ctx, cancel := n.s.ctx(context.Background())
+	defer cancel()
+	return n.s.errno("release", n.flush(ctx))
+}
+
+// Forget drops the node when the kernel no longer knows it.
+func (n *Node) Forget() {
+	if n.flush(context.Background()) != nil {
+		return // keep it: its writes are not committed
+	}
+	n.s.mu.Lock()
+	defer n.s.mu.Unlock()
+	if n.s.nodes[n.id] == n {
+		delete(n.s.nodes, n.id)
+	}
+}
