@@ -150,4 +150,3 @@ func exitCode(err error) int {
 	}
 	return exitFailure
 }
-
