@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"slices"
 	"sync"
 	"syscall"
 	"time"
@@ -431,4 +432,55 @@ func (n *Node) Forget() {
 	if n.s.nodes[n.id] == n {
 		delete(n.s.nodes, n.id)
 	}
+}
+
+// Getxattr reads an extended attribute.
+func (n *Node) Getxattr(ctx context.Context, req *fuse.GetxattrRequest, resp *fuse.GetxattrResponse) error {
+	ctx, cancel := n.s.ctx(ctx)
+	defer cancel()
+	a, _, err := n.s.fs.GetAttr(ctx, n.id)
+	if err != nil {
+		return n.s.errno("getxattr", err)
+	}
+	v, ok := a.Xattrs[req.Name]
+	if !ok {
+		return fuse.ErrNoXattr
+	}
+	resp.Xattr = v
+	return nil
+}
+
+// Listxattr lists the extended attributes' names.
+func (n *Node) Listxattr(ctx context.Context, req *fuse.ListxattrRequest, resp *fuse.ListxattrResponse) error {
+	ctx, cancel := n.s.ctx(ctx)
+	defer cancel()
+	a, _, err := n.s.fs.GetAttr(ctx, n.id)
+	if err != nil {
+		return n.s.errno("listxattr", err)
+	}
+	names := make([]string, 0, len(a.Xattrs))
+	for k := range a.Xattrs {
+		names = append(names, k)
+	}
+	slices.Sort(names)
+	resp.Append(names...)
+	return nil
+}
+
+// Setxattr sets an extended attribute.
+func (n *Node) Setxattr(ctx context.Context, req *fuse.SetxattrRequest) error {
+	ctx, cancel := n.s.ctx(ctx)
+	defer cancel()
+	return n.s.errno("setxattr", n.s.fs.SetXattr(ctx, n.id, req.Name, slices.Clone(req.Xattr), req.Flags))
+}
+
+// Removexattr removes an extended attribute.
+func (n *Node) Removexattr(ctx context.Context, req *fuse.RemovexattrRequest) error {
+	ctx, cancel := n.s.ctx(ctx)
+	defer cancel()
+	err := n.s.fs.RemoveXattr(ctx, n.id, req.Name)
+	if errors.Is(err, syscall.ENODATA) {
+		return fuse.ErrNoXattr
+	}
+	return n.s.errno("removexattr", err)
 }

@@ -172,3 +172,73 @@ func (f *FS) replaced(ctx context.Context, src, dst Entry, dstName string) (txlo
 	}
 	return c, nil
 }
+
+// Xattr limits, as Linux has them.
+const (
+	maxXattrName  = 255
+	maxXattrValue = 64 << 10
+)
+
+// Xattr flags of SetXattr (XATTR_CREATE and XATTR_REPLACE).
+const (
+	XattrCreate  = 1
+	XattrReplace = 2
+)
+
+// SetXattr sets an extended attribute; with XattrCreate it must not exist
+// (EEXIST), with XattrReplace it must (ENODATA).
+func (f *FS) SetXattr(ctx context.Context, id ID, name string, value []byte, flags uint32) error {
+	if name == "" || len(name) > maxXattrName {
+		return fmt.Errorf("xattr name of %d bytes: %w", len(name), syscall.ERANGE)
+	}
+	if len(value) > maxXattrValue {
+		return fmt.Errorf("xattr value of %d bytes: %w", len(value), syscall.E2BIG)
+	}
+	return f.changeXattrs(ctx, id, func(x map[string][]byte) error {
+		_, ok := x[name]
+		switch {
+		case flags&XattrCreate != 0 && ok:
+			return fmt.Errorf("xattr %q: %w", name, syscall.EEXIST)
+		case flags&XattrReplace != 0 && !ok:
+			return fmt.Errorf("xattr %q: %w", name, syscall.ENODATA)
+		}
+		x[name] = value
+		return nil
+	})
+}
+
+// RemoveXattr removes an extended attribute (ENODATA if absent).
+func (f *FS) RemoveXattr(ctx context.Context, id ID, name string) error {
+	return f.changeXattrs(ctx, id, func(x map[string][]byte) error {
+		if _, ok := x[name]; !ok {
+			return fmt.Errorf("xattr %q: %w", name, syscall.ENODATA)
+		}
+		delete(x, name)
+		return nil
+	})
+}
+
+// changeXattrs applies fn to an inode's xattrs and writes them back under
+// the condition that the inode did not change meanwhile, retrying if it did.
+func (f *FS) changeXattrs(ctx context.Context, id ID, fn func(map[string][]byte) error) error {
+	for range maxRetries {
+		a, h, err := f.GetAttr(ctx, id)
+		if err != nil {
+			return err
+		}
+		if a.Xattrs == nil {
+			a.Xattrs = map[string][]byte{}
+		}
+		if err := fn(a.Xattrs); err != nil {
+			return err
+		}
+		a.Ctime = f.clock().UnixNano()
+		_, err = f.log.Do(ctx, txlog.Request{Partition: PartitionName(id.Part), Level: f.levels.Write, Kind: txlog.KindWrite,
+			Write: []txlog.Change{{Name: InodeRecord(id.Num), Value: EncodeAttr(a), IfMatch: &h}}})
+		if errors.Is(err, txlog.ErrConflict) {
+			continue
+		}
+		return errno(err)
+	}
+	return fmt.Errorf("xattr of %s: changed %d times meanwhile: %w", id, maxRetries, syscall.EAGAIN)
+}

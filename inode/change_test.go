@@ -104,3 +104,33 @@ func TestRename(t *testing.T) {
 		t.Errorf("root after the renames: %+v, %v", list, err)
 	}
 }
+
+func TestXattrs(t *testing.T) {
+	fs := newFS(t, 3)[0]
+	ctx := ctxT(t)
+	id, _, err := fs.Create(ctx, Root, "f", NewAttr{Type: TypeFile, Mode: 0o644})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := fs.SetXattr(ctx, id, "user.a", []byte("1"), 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := fs.SetXattr(ctx, id, "user.a", []byte("2"), XattrCreate); !errors.Is(err, syscall.EEXIST) {
+		t.Errorf("create of an existing xattr: %v", err)
+	}
+	if err := fs.SetXattr(ctx, id, "user.b", []byte("2"), XattrReplace); !errors.Is(err, syscall.ENODATA) {
+		t.Errorf("replace of a missing xattr: %v", err)
+	}
+	if err := fs.SetXattr(ctx, id, "user.big", make([]byte, maxXattrValue+1), 0); !errors.Is(err, syscall.E2BIG) {
+		t.Errorf("an oversized xattr: %v", err)
+	}
+	if a, _, _ := fs.GetAttr(ctx, id); string(a.Xattrs["user.a"]) != "1" || len(a.Xattrs) != 1 {
+		t.Errorf("xattrs = %v", a.Xattrs)
+	}
+	if err := fs.RemoveXattr(ctx, id, "user.a"); err != nil {
+		t.Fatal(err)
+	}
+	if err := fs.RemoveXattr(ctx, id, "user.a"); !errors.Is(err, syscall.ENODATA) {
+		t.Errorf("remove of a missing xattr: %v", err)
+	}
+}

@@ -119,6 +119,24 @@ func TestEmbeddedMount(t *testing.T) {
 	if out := sh(t, mnt, "cat", "link"); out != "hello" {
 		t.Errorf("through the link: %q", out)
 	}
+	// Extended attributes.
+	bpath := filepath.Join(mnt, "b.txt")
+	if err := syscall.Setxattr(bpath, "user.color", []byte("blue"), 0); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 64)
+	if n, err := syscall.Getxattr(bpath, "user.color", buf); err != nil || string(buf[:n]) != "blue" {
+		t.Errorf("getxattr = %q, %v", buf[:max(n, 0)], err)
+	}
+	if n, err := syscall.Listxattr(bpath, buf); err != nil || string(buf[:n]) != "user.color\x00" {
+		t.Errorf("listxattr = %q, %v", buf[:max(n, 0)], err)
+	}
+	if _, err := syscall.Getxattr(bpath, "user.none", buf); err != syscall.ENODATA {
+		t.Errorf("getxattr of a missing name: %v, want ENODATA", err)
+	}
+	if err := syscall.Removexattr(bpath, "user.color"); err != nil {
+		t.Error(err)
+	}
 	if err := os.Remove(filepath.Join(mnt, "d")); err == nil || !strings.Contains(err.Error(), "not empty") {
 		t.Errorf("rmdir of a non-empty directory: %v", err)
 	}
