@@ -17,6 +17,7 @@ import (
 
 	"github.com/difuse/difuse/blockstore"
 	"github.com/difuse/difuse/blockstore/blockrpc"
+	"github.com/difuse/difuse/inode"
 	"github.com/difuse/difuse/ring"
 	"github.com/difuse/difuse/ring/ringrpc"
 	"github.com/difuse/difuse/store"
@@ -119,6 +120,9 @@ type Node struct {
 	ring    *ring.Host
 	txlog   *txlog.Service
 	blocks  *blockstore.Service
+	fs      *inode.FS
+	fsInit  sync.Mutex
+	fsDone  bool // the root directory is known to exist
 
 	runOnce sync.Once
 }
@@ -182,6 +186,7 @@ func New(cfg Config) (_ *Node, err error) {
 	if n.blocks, err = blockstore.New(bc, n.ring, blockrpc.NewTransport(n.pool), local); err != nil {
 		return nil, err
 	}
+	n.fs = inode.New(n.txlog, n.blocks, inode.Options{})
 	n.grpcSrv = grpc.NewServer(wire.ServerOptions(n.log)...)
 	fb.RegisterPeerServer(n.grpcSrv, peerService{n: n})
 	fb.RegisterClientServer(n.grpcSrv, clientService{n: n})
