@@ -424,7 +424,9 @@ func (n *Node) Release(ctx context.Context, req *fuse.ReleaseRequest) error {
 
 // Forget drops the node when the kernel no longer knows it.
 func (n *Node) Forget() {
-	if n.flush(context.Background()) != nil {
+	ctx, cancel := n.s.ctx(context.Background())
+	defer cancel()
+	if n.flush(ctx) != nil {
 		return // keep it: its writes are not committed
 	}
 	n.s.mu.Lock()
