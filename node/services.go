@@ -11,8 +11,13 @@ import (
 	"strings"
 
 	flatbuffers "github.com/google/flatbuffers/go"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
+	"github.com/difuse/difuse/blockstore"
+	"github.com/difuse/difuse/blockstore/blockrpc"
 	"github.com/difuse/difuse/client"
+	"github.com/difuse/difuse/level"
 	"github.com/difuse/difuse/txlog"
 	"github.com/difuse/difuse/txlog/txlogrpc"
 	"github.com/difuse/difuse/wire/fb"
@@ -132,4 +137,56 @@ func (n *Node) do(ctx context.Context, req txlog.Request) (txlog.Response, error
 // timeout.
 func (n *Node) requestContext(r *http.Request) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(r.Context(), n.cfg.RequestTimeout)
+}
+
+// BlockPut stores a block a client sends in pieces, at the level its first
+// piece names.
+func (s clientService) BlockPut(stream fb.Client_BlockPutServer) error {
+	var l level.Level
+	first := true
+	recv := func() (*fb.BlockPiece, error) {
+		p, err := stream.Recv()
+		if err == nil && first {
+			l, first = level.Level(p.Level()), false
+		}
+		return p, err
+	}
+	_, data, _, err := blockrpc.ReceiveBlock(recv)
+	if err != nil {
+		return blockrpc.ToStatus(err)
+	}
+	if !l.Valid() {
+		return status.Errorf(codes.InvalidArgument, "unknown level %d", l)
+	}
+	ctx, cancel := context.WithTimeout(stream.Context(), s.n.cfg.RequestTimeout)
+	defer cancel()
+	h, err := s.n.blocks.Set(ctx, data, l)
+	if err != nil {
+		return blockrpc.ToStatus(err)
+	}
+	b := flatbuffers.NewBuilder(64)
+	v := b.CreateByteVector(h[:])
+	fb.BlockPutReplyStart(b)
+	fb.BlockPutReplyAddHash(b, v)
+	b.Finish(fb.BlockPutReplyEnd(b))
+	return stream.SendAndClose(b)
+}
+
+// BlockGet reads a block for a client, at the level it names.
+func (s clientService) BlockGet(r *fb.BlockRequest, stream fb.Client_BlockGetServer) error {
+	h, err := blockstore.HashFromBytes(r.HashBytes())
+	if err != nil {
+		return status.Error(codes.InvalidArgument, err.Error())
+	}
+	l := level.Level(r.Level())
+	if !l.Valid() {
+		return status.Errorf(codes.InvalidArgument, "unknown level %d", l)
+	}
+	ctx, cancel := context.WithTimeout(stream.Context(), s.n.cfg.RequestTimeout)
+	defer cancel()
+	data, err := s.n.blocks.Get(ctx, h, l)
+	if err != nil {
+		return blockrpc.ToStatus(err)
+	}
+	return blockrpc.SendBlock(stream.Send, h, data, false, 0)
 }

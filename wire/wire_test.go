@@ -16,7 +16,7 @@ import (
 // keeps it in step with the schema, so the fuzz target covers every decoder.
 var allTables = []table{
 	&fb.Ack{}, &fb.AppendReply{}, &fb.AppendRequest{}, &fb.Ballot{}, &fb.BlockAck{},
-	&fb.BlockHashes{}, &fb.BlockPiece{}, &fb.BlockPresence{}, &fb.BlockRequest{}, &fb.BlockStats{}, &fb.Change{},
+	&fb.BlockHashes{}, &fb.BlockPiece{}, &fb.BlockPresence{}, &fb.BlockPutReply{}, &fb.BlockRequest{}, &fb.BlockStats{}, &fb.Change{},
 	&fb.FetchReply{}, &fb.FetchRequest{}, &fb.Finger{}, &fb.LeavingRequest{}, &fb.NextReply{},
 	&fb.NextRequest{}, &fb.NodeInfo{}, &fb.PingReply{}, &fb.PingRequest{}, &fb.PrepareReply{},
 	&fb.PrepareRequest{}, &fb.ReadLocalRequest{}, &fb.Record{}, &fb.RectifyRequest{},

@@ -19,6 +19,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/difuse/difuse/blockstore"
+	"github.com/difuse/difuse/level"
 	"github.com/difuse/difuse/wire"
 	"github.com/difuse/difuse/wire/fb"
 )
@@ -28,8 +29,8 @@ const PieceBytes = 256 << 10
 
 var errBadRequest = errors.New("bad request")
 
-// toStatus turns a handler's error into a gRPC status.
-func toStatus(err error) error {
+// ToStatus turns a handler's error into a gRPC status.
+func ToStatus(err error) error {
 	switch {
 	case err == nil:
 		return nil
@@ -43,8 +44,9 @@ func toStatus(err error) error {
 	return status.Error(codes.Unavailable, err.Error())
 }
 
-// fromStatus turns the error of a call to addr back into the block store's.
-func fromStatus(addr string, err error) error {
+// FromStatus turns the error of a call to addr back into the block
+// store's.
+func FromStatus(addr string, err error) error {
 	switch status.Code(err) {
 	case codes.NotFound:
 		return fmt.Errorf("%s: %w: %s", addr, blockstore.ErrNotFound, status.Convert(err).Message())
@@ -91,7 +93,7 @@ func (t *Transport) Has(ctx context.Context, to string, hashes []blockstore.Hash
 	b.Finish(fb.BlockHashesEnd(b))
 	r, err := c.Has(ctx, b)
 	if err != nil {
-		return nil, fromStatus(to, err)
+		return nil, FromStatus(to, err)
 	}
 	if r.PresentLength() != len(hashes) {
 		return nil, fmt.Errorf("blockstore: %s answered %d results for %d hashes", to, r.PresentLength(), len(hashes))
@@ -111,25 +113,19 @@ func (t *Transport) Put(ctx context.Context, to string, h blockstore.Hash, data 
 	}
 	stream, err := c.Put(ctx)
 	if err != nil {
-		return fromStatus(to, err)
+		return FromStatus(to, err)
 	}
-	for off := 0; off == 0 || off < len(data); off += PieceBytes {
-		piece := data[off:min(off+PieceBytes, len(data))]
-		if err := stream.Send(pieceMessage(h, len(data), sync, piece, off == 0)); err != nil {
-			if errors.Is(err, io.EOF) {
-				break // the server ended the call; CloseAndRecv has its error
-			}
-			return fromStatus(to, err)
-		}
+	if err := SendBlock(stream.Send, h, data, sync, 0); err != nil && !errors.Is(err, io.EOF) {
+		return FromStatus(to, err) // io.EOF: the server ended the call; CloseAndRecv has its error
 	}
 	if _, err := stream.CloseAndRecv(); err != nil {
-		return fromStatus(to, err)
+		return FromStatus(to, err)
 	}
 	return nil
 }
 
 // pieceMessage builds one BlockPiece; the first names the block.
-func pieceMessage(h blockstore.Hash, size int, sync bool, data []byte, first bool) *flatbuffers.Builder {
+func pieceMessage(h blockstore.Hash, size int, sync bool, l level.Level, data []byte, first bool) *flatbuffers.Builder {
 	b := flatbuffers.NewBuilder(len(data) + 128)
 	var hash flatbuffers.UOffsetT
 	if first {
@@ -141,6 +137,7 @@ func pieceMessage(h blockstore.Hash, size int, sync bool, data []byte, first boo
 		fb.BlockPieceAddHash(b, hash)
 		fb.BlockPieceAddSize(b, uint64(size))
 		fb.BlockPieceAddSync(b, sync)
+		fb.BlockPieceAddLevel(b, fb.Level(l))
 	}
 	fb.BlockPieceAddData(b, d)
 	b.Finish(fb.BlockPieceEnd(b))
@@ -153,34 +150,15 @@ func (t *Transport) Get(ctx context.Context, to string, h blockstore.Hash) ([]by
 	if err != nil {
 		return nil, err
 	}
-	stream, err := c.Get(ctx, requestMessage(h, false))
+	stream, err := c.Get(ctx, RequestMessage(h, false, 0))
 	if err != nil {
-		return nil, fromStatus(to, err)
+		return nil, FromStatus(to, err)
 	}
-	var buf []byte
-	for first := true; ; first = false {
-		p, err := stream.Recv()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			return nil, fromStatus(to, err)
-		}
-		if first {
-			if p.Size() > blockstore.MaxBlockBytes {
-				return nil, fmt.Errorf("blockstore: %s announced a block of %d bytes", to, p.Size())
-			}
-			buf = make([]byte, 0, p.Size())
-		}
-		if len(buf)+p.DataLength() > cap(buf) {
-			return nil, fmt.Errorf("blockstore: %s sent more than the %d bytes it announced", to, cap(buf))
-		}
-		buf = append(buf, p.DataBytes()...)
+	_, data, _, err := ReceiveBlock(stream.Recv)
+	if err != nil {
+		return nil, FromStatus(to, err)
 	}
-	if buf == nil || len(buf) != cap(buf) {
-		return nil, fmt.Errorf("blockstore: %s sent %d of the %d bytes it announced", to, len(buf), cap(buf))
-	}
-	return buf, nil
+	return data, nil
 }
 
 // Delete removes a block from the host at to.
@@ -189,18 +167,20 @@ func (t *Transport) Delete(ctx context.Context, to string, h blockstore.Hash, sy
 	if err != nil {
 		return err
 	}
-	if _, err := c.Delete(ctx, requestMessage(h, sync)); err != nil {
-		return fromStatus(to, err)
+	if _, err := c.Delete(ctx, RequestMessage(h, sync, 0)); err != nil {
+		return FromStatus(to, err)
 	}
 	return nil
 }
 
-func requestMessage(h blockstore.Hash, sync bool) *flatbuffers.Builder {
+// RequestMessage builds a BlockRequest.
+func RequestMessage(h blockstore.Hash, sync bool, l level.Level) *flatbuffers.Builder {
 	b := flatbuffers.NewBuilder(64)
 	v := b.CreateByteVector(h[:])
 	fb.BlockRequestStart(b)
 	fb.BlockRequestAddHash(b, v)
 	fb.BlockRequestAddSync(b, sync)
+	fb.BlockRequestAddLevel(b, fb.Level(l))
 	b.Finish(fb.BlockRequestEnd(b))
 	return b
 }
@@ -218,7 +198,7 @@ type server struct {
 func (s server) Has(_ context.Context, r *fb.BlockHashes) (*flatbuffers.Builder, error) {
 	flat := r.HashesBytes()
 	if len(flat)%32 != 0 || len(flat) > 32*4096 {
-		return nil, toStatus(fmt.Errorf("%w: %d bytes of hashes", errBadRequest, len(flat)))
+		return nil, ToStatus(fmt.Errorf("%w: %d bytes of hashes", errBadRequest, len(flat)))
 	}
 	hashes := make([]blockstore.Hash, len(flat)/32)
 	for i := range hashes {
@@ -226,7 +206,7 @@ func (s server) Has(_ context.Context, r *fb.BlockHashes) (*flatbuffers.Builder,
 	}
 	present, err := s.h.HandleHas(hashes)
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, ToStatus(err)
 	}
 	b := flatbuffers.NewBuilder(64 + len(present))
 	fb.BlockPresenceStartPresentVector(b, len(present))
@@ -241,36 +221,12 @@ func (s server) Has(_ context.Context, r *fb.BlockHashes) (*flatbuffers.Builder,
 }
 
 func (s server) Put(stream fb.Blocks_PutServer) error {
-	var h blockstore.Hash
-	var buf []byte
-	var sync bool
-	for first := true; ; first = false {
-		p, err := stream.Recv()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			return err
-		}
-		if first {
-			if h, err = blockstore.HashFromBytes(p.HashBytes()); err != nil {
-				return toStatus(fmt.Errorf("%w: %w", errBadRequest, err))
-			}
-			if p.Size() > blockstore.MaxBlockBytes {
-				return toStatus(fmt.Errorf("%w: a block of %d bytes (at most %d)", errBadRequest, p.Size(), blockstore.MaxBlockBytes))
-			}
-			buf, sync = make([]byte, 0, p.Size()), p.Sync()
-		}
-		if len(buf)+p.DataLength() > cap(buf) {
-			return toStatus(fmt.Errorf("%w: more than the %d bytes announced", errBadRequest, cap(buf)))
-		}
-		buf = append(buf, p.DataBytes()...)
+	h, data, sync, err := ReceiveBlock(stream.Recv)
+	if err != nil {
+		return ToStatus(err)
 	}
-	if buf == nil || len(buf) != cap(buf) {
-		return toStatus(fmt.Errorf("%w: %d of the %d bytes announced", errBadRequest, len(buf), cap(buf)))
-	}
-	if err := s.h.HandlePut(h, buf, sync); err != nil {
-		return toStatus(err)
+	if err := s.h.HandlePut(h, data, sync); err != nil {
+		return ToStatus(err)
 	}
 	b := flatbuffers.NewBuilder(16)
 	fb.BlockAckStart(b)
@@ -278,30 +234,76 @@ func (s server) Put(stream fb.Blocks_PutServer) error {
 	return stream.SendAndClose(b)
 }
 
-func (s server) Get(r *fb.BlockRequest, stream fb.Blocks_GetServer) error {
-	h, err := blockstore.HashFromBytes(r.HashBytes())
-	if err != nil {
-		return toStatus(fmt.Errorf("%w: %w", errBadRequest, err))
+// ReceiveBlock reads a block sent in pieces by SendBlock: it returns the
+// hash and sync flag the first piece named and the bytes, checking that
+// they are as many as announced (at most blockstore.MaxBlockBytes). Its
+// errors on bad input wrap an error that ToStatus turns into
+// InvalidArgument.
+func ReceiveBlock(recv func() (*fb.BlockPiece, error)) (blockstore.Hash, []byte, bool, error) {
+	var h blockstore.Hash
+	var buf []byte
+	var sync bool
+	for first := true; ; first = false {
+		p, err := recv()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return h, nil, false, err
+		}
+		if first {
+			if hb := p.HashBytes(); hb != nil {
+				if h, err = blockstore.HashFromBytes(hb); err != nil {
+					return h, nil, false, fmt.Errorf("%w: %w", errBadRequest, err)
+				}
+			}
+			if p.Size() > blockstore.MaxBlockBytes {
+				return h, nil, false, fmt.Errorf("%w: a block of %d bytes (at most %d)", errBadRequest, p.Size(), blockstore.MaxBlockBytes)
+			}
+			buf, sync = make([]byte, 0, p.Size()), p.Sync()
+		}
+		if len(buf)+p.DataLength() > cap(buf) {
+			return h, nil, false, fmt.Errorf("%w: more than the %d bytes announced", errBadRequest, cap(buf))
+		}
+		buf = append(buf, p.DataBytes()...)
 	}
-	data, err := s.h.HandleGet(h)
-	if err != nil {
-		return toStatus(err)
+	if buf == nil || len(buf) != cap(buf) {
+		return h, nil, false, fmt.Errorf("%w: %d of the %d bytes announced", errBadRequest, len(buf), cap(buf))
 	}
+	return h, buf, sync, nil
+}
+
+// SendBlock sends a block in pieces of at most PieceBytes; the first names
+// the hash, the size, the sync flag and the level (which only a client's
+// BlockPut reads).
+func SendBlock(send func(*flatbuffers.Builder) error, h blockstore.Hash, data []byte, sync bool, l level.Level) error {
 	for off := 0; off == 0 || off < len(data); off += PieceBytes {
-		if err := stream.Send(pieceMessage(h, len(data), false, data[off:min(off+PieceBytes, len(data))], off == 0)); err != nil {
+		if err := send(pieceMessage(h, len(data), sync, l, data[off:min(off+PieceBytes, len(data))], off == 0)); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
+func (s server) Get(r *fb.BlockRequest, stream fb.Blocks_GetServer) error {
+	h, err := blockstore.HashFromBytes(r.HashBytes())
+	if err != nil {
+		return ToStatus(fmt.Errorf("%w: %w", errBadRequest, err))
+	}
+	data, err := s.h.HandleGet(h)
+	if err != nil {
+		return ToStatus(err)
+	}
+	return SendBlock(stream.Send, h, data, false, 0)
+}
+
 func (s server) Delete(_ context.Context, r *fb.BlockRequest) (*flatbuffers.Builder, error) {
 	h, err := blockstore.HashFromBytes(r.HashBytes())
 	if err != nil {
-		return nil, toStatus(fmt.Errorf("%w: %w", errBadRequest, err))
+		return nil, ToStatus(fmt.Errorf("%w: %w", errBadRequest, err))
 	}
 	if err := s.h.HandleDelete(h, r.Sync()); err != nil {
-		return nil, toStatus(err)
+		return nil, ToStatus(err)
 	}
 	b := flatbuffers.NewBuilder(16)
 	fb.BlockAckStart(b)

@@ -189,12 +189,12 @@ func TestBadMessages(t *testing.T) {
 			t.Fatal(err)
 		}
 		h := blockstore.Sum([]byte("abc"))
-		stream.Send(pieceMessage(h, size, false, []byte("abc"), true))
+		stream.Send(pieceMessage(h, size, false, 0, []byte("abc"), true))
 		if _, err := stream.CloseAndRecv(); status.Code(err) != codes.InvalidArgument {
 			t.Errorf("Put announcing %d bytes, sending 3: %v", size, err)
 		}
 	}
-	if _, err := c.Delete(ctxT(t), requestMessage(blockstore.Hash{}, false)); err != nil {
+	if _, err := c.Delete(ctxT(t), RequestMessage(blockstore.Hash{}, false, 0)); err != nil {
 		t.Errorf("Delete of an absent block: %v", err)
 	}
 }

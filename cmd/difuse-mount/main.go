@@ -2,14 +2,15 @@
 //
 //	difuse-mount [-d data-dir] [flags] MOUNTPOINT
 //
-// It runs an embedded single node on the data directory, so one command
-// gives a working mount, and serves the filesystem at MOUNTPOINT until
-// SIGINT or SIGTERM, when it unmounts. Joining an existing cluster as a
-// client (-j) is not built yet.
+// With -j it talks to an existing cluster as a client, through the nodes
+// given and those it learns from them. Without -j it runs an embedded
+// single node on the data directory, so one command gives a working mount.
+// It serves the filesystem at MOUNTPOINT until SIGINT or SIGTERM, when it
+// unmounts.
 //
 // Exit codes: 0 success, 1 other failure, 2 bad usage, 3 data directory
-// missing, locked or full, 4 address unavailable, 6 mountpoint or FUSE
-// unusable.
+// missing, locked or full, 4 address unavailable, 5 cluster unreachable,
+// 6 mountpoint or FUSE unusable.
 package main
 
 import (
@@ -20,12 +21,14 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
 	"bazil.org/fuse"
 	"bazil.org/fuse/fs"
 
+	"github.com/difuse/difuse/client"
 	"github.com/difuse/difuse/fsnode"
 	"github.com/difuse/difuse/inode"
 	"github.com/difuse/difuse/internal/cli"
@@ -40,6 +43,7 @@ const (
 	exitUsage   = 2
 	exitDataDir = 3
 	exitListen  = 4
+	exitJoin    = 5
 	exitMount   = 6
 )
 
@@ -52,6 +56,7 @@ func run(args []string, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "Usage: difuse-mount [flags] MOUNTPOINT\n\nFlags:\n")
 		flags.PrintDefaults()
 	}
+	join := flags.String("j", "", "gRPC `addresses` (comma-separated) of nodes of a cluster to use; none: run an embedded node")
 	dir := flags.String("d", "", "data `directory` of the embedded node (default $XDG_DATA_HOME/difuse/mount, else ~/.local/share/difuse/mount)")
 	grpcAddr := flags.String("b", "127.0.0.1:4644", "gRPC `address` of the embedded node; keep it the same across runs")
 	httpAddr := flags.String("a", "127.0.0.1:9144", "HTTP `address` of the embedded node")
@@ -82,53 +87,70 @@ func run(args []string, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "difuse-mount: FUSE is not available here (/dev/fuse is missing; install fuse3)")
 		return exitMount
 	}
-	if *dir == "" {
-		if *dir, err = cli.DataDir("mount"); err != nil {
-			fmt.Fprintln(stderr, "difuse-mount:", err)
-			return exitDataDir
-		}
-	}
-
-	n, err := node.New(node.Config{GRPCAddr: *grpcAddr, HTTPAddr: *httpAddr, Store: store.Options{Dir: *dir}, Ring: ring.Config{}, Logger: log})
-	if err != nil {
-		log.Error("cannot start the embedded node", "err", err)
-		switch {
-		case errors.Is(err, node.ErrListen):
-			return exitListen
-		case errors.Is(err, store.ErrNoDir), errors.Is(err, store.ErrLocked), errors.Is(err, store.ErrNoSpace):
-			return exitDataDir
-		}
-		return exitFailure
-	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	nodeDone := make(chan error, 1)
-	go func() { nodeDone <- n.Run(ctx) }()
-	for !n.Ring().Member() {
-		select {
-		case err := <-nodeDone:
-			log.Error("the embedded node stopped", "err", err)
-			return exitFailure
-		case <-time.After(20 * time.Millisecond):
+	var ifs *inode.FS
+	var nodeDone chan error // the embedded node's end, if there is one
+	if *join != "" {
+		cl, err := client.DialCluster(ctx, strings.Split(*join, ","))
+		if err != nil {
+			log.Error("cannot reach the cluster", "nodes", *join, "err", err)
+			return exitJoin
 		}
+		defer cl.Close()
+		ifs = inode.New(cl, cl, inode.Options{})
+	} else {
+		if *dir == "" {
+			if *dir, err = cli.DataDir("mount"); err != nil {
+				fmt.Fprintln(stderr, "difuse-mount:", err)
+				return exitDataDir
+			}
+		}
+		n, err := node.New(node.Config{GRPCAddr: *grpcAddr, HTTPAddr: *httpAddr, Store: store.Options{Dir: *dir}, Ring: ring.Config{}, Logger: log})
+		if err != nil {
+			log.Error("cannot start the embedded node", "err", err)
+			switch {
+			case errors.Is(err, node.ErrListen):
+				return exitListen
+			case errors.Is(err, store.ErrNoDir), errors.Is(err, store.ErrLocked), errors.Is(err, store.ErrNoSpace):
+				return exitDataDir
+			}
+			return exitFailure
+		}
+		nodeDone = make(chan error, 1)
+		go func() { nodeDone <- n.Run(ctx) }()
+		for !n.Ring().Member() {
+			select {
+			case err := <-nodeDone:
+				log.Error("the embedded node stopped", "err", err)
+				return exitFailure
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+		n.TxLog().NoteHosts(1)
+		ifs = inode.New(n.TxLog(), n.Blocks(), inode.Options{})
 	}
-	n.TxLog().NoteHosts(1)
-	ifs := inode.New(n.TxLog(), n.Blocks(), inode.Options{})
+	// stopNode ends the embedded node, if any, and reports how it ended.
+	stopNode := func() error {
+		stop()
+		if nodeDone == nil {
+			return nil
+		}
+		return <-nodeDone
+	}
 	ictx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	err = ifs.Init(ictx)
 	cancel()
 	if err != nil {
 		log.Error("cannot create the root directory", "err", err)
-		stop()
-		<-nodeDone
+		stopNode()
 		return exitFailure
 	}
 
 	conn, err := fuse.Mount(mountpoint, fuse.FSName("difuse"), fuse.Subtype("difuse"), fuse.MaxReadahead(1<<20))
 	if err != nil {
 		log.Error("cannot mount", "mountpoint", mountpoint, "err", err)
-		stop()
-		<-nodeDone
+		stopNode()
 		return exitMount
 	}
 	served := make(chan error, 1)
@@ -150,8 +172,7 @@ func run(args []string, stderr io.Writer) int {
 		lazyUnmount(mountpoint)
 	}
 	conn.Close()
-	stop()
-	if err := <-nodeDone; err != nil {
+	if err := stopNode(); err != nil {
 		log.Error("the embedded node stopped with an error", "err", err)
 		code = exitFailure
 	}

@@ -125,8 +125,20 @@ func (rcv *BlockPiece) MutateData(j int, n byte) bool {
 	return false
 }
 
+func (rcv *BlockPiece) Level() Level {
+	o := flatbuffers.UOffsetT(rcv._tab.Offset(12))
+	if o != 0 {
+		return Level(rcv._tab.GetByte(o + rcv._tab.Pos))
+	}
+	return 0
+}
+
+func (rcv *BlockPiece) MutateLevel(n Level) bool {
+	return rcv._tab.MutateByteSlot(12, byte(n))
+}
+
 func BlockPieceStart(builder *flatbuffers.Builder) {
-	builder.StartObject(4)
+	builder.StartObject(5)
 }
 func BlockPieceAddHash(builder *flatbuffers.Builder, hash flatbuffers.UOffsetT) {
 	builder.PrependUOffsetTSlot(0, flatbuffers.UOffsetT(hash), 0)
@@ -145,6 +157,9 @@ func BlockPieceAddData(builder *flatbuffers.Builder, data flatbuffers.UOffsetT) 
 }
 func BlockPieceStartDataVector(builder *flatbuffers.Builder, numElems int) flatbuffers.UOffsetT {
 	return builder.StartVector(1, numElems, 1)
+}
+func BlockPieceAddLevel(builder *flatbuffers.Builder, level Level) {
+	builder.PrependByteSlot(4, byte(level), 0)
 }
 func BlockPieceEnd(builder *flatbuffers.Builder) flatbuffers.UOffsetT {
 	return builder.EndObject()

@@ -79,8 +79,20 @@ func (rcv *BlockRequest) MutateSync(n bool) bool {
 	return rcv._tab.MutateBoolSlot(6, n)
 }
 
+func (rcv *BlockRequest) Level() Level {
+	o := flatbuffers.UOffsetT(rcv._tab.Offset(8))
+	if o != 0 {
+		return Level(rcv._tab.GetByte(o + rcv._tab.Pos))
+	}
+	return 0
+}
+
+func (rcv *BlockRequest) MutateLevel(n Level) bool {
+	return rcv._tab.MutateByteSlot(8, byte(n))
+}
+
 func BlockRequestStart(builder *flatbuffers.Builder) {
-	builder.StartObject(2)
+	builder.StartObject(3)
 }
 func BlockRequestAddHash(builder *flatbuffers.Builder, hash flatbuffers.UOffsetT) {
 	builder.PrependUOffsetTSlot(0, flatbuffers.UOffsetT(hash), 0)
@@ -90,6 +102,9 @@ func BlockRequestStartHashVector(builder *flatbuffers.Builder, numElems int) fla
 }
 func BlockRequestAddSync(builder *flatbuffers.Builder, sync bool) {
 	builder.PrependBoolSlot(1, sync, false)
+}
+func BlockRequestAddLevel(builder *flatbuffers.Builder, level Level) {
+	builder.PrependByteSlot(2, byte(level), 0)
 }
 func BlockRequestEnd(builder *flatbuffers.Builder) flatbuffers.UOffsetT {
 	return builder.EndObject()

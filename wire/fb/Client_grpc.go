@@ -20,6 +20,10 @@ type ClientClient interface {
 		opts ...grpc.CallOption) (*StatusReply, error)
 	Txn(ctx context.Context, in *flatbuffers.Builder,
 		opts ...grpc.CallOption) (*TxReply, error)
+	BlockPut(ctx context.Context,
+		opts ...grpc.CallOption) (Client_BlockPutClient, error)
+	BlockGet(ctx context.Context, in *flatbuffers.Builder,
+		opts ...grpc.CallOption) (Client_BlockGetClient, error)
 }
 
 type clientClient struct {
@@ -50,10 +54,80 @@ func (c *clientClient) Txn(ctx context.Context, in *flatbuffers.Builder,
 	return out, nil
 }
 
+func (c *clientClient) BlockPut(ctx context.Context,
+	opts ...grpc.CallOption) (Client_BlockPutClient, error) {
+	stream, err := c.cc.NewStream(ctx, &_Client_serviceDesc.Streams[0], "/fb.Client/BlockPut", opts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &clientBlockPutClient{stream}
+	return x, nil
+}
+
+type Client_BlockPutClient interface {
+	Send(*flatbuffers.Builder) error
+	CloseAndRecv() (*BlockPutReply, error)
+	grpc.ClientStream
+}
+
+type clientBlockPutClient struct {
+	grpc.ClientStream
+}
+
+func (x *clientBlockPutClient) Send(m *flatbuffers.Builder) error {
+	return x.ClientStream.SendMsg(m)
+}
+
+func (x *clientBlockPutClient) CloseAndRecv() (*BlockPutReply, error) {
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	m := new(BlockPutReply)
+	if err := x.ClientStream.RecvMsg(m); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+func (c *clientClient) BlockGet(ctx context.Context, in *flatbuffers.Builder,
+	opts ...grpc.CallOption) (Client_BlockGetClient, error) {
+	stream, err := c.cc.NewStream(ctx, &_Client_serviceDesc.Streams[1], "/fb.Client/BlockGet", opts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &clientBlockGetClient{stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+type Client_BlockGetClient interface {
+	Recv() (*BlockPiece, error)
+	grpc.ClientStream
+}
+
+type clientBlockGetClient struct {
+	grpc.ClientStream
+}
+
+func (x *clientBlockGetClient) Recv() (*BlockPiece, error) {
+	m := new(BlockPiece)
+	if err := x.ClientStream.RecvMsg(m); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
 // Server API for Client service
 type ClientServer interface {
 	Status(context.Context, *StatusRequest) (*flatbuffers.Builder, error)
 	Txn(context.Context, *TxRequest) (*flatbuffers.Builder, error)
+	BlockPut(Client_BlockPutServer) error
+	BlockGet(*BlockRequest, Client_BlockGetServer) error
 	mustEmbedUnimplementedClientServer()
 }
 
@@ -66,6 +140,14 @@ func (UnimplementedClientServer) Status(context.Context, *StatusRequest) (*flatb
 
 func (UnimplementedClientServer) Txn(context.Context, *TxRequest) (*flatbuffers.Builder, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method Txn not implemented")
+}
+
+func (UnimplementedClientServer) BlockPut(Client_BlockPutServer) error {
+	return status.Errorf(codes.Unimplemented, "method BlockPut not implemented")
+}
+
+func (UnimplementedClientServer) BlockGet(*BlockRequest, Client_BlockGetServer) error {
+	return status.Errorf(codes.Unimplemented, "method BlockGet not implemented")
 }
 
 func (UnimplementedClientServer) mustEmbedUnimplementedClientServer() {}
@@ -116,6 +198,52 @@ func _Client_Txn_Handler(srv interface{}, ctx context.Context,
 	}
 	return interceptor(ctx, in, info, handler)
 }
+func _Client_BlockPut_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(ClientServer).BlockPut(&clientBlockPutServer{stream})
+}
+
+type Client_BlockPutServer interface {
+	Recv() (*BlockPiece, error)
+	SendAndClose(*flatbuffers.Builder) error
+	grpc.ServerStream
+}
+
+type clientBlockPutServer struct {
+	grpc.ServerStream
+}
+
+func (x *clientBlockPutServer) Recv() (*BlockPiece, error) {
+	m := new(BlockPiece)
+	if err := x.ServerStream.RecvMsg(m); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+func (x *clientBlockPutServer) SendAndClose(m *flatbuffers.Builder) error {
+	return x.ServerStream.SendMsg(m)
+}
+
+func _Client_BlockGet_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(BlockRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(ClientServer).BlockGet(m, &clientBlockGetServer{stream})
+}
+
+type Client_BlockGetServer interface {
+	Send(*flatbuffers.Builder) error
+	grpc.ServerStream
+}
+
+type clientBlockGetServer struct {
+	grpc.ServerStream
+}
+
+func (x *clientBlockGetServer) Send(m *flatbuffers.Builder) error {
+	return x.ServerStream.SendMsg(m)
+}
 
 var _Client_serviceDesc = grpc.ServiceDesc{
 	ServiceName: "fb.Client",
@@ -130,5 +258,16 @@ var _Client_serviceDesc = grpc.ServiceDesc{
 			Handler:    _Client_Txn_Handler,
 		},
 	},
-	Streams: []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "BlockPut",
+			Handler:       _Client_BlockPut_Handler,
+			ClientStreams: true,
+		},
+		{
+			StreamName:    "BlockGet",
+			Handler:       _Client_BlockGet_Handler,
+			ServerStreams: true,
+		},
+	},
 }

@@ -1,0 +1,56 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+
+	"google.golang.org/grpc"
+
+	"github.com/difuse/difuse/blockstore"
+	"github.com/difuse/difuse/blockstore/blockrpc"
+	"github.com/difuse/difuse/level"
+)
+
+// BlockSet stores data as a block on its replica set at level l, through
+// the node, and returns its hash. Errors wrapping blockstore.ErrNotFound
+// or ErrCorrupt keep that identity.
+func (c *Conn) BlockSet(ctx context.Context, data []byte, l level.Level) (blockstore.Hash, error) {
+	stream, err := c.client.BlockPut(ctx, grpc.WaitForReady(true))
+	if err != nil {
+		return blockstore.Hash{}, blockrpc.FromStatus(c.addr, err)
+	}
+	if err := blockrpc.SendBlock(stream.Send, blockstore.Hash{}, data, false, l); err != nil && !errors.Is(err, io.EOF) {
+		return blockstore.Hash{}, blockrpc.FromStatus(c.addr, err)
+	}
+	r, err := stream.CloseAndRecv()
+	if err != nil {
+		return blockstore.Hash{}, blockrpc.FromStatus(c.addr, err)
+	}
+	h, err := blockstore.HashFromBytes(r.HashBytes())
+	if err != nil {
+		return h, fmt.Errorf("%s: %w", c.addr, err)
+	}
+	if h != blockstore.Sum(data) {
+		return h, fmt.Errorf("%w: %s named the block %s", blockstore.ErrCorrupt, c.addr, h)
+	}
+	return h, nil
+}
+
+// BlockGet reads block h from its replica set at level l, through the
+// node, and checks its hash.
+func (c *Conn) BlockGet(ctx context.Context, h blockstore.Hash, l level.Level) ([]byte, error) {
+	stream, err := c.client.BlockGet(ctx, blockrpc.RequestMessage(h, false, l), grpc.WaitForReady(true))
+	if err != nil {
+		return nil, blockrpc.FromStatus(c.addr, err)
+	}
+	_, data, _, err := blockrpc.ReceiveBlock(stream.Recv)
+	if err != nil {
+		return nil, blockrpc.FromStatus(c.addr, err)
+	}
+	if got := blockstore.Sum(data); got != h {
+		return nil, fmt.Errorf("%w: %s sent bytes hashing to %s for %s", blockstore.ErrCorrupt, c.addr, got, h)
+	}
+	return data, nil
+}
