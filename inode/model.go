@@ -2,11 +2,13 @@ package inode
 
 import (
 	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"slices"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/difuse/difuse/blockstore"
 )
@@ -43,12 +45,32 @@ const (
 // InodeRecord returns the record name of inode num in its partition.
 func InodeRecord(num uint64) string { return fmt.Sprintf("%s%016x", inodePrefix, num) }
 
+// rawMark starts the record name of an entry whose name is not valid
+// UTF-8 (record names must be): the name follows in hex. No real name
+// starts with "/", so none can collide.
+const rawMark = "/"
+
 // EntryRecord returns the record name of the entry called name in a
 // directory's partition.
-func EntryRecord(name string) string { return entryPrefix + name }
+func EntryRecord(name string) string {
+	if utf8.ValidString(name) {
+		return entryPrefix + name
+	}
+	return entryPrefix + rawMark + hex.EncodeToString([]byte(name))
+}
 
 // EntryName returns the entry's name from its record name.
-func EntryName(record string) (string, bool) { return strings.CutPrefix(record, entryPrefix) }
+func EntryName(record string) (string, bool) {
+	name, ok := strings.CutPrefix(record, entryPrefix)
+	if !ok {
+		return "", false
+	}
+	if raw, isRaw := strings.CutPrefix(name, rawMark); isRaw {
+		b, err := hex.DecodeString(raw)
+		return string(b), err == nil
+	}
+	return name, true
+}
 
 // Type is an inode's file type.
 type Type uint8

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"reflect"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/difuse/difuse/blockstore"
 )
@@ -69,6 +70,12 @@ func TestNames(t *testing.T) {
 	}
 	if n, ok := EntryName(EntryRecord("a/b")); !ok || n != "a/b" {
 		t.Errorf("EntryName = %q, %v", n, ok)
+	}
+	raw := "caf\xe9.txt" // Latin-1, not UTF-8
+	if r := EntryRecord(raw); !utf8.ValidString(r) {
+		t.Errorf("record name %q is not UTF-8", r)
+	} else if n, ok := EntryName(r); !ok || n != raw {
+		t.Errorf("EntryName(EntryRecord(%q)) = %q, %v", raw, n, ok)
 	}
 	if _, ok := EntryName(InodeRecord(1)); ok {
 		t.Error("an inode record taken for an entry")

@@ -122,6 +122,17 @@ func TestEmbeddedMount(t *testing.T) {
 	if out := sh(t, mnt, "cat", "link"); out != "hello" {
 		t.Errorf("through the link: %q", out)
 	}
+	// A name that is not UTF-8.
+	raw := filepath.Join(mnt, "caf\xe9")
+	if err := os.WriteFile(raw, []byte("latin-1"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := os.ReadFile(raw); err != nil || string(b) != "latin-1" {
+		t.Errorf("a non-UTF-8 name reads %q, %v", b, err)
+	}
+	if err := os.Remove(raw); err != nil {
+		t.Error(err)
+	}
 	// Extended attributes.
 	bpath := filepath.Join(mnt, "b.txt")
 	if err := syscall.Setxattr(bpath, "user.color", []byte("blue"), 0); err != nil {
