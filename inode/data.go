@@ -50,9 +50,9 @@ func (f *FS) ReadAt(ctx context.Context, a Attr, p []byte, off int64) (int, erro
 		if e.Off >= end || e.Off+e.Len <= uint64(off) {
 			continue
 		}
-		data, err := f.blocks.Get(ctx, e.Block, f.levels.Blocks)
+		data, err := f.block(ctx, e.Block)
 		if err != nil {
-			return 0, fmt.Errorf("read block %s: %w: %v", e.Block, syscall.EIO, err)
+			return 0, err
 		}
 		if uint64(len(data)) < e.Len {
 			return 0, fmt.Errorf("block %s has %d bytes, its extent %d: %w", e.Block, len(data), e.Len, syscall.EIO)
@@ -64,6 +64,19 @@ func (f *FS) ReadAt(ctx context.Context, a Attr, p []byte, off int64) (int, erro
 		return n, io.EOF
 	}
 	return n, nil
+}
+
+// block returns a block, from the cache if it is there.
+func (f *FS) block(ctx context.Context, h blockstore.Hash) ([]byte, error) {
+	if data, ok := f.cache.Get(h); ok {
+		return data, nil
+	}
+	data, err := f.blocks.Get(ctx, h, f.levels.Blocks)
+	if err != nil {
+		return nil, fmt.Errorf("read block %s: %w: %v", h, syscall.EIO, err)
+	}
+	f.cache.Add(h, data)
+	return data, nil
 }
 
 // Writer collects the writes of an open file in memory until Flush
@@ -91,6 +104,12 @@ func (w *Writer) WriteAt(p []byte, off int64) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if len(p) == 0 {
+		return
+	}
+	// The common case, a sequential write, extends the last span in place.
+	if k := len(w.dirty) - 1; k >= 0 && w.dirty[k].off+int64(len(w.dirty[k].data)) == off {
+		w.dirty[k].data = append(w.dirty[k].data, p...)
+		w.bytes += len(p)
 		return
 	}
 	n := span{off, slices.Clone(p)}

@@ -128,4 +128,8 @@ func TestWriterMergesWrites(t *testing.T) {
 	if len(w.dirty) != 2 || w.dirty[0].off != 0 || string(w.dirty[0].data) != "aacccccceebb" || w.Buffered() != 13 {
 		t.Fatalf("dirty = %+v, %d buffered", w.dirty, w.Buffered())
 	}
+	w.WriteAt([]byte("ff"), 21) // extends the last span in place
+	if len(w.dirty) != 2 || string(w.dirty[1].data) != "dff" || w.Buffered() != 15 || w.End() != 23 {
+		t.Fatalf("dirty = %+v, %d buffered, end %d", w.dirty, w.Buffered(), w.End())
+	}
 }

@@ -9,6 +9,8 @@ import (
 	"syscall"
 	"time"
 
+	lru "github.com/hashicorp/golang-lru/v2"
+
 	"github.com/difuse/difuse/blockstore"
 	"github.com/difuse/difuse/level"
 	"github.com/difuse/difuse/txlog"
@@ -42,6 +44,9 @@ type Options struct {
 	Levels Levels
 	// Chunk bounds the blocks files are cut into.
 	Chunk blockstore.ChunkOptions
+	// CacheBlocks is how many blocks reads keep in memory (blocks never
+	// change, so a cached one is always right). Default 32, about 32 MiB.
+	CacheBlocks int
 }
 
 // FS runs the filesystem's operations as transactions of the logs, and
@@ -51,6 +56,7 @@ type FS struct {
 	blocks Blocks
 	levels Levels
 	chunk  blockstore.ChunkOptions
+	cache  *lru.Cache[blockstore.Hash, []byte]
 	clock  func() time.Time
 }
 
@@ -59,7 +65,11 @@ func New(log Log, blocks Blocks, opts Options) *FS {
 	if opts.Levels == (Levels{}) {
 		opts.Levels = Levels{Read: txlog.Leader, Write: txlog.Quorum, Blocks: level.Leader, BlockWrite: level.Quorum}
 	}
-	return &FS{log: log, blocks: blocks, levels: opts.Levels, chunk: opts.Chunk, clock: time.Now}
+	if opts.CacheBlocks <= 0 {
+		opts.CacheBlocks = 32
+	}
+	cache, _ := lru.New[blockstore.Hash, []byte](opts.CacheBlocks) // fails only for a size below 1
+	return &FS{log: log, blocks: blocks, levels: opts.Levels, chunk: opts.Chunk, cache: cache, clock: time.Now}
 }
 
 // Init creates the root directory if it does not exist yet.
