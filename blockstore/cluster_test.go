@@ -72,8 +72,21 @@ func newCluster(t *testing.T, n int) ([]*testHost, *memnet.Faults) {
 	return hosts, faults
 }
 
+// agree reports whether every vnode's successor list covers min(3, n)
+// hosts, and lookups of sample keys agree on every host.
 func agree(hosts []*testHost) bool {
-	for k := range 10 {
+	for _, h := range hosts {
+		for _, v := range h.ring.Status() {
+			covered := map[string]bool{v.Self.Addr: true}
+			for _, r := range v.Succs {
+				covered[r.Addr] = true
+			}
+			if len(covered) < min(3, len(hosts)) {
+				return false
+			}
+		}
+	}
+	for k := range 64 {
 		var first string
 		for _, h := range hosts {
 			res, err := h.ring.Lookup(context.Background(), ring.HashKey([]byte{byte(k)}), 3)

@@ -65,7 +65,7 @@ func newFS(t *testing.T, n int) []*FS {
 	for {
 		full := true
 		for _, rh := range rings {
-			for k := range 10 {
+			for k := range 64 {
 				res, err := rh.Lookup(context.Background(), ring.HashKey([]byte{byte(k)}), 3)
 				if err != nil || len(res.Replicas) != min(3, n) {
 					full = false

@@ -91,7 +91,7 @@ func startCluster(t testing.TB, n int, onDisk bool) []*host {
 	// Wait until every host places keys on min(3, n) hosts.
 	full := func() bool {
 		for _, rh := range rings {
-			for k := range 10 {
+			for k := range 64 {
 				res, err := rh.Lookup(context.Background(), ring.HashKey([]byte{byte(k)}), 3)
 				if err != nil || len(res.Replicas) != min(3, n) {
 					return false

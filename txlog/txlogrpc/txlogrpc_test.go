@@ -106,7 +106,7 @@ func waitSettled(tb testing.TB, hosts []*host) {
 }
 
 func agree(hosts []*host) bool {
-	for k := range 10 {
+	for k := range 64 {
 		key := ring.HashKey(fmt.Appendf(nil, "settle-%d", k))
 		var first string
 		for _, h := range hosts {
