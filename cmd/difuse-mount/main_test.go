@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"fmt"
 	"net"
 	"net/http"
 	"os"
@@ -243,21 +242,34 @@ func TestClusterMount(t *testing.T) {
 	unmount(t, p, mnt)
 }
 
-// waitFullSets waits until every node places a few keys on 3 hosts, so
-// that the filesystem's first partitions get full replica sets.
+// waitFullSets waits until the ring has settled: every vnode's successor
+// list covers 3 hosts, so that the filesystem's first partitions get full
+// replica sets.
 func waitFullSets(t *testing.T, https []string) {
 	t.Helper()
 	full := func() bool {
 		for _, h := range https {
-			for k := range 8 {
-				resp, err := http.Get(fmt.Sprintf("http://%s/v1/lookup?key=probe-%d&n=3", h, k))
-				if err != nil {
-					return false
+			resp, err := http.Get("http://" + h + "/v1/status")
+			if err != nil {
+				return false
+			}
+			var st struct {
+				VNodes []struct {
+					Self  struct{ Addr string }
+					Succs []struct{ Addr string }
 				}
-				var r struct{ Replicas []json.RawMessage }
-				err = json.NewDecoder(resp.Body).Decode(&r)
-				resp.Body.Close()
-				if err != nil || len(r.Replicas) != 3 {
+			}
+			err = json.NewDecoder(resp.Body).Decode(&st)
+			resp.Body.Close()
+			if err != nil || len(st.VNodes) == 0 {
+				return false
+			}
+			for _, v := range st.VNodes {
+				hosts := map[string]bool{v.Self.Addr: true}
+				for _, r := range v.Succs {
+					hosts[r.Addr] = true
+				}
+				if len(hosts) < 3 {
 					return false
 				}
 			}
