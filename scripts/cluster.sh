@@ -56,14 +56,14 @@ replicas() {
 }
 
 # wait_ring waits until the nodes' rings have settled: every node names the
-# same replica sets, of min(3, N) hosts, for a few probe keys. Until then a
+# same replica sets, of min(3, N) hosts, for 64 probe keys. Until then a
 # node may not know all the others yet.
 wait_ring() {
   local n=$1 want=$(( $1 < 3 ? $1 : 3 ))
   scripts/apt-install.sh curl
   for _ in $(seq 150); do
     local ok=1
-    for k in 0 1 2 3 4 5 6 7; do
+    for k in $(seq 0 63); do
       local first
       first=$(replicas 127.0.0.1:9090 "probe-$k")
       [ "$(echo "$first" | grep -o addr | wc -l)" -eq "$want" ] || { ok=0; break; }
