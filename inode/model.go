@@ -11,6 +11,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/difuse/difuse/blockstore"
+	"github.com/difuse/difuse/internal/codec"
 )
 
 // ID names an inode: the partition its record lives in (that of the
@@ -134,8 +135,8 @@ func EncodeAttr(a Attr) []byte {
 	for _, v := range []uint64{a.Size, uint64(a.Atime), uint64(a.Mtime), uint64(a.Ctime), a.Children} {
 		b = binary.BigEndian.AppendUint64(b, v)
 	}
-	b = appendBytes(b, []byte(a.Target))
-	b = appendBytes(b, a.Inline)
+	b = codec.AppendString(b, a.Target)
+	b = codec.AppendString(b, string(a.Inline))
 	b = binary.AppendUvarint(b, uint64(len(a.Extents)))
 	for _, e := range a.Extents {
 		b = binary.BigEndian.AppendUint64(b, e.Off)
@@ -149,46 +150,46 @@ func EncodeAttr(a Attr) []byte {
 	slices.Sort(keys) // one encoding for one state
 	b = binary.AppendUvarint(b, uint64(len(keys)))
 	for _, k := range keys {
-		b = appendBytes(b, []byte(k))
-		b = appendBytes(b, a.Xattrs[k])
+		b = codec.AppendString(b, k)
+		b = codec.AppendString(b, string(a.Xattrs[k]))
 	}
 	return b
 }
 
 // DecodeAttr reads an inode record's value. It never panics.
 func DecodeAttr(b []byte) (Attr, error) {
-	d := decoder{b: b}
+	d := codec.NewDecoder(b, errDecode)
 	var a Attr
-	if v := d.byte(); v != attrVersion {
+	if v := d.Byte(); v != attrVersion {
 		return a, fmt.Errorf("%w: inode version %d", errDecode, v)
 	}
-	a.Type = Type(d.byte())
-	a.Mode, a.UID, a.GID, a.Nlink = d.uint32(), d.uint32(), d.uint32(), d.uint32()
-	a.Size, a.Atime, a.Mtime, a.Ctime, a.Children = d.uint64(), int64(d.uint64()), int64(d.uint64()), int64(d.uint64()), d.uint64()
-	a.Target = string(d.bytes())
-	if in := d.bytes(); len(in) > 0 {
-		a.Inline = in
+	a.Type = Type(d.Byte())
+	a.Mode, a.UID, a.GID, a.Nlink = d.Uint32(), d.Uint32(), d.Uint32(), d.Uint32()
+	a.Size, a.Atime, a.Mtime, a.Ctime, a.Children = d.Uint64(), int64(d.Uint64()), int64(d.Uint64()), int64(d.Uint64()), d.Uint64()
+	a.Target = d.String()
+	if in := d.String(); in != "" {
+		a.Inline = []byte(in)
 	}
-	n := d.count(48)
+	n := d.Count(48)
 	for range n {
-		e := Extent{Off: d.uint64(), Len: d.uint64()}
-		copy(e.Block[:], d.take(32))
+		e := Extent{Off: d.Uint64(), Len: d.Uint64()}
+		copy(e.Block[:], d.Take(32))
 		a.Extents = append(a.Extents, e)
 	}
-	if n := d.count(2); n > 0 {
+	if n := d.Count(2); n > 0 {
 		a.Xattrs = make(map[string][]byte, n)
 		for range n {
-			k := string(d.bytes())
-			a.Xattrs[k] = d.bytes()
+			k := d.String()
+			a.Xattrs[k] = []byte(d.String())
 		}
 	}
-	if d.err == nil && len(d.b) != 0 {
-		d.fail("%d trailing bytes", len(d.b))
+	if err := d.Finish(); err != nil {
+		return a, err
 	}
-	if d.err == nil && (a.Type < TypeFile || a.Type > TypeSymlink) {
-		d.fail("type %d", a.Type)
+	if a.Type < TypeFile || a.Type > TypeSymlink {
+		return a, fmt.Errorf("%w: type %d", errDecode, a.Type)
 	}
-	return a, d.err
+	return a, nil
 }
 
 // EncodeEntry returns a directory entry record's value.
@@ -200,81 +201,17 @@ func EncodeEntry(e Entry) []byte {
 
 // DecodeEntry reads a directory entry record's value.
 func DecodeEntry(b []byte) (Entry, error) {
-	d := decoder{b: b}
-	if v := d.byte(); v != entryVersion {
+	d := codec.NewDecoder(b, errDecode)
+	if v := d.Byte(); v != entryVersion {
 		return Entry{}, fmt.Errorf("%w: entry version %d", errDecode, v)
 	}
-	e := Entry{Type: Type(d.byte())}
-	e.ID.Part, e.ID.Num = d.uint64(), d.uint64()
-	if d.err == nil && len(d.b) != 0 {
-		d.fail("%d trailing bytes", len(d.b))
+	e := Entry{Type: Type(d.Byte())}
+	e.ID.Part, e.ID.Num = d.Uint64(), d.Uint64()
+	if err := d.Finish(); err != nil {
+		return e, err
 	}
-	if d.err == nil && (e.Type < TypeFile || e.Type > TypeSymlink) {
-		d.fail("type %d", e.Type)
+	if e.Type < TypeFile || e.Type > TypeSymlink {
+		return e, fmt.Errorf("%w: type %d", errDecode, e.Type)
 	}
-	return e, d.err
-}
-
-func appendBytes(b, v []byte) []byte {
-	b = binary.AppendUvarint(b, uint64(len(v)))
-	return append(b, v...)
-}
-
-type decoder struct {
-	b   []byte
-	err error
-}
-
-func (d *decoder) fail(f string, a ...any) {
-	if d.err == nil {
-		d.err = fmt.Errorf("%w: %s", errDecode, fmt.Sprintf(f, a...))
-	}
-	d.b = nil
-}
-
-func (d *decoder) take(n int) []byte {
-	if d.err != nil || n < 0 || n > len(d.b) {
-		d.fail("truncated")
-		return make([]byte, max(n, 0))
-	}
-	out := d.b[:n]
-	d.b = d.b[n:]
-	return out
-}
-
-func (d *decoder) byte() byte     { return d.take(1)[0] }
-func (d *decoder) uint32() uint32 { return binary.BigEndian.Uint32(d.take(4)) }
-func (d *decoder) uint64() uint64 { return binary.BigEndian.Uint64(d.take(8)) }
-
-func (d *decoder) uvarint() uint64 {
-	if d.err != nil {
-		return 0
-	}
-	v, n := binary.Uvarint(d.b)
-	if n <= 0 {
-		d.fail("bad varint")
-		return 0
-	}
-	d.b = d.b[n:]
-	return v
-}
-
-// count reads a count of items of at least minSize bytes each, refusing
-// one the rest of the record cannot hold.
-func (d *decoder) count(minSize int) int {
-	n := d.uvarint()
-	if n > uint64(len(d.b)/minSize) {
-		d.fail("%d items in %d bytes", n, len(d.b))
-		return 0
-	}
-	return int(n)
-}
-
-func (d *decoder) bytes() []byte {
-	n := d.uvarint()
-	if n > uint64(len(d.b)) {
-		d.fail("%d bytes announced, %d left", n, len(d.b))
-		return nil
-	}
-	return slices.Clone(d.take(int(n)))
+	return e, nil
 }

@@ -7,6 +7,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/difuse/difuse/internal/codec"
 	"github.com/difuse/difuse/store"
 )
 
@@ -63,11 +64,11 @@ type meta struct {
 
 func encodeMeta(m meta) []byte {
 	b := binary.BigEndian.AppendUint64(nil, m.Promised.N)
-	b = appendString(b, m.Promised.Host)
+	b = codec.AppendString(b, m.Promised.Host)
 	b = binary.BigEndian.AppendUint64(b, m.Last)
 	b = append(b, m.LastHash[:]...)
 	b = binary.BigEndian.AppendUint64(b, m.LastBal.N)
-	b = appendString(b, m.LastBal.Host)
+	b = codec.AppendString(b, m.LastBal.Host)
 	b = binary.BigEndian.AppendUint64(b, m.Commit)
 	b = binary.BigEndian.AppendUint64(b, m.Applied)
 	b = binary.BigEndian.AppendUint64(b, m.ConfigAt)
@@ -77,38 +78,39 @@ func encodeMeta(m meta) []byte {
 func appendConf(b []byte, conf []string) []byte {
 	b = binary.AppendUvarint(b, uint64(len(conf)))
 	for _, c := range conf {
-		b = appendString(b, c)
+		b = codec.AppendString(b, c)
 	}
 	return b
 }
 
-func (d *decoder) conf() []string {
-	n := d.uvarint()
-	if n > uint64(len(d.b)) {
-		d.fail("%d replicas", n)
+// readConf reads a replica set.
+func readConf(d *codec.Decoder) []string {
+	n := d.Uvarint()
+	if n > uint64(d.Left()) {
+		d.Fail("%d replicas", n)
 		return nil
 	}
 	var out []string
 	for range n {
-		out = append(out, d.string())
+		out = append(out, d.String())
 	}
 	return out
 }
 
 func decodeMeta(b []byte) (meta, error) {
-	d := decoder{b: b}
+	d := codec.NewDecoder(b, errDecode)
 	var m meta
-	m.Promised.N = d.uint64()
-	m.Promised.Host = d.string()
-	m.Last = d.uint64()
-	d.hash(&m.LastHash)
-	m.LastBal.N = d.uint64()
-	m.LastBal.Host = d.string()
-	m.Commit = d.uint64()
-	m.Applied = d.uint64()
-	m.ConfigAt = d.uint64()
-	m.Config = d.conf()
-	return m, d.err
+	m.Promised.N = d.Uint64()
+	m.Promised.Host = d.String()
+	m.Last = d.Uint64()
+	readHash(d, &m.LastHash)
+	m.LastBal.N = d.Uint64()
+	m.LastBal.Host = d.String()
+	m.Commit = d.Uint64()
+	m.Applied = d.Uint64()
+	m.ConfigAt = d.Uint64()
+	m.Config = readConf(d)
+	return m, d.Err()
 }
 
 // Record is the current state of one record.
@@ -145,7 +147,7 @@ func decodeRecord(name string, b []byte) (Record, error) {
 
 // Store keys: every partition's keys start with a kind byte and the
 // partition's length-prefixed name.
-func partKey(name string) []byte { return appendString(nil, name) }
+func partKey(name string) []byte { return codec.AppendString(nil, name) }
 
 func (p *part) metaKey() []byte { return append([]byte("t/m/"), p.key...) }
 

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/difuse/difuse/internal/codec"
 	"github.com/difuse/difuse/level"
 )
 
@@ -101,19 +102,19 @@ const txVersion = 1
 func (t *Tx) Encode() []byte {
 	b := make([]byte, 0, 96+len(t.Partition)+len(t.Ballot.Host)+64*len(t.Ops))
 	b = append(b, txVersion)
-	b = appendString(b, t.Partition)
+	b = codec.AppendString(b, t.Partition)
 	b = binary.BigEndian.AppendUint64(b, t.Height)
 	b = append(b, t.Prev[:]...)
 	b = binary.BigEndian.AppendUint64(b, t.Ballot.N)
-	b = appendString(b, t.Ballot.Host)
+	b = codec.AppendString(b, t.Ballot.Host)
 	b = binary.BigEndian.AppendUint64(b, uint64(t.Time))
 	b = binary.AppendUvarint(b, uint64(len(t.Ops)))
 	for _, op := range t.Ops {
 		b = append(b, byte(op.Kind))
-		b = appendString(b, op.Name)
+		b = codec.AppendString(b, op.Name)
 		b = append(b, op.Prev[:]...)
 		b = binary.BigEndian.AppendUint64(b, op.PrevHeight)
-		b = appendString(b, string(op.Value))
+		b = codec.AppendString(b, string(op.Value))
 	}
 	return b
 }
@@ -121,113 +122,48 @@ func (t *Tx) Encode() []byte {
 // Hash returns the SHA-256 of the encoding.
 func (t *Tx) Hash() Hash { return sha256.Sum256(t.Encode()) }
 
-func appendString(b []byte, s string) []byte {
-	b = binary.AppendUvarint(b, uint64(len(s)))
-	return append(b, s...)
-}
-
 // errDecode is wrapped by every decoding error.
 var errDecode = errors.New("txlog: malformed transaction")
 
 // DecodeTx parses an encoding made by Encode. It never panics.
 func DecodeTx(b []byte) (*Tx, error) {
-	d := decoder{b: b}
-	if v := d.byte(); v != txVersion {
+	d := codec.NewDecoder(b, errDecode)
+	if v := d.Byte(); v != txVersion {
 		return nil, fmt.Errorf("%w: version %d", errDecode, v)
 	}
 	t := &Tx{}
-	t.Partition = d.string()
-	t.Height = d.uint64()
-	d.hash(&t.Prev)
-	t.Ballot.N = d.uint64()
-	t.Ballot.Host = d.string()
-	t.Time = int64(d.uint64())
-	n := d.uvarint()
+	t.Partition = d.String()
+	t.Height = d.Uint64()
+	readHash(d, &t.Prev)
+	t.Ballot.N = d.Uint64()
+	t.Ballot.Host = d.String()
+	t.Time = int64(d.Uint64())
+	n := d.Uvarint()
 	if n > uint64(len(b)) {
 		return nil, fmt.Errorf("%w: %d operations in %d bytes", errDecode, n, len(b))
 	}
 	t.Ops = make([]Op, 0, n)
 	for range n {
 		var op Op
-		op.Kind = OpKind(d.byte())
-		op.Name = d.string()
-		d.hash(&op.Prev)
-		op.PrevHeight = d.uint64()
-		op.Value = []byte(d.string())
+		op.Kind = OpKind(d.Byte())
+		op.Name = d.String()
+		readHash(d, &op.Prev)
+		op.PrevHeight = d.Uint64()
+		op.Value = []byte(d.String())
 		if op.Kind > OpConfig {
-			d.fail("operation kind %d", op.Kind)
+			d.Fail("operation kind %d", op.Kind)
 		}
 		t.Ops = append(t.Ops, op)
 	}
-	if d.err == nil && len(d.b) != 0 {
-		d.fail("%d trailing bytes", len(d.b))
-	}
-	if d.err != nil {
-		return nil, d.err
+	if err := d.Finish(); err != nil {
+		return nil, err
 	}
 	return t, nil
 }
 
-type decoder struct {
-	b   []byte
-	err error
-}
-
-func (d *decoder) fail(f string, a ...any) {
-	if d.err == nil {
-		d.err = fmt.Errorf("%w: %s", errDecode, fmt.Sprintf(f, a...))
-	}
-	d.b = nil
-}
-
-func (d *decoder) take(n int) []byte {
-	if d.err != nil || n < 0 || n > len(d.b) {
-		d.fail("truncated")
-		return nil
-	}
-	out := d.b[:n]
-	d.b = d.b[n:]
-	return out
-}
-
-func (d *decoder) byte() byte {
-	if b := d.take(1); b != nil {
-		return b[0]
-	}
-	return 0
-}
-
-func (d *decoder) uint64() uint64 {
-	if b := d.take(8); b != nil {
-		return binary.BigEndian.Uint64(b)
-	}
-	return 0
-}
-
-func (d *decoder) uvarint() uint64 {
-	if d.err != nil {
-		return 0
-	}
-	v, n := binary.Uvarint(d.b)
-	if n <= 0 {
-		d.fail("bad varint")
-		return 0
-	}
-	d.b = d.b[n:]
-	return v
-}
-
-func (d *decoder) string() string {
-	n := d.uvarint()
-	if n > uint64(len(d.b)) {
-		d.fail("string of %d bytes", n)
-		return ""
-	}
-	return string(d.take(int(n)))
-}
-
-func (d *decoder) hash(h *Hash) {
-	if b := d.take(len(h)); b != nil {
+// readHash reads a hash's 32 bytes into h.
+func readHash(d *codec.Decoder, h *Hash) {
+	if b := d.Take(len(h)); b != nil {
 		copy(h[:], b)
 	}
 }
