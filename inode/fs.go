@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"strconv"
 	"syscall"
 	"time"
 
@@ -88,18 +89,26 @@ func (f *FS) Init(ctx context.Context) error {
 // GetAttr returns an inode's attributes and the hash of the transaction
 // that last changed them.
 func (f *FS) GetAttr(ctx context.Context, id ID) (Attr, txlog.Hash, error) {
-	resp, err := f.log.Do(ctx, txlog.Request{Partition: PartitionName(id.Part), Level: f.levels.Read, Kind: txlog.KindRead, Name: InodeRecord(id.Num)})
+	return readRecord(ctx, f, id.Part, InodeRecord(id.Num), "inode "+id.String(), DecodeAttr)
+}
+
+// readRecord reads a record of partition part at the read level and
+// decodes it: ENOENT if it does not exist, EIO if it does not decode; what
+// names it in errors.
+func readRecord[T any](ctx context.Context, f *FS, part uint64, name, what string, decode func([]byte) (T, error)) (T, txlog.Hash, error) {
+	var zero T
+	resp, err := f.log.Do(ctx, txlog.Request{Partition: PartitionName(part), Level: f.levels.Read, Kind: txlog.KindRead, Name: name})
 	if err != nil {
-		return Attr{}, txlog.Hash{}, errno(err)
+		return zero, txlog.Hash{}, errno(err)
 	}
 	if !resp.Record.Exists {
-		return Attr{}, txlog.Hash{}, fmt.Errorf("inode %s: %w", id, syscall.ENOENT)
+		return zero, txlog.Hash{}, fmt.Errorf("%s: %w", what, syscall.ENOENT)
 	}
-	a, err := DecodeAttr(resp.Record.Value)
+	v, err := decode(resp.Record.Value)
 	if err != nil {
-		return Attr{}, txlog.Hash{}, fmt.Errorf("inode %s: %w: %v", id, syscall.EIO, err)
+		return zero, txlog.Hash{}, fmt.Errorf("%s: %w: %v", what, syscall.EIO, err)
 	}
-	return a, resp.Record.Hash, nil
+	return v, resp.Record.Hash, nil
 }
 
 // children returns the partition of a directory's entries.
@@ -116,18 +125,7 @@ func (f *FS) children(ctx context.Context, dir ID) (uint64, error) {
 
 // entry reads a directory entry of partition part, and its hash.
 func (f *FS) entry(ctx context.Context, part uint64, name string) (Entry, txlog.Hash, error) {
-	resp, err := f.log.Do(ctx, txlog.Request{Partition: PartitionName(part), Level: f.levels.Read, Kind: txlog.KindRead, Name: EntryRecord(name)})
-	if err != nil {
-		return Entry{}, txlog.Hash{}, errno(err)
-	}
-	if !resp.Record.Exists {
-		return Entry{}, txlog.Hash{}, fmt.Errorf("%q: %w", name, syscall.ENOENT)
-	}
-	e, err := DecodeEntry(resp.Record.Value)
-	if err != nil {
-		return Entry{}, txlog.Hash{}, fmt.Errorf("%q: %w: %v", name, syscall.EIO, err)
-	}
-	return e, resp.Record.Hash, nil
+	return readRecord(ctx, f, part, EntryRecord(name), strconv.Quote(name), DecodeEntry)
 }
 
 // Lookup returns the entry called name in directory dir.
