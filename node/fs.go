@@ -36,9 +36,13 @@ func (n *Node) fsReady(ctx context.Context) error {
 	return nil
 }
 
-// resolve walks a cleaned path from the root and returns its inode, its
-// parent directory and its last name ("" for the root).
+// resolve walks a cleaned path from the root (creating the root first if
+// it is new) and returns its inode, its parent directory and its last name
+// ("" for the root).
 func (n *Node) resolve(ctx context.Context, p string) (id, parent inode.ID, name string, err error) {
+	if err := n.fsReady(ctx); err != nil {
+		return inode.ID{}, inode.ID{}, "", err
+	}
 	id = inode.Root
 	parts := strings.Split(strings.Trim(p, "/"), "/")
 	if parts[0] == "" {
@@ -63,10 +67,6 @@ func fsPath(r *http.Request) string { return path.Clean("/" + r.PathValue("path"
 func (n *Node) handleFSGet(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := n.requestContext(r)
 	defer cancel()
-	if err := n.fsReady(ctx); err != nil {
-		writeFSError(w, err)
-		return
-	}
 	id, _, _, err := n.resolve(ctx, fsPath(r))
 	if err != nil {
 		writeFSError(w, err)
@@ -134,10 +134,6 @@ func typeName(t inode.Type) string {
 func (n *Node) handleFSPut(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := n.requestContext(r)
 	defer cancel()
-	if err := n.fsReady(ctx); err != nil {
-		writeFSError(w, err)
-		return
-	}
 	p := fsPath(r)
 	if p == "/" {
 		writeError(w, http.StatusBadRequest, "the root cannot be written")
@@ -201,10 +197,6 @@ func (n *Node) handleFSPut(w http.ResponseWriter, r *http.Request) {
 func (n *Node) handleFSDelete(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := n.requestContext(r)
 	defer cancel()
-	if err := n.fsReady(ctx); err != nil {
-		writeFSError(w, err)
-		return
-	}
 	p := fsPath(r)
 	if p == "/" {
 		writeError(w, http.StatusBadRequest, "the root cannot be removed")
