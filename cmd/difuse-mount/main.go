@@ -37,16 +37,6 @@ import (
 	"github.com/difuse/difuse/store"
 )
 
-// Exit codes.
-const (
-	exitFailure = 1
-	exitUsage   = 2
-	exitDataDir = 3
-	exitListen  = 4
-	exitJoin    = 5
-	exitMount   = 6
-)
-
 func main() { os.Exit(run(os.Args[1:], os.Stderr)) }
 
 func run(args []string, stderr io.Writer) int {
@@ -67,25 +57,25 @@ func run(args []string, stderr io.Writer) int {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
 		}
-		return exitUsage
+		return cli.ExitUsage
 	}
 	if flags.NArg() != 1 {
 		flags.Usage()
-		return exitUsage
+		return cli.ExitUsage
 	}
 	mountpoint := flags.Arg(0)
 	log, err := cli.NewLogger(stderr, *logLevel, false)
 	if err != nil {
 		fmt.Fprintln(stderr, "difuse-mount:", err)
-		return exitUsage
+		return cli.ExitUsage
 	}
 	if st, err := os.Stat(mountpoint); err != nil || !st.IsDir() {
 		fmt.Fprintf(stderr, "difuse-mount: mountpoint %s is not a directory\n", mountpoint)
-		return exitMount
+		return cli.ExitMount
 	}
 	if _, err := os.Stat("/dev/fuse"); err != nil {
 		fmt.Fprintln(stderr, "difuse-mount: FUSE is not available here (/dev/fuse is missing; install fuse3)")
-		return exitMount
+		return cli.ExitMount
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
@@ -95,7 +85,7 @@ func run(args []string, stderr io.Writer) int {
 		cl, err := client.DialCluster(ctx, strings.Split(*join, ","))
 		if err != nil {
 			log.Error("cannot reach the cluster", "nodes", *join, "err", err)
-			return exitJoin
+			return cli.ExitJoin
 		}
 		defer cl.Close()
 		ifs = inode.New(cl, cl, inode.Options{})
@@ -103,19 +93,13 @@ func run(args []string, stderr io.Writer) int {
 		if *dir == "" {
 			if *dir, err = cli.DataDir("mount"); err != nil {
 				fmt.Fprintln(stderr, "difuse-mount:", err)
-				return exitDataDir
+				return cli.ExitDataDir
 			}
 		}
 		n, err := node.New(node.Config{GRPCAddr: *grpcAddr, HTTPAddr: *httpAddr, Store: store.Options{Dir: *dir}, Ring: ring.Config{}, Logger: log})
 		if err != nil {
 			log.Error("cannot start the embedded node", "err", err)
-			switch {
-			case errors.Is(err, node.ErrListen):
-				return exitListen
-			case errors.Is(err, store.ErrNoDir), errors.Is(err, store.ErrLocked), errors.Is(err, store.ErrNoSpace):
-				return exitDataDir
-			}
-			return exitFailure
+			return cli.ExitCode(err)
 		}
 		nodeDone = make(chan error, 1)
 		go func() { nodeDone <- n.Run(ctx) }()
@@ -123,7 +107,7 @@ func run(args []string, stderr io.Writer) int {
 			select {
 			case err := <-nodeDone:
 				log.Error("the embedded node stopped", "err", err)
-				return exitFailure
+				return cli.ExitFailure
 			case <-time.After(20 * time.Millisecond):
 			}
 		}
@@ -144,14 +128,14 @@ func run(args []string, stderr io.Writer) int {
 	if err != nil {
 		log.Error("cannot create the root directory", "err", err)
 		stopNode()
-		return exitFailure
+		return cli.ExitFailure
 	}
 
 	conn, err := fuse.Mount(mountpoint, fuse.FSName("difuse"), fuse.Subtype("difuse"), fuse.MaxReadahead(1<<20))
 	if err != nil {
 		log.Error("cannot mount", "mountpoint", mountpoint, "err", err)
 		stopNode()
-		return exitMount
+		return cli.ExitMount
 	}
 	served := make(chan error, 1)
 	go func() {
@@ -164,7 +148,7 @@ func run(args []string, stderr io.Writer) int {
 	case <-ctx.Done():
 	case err := <-served:
 		log.Error("serving stopped", "err", err)
-		code = exitFailure
+		code = cli.ExitFailure
 	}
 	// Unmount; a busy mountpoint is detached lazily so the process can end.
 	if err := fuse.Unmount(mountpoint); err != nil {
@@ -174,7 +158,7 @@ func run(args []string, stderr io.Writer) int {
 	conn.Close()
 	if err := stopNode(); err != nil {
 		log.Error("the embedded node stopped with an error", "err", err)
-		code = exitFailure
+		code = cli.ExitFailure
 	}
 	log.Info("unmounted", "mountpoint", mountpoint)
 	return code

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/difuse/difuse/client"
+	"github.com/difuse/difuse/internal/cli"
 	"github.com/difuse/difuse/ring"
 )
 
@@ -25,12 +26,12 @@ func cmdStatus(args []string, stdout, stderr io.Writer) int {
 	fs, timeout := clientFlags("status", stderr)
 	addr := fs.String("b", defaultGRPC, "gRPC `address` of the node to ask")
 	if err := fs.Parse(args); err != nil {
-		return exitUsage
+		return cli.ExitUsage
 	}
 	c, err := client.Dial(*addr)
 	if err != nil {
 		fmt.Fprintf(stderr, "difused status: %v\n", err)
-		return exitFailure
+		return cli.ExitFailure
 	}
 	defer c.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
@@ -38,7 +39,7 @@ func cmdStatus(args []string, stdout, stderr io.Writer) int {
 	st, err := c.Status(ctx)
 	if err != nil {
 		fmt.Fprintf(stderr, "difused status: %v\n", err)
-		return exitFailure
+		return cli.ExitFailure
 	}
 	printStatus(stdout, st)
 	return 0
@@ -91,7 +92,7 @@ func cmdPing(args []string, stdout, stderr io.Writer) int {
 	count := fs.Int("n", 5, "number of pings")
 	size := fs.Int("size", 0, "payload `bytes` per ping")
 	if err := fs.Parse(args); err != nil {
-		return exitUsage
+		return cli.ExitUsage
 	}
 	addr := defaultGRPC
 	switch fs.NArg() {
@@ -100,16 +101,16 @@ func cmdPing(args []string, stdout, stderr io.Writer) int {
 		addr = fs.Arg(0)
 	default:
 		fmt.Fprintln(stderr, "difused ping: want at most one address")
-		return exitUsage
+		return cli.ExitUsage
 	}
 	if *count < 1 || *size < 0 || *size > 3<<20 {
 		fmt.Fprintln(stderr, "difused ping: -n must be at least 1 and -size between 0 and 3 MiB")
-		return exitUsage
+		return cli.ExitUsage
 	}
 	c, err := client.Dial(addr)
 	if err != nil {
 		fmt.Fprintf(stderr, "difused ping: %v\n", err)
-		return exitFailure
+		return cli.ExitFailure
 	}
 	defer c.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
@@ -117,7 +118,7 @@ func cmdPing(args []string, stdout, stderr io.Writer) int {
 	info, err := c.Ping(ctx)
 	if err != nil {
 		fmt.Fprintf(stderr, "difused ping: %v\n", err)
-		return exitFailure
+		return cli.ExitFailure
 	}
 	fmt.Fprintf(stdout, "PING %s (node %s), %d bytes\n", addr, info.ID, *size)
 	var rtts []time.Duration
@@ -127,7 +128,7 @@ func cmdPing(args []string, stdout, stderr io.Writer) int {
 	})
 	if err != nil {
 		fmt.Fprintf(stderr, "difused ping: %v\n", err)
-		return exitFailure
+		return cli.ExitFailure
 	}
 	slices.Sort(rtts)
 	var sum time.Duration

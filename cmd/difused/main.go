@@ -12,7 +12,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -26,15 +25,6 @@ import (
 	"github.com/difuse/difuse/node"
 	"github.com/difuse/difuse/ring"
 	"github.com/difuse/difuse/store"
-)
-
-// Exit codes.
-const (
-	exitFailure = 1
-	exitUsage   = 2
-	exitDataDir = 3
-	exitListen  = 4
-	exitJoin    = 5
 )
 
 // defaultGRPC is the node's default gRPC address; the client subcommands
@@ -85,28 +75,28 @@ Flags of difused:
 	logLevel := fs.String("log-level", "info", "log `level`: debug, info, warn or error")
 	logJSON := fs.Bool("log-json", false, "log JSON lines instead of text")
 	if err := fs.Parse(args); err != nil {
-		return exitUsage
+		return cli.ExitUsage
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "difused: unexpected argument %q\n", fs.Arg(0))
 		fs.Usage()
-		return exitUsage
+		return cli.ExitUsage
 	}
 	log, err := cli.NewLogger(stderr, *logLevel, *logJSON)
 	if err != nil {
 		fmt.Fprintf(stderr, "difused: %v\n", err)
-		return exitUsage
+		return cli.ExitUsage
 	}
 	if *dir == "" {
 		if *dir, err = cli.DataDir((*grpcAddr)[strings.LastIndex(*grpcAddr, ":")+1:]); err != nil {
 			log.Error("no data directory", "err", err)
-			return exitDataDir
+			return cli.ExitDataDir
 		}
 	}
 
 	if *replicas < 1 || *replicas%2 == 0 || *vnodes < 1 {
 		fmt.Fprintln(stderr, "difused: -replicas must be odd and positive, -vnodes positive")
-		return exitUsage
+		return cli.ExitUsage
 	}
 	n, err := node.New(node.Config{
 		GRPCAddr:    *grpcAddr,
@@ -126,27 +116,13 @@ Flags of difused:
 	})
 	if err != nil {
 		log.Error("cannot start", "err", err)
-		return exitCode(err)
+		return cli.ExitCode(err)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	if err := n.Run(ctx); err != nil {
 		log.Error("stopped with an error", "err", err)
-		return exitCode(err)
+		return cli.ExitCode(err)
 	}
 	return 0
-}
-
-// exitCode maps a start or run error to the documented exit codes.
-func exitCode(err error) int {
-	switch {
-	case errors.Is(err, store.ErrNoDir), errors.Is(err, store.ErrLocked), errors.Is(err, store.ErrNoSpace),
-		errors.Is(err, os.ErrPermission):
-		return exitDataDir
-	case errors.Is(err, node.ErrListen):
-		return exitListen
-	case errors.Is(err, node.ErrJoin):
-		return exitJoin
-	}
-	return exitFailure
 }

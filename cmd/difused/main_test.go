@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/difuse/difuse/client"
+	"github.com/difuse/difuse/internal/cli"
 	"github.com/difuse/difuse/internal/proctest"
 )
 
@@ -72,11 +73,11 @@ func TestExitCodes(t *testing.T) {
 		code int
 		msg  string
 	}{
-		{"bad flag", []string{"-nope"}, exitUsage, "flag provided but not defined"},
-		{"locked", []string{"-b", "127.0.0.1:0", "-a", "127.0.0.1:0", "-d", dir}, exitDataDir, "in use by another process"},
-		{"missing parent", []string{"-b", "127.0.0.1:0", "-a", "127.0.0.1:0", "-d", "/nonexistent/difuse/x"}, exitDataDir, "does not exist"},
-		{"address in use", []string{"-b", m[2], "-a", "127.0.0.1:0", "-d", t.TempDir()}, exitListen, "address already in use"},
-		{"join unreachable", []string{"-b", "127.0.0.1:0", "-a", "127.0.0.1:0", "-d", t.TempDir(), "-j", "127.0.0.1:1"}, exitJoin, "cannot join"},
+		{"bad flag", []string{"-nope"}, cli.ExitUsage, "flag provided but not defined"},
+		{"locked", []string{"-b", "127.0.0.1:0", "-a", "127.0.0.1:0", "-d", dir}, cli.ExitDataDir, "in use by another process"},
+		{"missing parent", []string{"-b", "127.0.0.1:0", "-a", "127.0.0.1:0", "-d", "/nonexistent/difuse/x"}, cli.ExitDataDir, "does not exist"},
+		{"address in use", []string{"-b", m[2], "-a", "127.0.0.1:0", "-d", t.TempDir()}, cli.ExitListen, "address already in use"},
+		{"join unreachable", []string{"-b", "127.0.0.1:0", "-a", "127.0.0.1:0", "-d", t.TempDir(), "-j", "127.0.0.1:1"}, cli.ExitJoin, "cannot join"},
 	}
 	for _, c := range cases {
 		p := proctest.Start(t, "difused", c.args...)
@@ -103,7 +104,7 @@ func TestClientSubcommands(t *testing.T) {
 	if !strings.Contains(out.String(), "3 pings: min") {
 		t.Fatalf("ping output:\n%s", out.String())
 	}
-	if code := run([]string{"status", "-b", "127.0.0.1:1", "-timeout", "300ms"}, &out, &errb); code != exitFailure {
+	if code := run([]string{"status", "-b", "127.0.0.1:1", "-timeout", "300ms"}, &out, &errb); code != cli.ExitFailure {
 		t.Fatalf("status of a dead node: exit %d", code)
 	}
 }

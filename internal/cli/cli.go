@@ -1,13 +1,17 @@
-// Package cli holds what the commands share: the default data directory
-// and the logger their flags describe.
+// Package cli holds what the commands share: the default data directory,
+// the logger their flags describe, and their exit codes.
 package cli
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
+
+	"github.com/difuse/difuse/node"
+	"github.com/difuse/difuse/store"
 )
 
 // DataDir returns $XDG_DATA_HOME/difuse/NAME, or ~/.local/share/difuse/NAME,
@@ -40,4 +44,28 @@ func NewLogger(w io.Writer, level string, json bool) (*slog.Logger, error) {
 		return slog.New(slog.NewJSONHandler(w, opts)), nil
 	}
 	return slog.New(slog.NewTextHandler(w, opts)), nil
+}
+
+// Exit codes of the commands.
+const (
+	ExitFailure = 1
+	ExitUsage   = 2
+	ExitDataDir = 3 // data directory missing, locked or full
+	ExitListen  = 4 // address unavailable
+	ExitJoin    = 5 // cluster unreachable
+	ExitMount   = 6 // mountpoint or FUSE unusable
+)
+
+// ExitCode returns the exit code for a node that could not start or run.
+func ExitCode(err error) int {
+	switch {
+	case errors.Is(err, store.ErrNoDir), errors.Is(err, store.ErrLocked), errors.Is(err, store.ErrNoSpace),
+		errors.Is(err, os.ErrPermission):
+		return ExitDataDir
+	case errors.Is(err, node.ErrListen):
+		return ExitListen
+	case errors.Is(err, node.ErrJoin):
+		return ExitJoin
+	}
+	return ExitFailure
 }
