@@ -47,6 +47,7 @@ var (
 	_ fs.FS          = (*FS)(nil)
 	_ fs.FSStatfser  = (*FS)(nil)
 	_ fs.NodeCreater = (*Node)(nil)
+	_ fs.NodeLinker  = (*Node)(nil)
 )
 
 // New returns the FUSE layer over f.
@@ -121,6 +122,24 @@ type Node struct {
 	id inode.ID
 	mu sync.Mutex
 	w  *inode.Writer // buffered writes of the open handles, if any
+	// last is the inode as last read, which an open file that lost its
+	// last name keeps showing (with no links), as POSIX wants.
+	last *inode.Attr
+}
+
+// attr reads the node's inode.
+func (n *Node) attr(ctx context.Context) (inode.Attr, error) {
+	a, _, err := n.s.fs.GetAttr(ctx, n.id)
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	switch {
+	case err == nil:
+		n.last = &a
+	case errors.Is(err, syscall.ENOENT) && n.last != nil:
+		a, err = *n.last, nil
+		a.Nlink = 0
+	}
+	return a, err
 }
 
 // inum is the inode number the kernel sees.
@@ -209,7 +228,7 @@ func posixMode(m os.FileMode) uint32 {
 func (n *Node) Attr(ctx context.Context, out *fuse.Attr) error {
 	ctx, cancel := n.s.ctx(ctx)
 	defer cancel()
-	a, _, err := n.s.fs.GetAttr(ctx, n.id)
+	a, err := n.attr(ctx)
 	if err != nil {
 		return n.s.errno("getattr", err)
 	}
@@ -284,7 +303,7 @@ func (n *Node) Symlink(ctx context.Context, req *fuse.SymlinkRequest) (fs.Node, 
 func (n *Node) Readlink(ctx context.Context, req *fuse.ReadlinkRequest) (string, error) {
 	ctx, cancel := n.s.ctx(ctx)
 	defer cancel()
-	a, _, err := n.s.fs.GetAttr(ctx, n.id)
+	a, err := n.attr(ctx)
 	if err != nil {
 		return "", n.s.errno("readlink", err)
 	}
@@ -302,6 +321,20 @@ func (n *Node) Remove(ctx context.Context, req *fuse.RemoveRequest) error {
 		return n.s.errno("rmdir", n.s.fs.Rmdir(ctx, n.id, req.Name))
 	}
 	return n.s.errno("unlink", n.s.fs.Unlink(ctx, n.id, req.Name))
+}
+
+// Link makes a new name for a file.
+func (n *Node) Link(ctx context.Context, req *fuse.LinkRequest, old fs.Node) (fs.Node, error) {
+	ctx, cancel := n.s.ctx(ctx)
+	defer cancel()
+	on, ok := old.(*Node)
+	if !ok {
+		return nil, fuse.Errno(syscall.EXDEV)
+	}
+	if _, err := n.s.fs.Link(ctx, on.id, n.id, req.NewName); err != nil {
+		return nil, n.s.errno("link", err)
+	}
+	return on, nil
 }
 
 // Rename moves an entry.
@@ -373,7 +406,7 @@ func (n *Node) Read(ctx context.Context, req *fuse.ReadRequest, resp *fuse.ReadR
 	if err := n.flush(ctx); err != nil {
 		return n.s.errno("flush", err)
 	}
-	a, _, err := n.s.fs.GetAttr(ctx, n.id)
+	a, err := n.attr(ctx)
 	if err != nil {
 		return n.s.errno("read", err)
 	}
@@ -440,7 +473,7 @@ func (n *Node) Forget() {
 func (n *Node) Getxattr(ctx context.Context, req *fuse.GetxattrRequest, resp *fuse.GetxattrResponse) error {
 	ctx, cancel := n.s.ctx(ctx)
 	defer cancel()
-	a, _, err := n.s.fs.GetAttr(ctx, n.id)
+	a, err := n.attr(ctx)
 	if err != nil {
 		return n.s.errno("getxattr", err)
 	}
@@ -456,7 +489,7 @@ func (n *Node) Getxattr(ctx context.Context, req *fuse.GetxattrRequest, resp *fu
 func (n *Node) Listxattr(ctx context.Context, req *fuse.ListxattrRequest, resp *fuse.ListxattrResponse) error {
 	ctx, cancel := n.s.ctx(ctx)
 	defer cancel()
-	a, _, err := n.s.fs.GetAttr(ctx, n.id)
+	a, err := n.attr(ctx)
 	if err != nil {
 		return n.s.errno("listxattr", err)
 	}

@@ -137,7 +137,7 @@ func (f *FS) Lookup(ctx context.Context, dir ID, name string) (Entry, error) {
 	if err != nil {
 		return Entry{}, err
 	}
-	e, _, err := f.entry(ctx, part, name)
+	e, _, err := f.liveEntry(ctx, part, name, false)
 	return e, err
 }
 
@@ -154,23 +154,41 @@ func (f *FS) Readdir(ctx context.Context, dir ID) ([]DirEntry, error) {
 		return nil, err
 	}
 	var out []DirEntry
+	err = f.list(ctx, part, false, func(name string, e Entry) {
+		out = append(out, DirEntry{Name: name, Entry: e})
+	})
+	return out, err
+}
+
+// list calls fn with every entry of partition part, in name order, as
+// users see them (see liveEntry, which settles marked entries).
+func (f *FS) list(ctx context.Context, part uint64, settle bool, fn func(string, Entry)) error {
 	after := ""
 	for {
 		resp, err := f.log.Do(ctx, txlog.Request{Partition: PartitionName(part), Level: f.levels.Read, Kind: txlog.KindList, Name: entryPrefix, After: after})
 		if err != nil {
-			return nil, errno(err)
+			return errno(err)
 		}
 		for _, r := range resp.Records {
+			after = r.Name
 			name, _ := EntryName(r.Name)
 			e, err := DecodeEntry(r.Value)
 			if err != nil {
-				return nil, fmt.Errorf("%q: %w: %v", name, syscall.EIO, err)
+				return fmt.Errorf("%q: %w: %v", name, syscall.EIO, err)
 			}
-			out = append(out, DirEntry{Name: name, Entry: e})
-			after = r.Name
+			if e.Move != nil {
+				e, _, err = f.liveEntry(ctx, part, name, settle)
+				if errors.Is(err, syscall.ENOENT) {
+					continue
+				}
+				if err != nil {
+					return err
+				}
+			}
+			fn(name, e)
 		}
 		if !resp.More {
-			return out, nil
+			return nil
 		}
 	}
 }
@@ -209,95 +227,20 @@ func (f *FS) Create(ctx context.Context, dir ID, name string, na NewAttr) (ID, A
 	}
 	id := ID{Part: part, Num: randomID()}
 	var zero txlog.Hash
-	_, err = f.log.Do(ctx, txlog.Request{Partition: PartitionName(part), Level: f.levels.Write, Kind: txlog.KindWrite, Write: []txlog.Change{
-		{Name: deadRecord, Check: true, IfMatch: &zero},
-		{Name: EntryRecord(name), Value: EncodeEntry(Entry{ID: id, Type: na.Type}), IfMatch: &zero},
-		{Name: InodeRecord(id.Num), Value: EncodeAttr(a), IfMatch: &zero},
-	}})
-	if errors.Is(err, txlog.ErrConflict) {
-		if _, _, lerr := f.entry(ctx, part, name); lerr == nil {
-			return ID{}, Attr{}, fmt.Errorf("create %q: %w", name, syscall.EEXIST)
+	err = retry("create "+strconv.Quote(name), func() error {
+		_, err := f.write(ctx, part,
+			txlog.Change{Name: deadRecord, Check: true, IfMatch: &zero},
+			txlog.Change{Name: EntryRecord(name), Value: EncodeEntry(Entry{ID: id, Type: na.Type}), IfMatch: &zero},
+			txlog.Change{Name: InodeRecord(id.Num), Value: EncodeAttr(a), IfMatch: &zero})
+		if errors.Is(err, errRaced) {
+			return f.taken(ctx, part, name)
 		}
-		return ID{}, Attr{}, fmt.Errorf("create %q: the directory was removed: %w", name, syscall.ENOENT)
-	}
+		return err
+	})
 	if err != nil {
-		return ID{}, Attr{}, errno(err)
+		return ID{}, Attr{}, err
 	}
 	return id, a, nil
-}
-
-// Unlink removes the entry name, not a directory, from directory dir, and
-// the inode with it when it was its last link, in one transaction.
-func (f *FS) Unlink(ctx context.Context, dir ID, name string) error {
-	part, err := f.children(ctx, dir)
-	if err != nil {
-		return err
-	}
-	e, eh, err := f.entry(ctx, part, name)
-	if err != nil {
-		return err
-	}
-	if e.Type == TypeDir {
-		return fmt.Errorf("unlink %q: %w", name, syscall.EISDIR)
-	}
-	a, ah, err := f.GetAttr(ctx, e.ID)
-	if err != nil {
-		return err
-	}
-	changes := []txlog.Change{{Name: EntryRecord(name), Delete: true, IfMatch: &eh}}
-	inode := txlog.Change{Name: InodeRecord(e.ID.Num), IfMatch: &ah, Delete: a.Nlink <= 1}
-	if !inode.Delete {
-		a.Nlink--
-		a.Ctime = f.clock().UnixNano()
-		inode.Value = EncodeAttr(a)
-	}
-	if e.ID.Part != part {
-		return fmt.Errorf("unlink %q: its inode lives in another directory's partition: %w", name, syscall.EXDEV)
-	}
-	_, err = f.log.Do(ctx, txlog.Request{Partition: PartitionName(part), Level: f.levels.Write, Kind: txlog.KindWrite, Write: append(changes, inode)})
-	if errors.Is(err, txlog.ErrConflict) {
-		return fmt.Errorf("unlink %q: changed meanwhile: %w", name, syscall.EAGAIN)
-	}
-	return errno(err)
-}
-
-// Rmdir removes the empty directory name from directory dir: it first
-// marks the directory's own partition dead, which succeeds only while no
-// entry is left there (ENOTEMPTY otherwise) and makes later creates in it
-// fail, then removes its entry and inode. A crash between the two leaves a
-// dead directory that a repeated rmdir removes.
-func (f *FS) Rmdir(ctx context.Context, dir ID, name string) error {
-	part, err := f.children(ctx, dir)
-	if err != nil {
-		return err
-	}
-	e, eh, err := f.entry(ctx, part, name)
-	if err != nil {
-		return err
-	}
-	if e.Type != TypeDir {
-		return fmt.Errorf("rmdir %q: %w", name, syscall.ENOTDIR)
-	}
-	a, ah, err := f.GetAttr(ctx, e.ID)
-	if err != nil {
-		return err
-	}
-	_, err = f.log.Do(ctx, txlog.Request{Partition: PartitionName(a.Children), Level: f.levels.Write, Kind: txlog.KindWrite, IfEmpty: entryPrefix,
-		Write: []txlog.Change{{Name: deadRecord, Value: []byte{1}}}})
-	if errors.Is(err, txlog.ErrConflict) {
-		return fmt.Errorf("rmdir %q: %w", name, syscall.ENOTEMPTY)
-	}
-	if err != nil {
-		return errno(err)
-	}
-	_, err = f.log.Do(ctx, txlog.Request{Partition: PartitionName(part), Level: f.levels.Write, Kind: txlog.KindWrite, Write: []txlog.Change{
-		{Name: EntryRecord(name), Delete: true, IfMatch: &eh},
-		{Name: InodeRecord(e.ID.Num), Delete: true, IfMatch: &ah},
-	}})
-	if errors.Is(err, txlog.ErrConflict) {
-		return fmt.Errorf("rmdir %q: changed meanwhile: %w", name, syscall.EAGAIN)
-	}
-	return errno(err)
 }
 
 // checkName refuses names POSIX does not allow in a directory.
@@ -330,7 +273,7 @@ func errno(err error) error {
 	case errors.Is(err, txlog.ErrBadRequest):
 		return fmt.Errorf("%w: %v", syscall.EINVAL, err)
 	}
-	return fmt.Errorf("%w: %v", syscall.EIO, err)
+	return fmt.Errorf("%w: %w", syscall.EIO, err)
 }
 
 // randomID returns a random 64-bit id, never 0 or 1 (taken by the root).

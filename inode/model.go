@@ -115,6 +115,21 @@ type Attr struct {
 type Entry struct {
 	ID   ID
 	Type Type
+	// Move marks an entry that a rename across directories is moving
+	// away; nil on every entry callers of FS see.
+	Move *Move
+}
+
+// Move is the mark a rename across directories puts on the entry it moves
+// before it commits: the rename's decision record, in the destination's
+// partition, says whether the move happened.
+type Move struct {
+	Txid uint64
+	// Dest is the partition that holds the decision record.
+	Dest uint64
+	// Since is when the move began (Unix nanoseconds); a move left
+	// undecided for long is aborted by the next reader.
+	Since int64
 }
 
 // errDecode is wrapped by every decoding error.
@@ -123,6 +138,8 @@ var errDecode = errors.New("inode: malformed record")
 const (
 	attrVersion  = 1
 	entryVersion = 1
+	// movingVersion marks an entry encoding followed by a Move.
+	movingVersion = 2
 )
 
 // EncodeAttr returns an inode record's value.
@@ -194,19 +211,33 @@ func DecodeAttr(b []byte) (Attr, error) {
 
 // EncodeEntry returns a directory entry record's value.
 func EncodeEntry(e Entry) []byte {
-	b := []byte{entryVersion, byte(e.Type)}
+	v := byte(entryVersion)
+	if e.Move != nil {
+		v = movingVersion
+	}
+	b := []byte{v, byte(e.Type)}
 	b = binary.BigEndian.AppendUint64(b, e.ID.Part)
-	return binary.BigEndian.AppendUint64(b, e.ID.Num)
+	b = binary.BigEndian.AppendUint64(b, e.ID.Num)
+	if e.Move != nil {
+		b = binary.BigEndian.AppendUint64(b, e.Move.Txid)
+		b = binary.BigEndian.AppendUint64(b, e.Move.Dest)
+		b = binary.BigEndian.AppendUint64(b, uint64(e.Move.Since))
+	}
+	return b
 }
 
 // DecodeEntry reads a directory entry record's value.
 func DecodeEntry(b []byte) (Entry, error) {
 	d := codec.NewDecoder(b, errDecode)
-	if v := d.Byte(); v != entryVersion {
+	v := d.Byte()
+	if v != entryVersion && v != movingVersion {
 		return Entry{}, fmt.Errorf("%w: entry version %d", errDecode, v)
 	}
 	e := Entry{Type: Type(d.Byte())}
 	e.ID.Part, e.ID.Num = d.Uint64(), d.Uint64()
+	if v == movingVersion {
+		e.Move = &Move{Txid: d.Uint64(), Dest: d.Uint64(), Since: int64(d.Uint64())}
+	}
 	if err := d.Finish(); err != nil {
 		return e, err
 	}

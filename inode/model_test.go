@@ -62,6 +62,13 @@ func TestDecodeMalformed(t *testing.T) {
 	if _, err := DecodeEntry(EncodeEntry(e)[:10]); !errors.Is(err, errDecode) {
 		t.Error("a truncated entry decoded")
 	}
+	moving := Entry{ID: ID{Part: 7, Num: 9}, Type: TypeFile, Move: &Move{Txid: 5, Dest: 11, Since: -1}}
+	if got, err := DecodeEntry(EncodeEntry(moving)); err != nil || !reflect.DeepEqual(got, moving) {
+		t.Errorf("moving entry round trip = %+v, %v", got, err)
+	}
+	if _, err := DecodeEntry(EncodeEntry(moving)[:30]); !errors.Is(err, errDecode) {
+		t.Error("a truncated moving entry decoded")
+	}
 }
 
 func TestNames(t *testing.T) {

@@ -1,0 +1,298 @@
+package inode
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"syscall"
+
+	"github.com/difuse/difuse/txlog"
+)
+
+// An inode's record stays in the partition it was created in, while its
+// names may be in other directories' (after a rename across directories,
+// or a hard link). A change that touches both an entry and such a remote
+// inode commits the entry first and the inode after: a crash in between
+// leaves a link count too high, so space is kept too long, but never a
+// name without its inode.
+
+// retry runs op until it does not lose a race, at most maxRetries times.
+func retry(what string, op func() error) error {
+	for range maxRetries {
+		if err := op(); !errors.Is(err, errRaced) {
+			return err
+		}
+	}
+	return fmt.Errorf("%s: changed %d times meanwhile: %w", what, maxRetries, syscall.EAGAIN)
+}
+
+// Unlink removes the entry name, not a directory, from directory dir, and
+// drops a link of its inode: the inode goes with its last link.
+func (f *FS) Unlink(ctx context.Context, dir ID, name string) error {
+	part, err := f.children(ctx, dir)
+	if err != nil {
+		return err
+	}
+	return retry("unlink "+strconv.Quote(name), func() error {
+		e, eh, err := f.liveEntry(ctx, part, name, true)
+		if err != nil {
+			return err
+		}
+		if e.Type == TypeDir {
+			return fmt.Errorf("unlink %q: %w", name, syscall.EISDIR)
+		}
+		return f.removeEntry(ctx, part, name, e, eh)
+	})
+}
+
+// removeEntry deletes the entry name of partition part (e, read as eh)
+// and drops a link of its inode.
+func (f *FS) removeEntry(ctx context.Context, part uint64, name string, e Entry, eh txlog.Hash) error {
+	del := txlog.Change{Name: EntryRecord(name), Delete: true, IfMatch: &eh}
+	if e.ID.Part != part {
+		if _, err := f.write(ctx, part, del); err != nil {
+			return err
+		}
+		return f.dropLink(ctx, e.ID)
+	}
+	c, err := f.unlinkChange(ctx, e.ID)
+	if err != nil {
+		return err
+	}
+	_, err = f.write(ctx, part, del, c)
+	return err
+}
+
+// unlinkChange returns the change that drops a link of inode id: one link
+// fewer, or the inode gone with its last one (a directory has one).
+func (f *FS) unlinkChange(ctx context.Context, id ID) (txlog.Change, error) {
+	a, h, err := f.GetAttr(ctx, id)
+	if err != nil {
+		return txlog.Change{}, err
+	}
+	c := txlog.Change{Name: InodeRecord(id.Num), IfMatch: &h, Delete: a.Nlink <= 1 || a.Type == TypeDir}
+	if !c.Delete {
+		a.Nlink--
+		a.Ctime = f.clock().UnixNano()
+		c.Value = EncodeAttr(a)
+	}
+	return c, nil
+}
+
+// dropLink drops a link of inode id in its own transaction; an inode
+// already gone is no error.
+func (f *FS) dropLink(ctx context.Context, id ID) error {
+	err := retry("unlink inode "+id.String(), func() error {
+		c, err := f.unlinkChange(ctx, id)
+		if err != nil {
+			return err
+		}
+		_, err = f.write(ctx, id.Part, c)
+		return err
+	})
+	if errors.Is(err, syscall.ENOENT) {
+		return nil
+	}
+	return err
+}
+
+// Rmdir removes the empty directory name from directory dir: it first
+// marks the directory's own partition dead, which succeeds only while no
+// entry is left there (ENOTEMPTY otherwise) and makes later creates in it
+// fail, then removes its entry and inode. A crash between the two leaves a
+// dead directory that a repeated rmdir removes.
+func (f *FS) Rmdir(ctx context.Context, dir ID, name string) error {
+	part, err := f.children(ctx, dir)
+	if err != nil {
+		return err
+	}
+	return retry("rmdir "+strconv.Quote(name), func() error {
+		e, eh, err := f.liveEntry(ctx, part, name, true)
+		if err != nil {
+			return err
+		}
+		if e.Type != TypeDir {
+			return fmt.Errorf("rmdir %q: %w", name, syscall.ENOTDIR)
+		}
+		if err := f.bury(ctx, e.ID, name); err != nil {
+			return err
+		}
+		return f.removeEntry(ctx, part, name, e, eh)
+	})
+}
+
+// bury marks the partition of directory id's entries dead if it has none
+// (ENOTEMPTY otherwise). Entries that renames have moved away, but not
+// yet cleaned up, are settled first.
+func (f *FS) bury(ctx context.Context, id ID, name string) error {
+	a, _, err := f.GetAttr(ctx, id)
+	if err != nil {
+		return err
+	}
+	for try := 0; ; try++ {
+		_, err = f.log.Do(ctx, txlog.Request{Partition: PartitionName(a.Children), Level: f.levels.Write, Kind: txlog.KindWrite, IfEmpty: entryPrefix,
+			Write: []txlog.Change{{Name: deadRecord, Value: []byte{1}}}})
+		if !errors.Is(err, txlog.ErrConflict) {
+			return errno(err)
+		}
+		if try > 0 {
+			return fmt.Errorf("directory %q: %w", name, syscall.ENOTEMPTY)
+		}
+		if err := f.settleAll(ctx, a.Children); err != nil {
+			return err
+		}
+	}
+}
+
+// settleAll settles every entry of partition part that a rename marked.
+func (f *FS) settleAll(ctx context.Context, part uint64) error {
+	return f.list(ctx, part, true, func(string, Entry) {})
+}
+
+// Rename moves the entry name of directory dir to newName in directory
+// newDir, replacing what newName named as POSIX says: a file by a file, an
+// empty directory by a directory. Within one directory it is one
+// transaction; across directories it commits in one transaction of the
+// destination's partition (see move). Either way no crash and no reader
+// sees both names or neither. That a directory is not moved into itself
+// is the kernel's check, made on the paths it resolved.
+func (f *FS) Rename(ctx context.Context, dir ID, name string, newDir ID, newName string) error {
+	if err := checkName(newName); err != nil {
+		return err
+	}
+	part1, err := f.children(ctx, dir)
+	if err != nil {
+		return err
+	}
+	part2 := part1
+	if newDir != dir {
+		if part2, err = f.children(ctx, newDir); err != nil {
+			return err
+		}
+	}
+	return retry("rename "+strconv.Quote(name), func() error {
+		src, sh, err := f.liveEntry(ctx, part1, name, true)
+		if err != nil || (part1 == part2 && name == newName) {
+			return err
+		}
+		var zero txlog.Hash
+		create := txlog.Change{Name: EntryRecord(newName), Value: EncodeEntry(src), IfMatch: &zero}
+		changes := []txlog.Change{create}
+		dst, dh, err := f.liveEntry(ctx, part2, newName, true)
+		var remote *ID // a replaced inode of another partition
+		switch {
+		case errors.Is(err, syscall.ENOENT):
+		case err != nil:
+			return err
+		case dst.ID == src.ID:
+			return nil // two links to one inode: POSIX leaves both
+		default:
+			changes[0].IfMatch = &dh
+			if err := f.replaceable(ctx, src, dst, newName); err != nil {
+				return err
+			}
+			if dst.ID.Part == part2 {
+				c, err := f.unlinkChange(ctx, dst.ID)
+				if err != nil {
+					return err
+				}
+				changes = append(changes, c)
+			} else {
+				remote = &dst.ID
+			}
+		}
+		if part1 == part2 {
+			_, err = f.write(ctx, part1, append(changes, txlog.Change{Name: EntryRecord(name), Delete: true, IfMatch: &sh})...)
+		} else {
+			err = f.move(ctx, part1, name, src, sh, part2, changes)
+		}
+		if err != nil || remote == nil {
+			return err
+		}
+		return f.dropLink(ctx, *remote)
+	})
+}
+
+// replaceable checks that src may replace dst; a directory it replaces is
+// first marked dead, which needs it empty.
+func (f *FS) replaceable(ctx context.Context, src, dst Entry, dstName string) error {
+	switch {
+	case src.Type == TypeDir && dst.Type != TypeDir:
+		return fmt.Errorf("rename onto %q: %w", dstName, syscall.ENOTDIR)
+	case src.Type != TypeDir && dst.Type == TypeDir:
+		return fmt.Errorf("rename onto %q: %w", dstName, syscall.EISDIR)
+	case dst.Type == TypeDir:
+		return f.bury(ctx, dst.ID, dstName)
+	}
+	return nil
+}
+
+// Link makes newName in directory newDir a new name of inode id, not a
+// directory (EPERM), and returns its attributes after.
+func (f *FS) Link(ctx context.Context, id ID, newDir ID, newName string) (Attr, error) {
+	if err := checkName(newName); err != nil {
+		return Attr{}, err
+	}
+	part, err := f.children(ctx, newDir)
+	if err != nil {
+		return Attr{}, err
+	}
+	var out Attr
+	err = retry("link "+strconv.Quote(newName), func() error {
+		a, ah, err := f.GetAttr(ctx, id)
+		if err != nil {
+			return err
+		}
+		if a.Type == TypeDir {
+			return fmt.Errorf("link to directory %s: %w", id, syscall.EPERM)
+		}
+		a.Nlink++
+		a.Ctime = f.clock().UnixNano()
+		out = a
+		var zero txlog.Hash
+		entry := []txlog.Change{
+			{Name: deadRecord, Check: true, IfMatch: &zero},
+			{Name: EntryRecord(newName), Value: EncodeEntry(Entry{ID: id, Type: a.Type}), IfMatch: &zero},
+		}
+		inode := txlog.Change{Name: InodeRecord(id.Num), Value: EncodeAttr(a), IfMatch: &ah}
+		if id.Part == part {
+			_, err = f.write(ctx, part, append(entry, inode)...)
+		} else if _, err = f.write(ctx, id.Part, inode); err == nil {
+			// The link count first: a crash before the entry keeps it
+			// one too high, never too low.
+			if _, err = f.write(ctx, part, entry...); err != nil {
+				if derr := f.dropLink(ctx, id); derr != nil {
+					return derr
+				}
+			}
+		}
+		if errors.Is(err, errRaced) {
+			return f.taken(ctx, part, newName)
+		}
+		return err
+	})
+	return out, err
+}
+
+// taken explains why creating the entry name in partition part lost a
+// race: EEXIST if it exists, ENOENT if the directory was removed, else
+// errRaced to retry (the inode changed, or a rename had moved the name
+// away and is now settled).
+func (f *FS) taken(ctx context.Context, part uint64, name string) error {
+	_, _, err := f.liveEntry(ctx, part, name, true)
+	switch {
+	case err == nil:
+		return fmt.Errorf("%q: %w", name, syscall.EEXIST)
+	case !errors.Is(err, syscall.ENOENT):
+		return err
+	}
+	dead, err := f.dead(ctx, part)
+	switch {
+	case err != nil:
+		return err
+	case dead:
+		return fmt.Errorf("%q: the directory was removed: %w", name, syscall.ENOENT)
+	}
+	return errRaced
+}
