@@ -100,10 +100,15 @@ func (s *FS) ctx(ctx context.Context) (context.Context, context.CancelFunc) {
 }
 
 // errno turns an error into what the kernel gets: its errno if it carries
-// one, else EIO, with a log line saying why.
+// one, EINTR if the kernel interrupted the operation (it then restarts
+// the system call, as it does when a signal reaches a process in one),
+// else EIO, with a log line saying why.
 func (s *FS) errno(op string, err error) error {
 	if err == nil {
 		return nil
+	}
+	if errors.Is(err, context.Canceled) {
+		return fuse.Errno(syscall.EINTR)
 	}
 	var e syscall.Errno
 	if errors.As(err, &e) {

@@ -126,7 +126,8 @@ func (s *Service) History(ctx context.Context, partition, name string) ([]*Tx, e
 
 // Do runs a request: on this host if it leads the partition (or, for a lazy
 // read, holds a replica), else on the leader's host. While the leader is
-// unreachable or the ring is settling it retries until ctx ends.
+// unreachable or the ring is settling it retries until ctx ends; while too
+// few replicas answer, for Config.Patience.
 func (s *Service) Do(ctx context.Context, req Request) (Response, error) {
 	if s.ps.closed.Load() {
 		return Response{}, errClosed
@@ -138,6 +139,7 @@ func (s *Service) Do(ctx context.Context, req Request) (Response, error) {
 	// uncertain: an earlier attempt of this write may have been applied (its
 	// reply was lost), so a later conflict may be with itself.
 	uncertain := false
+	var unavailableSince time.Time
 	for attempt := 0; ; attempt++ {
 		if s.ps.closed.Load() {
 			return Response{}, errClosed
@@ -148,7 +150,14 @@ func (s *Service) Do(ctx context.Context, req Request) (Response, error) {
 			if uncertain && errors.Is(err, ErrConflict) {
 				return resp, fmt.Errorf("%w: outcome unknown, an earlier attempt may have been applied: %v", ErrUnavailable, err)
 			}
-			if err == nil || !retryable(err) {
+			if errors.Is(err, ErrUnavailable) {
+				if unavailableSince.IsZero() {
+					unavailableSince = s.clock()
+				}
+				if s.clock().Sub(unavailableSince) >= s.cfg.Patience {
+					return resp, err
+				}
+			} else if err == nil || !retryable(err) {
 				return resp, err
 			}
 			if req.Kind == KindWrite && !errors.Is(err, ErrNotLeader) {

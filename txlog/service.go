@@ -30,6 +30,11 @@ type Config struct {
 	CallTimeout time.Duration
 	// MaxValueBytes bounds one record's value. Default 1 MiB.
 	MaxValueBytes int
+	// Patience is how long a request keeps retrying while too few
+	// replicas answer, so that the ring can notice a dead host and name
+	// another replica, before it reports them unavailable. Default 5
+	// CallTimeouts.
+	Patience time.Duration
 	// Logger receives leadership changes; nil discards them.
 	Logger *slog.Logger
 }
@@ -63,6 +68,9 @@ func New(cfg Config, placer Placer, tr Transport, db kv) (*Service, error) {
 	}
 	if cfg.CallTimeout == 0 {
 		cfg.CallTimeout = time.Second
+	}
+	if cfg.Patience == 0 {
+		cfg.Patience = 5 * cfg.CallTimeout
 	}
 	if cfg.MaxValueBytes == 0 {
 		cfg.MaxValueBytes = 1 << 20

@@ -3,9 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -184,101 +182,6 @@ func TestUsage(t *testing.T) {
 		}
 		if code != tc.code || !strings.Contains(string(out), tc.want) {
 			t.Errorf("difuse-mount %v: exit %d, %q; want %d and %q", tc.args, code, out, tc.code, tc.want)
-		}
-	}
-}
-
-var serving = regexp.MustCompile(`msg="node serving" id=\w+ grpc=(\S+) http=(\S+)`)
-
-// A mount joined to a 3-process cluster as a client copies a tree, keeps
-// working after kill -9 of the node it was given, and the trees read back
-// identical.
-func TestClusterMount(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("mounting needs root here")
-	}
-	var nodes []*proctest.Proc
-	var grpcs, https []string
-	for i := range 3 {
-		args := []string{"-b", "127.0.0.1:0", "-a", "127.0.0.1:0", "-d", t.TempDir()}
-		if i > 0 {
-			args = append(args, "-j", grpcs[0])
-		}
-		p := proctest.Start(t, "difused", args...)
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		m, err := p.WaitLog(ctx, serving)
-		cancel()
-		if err != nil {
-			t.Fatal(err)
-		}
-		nodes, grpcs, https = append(nodes, p), append(grpcs, m[1]), append(https, m[2])
-	}
-	waitFullSets(t, https)
-	mnt := t.TempDir()
-	p := proctest.Start(t, "difuse-mount", "-j", grpcs[1], mnt)
-	t.Cleanup(func() {
-		if isMounted(mnt) {
-			exec.Command("fusermount3", "-uz", mnt).Run()
-		}
-	})
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if _, err := p.WaitLog(ctx, mounted); err != nil {
-		t.Fatalf("not mounted: %v\n%s", err, p.Log())
-	}
-	goroot, err := exec.Command("go", "env", "GOROOT").Output()
-	if err != nil {
-		t.Fatal(err)
-	}
-	src := filepath.Join(strings.TrimSpace(string(goroot)), "src", "encoding")
-	sh(t, mnt, "cp", "-a", filepath.Join(src, "csv"), "csv")
-	if err := nodes[1].Signal(syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
-	nodes[1].Wait(10 * time.Second)
-	sh(t, mnt, "cp", "-a", filepath.Join(src, "json"), "json")
-	sh(t, mnt, "diff", "-r", filepath.Join(src, "csv"), "csv")
-	sh(t, mnt, "diff", "-r", filepath.Join(src, "json"), "json")
-	unmount(t, p, mnt)
-}
-
-// waitFullSets waits until the ring has settled: every vnode's successor
-// list covers 3 hosts, so that the filesystem's first partitions get full
-// replica sets.
-func waitFullSets(t *testing.T, https []string) {
-	t.Helper()
-	full := func() bool {
-		for _, h := range https {
-			resp, err := http.Get("http://" + h + "/v1/status")
-			if err != nil {
-				return false
-			}
-			var st struct {
-				VNodes []struct {
-					Self  struct{ Addr string }
-					Succs []struct{ Addr string }
-				}
-			}
-			err = json.NewDecoder(resp.Body).Decode(&st)
-			resp.Body.Close()
-			if err != nil || len(st.VNodes) == 0 {
-				return false
-			}
-			for _, v := range st.VNodes {
-				hosts := map[string]bool{v.Self.Addr: true}
-				for _, r := range v.Succs {
-					hosts[r.Addr] = true
-				}
-				if len(hosts) < 3 {
-					return false
-				}
-			}
-		}
-		return true
-	}
-	for deadline := time.Now().Add(30 * time.Second); !full(); time.Sleep(100 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("the ring did not settle in 30 s")
 		}
 	}
 }
