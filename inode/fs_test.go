@@ -10,78 +10,17 @@ import (
 	"time"
 
 	"github.com/difuse/difuse/blockstore"
-	"github.com/difuse/difuse/memnet"
-	"github.com/difuse/difuse/ring"
-	"github.com/difuse/difuse/store"
-	"github.com/difuse/difuse/txlog"
+	"github.com/difuse/difuse/internal/memcluster"
 )
 
-// newFS runs an in-memory cluster of n hosts with the ring and the
-// transaction logs, and returns a filesystem on each host.
+// newFS runs an in-memory cluster of n hosts and returns a filesystem on
+// each, initialized.
 func newFS(t *testing.T, n int) []*FS {
 	t.Helper()
-	faults := memnet.New(1)
-	ringNet, logNet, blockNet := ring.NewNetworkWith(faults), txlog.NewNetwork(faults), blockstore.NewNetwork(faults)
 	var out []*FS
-	var rings []*ring.Host
-	for i := range n {
-		addr := fmt.Sprintf("h%d", i)
-		rh, err := ring.New(ring.Config{Addr: addr, TickInterval: 5 * time.Millisecond, CallTimeout: 100 * time.Millisecond}, ringNet.Transport(addr))
-		if err != nil {
-			t.Fatal(err)
-		}
-		ringNet.Attach(addr, rh)
-		if i == 0 {
-			err = rh.Create()
-		} else {
-			err = rh.Join(context.Background(), "h0")
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		svc, err := txlog.New(txlog.Config{Addr: addr, CallTimeout: 100 * time.Millisecond}, rh, logNet.Transport(addr), store.NewMem())
-		if err != nil {
-			t.Fatal(err)
-		}
-		logNet.Attach(addr, svc)
-		local, err := blockstore.OpenLocal(t.TempDir(), nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		blocks, err := blockstore.New(blockstore.Config{Addr: addr, CallTimeout: 200 * time.Millisecond}, rh, blockNet.Transport(addr), local)
-		if err != nil {
-			t.Fatal(err)
-		}
-		blockNet.Attach(addr, blocks)
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan struct{})
-		go func() { defer close(done); rh.Run(ctx) }()
-		t.Cleanup(func() { cancel(); <-done; svc.Close(); blocks.Wait() })
-		rings = append(rings, rh)
+	for _, h := range memcluster.New(t, n) {
 		// Small blocks, so that small test files span several.
-		out = append(out, New(svc, blocks, Options{Chunk: blockstore.ChunkOptions{Min: 16 << 10, Avg: 64 << 10, Max: 256 << 10}}))
-	}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		full := true
-		for _, rh := range rings {
-			for k := range 64 {
-				res, err := rh.Lookup(context.Background(), ring.HashKey([]byte{byte(k)}), 3)
-				if err != nil || len(res.Replicas) != min(3, n) {
-					full = false
-				}
-			}
-		}
-		if full {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("ring did not settle")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	for _, svc := range out {
-		svc.log.(*txlog.Service).NoteHosts(n)
+		out = append(out, New(h.Log, h.Blocks, Options{Chunk: blockstore.ChunkOptions{Min: 16 << 10, Avg: 64 << 10, Max: 256 << 10}}))
 	}
 	if err := out[0].Init(ctxT(t)); err != nil {
 		t.Fatal(err)

@@ -1,0 +1,221 @@
+package fsnode
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"syscall"
+	"testing"
+	"time"
+
+	"bazil.org/fuse"
+	"bazil.org/fuse/fs"
+
+	"github.com/difuse/difuse/inode"
+	"github.com/difuse/difuse/internal/memcluster"
+)
+
+// newFS returns the FUSE layer of a filesystem on each host of an
+// in-memory 3-host cluster, for calls on nodes without the kernel.
+func newFS(t *testing.T, opts Options) []*FS {
+	t.Helper()
+	var out []*FS
+	for _, h := range memcluster.New(t, 3) {
+		out = append(out, New(inode.New(h.Log, h.Blocks, inode.Options{}), opts))
+	}
+	if err := out[0].fs.Init(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func ctxT(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func root(t *testing.T, s *FS) *Node {
+	r, err := s.Root()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r.(*Node)
+}
+
+func lookup(t *testing.T, dir *Node, name string) (*Node, error) {
+	n, err := dir.Lookup(ctxT(t), &fuse.LookupRequest{Name: name}, &fuse.LookupResponse{})
+	if err != nil {
+		return nil, err
+	}
+	return n.(*Node), nil
+}
+
+func create(t *testing.T, dir *Node, name string) *Node {
+	t.Helper()
+	n, _, err := dir.Create(ctxT(t), &fuse.CreateRequest{Name: name, Mode: 0o644}, &fuse.CreateResponse{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n.(*Node)
+}
+
+func read(t *testing.T, n *Node, off int64, size int) []byte {
+	t.Helper()
+	var resp fuse.ReadResponse
+	if err := n.Read(ctxT(t), &fuse.ReadRequest{Offset: off, Size: size}, &resp); err != nil {
+		t.Fatal(err)
+	}
+	return resp.Data
+}
+
+func attr(t *testing.T, n *Node) fuse.Attr {
+	t.Helper()
+	var a fuse.Attr
+	if err := n.Attr(ctxT(t), &a); err != nil {
+		t.Fatal(err)
+	}
+	return a
+}
+
+// Writes buffer in the node until a flush, a large buffer, or a read;
+// another host sees them once committed.
+func TestWriteFlushRead(t *testing.T) {
+	fss := newFS(t, Options{FlushBytes: 1 << 20})
+	ctx := ctxT(t)
+	f := create(t, root(t, fss[0]), "f")
+	data := bytes.Repeat([]byte("difuse "), 100000) // 700,000 bytes
+	for off := 0; off < len(data); off += 128 << 10 {
+		chunk := data[off:min(off+128<<10, len(data))]
+		var resp fuse.WriteResponse
+		if err := f.Write(ctx, &fuse.WriteRequest{Offset: int64(off), Data: chunk}, &resp); err != nil || resp.Size != len(chunk) {
+			t.Fatalf("write at %d: %d, %v", off, resp.Size, err)
+		}
+	}
+	if a := attr(t, f); a.Size != uint64(len(data)) {
+		t.Errorf("size while buffered: %d", a.Size)
+	}
+	other, err := lookup(t, root(t, fss[1]), "f")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a := attr(t, other); a.Size != 0 {
+		t.Errorf("another host sees %d bytes before the flush", a.Size)
+	}
+	if err := f.Flush(ctx, &fuse.FlushRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	if got := read(t, other, 0, len(data)+10); !bytes.Equal(got, data) {
+		t.Errorf("another host reads %d bytes, want %d", len(got), len(data))
+	}
+	// Past the threshold a write commits by itself.
+	big := bytes.Repeat([]byte{7}, 2<<20)
+	if err := f.Write(ctx, &fuse.WriteRequest{Offset: int64(len(data)), Data: big}, &fuse.WriteResponse{}); err != nil {
+		t.Fatal(err)
+	}
+	if a := attr(t, other); a.Size != uint64(len(data)+len(big)) {
+		t.Errorf("after a write past the threshold another host sees %d bytes", a.Size)
+	}
+	// A read of buffered bytes commits them first.
+	if err := f.Write(ctx, &fuse.WriteRequest{Offset: 0, Data: []byte("DIFUSE")}, &fuse.WriteResponse{}); err != nil {
+		t.Fatal(err)
+	}
+	if got := read(t, f, 0, 7); string(got) != "DIFUSE " {
+		t.Errorf("read after an overwrite: %q", got)
+	}
+}
+
+// Errors reach the kernel as the errno POSIX names.
+func TestErrnos(t *testing.T) {
+	fss := newFS(t, Options{})
+	ctx := ctxT(t)
+	r := root(t, fss[0])
+	if _, err := lookup(t, r, "missing"); !errors.Is(err, fuse.Errno(syscall.ENOENT)) {
+		t.Errorf("lookup of a missing name: %v", err)
+	}
+	create(t, r, "f")
+	if _, _, err := r.Create(ctx, &fuse.CreateRequest{Name: "f", Mode: 0o644}, &fuse.CreateResponse{}); !errors.Is(err, fuse.Errno(syscall.EEXIST)) {
+		t.Errorf("create of an existing name: %v", err)
+	}
+	d, err := r.Mkdir(ctx, &fuse.MkdirRequest{Name: "d", Mode: 0o755})
+	if err != nil {
+		t.Fatal(err)
+	}
+	create(t, d.(*Node), "inner")
+	if err := r.Remove(ctx, &fuse.RemoveRequest{Name: "d", Dir: true}); !errors.Is(err, fuse.Errno(syscall.ENOTEMPTY)) {
+		t.Errorf("rmdir of a non-empty directory: %v", err)
+	}
+	if err := r.Remove(ctx, &fuse.RemoveRequest{Name: "f", Dir: true}); !errors.Is(err, fuse.Errno(syscall.ENOTDIR)) {
+		t.Errorf("rmdir of a file: %v", err)
+	}
+	if err := r.Remove(ctx, &fuse.RemoveRequest{Name: "d"}); !errors.Is(err, fuse.Errno(syscall.EISDIR)) {
+		t.Errorf("unlink of a directory: %v", err)
+	}
+	f, _ := lookup(t, r, "f")
+	if err := f.Getxattr(ctx, &fuse.GetxattrRequest{Name: "user.none"}, &fuse.GetxattrResponse{}); !errors.Is(err, fuse.ErrNoXattr) {
+		t.Errorf("getxattr of a missing name: %v", err)
+	}
+	if _, err := r.Link(ctx, &fuse.LinkRequest{NewName: "d2"}, d); !errors.Is(err, fuse.Errno(syscall.EPERM)) {
+		t.Errorf("link to a directory: %v", err)
+	}
+	// The kernel interrupting an operation gets EINTR, so that it restarts.
+	if err := fss[0].errno("lookup", fmt.Errorf("txlog: %w", context.Canceled)); !errors.Is(err, fuse.Errno(syscall.EINTR)) {
+		t.Errorf("an interrupted operation: %v", err)
+	}
+	// Anything without an errno is EIO.
+	if err := fss[0].errno("lookup", errors.New("replicas unavailable")); !errors.Is(err, fuse.Errno(syscall.EIO)) {
+		t.Errorf("a plain error: %v", err)
+	}
+}
+
+// Renames across directories and hard links, through nodes; an open file
+// whose last name goes keeps its attributes, with no links.
+func TestNamesThroughNodes(t *testing.T) {
+	fss := newFS(t, Options{})
+	ctx := ctxT(t)
+	r := root(t, fss[0])
+	a, _ := r.Mkdir(ctx, &fuse.MkdirRequest{Name: "a", Mode: 0o755})
+	b, _ := r.Mkdir(ctx, &fuse.MkdirRequest{Name: "b", Mode: 0o755})
+	f := create(t, a.(*Node), "f")
+	f.Write(ctx, &fuse.WriteRequest{Data: []byte("content")}, &fuse.WriteResponse{})
+	if err := f.Flush(ctx, &fuse.FlushRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.(*Node).Rename(ctx, &fuse.RenameRequest{OldName: "f", NewName: "g"}, b); err != nil {
+		t.Fatal(err)
+	}
+	g, err := lookup(t, b.(*Node), "g")
+	if err != nil || g != f {
+		t.Fatalf("b/g after the move: %v, same node %v", err, g == f)
+	}
+	if _, err := r.Link(ctx, &fuse.LinkRequest{NewName: "h"}, g); err != nil {
+		t.Fatal(err)
+	}
+	if got := attr(t, g); got.Nlink != 2 {
+		t.Errorf("nlink after link: %d", got.Nlink)
+	}
+	for _, rm := range []struct {
+		dir  *Node
+		name string
+	}{{b.(*Node), "g"}, {r, "h"}} {
+		if err := rm.dir.Remove(ctx, &fuse.RemoveRequest{Name: rm.name}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := attr(t, g); got.Nlink != 0 || got.Size != 7 {
+		t.Errorf("the unlinked file's attributes: nlink %d, size %d", got.Nlink, got.Size)
+	}
+	if got := read(t, g, 0, 100); string(got) != "content" {
+		t.Errorf("the unlinked file reads %q", got)
+	}
+	list, err := fss[1].node(inode.Root).ReadDirAll(ctx)
+	if err != nil || len(list) != 2 {
+		t.Errorf("root lists %+v, %v", list, err)
+	}
+}
+
+var (
+	_ fs.HandleFlusher  = (*Node)(nil)
+	_ fs.HandleReleaser = (*Node)(nil)
+)
