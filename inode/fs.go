@@ -39,10 +39,13 @@ type Levels struct {
 	BlockWrite level.Level
 }
 
+// DefaultLevels are the levels an FS uses unless told otherwise.
+var DefaultLevels = Levels{Read: txlog.Leader, Write: txlog.Quorum, Blocks: level.Leader, BlockWrite: level.Quorum}
+
 // Options configure an FS.
 type Options struct {
-	// Levels are the consistency levels; all zero takes the defaults.
-	Levels Levels
+	// Levels are the consistency levels; nil takes DefaultLevels.
+	Levels *Levels
 	// Chunk bounds the blocks files are cut into.
 	Chunk blockstore.ChunkOptions
 	// CacheBlocks is how many blocks reads keep in memory (blocks never
@@ -63,14 +66,15 @@ type FS struct {
 
 // New returns the filesystem kept in log and blocks.
 func New(log Log, blocks Blocks, opts Options) *FS {
-	if opts.Levels == (Levels{}) {
-		opts.Levels = Levels{Read: txlog.Leader, Write: txlog.Quorum, Blocks: level.Leader, BlockWrite: level.Quorum}
+	levels := DefaultLevels
+	if opts.Levels != nil {
+		levels = *opts.Levels
 	}
 	if opts.CacheBlocks <= 0 {
 		opts.CacheBlocks = 32
 	}
 	cache, _ := lru.New[blockstore.Hash, []byte](opts.CacheBlocks) // fails only for a size below 1
-	return &FS{log: log, blocks: blocks, levels: opts.Levels, chunk: opts.Chunk, cache: cache, clock: time.Now}
+	return &FS{log: log, blocks: blocks, levels: levels, chunk: opts.Chunk, cache: cache, clock: time.Now}
 }
 
 // Init creates the root directory if it does not exist yet.

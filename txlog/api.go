@@ -127,7 +127,7 @@ func (s *Service) History(ctx context.Context, partition, name string) ([]*Tx, e
 // Do runs a request: on this host if it leads the partition (or, for a lazy
 // read, holds a replica), else on the leader's host. While the leader is
 // unreachable or the ring is settling it retries until ctx ends; while too
-// few replicas answer, for Config.Patience.
+// few replicas answer a leader's takeover, for Config.Patience.
 func (s *Service) Do(ctx context.Context, req Request) (Response, error) {
 	if s.ps.closed.Load() {
 		return Response{}, errClosed
@@ -150,7 +150,7 @@ func (s *Service) Do(ctx context.Context, req Request) (Response, error) {
 			if uncertain && errors.Is(err, ErrConflict) {
 				return resp, fmt.Errorf("%w: outcome unknown, an earlier attempt may have been applied: %v", ErrUnavailable, err)
 			}
-			if errors.Is(err, ErrUnavailable) {
+			if errors.Is(err, ErrTakeover) {
 				if unavailableSince.IsZero() {
 					unavailableSince = s.clock()
 				}

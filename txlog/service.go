@@ -247,7 +247,7 @@ func (s *Service) establish(ctx context.Context, p *part, ringSet []string) erro
 			}
 			if n, need := countIn(replies, members), quorumFor(replies, members); n < need {
 				return fmt.Errorf("%w: %q: %d of replica set %v promised (need %d): %v",
-					ErrUnavailable, p.name, n, members, need, lastErr)
+					ErrTakeover, p.name, n, members, need, lastErr)
 			}
 			best := s.cfg.Addr
 			for r, rep := range replies {
@@ -281,7 +281,7 @@ func (s *Service) establish(ctx context.Context, p *part, ringSet []string) erro
 			// The set kept changing through every round: no majority of the
 			// one in force has promised yet.
 			p.mu.Unlock()
-			lastErr = fmt.Errorf("%w: %q: the replica set kept changing while taking over", ErrUnavailable, p.name)
+			lastErr = fmt.Errorf("%w: %q: the replica set kept changing", ErrTakeover, p.name)
 			continue
 		}
 		if p.promised != b {
@@ -321,7 +321,7 @@ func (s *Service) establish(ctx context.Context, p *part, ringSet []string) erro
 		p.mu.Unlock()
 		return s.reconfigure(ctx, p, ringSet)
 	}
-	return fmt.Errorf("%w: %q: could not take over: %v", ErrUnavailable, p.name, lastErr)
+	return fmt.Errorf("%w: %q: %v", ErrTakeover, p.name, lastErr)
 }
 
 // quorumFor returns how many members of the set in force a takeover needs

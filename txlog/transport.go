@@ -3,6 +3,7 @@ package txlog
 import (
 	"context"
 	"errors"
+	"fmt"
 )
 
 // Errors callers branch on.
@@ -22,6 +23,11 @@ var (
 	// ErrStaleBallot: a replica has promised a higher ballot; the leader
 	// that sent the request is deposed.
 	ErrStaleBallot = errors.New("txlog: stale ballot")
+	// ErrTakeover is the ErrUnavailable of a leader that could not take
+	// over its partition because too few replicas promised: nothing of
+	// the request was applied, and it may succeed once the ring names
+	// other replicas.
+	ErrTakeover = fmt.Errorf("%w: the leader could not take over", ErrUnavailable)
 )
 
 // PrepareReply answers a Prepare.

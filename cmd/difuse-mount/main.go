@@ -21,6 +21,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -32,27 +33,77 @@ import (
 	"github.com/difuse/difuse/fsnode"
 	"github.com/difuse/difuse/inode"
 	"github.com/difuse/difuse/internal/cli"
+	"github.com/difuse/difuse/level"
 	"github.com/difuse/difuse/node"
 	"github.com/difuse/difuse/ring"
 	"github.com/difuse/difuse/store"
 )
 
-func main() { os.Exit(run(os.Args[1:], os.Stderr)) }
+func main() {
+	if strings.HasPrefix(filepath.Base(os.Args[0]), "mount.") {
+		os.Exit(mountHelper(os.Args[1:], os.Stderr))
+	}
+	os.Exit(run(os.Args[1:], os.Stderr))
+}
 
-func run(args []string, stderr io.Writer) int {
+// options are difuse-mount's flags.
+type options struct {
+	join, dir, grpcAddr, httpAddr, logLevel string
+	attrValid, entryValid                   time.Duration
+	readLevel, writeLevel                   string
+	blockReadLevel, blockWriteLevel         string
+	cacheBlocks, flushMiB                   int
+}
+
+// newFlags defines difuse-mount's flags into o.
+func newFlags(o *options, stderr io.Writer) *flag.FlagSet {
 	flags := flag.NewFlagSet("difuse-mount", flag.ContinueOnError)
 	flags.SetOutput(stderr)
 	flags.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: difuse-mount [flags] MOUNTPOINT\n\nFlags:\n")
 		flags.PrintDefaults()
 	}
-	join := flags.String("j", "", "gRPC `addresses` (comma-separated) of nodes of a cluster to use; none: run an embedded node")
-	dir := flags.String("d", "", "data `directory` of the embedded node (default $XDG_DATA_HOME/difuse/mount, else ~/.local/share/difuse/mount)")
-	grpcAddr := flags.String("b", "127.0.0.1:4644", "gRPC `address` of the embedded node; keep it the same across runs")
-	httpAddr := flags.String("a", "127.0.0.1:9144", "HTTP `address` of the embedded node")
-	attrValid := flags.Duration("attr-valid", time.Second, "how long the kernel caches attributes")
-	entryValid := flags.Duration("entry-valid", time.Second, "how long the kernel caches names")
-	logLevel := flags.String("log-level", "info", "log `level`: debug, info, warn or error")
+	flags.StringVar(&o.join, "j", "", "gRPC `addresses` (comma-separated) of nodes of a cluster to use; none: run an embedded node")
+	flags.StringVar(&o.dir, "d", "", "data `directory` of the embedded node (default $XDG_DATA_HOME/difuse/mount, else ~/.local/share/difuse/mount)")
+	flags.StringVar(&o.grpcAddr, "b", "127.0.0.1:4644", "gRPC `address` of the embedded node; keep it the same across runs")
+	flags.StringVar(&o.httpAddr, "a", "127.0.0.1:9144", "HTTP `address` of the embedded node")
+	flags.DurationVar(&o.attrValid, "attr-valid", time.Second, "how long the kernel caches attributes")
+	flags.DurationVar(&o.entryValid, "entry-valid", time.Second, "how long the kernel caches names")
+	flags.StringVar(&o.readLevel, "read-level", "leader", "consistency `level` of lookups, attribute reads and listings: all, quorum, leader or lazy")
+	flags.StringVar(&o.writeLevel, "write-level", "quorum", "consistency `level` of metadata changes: all, quorum, leader or lazy")
+	flags.StringVar(&o.blockReadLevel, "block-read-level", "leader", "consistency `level` of block reads")
+	flags.StringVar(&o.blockWriteLevel, "block-write-level", "quorum", "consistency `level` of block writes")
+	flags.IntVar(&o.cacheBlocks, "cache-blocks", 32, "how many blocks (about 1 MiB each) reads keep in memory")
+	flags.IntVar(&o.flushMiB, "flush-mib", 64, "MiB an open file buffers before it commits")
+	flags.StringVar(&o.logLevel, "log-level", "info", "log `level`: debug, info, warn or error")
+	return flags
+}
+
+// inodeOptions returns the filesystem's options from the flags.
+func (o *options) inodeOptions() (inode.Options, error) {
+	var lv inode.Levels
+	for _, l := range []struct {
+		flag, value string
+		to          *level.Level
+	}{
+		{"read-level", o.readLevel, &lv.Read}, {"write-level", o.writeLevel, &lv.Write},
+		{"block-read-level", o.blockReadLevel, &lv.Blocks}, {"block-write-level", o.blockWriteLevel, &lv.BlockWrite},
+	} {
+		v, err := level.Parse(l.value, 0)
+		if err != nil {
+			return inode.Options{}, fmt.Errorf("-%s: %w", l.flag, err)
+		}
+		*l.to = v
+	}
+	if o.cacheBlocks < 1 || o.flushMiB < 1 {
+		return inode.Options{}, fmt.Errorf("-cache-blocks and -flush-mib must be at least 1")
+	}
+	return inode.Options{Levels: &lv, CacheBlocks: o.cacheBlocks}, nil
+}
+
+func run(args []string, stderr io.Writer) int {
+	var o options
+	flags := newFlags(&o, stderr)
 	if err := flags.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -64,7 +115,12 @@ func run(args []string, stderr io.Writer) int {
 		return cli.ExitUsage
 	}
 	mountpoint := flags.Arg(0)
-	log, err := cli.NewLogger(stderr, *logLevel, false)
+	log, err := cli.NewLogger(stderr, o.logLevel, false)
+	if err != nil {
+		fmt.Fprintln(stderr, "difuse-mount:", err)
+		return cli.ExitUsage
+	}
+	iopts, err := o.inodeOptions()
 	if err != nil {
 		fmt.Fprintln(stderr, "difuse-mount:", err)
 		return cli.ExitUsage
@@ -81,22 +137,22 @@ func run(args []string, stderr io.Writer) int {
 	defer stop()
 	var ifs *inode.FS
 	var nodeDone chan error // the embedded node's end, if there is one
-	if *join != "" {
-		cl, err := client.DialCluster(ctx, strings.Split(*join, ","))
+	if o.join != "" {
+		cl, err := client.DialCluster(ctx, strings.Split(o.join, ","))
 		if err != nil {
-			log.Error("cannot reach the cluster", "nodes", *join, "err", err)
+			log.Error("cannot reach the cluster", "nodes", o.join, "err", err)
 			return cli.ExitJoin
 		}
 		defer cl.Close()
-		ifs = inode.New(cl, cl, inode.Options{})
+		ifs = inode.New(cl, cl, iopts)
 	} else {
-		if *dir == "" {
-			if *dir, err = cli.DataDir("mount"); err != nil {
+		if o.dir == "" {
+			if o.dir, err = cli.DataDir("mount"); err != nil {
 				fmt.Fprintln(stderr, "difuse-mount:", err)
 				return cli.ExitDataDir
 			}
 		}
-		n, err := node.New(node.Config{GRPCAddr: *grpcAddr, HTTPAddr: *httpAddr, Store: store.Options{Dir: *dir}, Ring: ring.Config{}, Logger: log})
+		n, err := node.New(node.Config{GRPCAddr: o.grpcAddr, HTTPAddr: o.httpAddr, Store: store.Options{Dir: o.dir}, Ring: ring.Config{}, Logger: log})
 		if err != nil {
 			log.Error("cannot start the embedded node", "err", err)
 			return cli.ExitCode(err)
@@ -112,7 +168,7 @@ func run(args []string, stderr io.Writer) int {
 			}
 		}
 		n.TxLog().NoteHosts(1)
-		ifs = inode.New(n.TxLog(), n.Blocks(), inode.Options{})
+		ifs = inode.New(n.TxLog(), n.Blocks(), iopts)
 	}
 	// stopNode ends the embedded node, if any, and reports how it ended.
 	stopNode := func() error {
@@ -139,21 +195,26 @@ func run(args []string, stderr io.Writer) int {
 	}
 	served := make(chan error, 1)
 	go func() {
-		served <- fs.Serve(conn, fsnode.New(ifs, fsnode.Options{AttrValid: *attrValid, EntryValid: *entryValid, Logger: log.With("component", "fuse")}))
+		served <- fs.Serve(conn, fsnode.New(ifs, fsnode.Options{AttrValid: o.attrValid, EntryValid: o.entryValid, FlushBytes: o.flushMiB << 20, Logger: log.With("component", "fuse")}))
 	}()
-	log.Info("mounted", "mountpoint", mountpoint, "dir", *dir)
+	log.Info("mounted", "mountpoint", mountpoint, "dir", o.dir)
 
 	code := 0
 	select {
 	case <-ctx.Done():
+		// Unmount; a busy mountpoint is detached lazily so the process can end.
+		if err := fuse.Unmount(mountpoint); err != nil {
+			log.Warn("unmount failed; detaching lazily", "err", err)
+			lazyUnmount(mountpoint)
+		}
 	case err := <-served:
-		log.Error("serving stopped", "err", err)
-		code = cli.ExitFailure
-	}
-	// Unmount; a busy mountpoint is detached lazily so the process can end.
-	if err := fuse.Unmount(mountpoint); err != nil {
-		log.Warn("unmount failed; detaching lazily", "err", err)
-		lazyUnmount(mountpoint)
+		if err != nil {
+			log.Error("serving stopped", "err", err)
+			code = cli.ExitFailure
+			lazyUnmount(mountpoint)
+		} else {
+			log.Info("unmounted from outside", "mountpoint", mountpoint)
+		}
 	}
 	conn.Close()
 	if err := stopNode(); err != nil {

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -41,11 +42,6 @@ func mount(t *testing.T, dataDir, mnt, addr string) *proctest.Proc {
 		t.Fatalf("not mounted: %v\n%s", err, p.Log())
 	}
 	return p
-}
-
-func isMounted(mnt string) bool {
-	b, _ := os.ReadFile("/proc/mounts")
-	return strings.Contains(string(b), " "+mnt+" ")
 }
 
 func unmount(t *testing.T, p *proctest.Proc, mnt string) {
@@ -183,5 +179,79 @@ func TestUsage(t *testing.T) {
 		if code != tc.code || !strings.Contains(string(out), tc.want) {
 			t.Errorf("difuse-mount %v: exit %d, %q; want %d and %q", tc.args, code, out, tc.code, tc.want)
 		}
+	}
+}
+
+var helperMounted = regexp.MustCompile(`mounted \S+ \(pid (\d+), log`)
+
+// The mount helper makes mount -t fuse.difuse and an fstab line work.
+func TestMountHelper(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("mounting needs root here")
+	}
+	helper := filepath.Join(t.TempDir(), "mount.fuse.difuse")
+	if err := os.Symlink(proctest.Binary(t, "difuse-mount"), helper); err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	grpc := ln.Addr().String()
+	ln.Close()
+	data, mnt, logFile := t.TempDir(), t.TempDir(), filepath.Join(t.TempDir(), "mount.log")
+	opts := "rw,_netdev,dir=" + data + ",grpc=" + grpc + ",http=127.0.0.1:0,attr_valid=2s,write_level=quorum,log=" + logFile
+	// mountWith mounts by running cmd, writes a file, unmounts with
+	// umount(8), and waits for the mount's process to end.
+	mountWith := func(name string, args ...string) {
+		t.Helper()
+		out, err := exec.Command(name, args...).CombinedOutput()
+		t.Cleanup(func() {
+			if isMounted(mnt) {
+				exec.Command("fusermount3", "-uz", mnt).Run()
+			}
+		})
+		if err != nil {
+			t.Fatalf("%s %v: %v\n%s", name, args, err, out)
+		}
+		if !isMounted(mnt) {
+			t.Fatalf("%s: not mounted\n%s", name, out)
+		}
+		m := helperMounted.FindStringSubmatch(string(out))
+		if m == nil {
+			t.Fatalf("%s said %q", name, out)
+		}
+		var pid int
+		fmt.Sscan(m[1], &pid)
+		t.Cleanup(func() { syscall.Kill(pid, syscall.SIGKILL) })
+		if err := os.WriteFile(filepath.Join(mnt, filepath.Base(name)), []byte(name), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		sh(t, "/", "umount", mnt)
+		for deadline := time.Now().Add(30 * time.Second); syscall.Kill(pid, 0) == nil; time.Sleep(50 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("difuse-mount (pid %d) still runs after umount", pid)
+			}
+		}
+	}
+	mountWith(helper, "embedded", mnt, "-o", opts, "-v")
+	if b, err := os.ReadFile(logFile); err != nil || !strings.Contains(string(b), "unmounted from outside") {
+		t.Errorf("the mount's log: %q, %v", b, err)
+	}
+	// mount(8) finds helpers in /sbin only.
+	const sbin = "/sbin/mount.fuse.difuse"
+	if _, err := os.Lstat(sbin); err == nil {
+		t.Skipf("%s exists: not replacing it", sbin)
+	}
+	if err := os.Symlink(helper, sbin); err != nil {
+		t.Skipf("cannot install the helper: %v", err)
+	}
+	defer os.Remove(sbin)
+	mountWith("mount", "-v", "-t", "fuse.difuse", "embedded", mnt, "-o", opts)
+	fstab := filepath.Join(t.TempDir(), "fstab")
+	os.WriteFile(fstab, []byte("embedded "+mnt+" fuse.difuse "+opts+" 0 0\n"), 0o644)
+	mountWith("mount", "-v", "-T", fstab, mnt)
+	if out := sh(t, "/", "ls", "-d", filepath.Join(data, "db")); out == "" {
+		t.Error("no data directory")
 	}
 }

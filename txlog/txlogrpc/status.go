@@ -23,6 +23,7 @@ var errorKinds = []struct {
 }{
 	{txlog.ErrConflict, "CONFLICT", codes.FailedPrecondition},
 	{txlog.ErrNotFound, "NOT_FOUND", codes.NotFound},
+	{txlog.ErrTakeover, "TAKEOVER", codes.Unavailable}, // before the ErrUnavailable it wraps
 	{txlog.ErrUnavailable, "UNAVAILABLE", codes.Unavailable},
 	{txlog.ErrBadRequest, "BAD_REQUEST", codes.InvalidArgument},
 	{txlog.ErrNotLeader, "NOT_LEADER", codes.Aborted},
