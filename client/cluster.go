@@ -76,6 +76,43 @@ func (c *Cluster) add(addr string) error {
 	return nil
 }
 
+// Capacity asks every node it knows for its status and reports the space
+// files take and have left in the cluster (see the function Capacity).
+// Nodes that do not answer are left out.
+func (c *Cluster) Capacity(ctx context.Context) (used, free uint64, err error) {
+	c.mu.Lock()
+	conns := slices.Clone(c.conns)
+	c.mu.Unlock()
+	var sts []Status
+	for _, conn := range conns {
+		sctx, cancel := context.WithTimeout(ctx, time.Second)
+		st, err := conn.Status(sctx)
+		cancel()
+		if err == nil {
+			sts = append(sts, st)
+		}
+	}
+	if len(sts) == 0 {
+		return 0, 0, errors.New("client: no node answered a status request")
+	}
+	used, free = Capacity(sts)
+	return used, free, nil
+}
+
+// Capacity sums nodes' space: the bytes their blocks and stores take, and
+// those left on their disks, each divided by the number of copies kept,
+// so that free is what files can still take. Nodes that share a disk
+// count its free space once each: the sum is then an upper bound.
+func Capacity(sts []Status) (used, free uint64) {
+	copies := 1
+	for _, st := range sts {
+		used += uint64(max(st.Blocks.StoredBytes+st.Store.LSMBytes+st.Store.VlogBytes, 0))
+		free += uint64(max(st.Store.FreeBytes, 0))
+		copies = max(copies, min(st.Replicas, len(sts)))
+	}
+	return used / uint64(copies), free / uint64(copies)
+}
+
 // Close closes every connection.
 func (c *Cluster) Close() error {
 	c.mu.Lock()

@@ -38,6 +38,8 @@ type Status struct {
 	Store      StoreStats `json:"store"`
 	RSSBytes   int64      `json:"rss_bytes"`
 	Goroutines int        `json:"goroutines"`
+	// Replicas is N, how many copies the cluster keeps of every key.
+	Replicas int `json:"replicas"`
 	// Blocks describes the blocks the node holds.
 	Blocks blockstore.Stats `json:"blocks"`
 	// VNodes is the state of the node's virtual nodes; empty until the node
@@ -146,6 +148,7 @@ func EncodeStatus(s Status) *flatbuffers.Builder {
 	fb.StatusReplyAddStore(b, st)
 	fb.StatusReplyAddRssBytes(b, s.RSSBytes)
 	fb.StatusReplyAddGoroutines(b, int32(s.Goroutines))
+	fb.StatusReplyAddReplicas(b, int32(s.Replicas))
 	fb.StatusReplyAddVnodes(b, vv)
 	b.Finish(fb.StatusReplyEnd(b))
 	return b
@@ -160,6 +163,7 @@ func DecodeStatus(r *fb.StatusReply) (Status, error) {
 		JoinedVia:  string(r.JoinedVia()),
 		RSSBytes:   r.RssBytes(),
 		Goroutines: int(r.Goroutines()),
+		Replicas:   int(r.Replicas()),
 	}
 	if st := r.Store(nil); st != nil {
 		s.Store = StoreStats{LSMBytes: st.LsmBytes(), VlogBytes: st.VlogBytes(), FreeBytes: st.FreeBytes()}

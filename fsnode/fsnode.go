@@ -30,6 +30,9 @@ type Options struct {
 	OpTimeout time.Duration
 	// Logger receives the reasons behind EIO; nil discards them.
 	Logger *slog.Logger
+	// Capacity reports the bytes files take and have left, for statfs;
+	// nil reports a large free space.
+	Capacity func(context.Context) (used, free uint64, err error)
 }
 
 // FS is the filesystem as the kernel sees it.
@@ -73,12 +76,22 @@ func New(f *inode.FS, opts Options) *FS {
 // Root returns the root directory.
 func (s *FS) Root() (fs.Node, error) { return s.node(inode.Root), nil }
 
-// Statfs reports sizes the kernel needs; capacity is the cluster's and is
-// not summed up yet, so it reports a large free space.
+// Statfs reports the space of the cluster, in 4 KiB units. Inodes are not
+// a limited resource: it reports many, all free.
 func (s *FS) Statfs(ctx context.Context, req *fuse.StatfsRequest, resp *fuse.StatfsResponse) error {
-	resp.Bsize, resp.Frsize, resp.Namelen = 4096, 4096, 255
-	resp.Blocks, resp.Bfree, resp.Bavail = 1<<40, 1<<40, 1<<40
+	const unit = 4096
+	resp.Bsize, resp.Frsize, resp.Namelen = unit, unit, 255
 	resp.Files, resp.Ffree = 1<<40, 1<<40
+	used, free := uint64(1<<40)*unit, uint64(1<<40)*unit
+	if s.opts.Capacity != nil {
+		ctx, cancel := s.ctx(ctx)
+		defer cancel()
+		var err error
+		if used, free, err = s.opts.Capacity(ctx); err != nil {
+			return s.errno("statfs", err)
+		}
+	}
+	resp.Blocks, resp.Bfree, resp.Bavail = (used+free)/unit, free/unit, free/unit
 	return nil
 }
 

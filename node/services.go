@@ -41,7 +41,15 @@ func (n *Node) Status() client.Status {
 		Goroutines: runtime.NumGoroutine(),
 		Blocks:     n.blocks.Stats(),
 		VNodes:     n.ring.Status(),
+		Replicas:   n.ring.Config().Replicas,
 	}
+}
+
+// Capacity reports the space files take and have left, as this node alone
+// sees it (see client.Capacity).
+func (n *Node) Capacity(context.Context) (used, free uint64, err error) {
+	used, free = client.Capacity([]client.Status{n.Status()})
+	return used, free, nil
 }
 
 // rssBytes returns the process's resident set size, or 0 where /proc does

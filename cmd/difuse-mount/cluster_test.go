@@ -210,6 +210,11 @@ func TestClusterMount(t *testing.T) {
 			t.Errorf("links after rm of one: %q", out)
 		}
 		sh(t, mnt, "rm", "-r", "tools")
+		// statfs reports the cluster's space.
+		var st syscall.Statfs_t
+		if err := syscall.Statfs(mnt, &st); err != nil || st.Blocks == 0 || st.Bfree == 0 || st.Bfree > st.Blocks {
+			t.Errorf("statfs: %d blocks, %d free, %v", st.Blocks, st.Bfree, err)
+		}
 	})
 
 	t.Run("bigdir", func(t *testing.T) {

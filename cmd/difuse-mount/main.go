@@ -136,6 +136,7 @@ func run(args []string, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	var ifs *inode.FS
+	var capacity func(context.Context) (uint64, uint64, error)
 	var nodeDone chan error // the embedded node's end, if there is one
 	if o.join != "" {
 		cl, err := client.DialCluster(ctx, strings.Split(o.join, ","))
@@ -145,6 +146,7 @@ func run(args []string, stderr io.Writer) int {
 		}
 		defer cl.Close()
 		ifs = inode.New(cl, cl, iopts)
+		capacity = cl.Capacity
 	} else {
 		if o.dir == "" {
 			if o.dir, err = cli.DataDir("mount"); err != nil {
@@ -169,6 +171,7 @@ func run(args []string, stderr io.Writer) int {
 		}
 		n.TxLog().NoteHosts(1)
 		ifs = inode.New(n.TxLog(), n.Blocks(), iopts)
+		capacity = n.Capacity
 	}
 	// stopNode ends the embedded node, if any, and reports how it ended.
 	stopNode := func() error {
@@ -195,7 +198,7 @@ func run(args []string, stderr io.Writer) int {
 	}
 	served := make(chan error, 1)
 	go func() {
-		served <- fs.Serve(conn, fsnode.New(ifs, fsnode.Options{AttrValid: o.attrValid, EntryValid: o.entryValid, FlushBytes: o.flushMiB << 20, Logger: log.With("component", "fuse")}))
+		served <- fs.Serve(conn, fsnode.New(ifs, fsnode.Options{AttrValid: o.attrValid, EntryValid: o.entryValid, FlushBytes: o.flushMiB << 20, Capacity: capacity, Logger: log.With("component", "fuse")}))
 	}()
 	log.Info("mounted", "mountpoint", mountpoint, "dir", o.dir)
 

@@ -144,8 +144,20 @@ func (rcv *StatusReply) Blocks(obj *BlockStats) *BlockStats {
 	return nil
 }
 
+func (rcv *StatusReply) Replicas() int32 {
+	o := flatbuffers.UOffsetT(rcv._tab.Offset(22))
+	if o != 0 {
+		return rcv._tab.GetInt32(o + rcv._tab.Pos)
+	}
+	return 0
+}
+
+func (rcv *StatusReply) MutateReplicas(n int32) bool {
+	return rcv._tab.MutateInt32Slot(22, n)
+}
+
 func StatusReplyStart(builder *flatbuffers.Builder) {
-	builder.StartObject(9)
+	builder.StartObject(10)
 }
 func StatusReplyAddNode(builder *flatbuffers.Builder, node flatbuffers.UOffsetT) {
 	builder.PrependUOffsetTSlot(0, flatbuffers.UOffsetT(node), 0)
@@ -176,6 +188,9 @@ func StatusReplyStartVnodesVector(builder *flatbuffers.Builder, numElems int) fl
 }
 func StatusReplyAddBlocks(builder *flatbuffers.Builder, blocks flatbuffers.UOffsetT) {
 	builder.PrependUOffsetTSlot(8, flatbuffers.UOffsetT(blocks), 0)
+}
+func StatusReplyAddReplicas(builder *flatbuffers.Builder, replicas int32) {
+	builder.PrependInt32Slot(9, replicas, 0)
 }
 func StatusReplyEnd(builder *flatbuffers.Builder) flatbuffers.UOffsetT {
 	return builder.EndObject()
