@@ -10,27 +10,36 @@ import (
 
 	"github.com/difuse/difuse/blockstore"
 	"github.com/difuse/difuse/level"
+	"github.com/difuse/difuse/ring"
 	"github.com/difuse/difuse/txlog"
 )
 
 // attemptTimeout bounds one try on one node before the next is tried.
 const attemptTimeout = 5 * time.Second
 
-// Cluster talks to a cluster through any of its nodes: each request goes
-// to one node, which forwards it to the leader, and moves on to the next
-// node when that one cannot be reached. It learns the cluster's other
-// nodes from the first that answers, so it survives the loss of the node
-// it was given. It is safe for concurrent use.
+// Cluster talks to a cluster through its nodes. It learns the nodes and
+// their places on the ring from the first that answers, and keeps that
+// view current, so that each request goes straight to the node that leads
+// its key (which forwards it if the ring moved meanwhile). When a node
+// cannot be reached it moves on to the next, so it survives the loss of
+// the node it was given. It is safe for concurrent use.
 type Cluster struct {
 	mu    sync.Mutex
 	conns []*Conn
 	next  int
+	// vnodes is the ring as last learned, sorted by id.
+	vnodes []ring.Ref
+	done   chan struct{}
+	wg     sync.WaitGroup
 }
+
+// refreshEvery is how often a Cluster relearns the ring.
+const refreshEvery = 2 * time.Second
 
 // DialCluster prepares connections to the nodes at addrs and learns the
 // others from the first that answers within ctx.
 func DialCluster(ctx context.Context, addrs []string) (*Cluster, error) {
-	c := &Cluster{}
+	c := &Cluster{done: make(chan struct{})}
 	for _, a := range addrs {
 		if err := c.add(a); err != nil {
 			c.Close()
@@ -54,10 +63,77 @@ func DialCluster(ctx context.Context, addrs []string) (*Cluster, error) {
 				c.add(r.Addr)
 			}
 		}
+		c.learn(ctx)
+		c.wg.Go(c.refresh)
 		return c, nil
 	}
 	c.Close()
 	return nil, fmt.Errorf("client: no node of %v answered: %w", addrs, lastErr)
+}
+
+// learn asks every known node for its vnodes and keeps the ring they
+// make, adding nodes it did not know.
+func (c *Cluster) learn(ctx context.Context) {
+	c.mu.Lock()
+	conns := slices.Clone(c.conns)
+	c.mu.Unlock()
+	var vnodes []ring.Ref
+	for _, conn := range conns {
+		sctx, cancel := context.WithTimeout(ctx, time.Second)
+		st, err := conn.Status(sctx)
+		cancel()
+		if err != nil {
+			continue
+		}
+		for _, v := range st.VNodes {
+			vnodes = append(vnodes, v.Self)
+			for _, r := range v.Succs {
+				c.add(r.Addr)
+			}
+		}
+	}
+	if len(vnodes) == 0 {
+		return // keep the last view
+	}
+	slices.SortFunc(vnodes, func(a, b ring.Ref) int { return a.ID.Cmp(b.ID) })
+	c.mu.Lock()
+	c.vnodes = vnodes
+	c.mu.Unlock()
+}
+
+// refresh relearns the ring until the Cluster closes.
+func (c *Cluster) refresh() {
+	t := time.NewTicker(refreshEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-c.done:
+			return
+		case <-t.C:
+			c.learn(context.Background())
+		}
+	}
+}
+
+// leader returns the index of the connection to the node that leads key
+// in the last view of the ring (the first vnode at or after it), or -1.
+func (c *Cluster) leader(key ring.ID) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.vnodes) == 0 {
+		return -1
+	}
+	i, _ := slices.BinarySearchFunc(c.vnodes, key, func(r ring.Ref, k ring.ID) int { return r.ID.Cmp(k) })
+	addr := c.vnodes[i%len(c.vnodes)].Addr
+	for k, conn := range c.conns {
+		if conn.addr == addr {
+			if time.Since(time.Unix(0, conn.failedAt.Load())) < 2*refreshEvery {
+				return -1 // failed lately: the ring may not know it yet
+			}
+			return k
+		}
+	}
+	return -1
 }
 
 func (c *Cluster) add(addr string) error {
@@ -113,8 +189,14 @@ func Capacity(sts []Status) (used, free uint64) {
 	return used / uint64(copies), free / uint64(copies)
 }
 
-// Close closes every connection.
+// Close stops relearning the ring and closes every connection.
 func (c *Cluster) Close() error {
+	select {
+	case <-c.done:
+	default:
+		close(c.done)
+	}
+	c.wg.Wait()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for _, conn := range c.conns {
@@ -124,31 +206,39 @@ func (c *Cluster) Close() error {
 	return nil
 }
 
-// try runs fn on one node after another, starting with the one that last
-// answered, until fn succeeds or fails for a reason of the request's own
-// (final says which), or ctx ends.
-func try[T any](ctx context.Context, c *Cluster, final func(error) bool, fn func(context.Context, *Conn) (T, error)) (T, error) {
+// try runs fn on one node after another, starting with the leader of key
+// if it is known, else with the one that last answered, until fn succeeds
+// or fails for a reason of the request's own (final says which), or ctx
+// ends.
+func try[T any](ctx context.Context, c *Cluster, key ring.ID, final func(error) bool, fn func(context.Context, *Conn) (T, error)) (T, error) {
 	var zero T
 	var lastErr error
 	for round := 0; ; round++ {
+		lead := c.leader(key)
 		c.mu.Lock()
 		conns, start := slices.Clone(c.conns), c.next
 		c.mu.Unlock()
+		if lead >= 0 && round == 0 {
+			start = lead
+		}
 		for i := range conns {
 			k := (start + i) % len(conns)
 			actx, cancel := context.WithTimeout(ctx, attemptTimeout)
 			out, err := fn(actx, conns[k])
 			cancel()
 			if err == nil || final(err) {
-				c.mu.Lock()
-				c.next = k
-				c.mu.Unlock()
+				if k != lead {
+					c.mu.Lock()
+					c.next = k
+					c.mu.Unlock()
+				}
 				return out, err
 			}
 			lastErr = err
 			if ctx.Err() != nil {
 				return zero, fmt.Errorf("%w (last: %v)", ctx.Err(), lastErr)
 			}
+			conns[k].failedAt.Store(time.Now().UnixNano())
 		}
 		select {
 		case <-ctx.Done():
@@ -175,15 +265,15 @@ func blockFinal(err error) bool {
 
 // Do runs a transaction-log request.
 func (c *Cluster) Do(ctx context.Context, req txlog.Request) (txlog.Response, error) {
-	return try(ctx, c, txlogFinal, func(ctx context.Context, conn *Conn) (txlog.Response, error) { return conn.Txn(ctx, req) })
+	return try(ctx, c, ring.HashKey([]byte(req.Partition)), txlogFinal, func(ctx context.Context, conn *Conn) (txlog.Response, error) { return conn.Txn(ctx, req) })
 }
 
 // Set stores a block at level l.
 func (c *Cluster) Set(ctx context.Context, data []byte, l level.Level) (blockstore.Hash, error) {
-	return try(ctx, c, blockFinal, func(ctx context.Context, conn *Conn) (blockstore.Hash, error) { return conn.BlockSet(ctx, data, l) })
+	return try(ctx, c, ring.ID(blockstore.Sum(data)), blockFinal, func(ctx context.Context, conn *Conn) (blockstore.Hash, error) { return conn.BlockSet(ctx, data, l) })
 }
 
 // Get reads a block at level l.
 func (c *Cluster) Get(ctx context.Context, h blockstore.Hash, l level.Level) ([]byte, error) {
-	return try(ctx, c, blockFinal, func(ctx context.Context, conn *Conn) ([]byte, error) { return conn.BlockGet(ctx, h, l) })
+	return try(ctx, c, ring.ID(h), blockFinal, func(ctx context.Context, conn *Conn) ([]byte, error) { return conn.BlockGet(ctx, h, l) })
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync/atomic"
 	"time"
 
 	flatbuffers "github.com/google/flatbuffers/go"
@@ -20,6 +21,9 @@ type Conn struct {
 	cc     *grpc.ClientConn
 	peer   fb.PeerClient
 	client fb.ClientClient
+	// failedAt is when a Cluster last failed to reach the node (Unix
+	// nanoseconds), so that it stops preferring it for a while.
+	failedAt atomic.Int64
 }
 
 // Dial prepares a connection to the node at addr. It does not wait for the
