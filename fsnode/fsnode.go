@@ -140,9 +140,14 @@ type Node struct {
 	id inode.ID
 	mu sync.Mutex
 	w  *inode.Writer // buffered writes of the open handles, if any
-	// last is the inode as last read, which an open file that lost its
-	// last name keeps showing (with no links), as POSIX wants.
-	last *inode.Attr
+	// last is the inode as last read, at lastAt, which an open file that
+	// lost its last name keeps showing (with no links), as POSIX wants,
+	// and reads use while it is younger than AttrValid.
+	last   *inode.Attr
+	lastAt time.Time
+	// readEnd is where the last read ended: a read that starts there is
+	// sequential, and fetches ahead.
+	readEnd int64
 }
 
 // attr reads the node's inode.
@@ -152,7 +157,7 @@ func (n *Node) attr(ctx context.Context) (inode.Attr, error) {
 	defer n.mu.Unlock()
 	switch {
 	case err == nil:
-		n.last = &a
+		n.last, n.lastAt = &a, time.Now()
 	case errors.Is(err, syscall.ENOENT) && n.last != nil:
 		a, err = *n.last, nil
 		a.Nlink = 0
@@ -187,6 +192,9 @@ func (n *Node) flush(ctx context.Context) error {
 		return nil
 	}
 	_, err := w.Flush(ctx)
+	n.mu.Lock()
+	n.lastAt = time.Time{} // the inode changed
+	n.mu.Unlock()
 	return err
 }
 
@@ -407,6 +415,9 @@ func (n *Node) Setattr(ctx context.Context, req *fuse.SetattrRequest, resp *fuse
 	if err != nil {
 		return n.s.errno("setattr", err)
 	}
+	n.mu.Lock()
+	n.last, n.lastAt = &a, time.Now()
+	n.mu.Unlock()
 	n.fill(a, &resp.Attr)
 	return nil
 }
@@ -424,14 +435,27 @@ func (n *Node) Read(ctx context.Context, req *fuse.ReadRequest, resp *fuse.ReadR
 	if err := n.flush(ctx); err != nil {
 		return n.s.errno("flush", err)
 	}
-	a, err := n.attr(ctx)
-	if err != nil {
-		return n.s.errno("read", err)
+	n.mu.Lock()
+	last, fresh := n.last, time.Since(n.lastAt) < n.s.opts.AttrValid
+	sequential := req.Offset == n.readEnd
+	n.readEnd = req.Offset + int64(req.Size)
+	n.mu.Unlock()
+	var a inode.Attr
+	if fresh && last != nil {
+		a = *last // as recent as the kernel's own cache of it
+	} else {
+		var err error
+		if a, err = n.attr(ctx); err != nil {
+			return n.s.errno("read", err)
+		}
 	}
 	buf := make([]byte, req.Size)
 	got, err := n.s.fs.ReadAt(ctx, a, buf, req.Offset)
 	if err != nil && !errors.Is(err, io.EOF) {
 		return n.s.errno("read", err)
+	}
+	if sequential {
+		n.s.fs.Prefetch(a, uint64(req.Offset)+uint64(got))
 	}
 	resp.Data = buf[:got]
 	return nil

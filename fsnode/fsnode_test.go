@@ -82,7 +82,7 @@ func attr(t *testing.T, n *Node) fuse.Attr {
 // Writes buffer in the node until a flush, a large buffer, or a read;
 // another host sees them once committed.
 func TestWriteFlushRead(t *testing.T) {
-	fss := newFS(t, Options{FlushBytes: 1 << 20})
+	fss := newFS(t, Options{FlushBytes: 1 << 20, AttrValid: time.Nanosecond}) // reads see every commit
 	ctx := ctxT(t)
 	f := create(t, root(t, fss[0]), "f")
 	data := bytes.Repeat([]byte("difuse "), 100000) // 700,000 bytes

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/difuse/difuse/blockstore"
 	"github.com/difuse/difuse/level"
@@ -66,17 +67,73 @@ func (f *FS) ReadAt(ctx context.Context, a Attr, p []byte, off int64) (int, erro
 	return n, nil
 }
 
-// block returns a block, from the cache if it is there.
+// fetchTimeout bounds one block fetch, which readers share.
+const fetchTimeout = 30 * time.Second
+
+// fetch is a block read in flight, shared by every reader that wants it.
+type fetch struct {
+	done chan struct{}
+	data []byte
+	err  error
+}
+
+// block returns a block: from the cache, from a fetch already in flight,
+// or fetched now.
 func (f *FS) block(ctx context.Context, h blockstore.Hash) ([]byte, error) {
+	data, fe := f.startFetch(h)
+	if fe == nil {
+		return data, nil
+	}
+	select {
+	case <-fe.done:
+	case <-ctx.Done():
+		return nil, fmt.Errorf("read block %s: %w", h, ctx.Err())
+	}
+	if fe.err != nil {
+		return nil, fmt.Errorf("read block %s: %w: %v", h, syscall.EIO, fe.err)
+	}
+	return fe.data, nil
+}
+
+// startFetch returns block h if the cache holds it, else its fetch,
+// started now unless one is in flight.
+func (f *FS) startFetch(h blockstore.Hash) ([]byte, *fetch) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
 	if data, ok := f.cache.Get(h); ok {
 		return data, nil
 	}
-	data, err := f.blocks.Get(ctx, h, f.levels.Blocks)
-	if err != nil {
-		return nil, fmt.Errorf("read block %s: %w: %v", h, syscall.EIO, err)
+	if fe, ok := f.inflight[h]; ok {
+		return nil, fe
 	}
-	f.cache.Add(h, data)
-	return data, nil
+	fe := &fetch{done: make(chan struct{})}
+	f.inflight[h] = fe
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), fetchTimeout)
+		defer cancel()
+		fe.data, fe.err = f.blocks.Get(ctx, h, f.levels.Blocks)
+		f.mu.Lock()
+		if fe.err == nil {
+			f.cache.Add(h, fe.data)
+		}
+		delete(f.inflight, h)
+		f.mu.Unlock()
+		close(fe.done)
+	}()
+	return nil, fe
+}
+
+// Prefetch starts fetching, in the background, the blocks of the file
+// whose attributes are a that hold the bytes from off up to its read-ahead
+// window: a reader going through the file sequentially then finds them
+// ready.
+func (f *FS) Prefetch(a Attr, off uint64) {
+	end := off + uint64(f.readAhead)
+	for _, e := range a.Extents {
+		if e.Off+e.Len > off && e.Off < end {
+			f.startFetch(e.Block)
+		}
+	}
 }
 
 // Writer collects the writes of an open file in memory until Flush

@@ -2,10 +2,16 @@ package inode
 
 import (
 	"bytes"
+	"context"
+	"sync/atomic"
+
 	"errors"
+	"github.com/difuse/difuse/blockstore"
+	"github.com/difuse/difuse/level"
 	"io"
 	"math/rand/v2"
 	"testing"
+	"time"
 )
 
 func random(n int, seed byte) []byte {
@@ -132,4 +138,64 @@ func TestWriterMergesWrites(t *testing.T) {
 	if len(w.dirty) != 2 || string(w.dirty[1].data) != "dff" || w.Buffered() != 15 || w.End() != 23 {
 		t.Fatalf("dirty = %+v, %d buffered, end %d", w.dirty, w.Buffered(), w.End())
 	}
+}
+
+// Prefetch fetches the blocks ahead of a read into the cache, once each,
+// and reads then share them.
+func TestPrefetch(t *testing.T) {
+	fss := newFS(t, 3)
+	ctx := ctxT(t)
+	id, _, err := fss[0].Create(ctx, Root, "f", NewAttr{Type: TypeFile, Mode: 0o644})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := random(2<<20, 2)
+	w := fss[0].NewWriter(id)
+	w.WriteAt(want, 0)
+	a, err := w.Flush(ctx)
+	if err != nil || len(a.Extents) < 4 {
+		t.Fatalf("flush: %d extents, %v", len(a.Extents), err)
+	}
+	r := fss[1]
+	counted := &countingBlocks{Blocks: r.blocks}
+	r.blocks = counted
+	r.readAhead = int(a.Extents[2].Off) // the first two extents
+	r.Prefetch(a, 0)
+	r.Prefetch(a, 0) // again, while in flight or cached: no second fetch
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		r.mu.Lock()
+		pending := len(r.inflight)
+		r.mu.Unlock()
+		if pending == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("prefetches still in flight after 10 s")
+		}
+	}
+	for i, e := range a.Extents {
+		if got, want := r.cache.Contains(e.Block), i < 2; got != want {
+			t.Errorf("extent %d cached: %v, want %v", i, got, want)
+		}
+	}
+	if n := counted.gets.Load(); n != 2 {
+		t.Errorf("%d block fetches, want 2", n)
+	}
+	if got := readAll(t, r, id); !bytes.Equal(got, want) {
+		t.Error("the file reads back different")
+	}
+	if n := counted.gets.Load(); n != int64(len(a.Extents)) {
+		t.Errorf("%d block fetches after reading all %d extents", n, len(a.Extents))
+	}
+}
+
+// countingBlocks counts block reads.
+type countingBlocks struct {
+	Blocks
+	gets atomic.Int64
+}
+
+func (c *countingBlocks) Get(ctx context.Context, h blockstore.Hash, l level.Level) ([]byte, error) {
+	c.gets.Add(1)
+	return c.Blocks.Get(ctx, h, l)
 }

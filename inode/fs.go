@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"sync"
 	"syscall"
 	"time"
 
@@ -51,6 +52,9 @@ type Options struct {
 	// CacheBlocks is how many blocks reads keep in memory (blocks never
 	// change, so a cached one is always right). Default 32, about 32 MiB.
 	CacheBlocks int
+	// ReadAhead is how many bytes past a sequential read Prefetch fetches.
+	// Default 4 MiB.
+	ReadAhead int
 }
 
 // FS runs the filesystem's operations as transactions of the logs, and
@@ -62,6 +66,11 @@ type FS struct {
 	chunk  blockstore.ChunkOptions
 	cache  *lru.Cache[blockstore.Hash, []byte]
 	clock  func() time.Time
+	// readAhead is Options.ReadAhead; inflight holds the block fetches
+	// under way, guarded by mu.
+	readAhead int
+	mu        sync.Mutex
+	inflight  map[blockstore.Hash]*fetch
 }
 
 // New returns the filesystem kept in log and blocks.
@@ -73,8 +82,12 @@ func New(log Log, blocks Blocks, opts Options) *FS {
 	if opts.CacheBlocks <= 0 {
 		opts.CacheBlocks = 32
 	}
+	if opts.ReadAhead <= 0 {
+		opts.ReadAhead = 4 << 20
+	}
 	cache, _ := lru.New[blockstore.Hash, []byte](opts.CacheBlocks) // fails only for a size below 1
-	return &FS{log: log, blocks: blocks, levels: levels, chunk: opts.Chunk, cache: cache, clock: time.Now}
+	return &FS{log: log, blocks: blocks, levels: levels, chunk: opts.Chunk, cache: cache, clock: time.Now,
+		readAhead: opts.ReadAhead, inflight: map[blockstore.Hash]*fetch{}}
 }
 
 // Init creates the root directory if it does not exist yet.
