@@ -198,15 +198,18 @@ func (n *Node) flush(ctx context.Context) error {
 	return err
 }
 
+// fill reports a, with the open handles' buffered writes and attribute
+// changes shown on it.
 func (n *Node) fill(a inode.Attr, out *fuse.Attr) {
+	n.mu.Lock()
+	if n.w != nil {
+		a.Size = max(a.Size, n.w.End())
+		n.w.Apply(&a, time.Now().UnixNano())
+	}
+	n.mu.Unlock()
 	out.Valid = n.s.opts.AttrValid
 	out.Inode = n.inum()
 	out.Size = a.Size
-	n.mu.Lock()
-	if n.w != nil {
-		out.Size = max(out.Size, n.w.End())
-	}
-	n.mu.Unlock()
 	out.Blocks = (out.Size + 511) / 512
 	out.Atime, out.Mtime, out.Ctime = time.Unix(0, a.Atime), time.Unix(0, a.Mtime), time.Unix(0, a.Ctime)
 	out.Mode = os.FileMode(a.Mode&0o777) | modeBits(a.Mode)
@@ -410,6 +413,19 @@ func (n *Node) Setattr(ctx context.Context, req *fuse.SetattrRequest, resp *fuse
 			t = now
 		}
 		sa.Mtime = &t
+	}
+	n.mu.Lock()
+	w := n.w
+	n.mu.Unlock()
+	if w != nil && w.SetAttr(sa) {
+		// Committed with the buffered writes (cp -a sets owner, mode and
+		// times before it closes): one transaction instead of several.
+		a, err := n.attr(ctx)
+		if err != nil {
+			return n.s.errno("setattr", err)
+		}
+		n.fill(a, &resp.Attr)
+		return nil
 	}
 	a, err := n.s.fs.Setattr(ctx, n.id, sa)
 	if err != nil {

@@ -219,3 +219,44 @@ var (
 	_ fs.HandleFlusher  = (*Node)(nil)
 	_ fs.HandleReleaser = (*Node)(nil)
 )
+
+// Owner, mode and times set while writes are buffered commit with them,
+// in one transaction, as cp -a sets them before it closes a file.
+func TestAttrsWithBufferedWrites(t *testing.T) {
+	fss := newFS(t, Options{AttrValid: time.Nanosecond})
+	ctx := ctxT(t)
+	f := create(t, root(t, fss[0]), "f")
+	f.Write(ctx, &fuse.WriteRequest{Data: []byte("data")}, &fuse.WriteResponse{})
+	mtime := time.Date(2001, 2, 3, 4, 5, 6, 0, time.UTC)
+	req := &fuse.SetattrRequest{Valid: fuse.SetattrMode | fuse.SetattrUid | fuse.SetattrMtime, Mode: 0o600, Uid: 42, Mtime: mtime}
+	var resp fuse.SetattrResponse
+	if err := f.Setattr(ctx, req, &resp); err != nil {
+		t.Fatal(err)
+	}
+	if resp.Attr.Mode.Perm() != 0o600 || resp.Attr.Uid != 42 || !resp.Attr.Mtime.Equal(mtime) || resp.Attr.Size != 4 {
+		t.Errorf("setattr answers %+v", resp.Attr)
+	}
+	if got := attr(t, f); got.Uid != 42 {
+		t.Errorf("the node shows uid %d while buffered", got.Uid)
+	}
+	other, _ := lookup(t, root(t, fss[1]), "f")
+	if got := attr(t, other); got.Uid == 42 || got.Size != 0 {
+		t.Errorf("another host sees uid %d, size %d before the commit", got.Uid, got.Size)
+	}
+	if err := f.Flush(ctx, &fuse.FlushRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	if got := attr(t, other); got.Uid != 42 || got.Mode.Perm() != 0o600 || !got.Mtime.Equal(mtime) || got.Size != 4 {
+		t.Errorf("after the commit another host sees %+v", got)
+	}
+	// A write after the times were set sets them again.
+	f.Write(ctx, &fuse.WriteRequest{Data: []byte("more"), Offset: 4}, &fuse.WriteResponse{})
+	f.Setattr(ctx, &fuse.SetattrRequest{Valid: fuse.SetattrMtime, Mtime: mtime}, &fuse.SetattrResponse{})
+	f.Write(ctx, &fuse.WriteRequest{Data: []byte("!"), Offset: 8}, &fuse.WriteResponse{})
+	if err := f.Flush(ctx, &fuse.FlushRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	if got := attr(t, other); got.Mtime.Equal(mtime) || got.Size != 9 {
+		t.Errorf("after a later write: mtime %v, size %d", got.Mtime, got.Size)
+	}
+}

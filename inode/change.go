@@ -17,6 +17,54 @@ type SetAttr struct {
 	Atime, Mtime *int64
 }
 
+// apply makes the changes of sa to a at time now. A new size cuts inline
+// bytes and extents past it; growing leaves a hole of zeros.
+func (sa SetAttr) apply(a *Attr, now int64) error {
+	if sa.Mode != nil {
+		a.Mode = *sa.Mode & 0o7777
+	}
+	if sa.UID != nil {
+		a.UID = *sa.UID
+	}
+	if sa.GID != nil {
+		a.GID = *sa.GID
+	}
+	if sa.Size != nil {
+		if a.Type != TypeFile {
+			return fmt.Errorf("truncate: %w", syscall.EISDIR)
+		}
+		resize(a, *sa.Size)
+		a.Mtime = now
+	}
+	if sa.Atime != nil {
+		a.Atime = *sa.Atime
+	}
+	if sa.Mtime != nil {
+		a.Mtime = *sa.Mtime
+	}
+	a.Ctime = now
+	return nil
+}
+
+// merge returns sa with the changes of later over it.
+func (sa SetAttr) merge(later SetAttr) SetAttr {
+	for _, f := range []struct{ to, from **uint32 }{{&sa.Mode, &later.Mode}, {&sa.UID, &later.UID}, {&sa.GID, &later.GID}} {
+		if *f.from != nil {
+			*f.to = *f.from
+		}
+	}
+	if later.Size != nil {
+		sa.Size = later.Size
+	}
+	if later.Atime != nil {
+		sa.Atime = later.Atime
+	}
+	if later.Mtime != nil {
+		sa.Mtime = later.Mtime
+	}
+	return sa
+}
+
 // maxRetries bounds how often an operation that lost a race for a record
 // reads it again and retries.
 const maxRetries = 8
@@ -31,30 +79,9 @@ func (f *FS) Setattr(ctx context.Context, id ID, sa SetAttr) (Attr, error) {
 		if err != nil {
 			return Attr{}, err
 		}
-		now := f.clock().UnixNano()
-		if sa.Mode != nil {
-			a.Mode = *sa.Mode & 0o7777
+		if err := sa.apply(&a, f.clock().UnixNano()); err != nil {
+			return Attr{}, fmt.Errorf("setattr %s: %w", id, err)
 		}
-		if sa.UID != nil {
-			a.UID = *sa.UID
-		}
-		if sa.GID != nil {
-			a.GID = *sa.GID
-		}
-		if sa.Size != nil {
-			if a.Type != TypeFile {
-				return Attr{}, fmt.Errorf("truncate %s: %w", id, syscall.EISDIR)
-			}
-			resize(&a, *sa.Size)
-			a.Mtime = now
-		}
-		if sa.Atime != nil {
-			a.Atime = *sa.Atime
-		}
-		if sa.Mtime != nil {
-			a.Mtime = *sa.Mtime
-		}
-		a.Ctime = now
 		_, err = f.log.Do(ctx, txlog.Request{Partition: PartitionName(id.Part), Level: f.levels.Write, Kind: txlog.KindWrite,
 			Write: []txlog.Change{{Name: InodeRecord(id.Num), Value: EncodeAttr(a), IfMatch: &h}}})
 		if errors.Is(err, txlog.ErrConflict) {

@@ -146,6 +146,34 @@ type Writer struct {
 	// dirty holds the written ranges, sorted by offset, not overlapping.
 	dirty []span
 	bytes int
+	// pending holds attribute changes made while writes were buffered,
+	// committed with them.
+	pending *SetAttr
+}
+
+// SetAttr records attribute changes (not a size) to commit in the same
+// transaction as the buffered writes, and reports whether it did: with
+// nothing buffered, or a size to set, the caller commits them itself.
+func (w *Writer) SetAttr(sa SetAttr) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if len(w.dirty) == 0 || sa.Size != nil {
+		return false
+	}
+	if w.pending == nil {
+		w.pending = &SetAttr{}
+	}
+	*w.pending = w.pending.merge(sa)
+	return true
+}
+
+// Apply shows the writer's pending attribute changes on a, at time now.
+func (w *Writer) Apply(a *Attr, now int64) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.pending != nil {
+		w.pending.apply(a, now)
+	}
 }
 
 type span struct {
@@ -162,6 +190,9 @@ func (w *Writer) WriteAt(p []byte, off int64) {
 	defer w.mu.Unlock()
 	if len(p) == 0 {
 		return
+	}
+	if w.pending != nil {
+		w.pending.Mtime = nil // the write is later: it sets the time
 	}
 	// The common case, a sequential write, extends the last span in place.
 	if k := len(w.dirty) - 1; k >= 0 && w.dirty[k].off+int64(len(w.dirty[k].data)) == off {
@@ -239,6 +270,9 @@ func (w *Writer) Flush(ctx context.Context) (Attr, error) {
 		}
 		now := w.fs.clock().UnixNano()
 		na.Mtime, na.Ctime = now, now
+		if w.pending != nil {
+			w.pending.apply(&na, now)
+		}
 		_, err = w.fs.log.Do(ctx, txlog.Request{Partition: PartitionName(w.id.Part), Level: w.fs.levels.Write, Kind: txlog.KindWrite,
 			Write: []txlog.Change{{Name: InodeRecord(w.id.Num), Value: EncodeAttr(na), IfMatch: &h}}})
 		if errors.Is(err, txlog.ErrConflict) {
@@ -247,7 +281,7 @@ func (w *Writer) Flush(ctx context.Context) (Attr, error) {
 		if err != nil {
 			return Attr{}, errno(err)
 		}
-		w.dirty, w.bytes = nil, 0
+		w.dirty, w.bytes, w.pending = nil, 0, nil
 		return na, nil
 	}
 	return Attr{}, fmt.Errorf("flush %s: changed %d times meanwhile: %w", w.id, maxRetries, syscall.EAGAIN)
@@ -290,8 +324,10 @@ func (f *FS) rewrite(ctx context.Context, a Attr, dirty []span) (Attr, error) {
 	if err != nil {
 		return Attr{}, err
 	}
-	off := uint64(from)
-	for {
+	// Cut first, then store the blocks in parallel; each is a piece of
+	// content, which stays as it is.
+	var pieces []Extent
+	for off := uint64(from); ; {
 		b, err := c.Next()
 		if errors.Is(err, io.EOF) {
 			break
@@ -299,12 +335,41 @@ func (f *FS) rewrite(ctx context.Context, a Attr, dirty []span) (Attr, error) {
 		if err != nil {
 			return Attr{}, err
 		}
-		h, err := f.blocks.Set(ctx, b, f.levels.BlockWrite)
-		if err != nil {
-			return Attr{}, fmt.Errorf("store a block: %w: %v", syscall.EIO, err)
-		}
-		na.Extents = append(na.Extents, Extent{Off: off, Len: uint64(len(b)), Block: h})
+		pieces = append(pieces, Extent{Off: off, Len: uint64(len(b))})
 		off += uint64(len(b))
 	}
+	if err := f.storeAll(ctx, pieces, func(e Extent) []byte { return content[e.Off-uint64(from) : e.Off-uint64(from)+e.Len] }); err != nil {
+		return Attr{}, err
+	}
+	na.Extents = append(na.Extents, pieces...)
 	return na, nil
+}
+
+// uploads bounds the block uploads one flush runs at once.
+const uploads = 4
+
+// storeAll stores the bytes of every extent (data gives them), up to
+// uploads at once, and fills in their hashes.
+func (f *FS) storeAll(ctx context.Context, extents []Extent, data func(Extent) []byte) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	sem := make(chan struct{}, uploads)
+	errs := make(chan error, len(extents))
+	var wg sync.WaitGroup
+	for i := range extents {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			h, err := f.blocks.Set(ctx, data(extents[i]), f.levels.BlockWrite)
+			if err != nil {
+				errs <- fmt.Errorf("store a block: %w: %v", syscall.EIO, err)
+				cancel()
+				return
+			}
+			extents[i].Block = h
+		})
+	}
+	wg.Wait()
+	close(errs)
+	return <-errs // nil if none failed
 }

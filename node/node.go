@@ -161,7 +161,9 @@ func New(cfg Config) (_ *Node, err error) {
 	rc := cfg.Ring
 	rc.Addr, rc.Logger = advertise, n.log.With("component", "ring")
 	userOnChange := rc.OnChange
+	places := &placements{cache: map[placementKey]placement{}}
 	rc.OnChange = func(c ring.Change) {
+		places.forget()
 		// The transaction logs learn the cluster's width as soon as the
 		// ring shows it, not at the next save of the peers.
 		n.txlog.NoteHosts(c.Hosts())
@@ -173,9 +175,10 @@ func New(cfg Config) (_ *Node, err error) {
 	if n.ring, err = ring.New(rc, ringrpc.NewTransport(n.pool)); err != nil {
 		return nil, err
 	}
+	places.ring = n.ring
 	rc = n.ring.Config()
 	tc := txlog.Config{Addr: advertise, Replicas: rc.Replicas, CallTimeout: rc.CallTimeout, MaxValueBytes: cfg.MaxValueBytes, Logger: n.log.With("component", "txlog")}
-	if n.txlog, err = txlog.New(tc, n.ring, txlogrpc.NewTransport(n.pool), n.db); err != nil {
+	if n.txlog, err = txlog.New(tc, places, txlogrpc.NewTransport(n.pool), n.db); err != nil {
 		return nil, err
 	}
 	local, err := blockstore.OpenLocal(filepath.Join(n.db.Dir(), "blocks"), n.db.CheckSpace)
@@ -183,7 +186,7 @@ func New(cfg Config) (_ *Node, err error) {
 		return nil, err
 	}
 	bc := blockstore.Config{Addr: advertise, Replicas: rc.Replicas, CallTimeout: rc.CallTimeout, Logger: n.log.With("component", "blocks")}
-	if n.blocks, err = blockstore.New(bc, n.ring, blockrpc.NewTransport(n.pool), local); err != nil {
+	if n.blocks, err = blockstore.New(bc, places, blockrpc.NewTransport(n.pool), local); err != nil {
 		return nil, err
 	}
 	n.fs = inode.New(n.txlog, n.blocks, inode.Options{})

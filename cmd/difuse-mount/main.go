@@ -53,6 +53,7 @@ type options struct {
 	readLevel, writeLevel                   string
 	blockReadLevel, blockWriteLevel         string
 	cacheBlocks, flushMiB                   int
+	allowOther                              bool
 }
 
 // newFlags defines difuse-mount's flags into o.
@@ -75,6 +76,7 @@ func newFlags(o *options, stderr io.Writer) *flag.FlagSet {
 	flags.StringVar(&o.blockWriteLevel, "block-write-level", "quorum", "consistency `level` of block writes")
 	flags.IntVar(&o.cacheBlocks, "cache-blocks", 32, "how many blocks (about 1 MiB each) reads keep in memory")
 	flags.IntVar(&o.flushMiB, "flush-mib", 64, "MiB an open file buffers before it commits")
+	flags.BoolVar(&o.allowOther, "allow-other", false, "let users other than the one mounting use the mount (as root, for system mounts)")
 	flags.StringVar(&o.logLevel, "log-level", "info", "log `level`: debug, info, warn or error")
 	return flags
 }
@@ -190,7 +192,13 @@ func run(args []string, stderr io.Writer) int {
 		return cli.ExitFailure
 	}
 
-	conn, err := fuse.Mount(mountpoint, fuse.FSName("difuse"), fuse.Subtype("difuse"), fuse.MaxReadahead(1<<20))
+	// The kernel checks permissions against the modes and owners the
+	// filesystem reports (default_permissions).
+	mountOpts := []fuse.MountOption{fuse.FSName("difuse"), fuse.Subtype("difuse"), fuse.MaxReadahead(1 << 20), fuse.DefaultPermissions()}
+	if o.allowOther {
+		mountOpts = append(mountOpts, fuse.AllowOther())
+	}
+	conn, err := fuse.Mount(mountpoint, mountOpts...)
 	if err != nil {
 		log.Error("cannot mount", "mountpoint", mountpoint, "err", err)
 		stopNode()
