@@ -145,9 +145,32 @@ type Node struct {
 	// and reads use while it is younger than AttrValid.
 	last   *inode.Attr
 	lastAt time.Time
+	// given is the inode as its create returned it, for the kernel's
+	// attribute request that follows at once.
+	given *inode.Attr
 	// readEnd is where the last read ended: a read that starts there is
 	// sequential, and fetches ahead.
 	readEnd int64
+}
+
+// recentAttr returns the node's inode as last read if that is younger than
+// the attribute timeout (as recent as the kernel's own cache of it), else
+// reads it.
+func (n *Node) recentAttr(ctx context.Context) (inode.Attr, error) {
+	n.mu.Lock()
+	last, fresh := n.last, time.Since(n.lastAt) < n.s.opts.AttrValid
+	n.mu.Unlock()
+	if fresh && last != nil {
+		return *last, nil
+	}
+	return n.attr(ctx)
+}
+
+// remember keeps a as the node's inode as last read.
+func (n *Node) remember(a inode.Attr) {
+	n.mu.Lock()
+	n.last, n.lastAt = &a, time.Now()
+	n.mu.Unlock()
 }
 
 // attr reads the node's inode.
@@ -193,7 +216,7 @@ func (n *Node) flush(ctx context.Context) error {
 	}
 	_, err := w.Flush(ctx)
 	n.mu.Lock()
-	n.lastAt = time.Time{} // the inode changed
+	n.lastAt, n.given = time.Time{}, nil // the inode changed
 	n.mu.Unlock()
 	return err
 }
@@ -257,6 +280,14 @@ func posixMode(m os.FileMode) uint32 {
 func (n *Node) Attr(ctx context.Context, out *fuse.Attr) error {
 	ctx, cancel := n.s.ctx(ctx)
 	defer cancel()
+	n.mu.Lock()
+	given := n.given
+	n.given = nil
+	n.mu.Unlock()
+	if given != nil {
+		n.fill(*given, out)
+		return nil
+	}
 	a, err := n.attr(ctx)
 	if err != nil {
 		return n.s.errno("getattr", err)
@@ -302,11 +333,16 @@ func (n *Node) ReadDirAll(ctx context.Context) ([]fuse.Dirent, error) {
 func (n *Node) create(ctx context.Context, name string, na inode.NewAttr) (*Node, error) {
 	ctx, cancel := n.s.ctx(ctx)
 	defer cancel()
-	id, _, err := n.s.fs.Create(ctx, n.id, name, na)
+	id, a, err := n.s.fs.Create(ctx, n.id, name, na)
 	if err != nil {
 		return nil, n.s.errno("create", err)
 	}
-	return n.s.node(id), nil
+	c := n.s.node(id)
+	c.remember(a)
+	c.mu.Lock()
+	c.given = &a
+	c.mu.Unlock()
+	return c, nil
 }
 
 // Mkdir makes a directory.
@@ -332,7 +368,7 @@ func (n *Node) Symlink(ctx context.Context, req *fuse.SymlinkRequest) (fs.Node, 
 func (n *Node) Readlink(ctx context.Context, req *fuse.ReadlinkRequest) (string, error) {
 	ctx, cancel := n.s.ctx(ctx)
 	defer cancel()
-	a, err := n.attr(ctx)
+	a, err := n.recentAttr(ctx)
 	if err != nil {
 		return "", n.s.errno("readlink", err)
 	}
@@ -431,9 +467,7 @@ func (n *Node) Setattr(ctx context.Context, req *fuse.SetattrRequest, resp *fuse
 	if err != nil {
 		return n.s.errno("setattr", err)
 	}
-	n.mu.Lock()
-	n.last, n.lastAt = &a, time.Now()
-	n.mu.Unlock()
+	n.remember(a)
 	n.fill(a, &resp.Attr)
 	return nil
 }
@@ -452,18 +486,12 @@ func (n *Node) Read(ctx context.Context, req *fuse.ReadRequest, resp *fuse.ReadR
 		return n.s.errno("flush", err)
 	}
 	n.mu.Lock()
-	last, fresh := n.last, time.Since(n.lastAt) < n.s.opts.AttrValid
 	sequential := req.Offset == n.readEnd
 	n.readEnd = req.Offset + int64(req.Size)
 	n.mu.Unlock()
-	var a inode.Attr
-	if fresh && last != nil {
-		a = *last // as recent as the kernel's own cache of it
-	} else {
-		var err error
-		if a, err = n.attr(ctx); err != nil {
-			return n.s.errno("read", err)
-		}
+	a, err := n.recentAttr(ctx)
+	if err != nil {
+		return n.s.errno("read", err)
 	}
 	buf := make([]byte, req.Size)
 	got, err := n.s.fs.ReadAt(ctx, a, buf, req.Offset)
@@ -531,7 +559,7 @@ func (n *Node) Forget() {
 func (n *Node) Getxattr(ctx context.Context, req *fuse.GetxattrRequest, resp *fuse.GetxattrResponse) error {
 	ctx, cancel := n.s.ctx(ctx)
 	defer cancel()
-	a, err := n.attr(ctx)
+	a, err := n.recentAttr(ctx) // the kernel asks before every write
 	if err != nil {
 		return n.s.errno("getxattr", err)
 	}
@@ -547,7 +575,7 @@ func (n *Node) Getxattr(ctx context.Context, req *fuse.GetxattrRequest, resp *fu
 func (n *Node) Listxattr(ctx context.Context, req *fuse.ListxattrRequest, resp *fuse.ListxattrResponse) error {
 	ctx, cancel := n.s.ctx(ctx)
 	defer cancel()
-	a, err := n.attr(ctx)
+	a, err := n.recentAttr(ctx)
 	if err != nil {
 		return n.s.errno("listxattr", err)
 	}

@@ -58,6 +58,7 @@ func create(t *testing.T, dir *Node, name string) *Node {
 	if err != nil {
 		t.Fatal(err)
 	}
+	attr(t, n.(*Node)) // as the kernel's create does
 	return n.(*Node)
 }
 

@@ -65,13 +65,18 @@ type FS struct {
 	levels Levels
 	chunk  blockstore.ChunkOptions
 	cache  *lru.Cache[blockstore.Hash, []byte]
-	clock  func() time.Time
+	// dirs maps directories to their entries' partitions.
+	dirs  *lru.Cache[ID, uint64]
+	clock func() time.Time
 	// readAhead is Options.ReadAhead; inflight holds the block fetches
 	// under way, guarded by mu.
 	readAhead int
 	mu        sync.Mutex
 	inflight  map[blockstore.Hash]*fetch
 }
+
+// maxDirs bounds how many directories' partitions an FS remembers.
+const maxDirs = 1 << 16
 
 // New returns the filesystem kept in log and blocks.
 func New(log Log, blocks Blocks, opts Options) *FS {
@@ -86,7 +91,8 @@ func New(log Log, blocks Blocks, opts Options) *FS {
 		opts.ReadAhead = 4 << 20
 	}
 	cache, _ := lru.New[blockstore.Hash, []byte](opts.CacheBlocks) // fails only for a size below 1
-	return &FS{log: log, blocks: blocks, levels: levels, chunk: opts.Chunk, cache: cache, clock: time.Now,
+	dirs, _ := lru.New[ID, uint64](maxDirs)
+	return &FS{log: log, blocks: blocks, levels: levels, chunk: opts.Chunk, cache: cache, dirs: dirs, clock: time.Now,
 		readAhead: opts.ReadAhead, inflight: map[blockstore.Hash]*fetch{}}
 }
 
@@ -128,8 +134,12 @@ func readRecord[T any](ctx context.Context, f *FS, part uint64, name, what strin
 	return v, resp.Record.Hash, nil
 }
 
-// children returns the partition of a directory's entries.
+// children returns the partition of a directory's entries. A directory
+// keeps its partition for life, so the answer is kept too.
 func (f *FS) children(ctx context.Context, dir ID) (uint64, error) {
+	if part, ok := f.dirs.Get(dir); ok {
+		return part, nil
+	}
 	a, _, err := f.GetAttr(ctx, dir)
 	if err != nil {
 		return 0, err
@@ -137,6 +147,7 @@ func (f *FS) children(ctx context.Context, dir ID) (uint64, error) {
 	if a.Type != TypeDir {
 		return 0, fmt.Errorf("inode %s: %w", dir, syscall.ENOTDIR)
 	}
+	f.dirs.Add(dir, a.Children)
 	return a.Children, nil
 }
 
