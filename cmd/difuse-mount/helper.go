@@ -53,7 +53,7 @@ func mountHelper(args []string, stderr io.Writer) int {
 	}
 	logPath := ""
 	for _, opt := range opts {
-		name, value, _ := strings.Cut(opt, "=")
+		name, value, hasValue := strings.Cut(opt, "=")
 		flagName := strings.ReplaceAll(name, "_", "-")
 		if short, ok := helperAliases[name]; ok {
 			flagName = short
@@ -62,8 +62,10 @@ func mountHelper(args []string, stderr io.Writer) int {
 		case name == "log":
 			logPath = value
 		case name == "j" || name == "":
-		case flags.Lookup(flagName) != nil:
+		case flags.Lookup(flagName) != nil && hasValue:
 			mountArgs = append(mountArgs, "-"+flagName+"="+value)
+		case flags.Lookup(flagName) != nil: // a switch, such as allow_other
+			mountArgs = append(mountArgs, "-"+flagName)
 		}
 		// Anything else is mount(8)'s: rw, defaults, _netdev, nofail, ...
 	}

@@ -200,7 +200,7 @@ func TestMountHelper(t *testing.T) {
 	grpc := ln.Addr().String()
 	ln.Close()
 	data, mnt, logFile := t.TempDir(), t.TempDir(), filepath.Join(t.TempDir(), "mount.log")
-	opts := "rw,_netdev,dir=" + data + ",grpc=" + grpc + ",http=127.0.0.1:0,attr_valid=2s,write_level=quorum,log=" + logFile
+	opts := "rw,_netdev,allow_other,dir=" + data + ",grpc=" + grpc + ",http=127.0.0.1:0,attr_valid=2s,write_level=quorum,log=" + logFile
 	// mountWith mounts by running cmd, writes a file, unmounts with
 	// umount(8), and waits for the mount's process to end.
 	mountWith := func(name string, args ...string) {
