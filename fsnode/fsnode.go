@@ -456,7 +456,7 @@ func (n *Node) Setattr(ctx context.Context, req *fuse.SetattrRequest, resp *fuse
 	if w != nil && w.SetAttr(sa) {
 		// Committed with the buffered writes (cp -a sets owner, mode and
 		// times before it closes): one transaction instead of several.
-		a, err := n.attr(ctx)
+		a, err := n.recentAttr(ctx)
 		if err != nil {
 			return n.s.errno("setattr", err)
 		}
