@@ -215,10 +215,15 @@ func (n *Node) flush(ctx context.Context) error {
 		return nil
 	}
 	_, err := w.Flush(ctx)
-	n.mu.Lock()
-	n.lastAt, n.given = time.Time{}, nil // the inode changed
-	n.mu.Unlock()
+	n.changed()
 	return err
+}
+
+// changed forgets the node's inode as last read: it changed.
+func (n *Node) changed() {
+	n.mu.Lock()
+	n.lastAt, n.given = time.Time{}, nil
+	n.mu.Unlock()
 }
 
 // fill reports a, with the open handles' buffered writes and attribute
@@ -399,6 +404,7 @@ func (n *Node) Link(ctx context.Context, req *fuse.LinkRequest, old fs.Node) (fs
 	if _, err := n.s.fs.Link(ctx, on.id, n.id, req.NewName); err != nil {
 		return nil, n.s.errno("link", err)
 	}
+	on.changed()
 	return on, nil
 }
 
@@ -592,6 +598,7 @@ func (n *Node) Listxattr(ctx context.Context, req *fuse.ListxattrRequest, resp *
 func (n *Node) Setxattr(ctx context.Context, req *fuse.SetxattrRequest) error {
 	ctx, cancel := n.s.ctx(ctx)
 	defer cancel()
+	defer n.changed()
 	return n.s.errno("setxattr", n.s.fs.SetXattr(ctx, n.id, req.Name, slices.Clone(req.Xattr), req.Flags))
 }
 
@@ -599,6 +606,7 @@ func (n *Node) Setxattr(ctx context.Context, req *fuse.SetxattrRequest) error {
 func (n *Node) Removexattr(ctx context.Context, req *fuse.RemovexattrRequest) error {
 	ctx, cancel := n.s.ctx(ctx)
 	defer cancel()
+	defer n.changed()
 	err := n.s.fs.RemoveXattr(ctx, n.id, req.Name)
 	if errors.Is(err, syscall.ENODATA) {
 		return fuse.ErrNoXattr

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"syscall"
 
 	"github.com/difuse/difuse/txlog"
@@ -132,6 +133,11 @@ func (f *FS) SetXattr(ctx context.Context, id ID, name string, value []byte, fla
 	}
 	if len(value) > maxXattrValue {
 		return fmt.Errorf("xattr value of %d bytes: %w", len(value), syscall.E2BIG)
+	}
+	if strings.HasPrefix(name, "system.posix_acl_") {
+		// POSIX ACLs are not kept: refusing them makes tools such as
+		// cp -a set the mode with chmod instead, which is kept.
+		return fmt.Errorf("xattr %q: ACLs are not supported: %w", name, syscall.EOPNOTSUPP)
 	}
 	return f.changeXattrs(ctx, id, func(x map[string][]byte) error {
 		_, ok := x[name]

@@ -118,6 +118,9 @@ func TestXattrs(t *testing.T) {
 	if err := fs.SetXattr(ctx, id, "user.b", []byte("2"), XattrReplace); !errors.Is(err, syscall.ENODATA) {
 		t.Errorf("replace of a missing xattr: %v", err)
 	}
+	if err := fs.SetXattr(ctx, id, "system.posix_acl_access", []byte{2, 0, 0, 0}, 0); !errors.Is(err, syscall.EOPNOTSUPP) {
+		t.Errorf("an ACL: %v, want EOPNOTSUPP", err)
+	}
 	if err := fs.SetXattr(ctx, id, "user.big", make([]byte, maxXattrValue+1), 0); !errors.Is(err, syscall.E2BIG) {
 		t.Errorf("an oversized xattr: %v", err)
 	}

@@ -64,6 +64,11 @@ func TestCreateLookupReaddirUnlink(t *testing.T) {
 	if err != nil || len(list) != 31 || list[0].Name != "f00" || list[30].Name != "link" {
 		t.Fatalf("readdir = %d entries, %v", len(list), err)
 	}
+	for _, e := range list {
+		if l, err := a.Lookup(ctx, dir, e.Name); err != nil || l != e.Entry {
+			t.Errorf("readdir says %s is %+v, lookup %+v, %v", e.Name, e.Entry, l, err)
+		}
+	}
 	e, err := a.Lookup(ctx, dir, "f05")
 	if err != nil || e.Type != TypeFile {
 		t.Fatalf("lookup = %+v, %v", e, err)

@@ -95,8 +95,12 @@ func (m *Mem) Scan(prefix []byte, fn func(key, val []byte) error) error {
 	}
 	m.mu.RUnlock()
 	sort.Strings(keys)
+	// One buffer for every key and value, as Badger's iterator reuses its
+	// own: a caller that keeps them past fn breaks here as it would there.
+	var kbuf, vbuf []byte
 	for _, k := range keys {
-		if err := fn([]byte(k), bytes.Clone(vals[k])); err != nil {
+		kbuf, vbuf = append(kbuf[:0], k...), append(vbuf[:0], vals[k]...)
+		if err := fn(kbuf, vbuf); err != nil {
 			return err
 		}
 	}

@@ -211,6 +211,9 @@ func TestList(t *testing.T) {
 		}
 		for _, r := range recs {
 			names = append(names, r.Name)
+			if want := r.Name[2:]; len(r.Value) != 1 || fmt.Sprintf("%02d", r.Value[0]) != want {
+				t.Errorf("record %s lists value %v", r.Name, r.Value)
+			}
 		}
 		if !more {
 			if pages != 2 {

@@ -1,6 +1,7 @@
 package txlog
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -297,6 +298,7 @@ func (ps *parts) list(p *part, prefix, after string, limit int) ([]Record, bool,
 			more = true
 			return errStopScan
 		}
+		r.Value = bytes.Clone(r.Value) // v is the scan's, valid only until we return
 		out = append(out, r)
 		return nil
 	})

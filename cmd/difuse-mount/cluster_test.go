@@ -264,6 +264,7 @@ func TestClusterMount(t *testing.T) {
 		}
 		sh(t, mnt, "cp", "-a", src, "tree")
 		sh(t, mnt, "diff", "-r", src, "tree")
+		sameMeta(t, src, filepath.Join(mnt, "tree"))
 		out := t.TempDir()
 		sh(t, mnt, "sh", "-c", "tar cf - tree | (cd "+out+" && tar xf -)")
 		sh(t, mnt, "diff", "-r", src, filepath.Join(out, "tree"))
@@ -272,6 +273,7 @@ func TestClusterMount(t *testing.T) {
 		back := t.TempDir()
 		sh(t, mnt, "rsync", "-a", "rsync/", back+"/")
 		sh(t, mnt, "diff", "-r", src, back)
+		sameMeta(t, src, back)
 		// A second copy of the same tree stores almost nothing new.
 		blocks0, disk0 := c.stored(t)
 		sh(t, mnt, "cp", "-a", src, "tree2")
@@ -347,6 +349,30 @@ func TestClusterMount(t *testing.T) {
 		sh(t, mnt, "diff", "-r", src, "killed")
 	})
 	unmount(t, p, mnt)
+}
+
+// sameMeta checks that two trees hold the same names with the same types,
+// modes, owners, sizes and modification times (what diff -r leaves out).
+func sameMeta(t *testing.T, a, b string) {
+	t.Helper()
+	list := func(dir string) []string {
+		// Directories' sizes are the filesystem's own business.
+		out := sh(t, dir, "find", ".", "-type", "d", "-printf", "%y %m %U %G %T@ %p\\n") +
+			sh(t, dir, "find", ".", "!", "-type", "d", "-printf", "%y %m %U %G %s %T@ %p\\n")
+		l := strings.Split(strings.TrimSpace(out), "\n")
+		slices.Sort(l)
+		return l
+	}
+	la, lb := list(a), list(b)
+	if len(la) != len(lb) {
+		t.Errorf("%s has %d names, %s %d", a, len(la), b, len(lb))
+	}
+	for i := range min(len(la), len(lb)) {
+		if la[i] != lb[i] {
+			t.Errorf("metadata differs:\n%s\n%s", la[i], lb[i])
+			return
+		}
+	}
 }
 
 func sortedLines(s string) []string {
