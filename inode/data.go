@@ -362,7 +362,7 @@ func (f *FS) storeAll(ctx context.Context, extents []Extent, data func(Extent) [
 			defer func() { <-sem }()
 			h, err := f.blocks.Set(ctx, data(extents[i]), f.levels.BlockWrite)
 			if err != nil {
-				errs <- fmt.Errorf("store a block: %w: %v", syscall.EIO, err)
+				errs <- fmt.Errorf("store a block: %w", errno(err))
 				cancel()
 				return
 			}

@@ -3,11 +3,14 @@ package inode
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"sync/atomic"
+	"syscall"
 
 	"errors"
 	"github.com/difuse/difuse/blockstore"
 	"github.com/difuse/difuse/level"
+	"github.com/difuse/difuse/store"
 	"io"
 	"math/rand/v2"
 	"testing"
@@ -198,4 +201,27 @@ type countingBlocks struct {
 func (c *countingBlocks) Get(ctx context.Context, h blockstore.Hash, l level.Level) ([]byte, error) {
 	c.gets.Add(1)
 	return c.Blocks.Get(ctx, h, l)
+}
+
+// A full disk reaches the writer as ENOSPC, not as EIO.
+func TestFlushOnFullDisk(t *testing.T) {
+	fs := newFS(t, 3)[0]
+	ctx := ctxT(t)
+	id, _, err := fs.Create(ctx, Root, "f", NewAttr{Type: TypeFile, Mode: 0o644})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fs.blocks = fullBlocks{fs.blocks}
+	w := fs.NewWriter(id)
+	w.WriteAt(random(1<<20, 3), 0)
+	if _, err := w.Flush(ctx); !errors.Is(err, syscall.ENOSPC) {
+		t.Errorf("flush onto a full disk: %v, want ENOSPC", err)
+	}
+}
+
+// fullBlocks is a block store whose disks are full.
+type fullBlocks struct{ Blocks }
+
+func (fullBlocks) Set(context.Context, []byte, level.Level) (blockstore.Hash, error) {
+	return blockstore.Hash{}, fmt.Errorf("h1: %w", store.ErrNoSpace)
 }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/difuse/difuse/blockstore"
 	"github.com/difuse/difuse/level"
+	"github.com/difuse/difuse/store"
 	"github.com/difuse/difuse/txlog"
 )
 
@@ -287,9 +288,9 @@ func checkName(name string) error {
 	return nil
 }
 
-// errno marks a transaction-log failure with the errno a caller reports:
-// EINVAL for a request the log refuses, EIO when the replicas needed are
-// not there.
+// errno marks a failure with the errno a caller reports: EINVAL for a
+// request the log refuses, ENOSPC for a full disk, EIO when the replicas
+// needed are not there.
 func errno(err error) error {
 	if err == nil {
 		return nil
@@ -300,6 +301,8 @@ func errno(err error) error {
 		return err
 	case errors.Is(err, txlog.ErrBadRequest):
 		return fmt.Errorf("%w: %v", syscall.EINVAL, err)
+	case errors.Is(err, store.ErrNoSpace):
+		return fmt.Errorf("%w: %v", syscall.ENOSPC, err)
 	}
 	return fmt.Errorf("%w: %w", syscall.EIO, err)
 }

@@ -20,6 +20,7 @@ import (
 
 	"github.com/difuse/difuse/blockstore"
 	"github.com/difuse/difuse/level"
+	"github.com/difuse/difuse/store"
 	"github.com/difuse/difuse/wire"
 	"github.com/difuse/difuse/wire/fb"
 )
@@ -40,6 +41,8 @@ func ToStatus(err error) error {
 		return status.Error(codes.DataLoss, err.Error())
 	case errors.Is(err, errBadRequest):
 		return status.Error(codes.InvalidArgument, err.Error())
+	case errors.Is(err, store.ErrNoSpace):
+		return status.Error(codes.ResourceExhausted, err.Error())
 	}
 	return status.Error(codes.Unavailable, err.Error())
 }
@@ -52,6 +55,8 @@ func FromStatus(addr string, err error) error {
 		return fmt.Errorf("%s: %w: %s", addr, blockstore.ErrNotFound, status.Convert(err).Message())
 	case codes.DataLoss:
 		return fmt.Errorf("%s: %w: %s", addr, blockstore.ErrCorrupt, status.Convert(err).Message())
+	case codes.ResourceExhausted:
+		return fmt.Errorf("%s: %w: %s", addr, store.ErrNoSpace, status.Convert(err).Message())
 	}
 	return fmt.Errorf("blockstore: %s: %w", addr, err)
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
@@ -196,5 +197,15 @@ func TestBadMessages(t *testing.T) {
 	}
 	if _, err := c.Delete(ctxT(t), RequestMessage(blockstore.Hash{}, false, 0)); err != nil {
 		t.Errorf("Delete of an absent block: %v", err)
+	}
+}
+
+// The block store's errors, and a full disk, keep their identity across
+// the wire.
+func TestErrorsRoundTrip(t *testing.T) {
+	for _, want := range []error{blockstore.ErrNotFound, blockstore.ErrCorrupt, store.ErrNoSpace} {
+		if err := FromStatus("h1", ToStatus(fmt.Errorf("context: %w", want))); !errors.Is(err, want) {
+			t.Errorf("%v came back as %v", want, err)
+		}
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/difuse/difuse/store"
 	"github.com/difuse/difuse/txlog"
 )
 
@@ -28,6 +29,7 @@ var errorKinds = []struct {
 	{txlog.ErrBadRequest, "BAD_REQUEST", codes.InvalidArgument},
 	{txlog.ErrNotLeader, "NOT_LEADER", codes.Aborted},
 	{txlog.ErrStaleBallot, "STALE_BALLOT", codes.Aborted},
+	{store.ErrNoSpace, "NO_SPACE", codes.ResourceExhausted},
 }
 
 // ToStatus turns a handler's error into a gRPC status error. A txlog error
