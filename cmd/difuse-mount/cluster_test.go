@@ -59,23 +59,11 @@ func startCluster(t *testing.T) *cluster {
 	return c
 }
 
-// mount mounts the cluster, through node i, on a fresh mountpoint, and
-// returns the mount's process and its mountpoint. It is unmounted when the
-// test ends, whatever happened.
+// mount mounts the cluster, through node i, on mnt, and returns the
+// mount's process.
 func (c *cluster) mount(t *testing.T, i int, mnt string) *proctest.Proc {
 	t.Helper()
-	p := proctest.Start(t, "difuse-mount", "-j", c.grpcs[i], mnt)
-	t.Cleanup(func() {
-		if isMounted(mnt) {
-			exec.Command("fusermount3", "-uz", mnt).Run()
-		}
-	})
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if _, err := p.WaitLog(ctx, mounted); err != nil {
-		t.Fatalf("not mounted: %v\n%s", err, p.Log())
-	}
-	return p
+	return startMount(t, mnt, "-j", c.grpcs[i])
 }
 
 // status returns every live node's status.

@@ -19,10 +19,17 @@ import (
 
 var mounted = regexp.MustCompile(`msg=mounted`)
 
-// mount starts difuse-mount on a fresh mountpoint and returns the process
-// and the mountpoint. The mount is taken down when the test ends, whatever
-// happened.
+// mount starts difuse-mount with an embedded node on mnt and returns its
+// process.
 func mount(t *testing.T, dataDir, mnt, addr string) *proctest.Proc {
+	t.Helper()
+	return startMount(t, mnt, "-d", dataDir, "-b", addr, "-a", "127.0.0.1:0")
+}
+
+// startMount runs difuse-mount with args on mnt, waits until it is
+// mounted, and returns its process. The mount is taken down when the test
+// ends, whatever happened.
+func startMount(t *testing.T, mnt string, args ...string) *proctest.Proc {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("mounting needs root here")
@@ -30,7 +37,7 @@ func mount(t *testing.T, dataDir, mnt, addr string) *proctest.Proc {
 	if _, err := os.Stat("/dev/fuse"); err != nil {
 		t.Fatalf("no /dev/fuse: the test script installs fuse3: %v", err)
 	}
-	p := proctest.Start(t, "difuse-mount", "-d", dataDir, "-b", addr, "-a", "127.0.0.1:0", mnt)
+	p := proctest.Start(t, "difuse-mount", append(args, mnt)...)
 	t.Cleanup(func() {
 		if isMounted(mnt) {
 			exec.Command("fusermount3", "-uz", mnt).Run()
