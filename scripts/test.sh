@@ -40,4 +40,7 @@ go test -race -short -count=1 -timeout 30m ./...
 echo "== ring simulations, transaction-log fault schedules and 64 MiB block tests at full size, without -race"
 go test -count=1 -timeout 30m ./ring/ ./txlog/ ./blockstore/
 
+echo "== the mount of a 3-process cluster at full size: Go's whole src/, 10,000 files in a directory, 1 GiB"
+go test -count=1 -timeout 40m -run 'TestClusterMount' ./cmd/difuse-mount/
+
 echo "== done in $(( $(date +%s) - start ))s"
