@@ -54,6 +54,9 @@ type Config struct {
 	// MaxValueBytes bounds one key-value value, and the values of one
 	// transaction together. Default 1 MiB.
 	MaxValueBytes int
+	// UnsafeSkipBallotCheck plants a bug in the transaction logs (see
+	// txlog.Config); only the Jepsen harness's own test sets it.
+	UnsafeSkipBallotCheck bool
 	// MaxBlockBytes bounds a block stored through HTTP. Default 4 MiB, the
 	// largest block chunking makes.
 	MaxBlockBytes int64
@@ -177,7 +180,8 @@ func New(cfg Config) (_ *Node, err error) {
 	}
 	places.ring = n.ring
 	rc = n.ring.Config()
-	tc := txlog.Config{Addr: advertise, Replicas: rc.Replicas, CallTimeout: rc.CallTimeout, MaxValueBytes: cfg.MaxValueBytes, Logger: n.log.With("component", "txlog")}
+	tc := txlog.Config{Addr: advertise, Replicas: rc.Replicas, CallTimeout: rc.CallTimeout, MaxValueBytes: cfg.MaxValueBytes,
+		UnsafeSkipBallotCheck: cfg.UnsafeSkipBallotCheck, Logger: n.log.With("component", "txlog")}
 	if n.txlog, err = txlog.New(tc, places, txlogrpc.NewTransport(n.pool), n.db); err != nil {
 		return nil, err
 	}

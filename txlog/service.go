@@ -37,6 +37,10 @@ type Config struct {
 	Patience time.Duration
 	// Logger receives leadership changes; nil discards them.
 	Logger *slog.Logger
+	// UnsafeSkipBallotCheck makes replicas accept appends from deposed
+	// leaders: a planted bug, for the test that shows the Jepsen harness
+	// catches one. Never set it otherwise.
+	UnsafeSkipBallotCheck bool
 }
 
 // Service is one host's part of the replicated transaction log: it keeps
@@ -133,7 +137,7 @@ func (s *Service) HandleAppend(req AppendRequest) (AppendReply, error) {
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if req.Ballot.Less(p.promised) {
+	if req.Ballot.Less(p.promised) && !s.cfg.UnsafeSkipBallotCheck {
 		return AppendReply{Stale: true, Promised: p.promised}, nil
 	}
 	if req.PrevHeight > p.last {

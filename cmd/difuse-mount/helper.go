@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"fmt"
 	"io"
 	"os"
@@ -114,7 +113,7 @@ func mountHelper(args []string, stderr io.Writer) int {
 			return max(code, cli.ExitFailure)
 		case <-time.After(50 * time.Millisecond):
 		}
-		if isMounted(mountpoint) {
+		if cli.Mounted(mountpoint) {
 			if verbose {
 				fmt.Fprintf(stderr, "mount.fuse.difuse: mounted %s (pid %d, log %s)\n", mountpoint, cmd.Process.Pid, logPath)
 			}
@@ -130,28 +129,6 @@ func mountHelper(args []string, stderr io.Writer) int {
 
 // helperAliases name the one-letter flags in mount options.
 var helperAliases = map[string]string{"dir": "d", "grpc": "b", "http": "a"}
-
-// isMounted reports whether a filesystem is mounted on mountpoint.
-func isMounted(mountpoint string) bool {
-	abs, err := filepath.Abs(mountpoint)
-	if err != nil {
-		return false
-	}
-	f, err := os.Open("/proc/self/mounts")
-	if err != nil {
-		return false
-	}
-	defer f.Close()
-	// Fields escape spaces and the like as octal (\040).
-	escaped := strings.NewReplacer(" ", `\040`, "\t", `\011`, "\n", `\012`, `\`, `\134`).Replace(abs)
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if fields := strings.Fields(sc.Text()); len(fields) > 1 && fields[1] == escaped {
-			return true
-		}
-	}
-	return false
-}
 
 // tail returns the last n lines of a file.
 func tail(path string, n int) string {

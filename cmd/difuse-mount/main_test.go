@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/difuse/difuse/internal/cli"
 	"github.com/difuse/difuse/internal/proctest"
 )
 
@@ -39,7 +40,7 @@ func startMount(t *testing.T, mnt string, args ...string) *proctest.Proc {
 	}
 	p := proctest.Start(t, "difuse-mount", append(args, mnt)...)
 	t.Cleanup(func() {
-		if isMounted(mnt) {
+		if cli.Mounted(mnt) {
 			exec.Command("fusermount3", "-uz", mnt).Run()
 		}
 	})
@@ -59,7 +60,7 @@ func unmount(t *testing.T, p *proctest.Proc, mnt string) {
 	if code, err := p.Wait(30 * time.Second); err != nil || code != 0 {
 		t.Fatalf("difuse-mount exited %d, %v\n%s", code, err, p.Log())
 	}
-	if isMounted(mnt) {
+	if cli.Mounted(mnt) {
 		t.Fatal("still mounted after SIGTERM")
 	}
 }
@@ -214,14 +215,14 @@ func TestMountHelper(t *testing.T) {
 		t.Helper()
 		out, err := exec.Command(name, args...).CombinedOutput()
 		t.Cleanup(func() {
-			if isMounted(mnt) {
+			if cli.Mounted(mnt) {
 				exec.Command("fusermount3", "-uz", mnt).Run()
 			}
 		})
 		if err != nil {
 			t.Fatalf("%s %v: %v\n%s", name, args, err, out)
 		}
-		if !isMounted(mnt) {
+		if !cli.Mounted(mnt) {
 			t.Fatalf("%s: not mounted\n%s", name, out)
 		}
 		m := helperMounted.FindStringSubmatch(string(out))

@@ -113,6 +113,9 @@ Flags of difused:
 		},
 		Store:  store.Options{Dir: *dir, MinFreeBytes: *minFree << 20},
 		Logger: log,
+		// A planted bug for the Jepsen harness's test that it catches one;
+		// an environment variable, so that no flag offers it.
+		UnsafeSkipBallotCheck: os.Getenv("DIFUSE_UNSAFE_SKIP_BALLOT_CHECK") == "1",
 	})
 	if err != nil {
 		log.Error("cannot start", "err", err)

@@ -1,0 +1,235 @@
+package jepsen
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"syscall"
+)
+
+// fsDirs are the directories the filesystem workload moves files between.
+const fsDirs = 3
+
+// fileState is where a file may be and what it may hold; dir -1 is
+// absent.
+type fileState struct {
+	dir     int
+	content string
+}
+
+var absent = fileState{dir: -1}
+
+// fsFile is what the checker knows of one file: every state it may be in.
+// Each file belongs to one client, which runs its operations one at a
+// time, so its possible states follow from their outcomes alone.
+type fsFile struct {
+	name     string
+	possible []fileState
+}
+
+// apply moves the file's possible states through an operation: next says
+// what a state becomes if the operation took effect; an unknown outcome
+// keeps both.
+func (f *fsFile) apply(outcome int, next func(fileState) (fileState, bool)) {
+	var out []fileState
+	add := func(s fileState) {
+		if !slices.Contains(out, s) {
+			out = append(out, s)
+		}
+	}
+	for _, s := range f.possible {
+		n, applies := next(s)
+		switch {
+		case !applies || outcome == outFailed:
+			add(s)
+		case outcome == outOK:
+			add(n)
+		default:
+			add(s)
+			add(n)
+		}
+	}
+	f.possible = out
+}
+
+// fsClient runs file operations through one mount.
+type fsClient struct {
+	id      int
+	root    string // the workload's directory in the mount
+	rng     *rand.Rand
+	files   []*fsFile
+	n       int
+	ops     *fsCounts
+	written int
+}
+
+// fsCounts counts the filesystem operations and their outcomes.
+type fsCounts struct {
+	mu                   sync.Mutex
+	ops, ok, failed, unk int
+}
+
+func (c *fsCounts) add(outcome int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.ops++
+	switch outcome {
+	case outOK:
+		c.ok++
+	case outFailed:
+		c.failed++
+	default:
+		c.unk++
+	}
+}
+
+// outcomeOf classifies an error: ENOENT means the operation found nothing
+// to act on (no effect); any other error may have left it done or not.
+func outcomeOf(err error) int {
+	switch {
+	case err == nil:
+		return outOK
+	case errors.Is(err, syscall.ENOENT):
+		return outFailed
+	}
+	return outUnknown
+}
+
+func (c *fsClient) path(dir int, name string) string {
+	return filepath.Join(c.root, fmt.Sprint("d", dir), name)
+}
+
+// guess returns a directory the file may be in, for an operation to aim
+// at, or -1 if it may be nowhere.
+func (c *fsClient) guess(f *fsFile) int {
+	var dirs []int
+	for _, s := range f.possible {
+		if s.dir >= 0 {
+			dirs = append(dirs, s.dir)
+		}
+	}
+	if len(dirs) == 0 {
+		return -1
+	}
+	return dirs[c.rng.IntN(len(dirs))]
+}
+
+// step runs one random operation: create, write, rename across
+// directories, unlink or readdir.
+func (c *fsClient) step(ctx context.Context) {
+	c.written++
+	content := fmt.Sprintf("client %d write %d\n", c.id, c.written)
+	if len(c.files) == 0 || c.rng.IntN(4) == 0 {
+		c.n++
+		f := &fsFile{name: fmt.Sprintf("f%d-%d", c.id, c.n), possible: []fileState{absent}}
+		c.files = append(c.files, f)
+		dir := c.rng.IntN(fsDirs)
+		err := os.WriteFile(c.path(dir, f.name), []byte(content), 0o644)
+		out := outcomeOf(err)
+		if out == outFailed {
+			out = outUnknown // the directory exists: ENOENT here is not "no effect"
+		}
+		// A create that failed half way may leave the file empty.
+		f.apply(out, func(s fileState) (fileState, bool) { return fileState{dir, content}, true })
+		if out == outUnknown {
+			f.possible = append(f.possible, fileState{dir, ""})
+		}
+		c.ops.add(out)
+		return
+	}
+	f := c.files[c.rng.IntN(len(c.files))]
+	dir := c.guess(f)
+	if dir < 0 {
+		return
+	}
+	switch c.rng.IntN(4) {
+	case 0: // overwrite, without creating: the file may be elsewhere
+		out := outcomeOf(overwrite(c.path(dir, f.name), content))
+		f.apply(out, func(s fileState) (fileState, bool) { return fileState{dir, content}, s.dir == dir })
+		if out == outUnknown {
+			// Truncated, and the write not committed.
+			for _, s := range f.possible {
+				if s.dir == dir {
+					f.possible = append(f.possible, fileState{dir, ""})
+					break
+				}
+			}
+		}
+		c.ops.add(out)
+	case 1: // rename across directories
+		to := (dir + 1 + c.rng.IntN(fsDirs-1)) % fsDirs
+		out := outcomeOf(os.Rename(c.path(dir, f.name), c.path(to, f.name)))
+		f.apply(out, func(s fileState) (fileState, bool) { return fileState{to, s.content}, s.dir == dir })
+		c.ops.add(out)
+	case 2:
+		out := outcomeOf(os.Remove(c.path(dir, f.name)))
+		f.apply(out, func(s fileState) (fileState, bool) { return absent, s.dir == dir })
+		c.ops.add(out)
+	default:
+		_, err := os.ReadDir(filepath.Join(c.root, fmt.Sprint("d", dir)))
+		c.ops.add(outcomeOf(err))
+	}
+}
+
+// overwrite replaces an existing file's content.
+func overwrite(path, content string) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_TRUNC, 0)
+	if err != nil {
+		return err
+	}
+	_, err = f.WriteString(content)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// checkFiles reads the workload's directories through a mount after the
+// cluster healed and checks the filesystem's invariants: a file is in at
+// most one directory; every listed entry opens; each file has one link;
+// and where it is and what it holds is a state its operations allow.
+func checkFiles(root string, files []*fsFile) []string {
+	var bad []string
+	seen := map[string][]fileState{}
+	for d := range fsDirs {
+		dir := filepath.Join(root, fmt.Sprint("d", d))
+		entries, err := os.ReadDir(dir)
+		if err != nil {
+			return append(bad, fmt.Sprintf("readdir %s: %v", dir, err))
+		}
+		for _, e := range entries {
+			p := filepath.Join(dir, e.Name())
+			b, err := os.ReadFile(p)
+			if err != nil {
+				bad = append(bad, fmt.Sprintf("%s is listed but does not open: %v", p, err))
+				continue
+			}
+			var st syscall.Stat_t
+			if err := syscall.Stat(p, &st); err != nil || st.Nlink != 1 {
+				bad = append(bad, fmt.Sprintf("%s has %d links (%v), want 1", p, st.Nlink, err))
+			}
+			seen[e.Name()] = append(seen[e.Name()], fileState{d, string(b)})
+		}
+	}
+	for _, f := range files {
+		got := seen[f.name]
+		delete(seen, f.name)
+		switch {
+		case len(got) > 1:
+			bad = append(bad, fmt.Sprintf("%s is in %d directories: %v", f.name, len(got), got))
+		case len(got) == 0 && !slices.Contains(f.possible, absent):
+			bad = append(bad, fmt.Sprintf("%s is gone; it may only be %v", f.name, f.possible))
+		case len(got) == 1 && !slices.Contains(f.possible, got[0]):
+			bad = append(bad, fmt.Sprintf("%s is %+v; it may only be %v", f.name, got[0], f.possible))
+		}
+	}
+	for name := range seen {
+		bad = append(bad, fmt.Sprintf("%s exists but was never created", name))
+	}
+	return bad
+}

@@ -1,0 +1,61 @@
+package jepsen
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/difuse/difuse/internal/proctest"
+)
+
+// runFor runs the harness with cfg, from binaries built for the test.
+func runFor(t *testing.T, cfg Config) Summary {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("network namespaces need root")
+	}
+	if _, err := exec.LookPath("ip"); err != nil {
+		t.Skip("no ip(8): the test script installs iproute2")
+	}
+	cfg.Bin = filepath.Dir(proctest.Binary(t, "difused"))
+	cfg.Dir = t.TempDir()
+	ctx, cancel := context.WithTimeout(context.Background(), cfg.Duration+10*time.Minute)
+	defer cancel()
+	sum, err := Run(ctx, cfg)
+	if err != nil {
+		t.Fatalf("seed %d: %v", sum.Seed, err)
+	}
+	t.Log(sum)
+	return sum
+}
+
+// The real system under a short seeded schedule: every register history
+// is linearizable and no acknowledged write is lost.
+func TestShortSchedule(t *testing.T) {
+	d := 3 * time.Minute
+	if testing.Short() {
+		d = 90 * time.Second
+	}
+	sum := runFor(t, Config{Seed: 20261126, Duration: d})
+	if sum.Violations > 0 || len(sum.Lost) > 0 {
+		t.Errorf("%s\nlost: %v\nevidence in %s", sum, sum.Lost, sum.Results)
+	}
+	if sum.OK < 100 || sum.Faults < 5 {
+		t.Errorf("too little happened to mean anything: %s", sum)
+	}
+}
+
+// With the ballot check planted out of the logs, the harness reports a
+// violation.
+func TestPlantedBug(t *testing.T) {
+	sum := runFor(t, Config{Seed: 7, Duration: 2 * time.Minute, PlantedBug: true})
+	if sum.Violations == 0 && len(sum.Lost) == 0 {
+		t.Errorf("the planted bug went unnoticed: %s", sum)
+	}
+	if sum.Results == "" {
+		t.Error("no evidence kept")
+	}
+}

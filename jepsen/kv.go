@@ -1,0 +1,193 @@
+package jepsen
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/anishathalye/porcupine"
+)
+
+// history records operations as porcupine wants them.
+type history struct {
+	mu    sync.Mutex
+	start time.Time
+	ops   []porcupine.Operation
+	// counts of outcomes
+	ok, failed, unknown int
+}
+
+func newHistory() *history { return &history{start: time.Now()} }
+
+func (h *history) now() int64 { return int64(time.Since(h.start)) }
+
+// unknownReturn is the return time of an operation whose outcome is
+// unknown: it may take effect at any time after its call.
+const unknownReturn = int64(1) << 62
+
+// add records an operation called at call that returned now.
+func (h *history) add(client int, in regInput, out regOutput, call int64) {
+	ret := h.now()
+	if out.Outcome == outUnknown {
+		ret = unknownReturn
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.ops = append(h.ops, porcupine.Operation{ClientId: client, Input: in, Output: out, Call: call, Return: ret})
+	switch out.Outcome {
+	case outOK:
+		h.ok++
+	case outFailed:
+		h.failed++
+	default:
+		h.unknown++
+	}
+}
+
+// kvClient runs register operations against one node's HTTP interface.
+type kvClient struct {
+	id      int
+	base    string // http://node
+	http    *http.Client
+	hist    *history
+	rng     *rand.Rand
+	keys    []string
+	written int
+}
+
+// opTimeout bounds one HTTP request; past it the outcome is unknown.
+const opTimeout = 5 * time.Second
+
+// levels are the consistency levels whose reads are linearizable.
+var levels = []string{"quorum", "all"}
+
+// get reads key at level: its value ("" if absent) and ETag, or ok false
+// when the read failed (which constrains nothing).
+func (c *kvClient) get(ctx context.Context, key, level string) (string, string, bool) {
+	ctx, cancel := context.WithTimeout(ctx, opTimeout)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("%s/v1/kv/%s?consistency=%s", c.base, key, level), nil)
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return "", "", false
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	switch {
+	case err != nil:
+		return "", "", false
+	case resp.StatusCode == http.StatusNotFound:
+		return "", "", true
+	case resp.StatusCode == http.StatusOK:
+		return string(body), resp.Header.Get("ETag"), true
+	}
+	return "", "", false
+}
+
+// put writes value to key at level, if the key's ETag is still ifMatch
+// when that is set, and classifies the answer.
+func (c *kvClient) put(ctx context.Context, key, value, level, ifMatch string) int {
+	ctx, cancel := context.WithTimeout(ctx, opTimeout)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPut, fmt.Sprintf("%s/v1/kv/%s?consistency=%s", c.base, key, level), strings.NewReader(value))
+	if ifMatch != "" {
+		req.Header.Set("If-Match", ifMatch)
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return outUnknown
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	switch {
+	case resp.StatusCode/100 == 2:
+		return outOK
+	case resp.StatusCode == http.StatusPreconditionFailed:
+		return outFailed
+	case resp.StatusCode/100 == 4:
+		return outFailed // refused before anything was written
+	}
+	return outUnknown // 503: too few replicas, perhaps after the write was applied
+}
+
+// step runs one random operation.
+func (c *kvClient) step(ctx context.Context) {
+	key := c.keys[c.rng.IntN(len(c.keys))]
+	level := levels[c.rng.IntN(len(levels))]
+	switch c.rng.IntN(3) {
+	case 0:
+		call := c.hist.now()
+		if v, _, ok := c.get(ctx, key, level); ok {
+			c.hist.add(c.id, regInput{Key: key, Kind: opRead, Level: level}, regOutput{Value: v}, call)
+		}
+	case 1:
+		c.written++
+		v := fmt.Sprintf("c%d-%d", c.id, c.written)
+		call := c.hist.now()
+		out := c.put(ctx, key, v, level, "")
+		c.hist.add(c.id, regInput{Key: key, Kind: opWrite, Value: v, Level: level}, regOutput{Outcome: out}, call)
+	default:
+		call := c.hist.now()
+		from, etag, ok := c.get(ctx, key, level)
+		if !ok {
+			return
+		}
+		c.hist.add(c.id, regInput{Key: key, Kind: opRead, Level: level}, regOutput{Value: from}, call)
+		if etag == "" {
+			return // absent: nothing to compare with
+		}
+		c.written++
+		v := fmt.Sprintf("c%d-%d", c.id, c.written)
+		call = c.hist.now()
+		out := c.put(ctx, key, v, level, etag)
+		c.hist.add(c.id, regInput{Key: key, Kind: opCAS, From: from, Value: v, Level: level}, regOutput{Outcome: out}, call)
+	}
+}
+
+// lostWrites counts keys whose final value (read after the cluster
+// healed) is none that could be last: every acknowledged write that ended
+// before the last acknowledged write began was overwritten by it, so the
+// final value must be the last one's or that of a write that overlapped
+// or followed it (acknowledged or not).
+func lostWrites(ops []porcupine.Operation, final map[string]string) []string {
+	type w struct {
+		call, ret int64
+		value     string
+		acked     bool
+	}
+	writes := map[string][]w{}
+	for _, op := range ops {
+		in, out := op.Input.(regInput), op.Output.(regOutput)
+		if in.Kind == opRead || out.Outcome == outFailed {
+			continue
+		}
+		writes[in.Key] = append(writes[in.Key], w{op.Call, op.Return, in.Value, out.Outcome == outOK})
+	}
+	var lost []string
+	for key, ws := range writes {
+		last := -1
+		for i, x := range ws {
+			if x.acked && (last < 0 || x.ret > ws[last].ret) {
+				last = i
+			}
+		}
+		if last < 0 {
+			continue
+		}
+		ok := false
+		for _, x := range ws {
+			if (x.ret > ws[last].call || x.value == ws[last].value) && x.value == final[key] {
+				ok = true
+			}
+		}
+		if !ok {
+			lost = append(lost, fmt.Sprintf("%s: final %q, last acknowledged %q", key, final[key], ws[last].value))
+		}
+	}
+	return lost
+}

@@ -1,0 +1,111 @@
+package jepsen
+
+import (
+	"fmt"
+	"slices"
+
+	"github.com/anishathalye/porcupine"
+)
+
+// Kinds of register operations.
+const (
+	opRead = iota
+	opWrite
+	opCAS
+)
+
+// Outcomes of an operation.
+const (
+	outOK      = iota
+	outFailed  // did not take effect: a CAS whose expected value was not there
+	outUnknown // may or may not have taken effect (a timeout, too few replicas)
+)
+
+// regInput is a register operation on one key. Values are unique per
+// write, and "" is a key that does not exist.
+type regInput struct {
+	Key   string
+	Kind  int
+	From  string // a CAS's expected value
+	Value string // a write's or CAS's new value
+	Level string
+}
+
+// regOutput is what an operation returned.
+type regOutput struct {
+	Outcome int
+	Value   string // a read's value
+}
+
+// registerModel is a register per key: reads see the last value written;
+// a CAS writes only over the value it expects, and fails only if another
+// value is there; an operation of unknown outcome may or may not have
+// happened.
+var registerModel = porcupine.NondeterministicModel{
+	Partition: func(h []porcupine.Operation) [][]porcupine.Operation {
+		by := map[string][]porcupine.Operation{}
+		for _, op := range h {
+			k := op.Input.(regInput).Key
+			by[k] = append(by[k], op)
+		}
+		keys := make([]string, 0, len(by))
+		for k := range by {
+			keys = append(keys, k)
+		}
+		slices.Sort(keys)
+		out := make([][]porcupine.Operation, len(keys))
+		for i, k := range keys {
+			out[i] = by[k]
+		}
+		return out
+	},
+	Init: func() []any { return []any{""} },
+	Step: func(state, input, output any) []any {
+		s, in, out := state.(string), input.(regInput), output.(regOutput)
+		switch in.Kind {
+		case opRead:
+			if out.Value == s {
+				return []any{s}
+			}
+			return nil
+		case opWrite:
+			if out.Outcome == outUnknown {
+				return []any{s, in.Value}
+			}
+			return []any{in.Value}
+		default: // CAS
+			switch {
+			case out.Outcome == outOK && s == in.From:
+				return []any{in.Value}
+			case out.Outcome == outFailed && s != in.From:
+				return []any{s}
+			case out.Outcome == outUnknown && s == in.From:
+				return []any{s, in.Value}
+			case out.Outcome == outUnknown:
+				return []any{s}
+			}
+			return nil
+		}
+	},
+	Equal: func(a, b any) bool { return a.(string) == b.(string) },
+	DescribeOperation: func(input, output any) string {
+		in, out := input.(regInput), output.(regOutput)
+		var s string
+		switch in.Kind {
+		case opRead:
+			s = fmt.Sprintf("read@%s -> %q", in.Level, out.Value)
+		case opWrite:
+			s = fmt.Sprintf("write@%s %q", in.Level, in.Value)
+		default:
+			s = fmt.Sprintf("cas@%s %q -> %q", in.Level, in.From, in.Value)
+		}
+		switch out.Outcome {
+		case outFailed:
+			s += " (failed)"
+		case outUnknown:
+			s += " (unknown)"
+		}
+		return s
+	},
+	DescribeState: func(state any) string { return fmt.Sprintf("%q", state.(string)) },
+}

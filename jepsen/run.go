@@ -1,0 +1,287 @@
+package jepsen
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/anishathalye/porcupine"
+)
+
+// Config describes a run.
+type Config struct {
+	// Bin is the directory holding the difused and difuse-mount binaries.
+	Bin string
+	// Dir receives the nodes' data and logs, and, on a violation, the
+	// history and porcupine's timeline.
+	Dir string
+	// Nodes is how many difused processes run. Default 5.
+	Nodes int
+	// Seed makes the schedule and the workload; 0 picks one (printed).
+	Seed uint64
+	// Duration is how long the workload and the nemesis run. Default 1m.
+	Duration time.Duration
+	// Clients run register operations concurrently, each through one node.
+	// Default 10.
+	Clients int
+	// Keys is how many registers they share. Default 5.
+	Keys int
+	// Hold is how long a fault lasts, Quiet how long the cluster is left
+	// alone between faults (each with jitter). Defaults 6s and 4s.
+	Hold, Quiet time.Duration
+	// Mounts is how many difuse-mount clients of the cluster run the
+	// filesystem workload, with FSClients clients each. Defaults 2 and 2;
+	// Mounts -1 runs none.
+	Mounts, FSClients int
+	// PlantedBug starts the nodes with the transaction logs' ballot check
+	// turned off, which the harness must catch.
+	PlantedBug bool
+	// Logger receives progress; nil discards it.
+	Logger *slog.Logger
+}
+
+// Summary is what a run found.
+type Summary struct {
+	Seed                 uint64
+	Ops, OK, Failed, Unk int
+	Faults               int
+	FaultKinds           string
+	// Violations counts the keys whose history is not linearizable.
+	Violations int
+	// Lost lists the keys whose final value lost an acknowledged write.
+	Lost []string
+	// FSOps counts the filesystem operations, FSUnknown those of unknown
+	// outcome; FSViolations lists broken filesystem invariants.
+	FSOps, FSUnknown int
+	FSViolations     []string
+	// Results is where the evidence went, if there was a violation.
+	Results string
+}
+
+// Bad reports whether the run found anything wrong.
+func (s Summary) Bad() bool {
+	return s.Violations > 0 || len(s.Lost) > 0 || len(s.FSViolations) > 0
+}
+
+// String is the one-line summary.
+func (s Summary) String() string {
+	return fmt.Sprintf("jepsen: seed=%d register-ops=%d (ok %d, failed %d, unknown %d) fs-ops=%d (unknown %d) faults=%d (%s) violations=%d lost-writes=%d fs-violations=%d",
+		s.Seed, s.Ops, s.OK, s.Failed, s.Unk, s.FSOps, s.FSUnknown, s.Faults, s.FaultKinds, s.Violations, len(s.Lost), len(s.FSViolations))
+}
+
+// Run starts a cluster in network namespaces, runs the workload under the
+// nemesis, heals everything, reads every key back, and checks the history.
+// It needs root (namespaces) and cleans up after itself.
+func Run(ctx context.Context, cfg Config) (Summary, error) {
+	if cfg.Nodes == 0 {
+		cfg.Nodes = 5
+	}
+	if cfg.Duration == 0 {
+		cfg.Duration = time.Minute
+	}
+	if cfg.Clients == 0 {
+		cfg.Clients = 10
+	}
+	if cfg.Keys == 0 {
+		cfg.Keys = 5
+	}
+	if cfg.Hold == 0 {
+		cfg.Hold = 6 * time.Second
+	}
+	if cfg.Quiet == 0 {
+		cfg.Quiet = 4 * time.Second
+	}
+	if cfg.Mounts == 0 {
+		cfg.Mounts = 2
+	}
+	if cfg.FSClients == 0 {
+		cfg.FSClients = 2
+	}
+	if cfg.Seed == 0 {
+		cfg.Seed = rand.Uint64()
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	sum := Summary{Seed: cfg.Seed}
+	log.Info("jepsen: starting", "seed", cfg.Seed, "nodes", cfg.Nodes, "duration", cfg.Duration, "planted_bug", cfg.PlantedBug)
+	net, err := newNetwork(fmt.Sprintf("%x", os.Getpid()&0xffff), cfg.Nodes)
+	if err != nil {
+		return sum, err
+	}
+	defer net.close()
+	var env []string
+	if cfg.PlantedBug {
+		env = append(env, "DIFUSE_UNSAFE_SKIP_BALLOT_CHECK=1")
+	}
+	c, err := startCluster(ctx, net, cfg.Bin, cfg.Dir, env)
+	if err != nil {
+		return sum, err
+	}
+	defer c.stop()
+
+	keys := make([]string, cfg.Keys)
+	for i := range keys {
+		keys[i] = fmt.Sprintf("r%d", i)
+	}
+	hist := newHistory()
+	nem := &nemesis{c: c, rng: rand.New(rand.NewPCG(cfg.Seed, 2)), hotKey: keys[0]}
+	var mounts []*mount
+	for i := range max(cfg.Mounts, 0) {
+		m, err := startMount(ctx, c, cfg.Bin, filepath.Join(cfg.Dir, fmt.Sprintf("mnt%d", i)), i)
+		if err != nil {
+			return sum, err
+		}
+		defer m.stop()
+		mounts = append(mounts, m)
+	}
+	var fsClients []*fsClient
+	counts := &fsCounts{}
+	if len(mounts) > 0 {
+		root := filepath.Join(mounts[0].dir, "jepsen")
+		for d := range fsDirs {
+			if err := os.MkdirAll(filepath.Join(root, fmt.Sprint("d", d)), 0o755); err != nil {
+				return sum, fmt.Errorf("set up the workload's directories: %w", err)
+			}
+		}
+		time.Sleep(2 * time.Second) // past the mounts' cache time
+		for i := range len(mounts) * cfg.FSClients {
+			fsClients = append(fsClients, &fsClient{id: i, root: filepath.Join(mounts[i%len(mounts)].dir, "jepsen"),
+				rng: rand.New(rand.NewPCG(cfg.Seed, uint64(1000+i))), ops: counts})
+		}
+	}
+	wctx, stop := context.WithTimeout(ctx, cfg.Duration)
+	defer stop()
+	var wg sync.WaitGroup
+	for _, fc := range fsClients {
+		wg.Go(func() {
+			for wctx.Err() == nil {
+				fc.step(wctx)
+			}
+		})
+	}
+	for i := range cfg.Clients {
+		cl := &kvClient{id: i, base: "http://" + c.httpAddr(i%cfg.Nodes), hist: hist, keys: keys,
+			http: &http.Client{Transport: &http.Transport{}}, rng: rand.New(rand.NewPCG(cfg.Seed, uint64(10+i)))}
+		wg.Go(func() {
+			for wctx.Err() == nil {
+				cl.step(wctx)
+			}
+		})
+	}
+	nemErr := make(chan error, 1)
+	go func() { nemErr <- nem.run(wctx, cfg.Hold, cfg.Quiet) }()
+	wg.Wait()
+	if err := <-nemErr; err != nil {
+		return sum, fmt.Errorf("nemesis: %w", err)
+	}
+	sum.Faults, sum.FaultKinds = len(nem.faults), nem.summary()
+	log.Info("jepsen: workload done; healing", "ops", len(hist.ops), "faults", nem.faults)
+
+	// Heal: every node running and unpaused, no partition; then read every
+	// key back at quorum through every node in turn until one answers.
+	if err := net.heal(); err != nil {
+		return sum, err
+	}
+	for i, n := range c.nodes {
+		if !n.running() {
+			if err := n.start(); err != nil {
+				return sum, err
+			}
+			if err := c.waitServing(ctx, i); err != nil {
+				return sum, err
+			}
+		}
+		n.signal(syscall.SIGCONT)
+	}
+	if err := c.waitSettled(ctx); err != nil {
+		return sum, err
+	}
+	final := map[string]string{}
+	reader := &kvClient{id: cfg.Clients, hist: hist, http: &http.Client{Transport: &http.Transport{}}}
+	for _, k := range keys {
+		read := false
+		for attempt := 0; attempt < 30 && !read; attempt++ {
+			reader.base = "http://" + c.httpAddr(attempt%cfg.Nodes)
+			call := hist.now()
+			if v, _, ok := reader.get(ctx, k, "quorum"); ok {
+				hist.add(reader.id, regInput{Key: k, Kind: opRead, Level: "quorum"}, regOutput{Value: v}, call)
+				final[k], read = v, true
+			} else {
+				time.Sleep(time.Second)
+			}
+		}
+		if !read {
+			return sum, fmt.Errorf("key %s could not be read after healing", k)
+		}
+	}
+
+	if len(mounts) > 0 {
+		time.Sleep(2 * time.Second) // past the mounts' cache time
+		var files []*fsFile
+		for _, fc := range fsClients {
+			files = append(files, fc.files...)
+		}
+		sum.FSViolations = checkFiles(filepath.Join(mounts[0].dir, "jepsen"), files)
+		sum.FSOps, sum.FSUnknown = counts.ops, counts.unk
+	}
+	sum.Ops, sum.OK, sum.Failed, sum.Unk = len(hist.ops), hist.ok, hist.failed, hist.unknown
+	res, info := porcupine.CheckOperationsVerbose(registerModel.ToModel(), hist.ops, 5*time.Minute)
+	if res == porcupine.Illegal {
+		sum.Violations = countIllegal(hist.ops)
+	}
+	sum.Lost = lostWrites(hist.ops, final)
+	if sum.Bad() || res != porcupine.Ok {
+		sum.Results = filepath.Join(cfg.Dir, "results")
+		if err := writeResults(sum.Results, hist.ops, info, sum); err != nil {
+			return sum, err
+		}
+	}
+	return sum, nil
+}
+
+// countIllegal counts the keys whose own history is not linearizable.
+func countIllegal(ops []porcupine.Operation) int {
+	n := 0
+	for _, part := range registerModel.Partition(ops) {
+		if porcupine.CheckOperationsTimeout(registerModel.ToModel(), part, time.Minute) == porcupine.Illegal {
+			n++
+		}
+	}
+	return n
+}
+
+// writeResults keeps the evidence of a violation: the history, the
+// summary and porcupine's timeline.
+func writeResults(dir string, ops []porcupine.Operation, info porcupine.LinearizationInfo, sum Summary) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	b, err := json.MarshalIndent(ops, "", " ")
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "history.json"), b, 0o644); err != nil {
+		return err
+	}
+	report := sum.String() + "\n"
+	for _, l := range sum.Lost {
+		report += "lost: " + l + "\n"
+	}
+	for _, v := range sum.FSViolations {
+		report += "fs: " + v + "\n"
+	}
+	if err := os.WriteFile(filepath.Join(dir, "summary.txt"), []byte(report), 0o644); err != nil {
+		return err
+	}
+	return porcupine.VisualizePath(registerModel.ToModel(), info, filepath.Join(dir, "timeline.html"))
+}
