@@ -107,21 +107,21 @@ func (s *FS) node(id inode.ID) *Node {
 	return n
 }
 
-// ctx bounds an operation.
+// ctx bounds an operation by the operation timeout alone. The kernel
+// interrupts a request whenever a signal reaches the process waiting on
+// it, which for Go programs is all the time (the runtime preempts with
+// signals), and then hands the process whatever the answer is: an
+// operation cut short would fail a system call that had nothing wrong. So
+// an interrupted operation runs to its end, as a local filesystem's would.
 func (s *FS) ctx(ctx context.Context) (context.Context, context.CancelFunc) {
-	return context.WithTimeout(ctx, s.opts.OpTimeout)
+	return context.WithTimeout(context.WithoutCancel(ctx), s.opts.OpTimeout)
 }
 
 // errno turns an error into what the kernel gets: its errno if it carries
-// one, EINTR if the kernel interrupted the operation (it then restarts
-// the system call, as it does when a signal reaches a process in one),
-// else EIO, with a log line saying why.
+// one, else EIO, with a log line saying why.
 func (s *FS) errno(op string, err error) error {
 	if err == nil {
 		return nil
-	}
-	if errors.Is(err, context.Canceled) {
-		return fuse.Errno(syscall.EINTR)
 	}
 	var e syscall.Errno
 	if errors.As(err, &e) {

@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
 if [ "$(id -u)" -eq 0 ] || command -v sudo >/dev/null 2>&1; then
-  scripts/apt-install.sh fuse3 flatbuffers-compiler rsync
+  scripts/apt-install.sh fuse3 flatbuffers-compiler rsync iproute2
 else
   echo "setup: not root and no sudo: skipping Debian packages (fuse3, flatbuffers-compiler, rsync)" >&2
 fi
