@@ -3,7 +3,9 @@ package jepsen
 import (
 	"context"
 	"fmt"
+	"errors"
 	"io"
+	"net"
 	"math/rand/v2"
 	"net/http"
 	"strings"
@@ -99,13 +101,17 @@ func (c *kvClient) put(ctx context.Context, key, value, level, ifMatch string) i
 		req.Header.Set("If-Match", ifMatch)
 	}
 	resp, err := c.http.Do(req)
-	if err != nil {
+	var opErr *net.OpError
+	switch {
+	case errors.As(err, &opErr) && opErr.Op == "dial":
+		return outFailed // never sent
+	case err != nil:
 		return outUnknown
 	}
 	io.Copy(io.Discard, resp.Body)
 	resp.Body.Close()
 	switch {
-	case resp.StatusCode/100 == 2:
+	case resp.StatusCode/100 == 2 || resp.Header.Get("Difuse-Committed") == "true":
 		return outOK
 	case resp.StatusCode == http.StatusPreconditionFailed:
 		return outFailed

@@ -69,8 +69,11 @@ var registerModel = porcupine.NondeterministicModel{
 			}
 			return nil
 		case opWrite:
-			if out.Outcome == outUnknown {
+			switch out.Outcome {
+			case outUnknown:
 				return []any{s, in.Value}
+			case outFailed:
+				return []any{s}
 			}
 			return []any{in.Value}
 		default: // CAS

@@ -48,6 +48,11 @@ type Config struct {
 	Logger *slog.Logger
 }
 
+// thinkTime bounds a register client's pause between operations; without
+// one, tens of thousands of operations a minute make the history too
+// large to check.
+const thinkTime = 100 * time.Millisecond
+
 // Summary is what a run found.
 type Summary struct {
 	Seed                 uint64
@@ -113,6 +118,9 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	sum := Summary{Seed: cfg.Seed}
+	if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
+		return sum, err
+	}
 	log.Info("jepsen: starting", "seed", cfg.Seed, "nodes", cfg.Nodes, "duration", cfg.Duration, "planted_bug", cfg.PlantedBug)
 	net, err := newNetwork(fmt.Sprintf("%x", os.Getpid()&0xffff), cfg.Nodes)
 	if err != nil {
@@ -175,6 +183,7 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 		wg.Go(func() {
 			for wctx.Err() == nil {
 				cl.step(wctx)
+				time.Sleep(time.Duration(cl.rng.IntN(int(thinkTime))))
 			}
 		})
 	}

@@ -143,6 +143,10 @@ func kvLevel(w http.ResponseWriter, r *http.Request, def txlog.Level) (txlog.Lev
 	return level, true
 }
 
+// committedHeader marks a 503 whose write took effect, on fewer replicas
+// than its level asks.
+const committedHeader = "Difuse-Committed"
+
 func etag(h txlog.Hash) string { return `"` + h.String() + `"` }
 
 // writeKVError answers a failed key-value request with the status its
@@ -156,6 +160,9 @@ func writeKVError(w http.ResponseWriter, err error) {
 		code = http.StatusNotFound
 	case errors.Is(err, txlog.ErrConflict):
 		code = http.StatusPreconditionFailed
+	}
+	if errors.Is(err, txlog.ErrCommittedShort) {
+		w.Header().Set(committedHeader, "true") // the write took effect
 	}
 	msg := err.Error()
 	if code == http.StatusServiceUnavailable && !errors.Is(err, txlog.ErrUnavailable) {

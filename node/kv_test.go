@@ -156,3 +156,21 @@ func TestKVOverGRPC(t *testing.T) {
 		t.Errorf("a lazy write: %v, want ErrBadRequest", err)
 	}
 }
+
+// A write at level all on a cluster with fewer hosts than N takes effect,
+// and the 503 says so.
+func TestKVCommittedShort(t *testing.T) {
+	a := startNode(t, t.TempDir(), "")
+	req, _ := http.NewRequest(http.MethodPut, "http://"+a.HTTPAddr()+"/v1/kv/short?consistency=all", strings.NewReader("v"))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Difuse-Committed") != "true" {
+		t.Errorf("PUT at all on one host = %d, Difuse-Committed %q", resp.StatusCode, resp.Header.Get("Difuse-Committed"))
+	}
+	if code, _, body := kvDo(t, a, "GET", "/v1/kv/short?consistency=quorum", nil); code != 200 || body != "v" {
+		t.Errorf("GET after it = %d %q", code, body)
+	}
+}

@@ -507,13 +507,13 @@ func (s *Service) appendAndReplicate(ctx context.Context, p *part, ops []Op, lev
 	t, acked, err := s.appendTx(ctx, p, ops, members, need, quorum, level != Lazy)
 	switch {
 	case err != nil && level == All && quorum(acked):
-		return nil, fmt.Errorf("%w: %q: level all: committed, but only %d of the %d replicas have it: %v",
-			ErrUnavailable, p.name, countSet(acked, members), len(members), err)
+		return nil, fmt.Errorf("%w: %q: level all: only %d of the %d replicas have it: %v",
+			ErrCommittedShort, p.name, countSet(acked, members), len(members), err)
 	case err != nil:
 		return nil, err
 	case level == All && len(members) < s.cfg.Replicas:
-		return nil, fmt.Errorf("%w: %q: level all: committed on every member of the replica set, but it has %d of the %d replicas (a host is missing)",
-			ErrUnavailable, p.name, len(members), s.cfg.Replicas)
+		return nil, fmt.Errorf("%w: %q: level all: every member of the replica set has it, but the set has %d of the %d replicas (a host is missing)",
+			ErrCommittedShort, p.name, len(members), s.cfg.Replicas)
 	}
 	return t, nil
 }

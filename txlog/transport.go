@@ -28,6 +28,10 @@ var (
 	// the request was applied, and it may succeed once the ring names
 	// other replicas.
 	ErrTakeover = fmt.Errorf("%w: the leader could not take over", ErrUnavailable)
+	// ErrCommittedShort is the ErrUnavailable of a write at level all
+	// that committed, but on fewer replicas than the level asks: it took
+	// effect.
+	ErrCommittedShort = fmt.Errorf("%w: committed, on fewer replicas than the level asks", ErrUnavailable)
 )
 
 // PrepareReply answers a Prepare.

@@ -24,7 +24,8 @@ var errorKinds = []struct {
 }{
 	{txlog.ErrConflict, "CONFLICT", codes.FailedPrecondition},
 	{txlog.ErrNotFound, "NOT_FOUND", codes.NotFound},
-	{txlog.ErrTakeover, "TAKEOVER", codes.Unavailable}, // before the ErrUnavailable it wraps
+	{txlog.ErrTakeover, "TAKEOVER", codes.Unavailable}, // these two before the ErrUnavailable they wrap
+	{txlog.ErrCommittedShort, "COMMITTED_SHORT", codes.Unavailable},
 	{txlog.ErrUnavailable, "UNAVAILABLE", codes.Unavailable},
 	{txlog.ErrBadRequest, "BAD_REQUEST", codes.InvalidArgument},
 	{txlog.ErrNotLeader, "NOT_LEADER", codes.Aborted},

@@ -1,0 +1,50 @@
+package jepsen
+
+import (
+	"testing"
+
+	"github.com/anishathalye/porcupine"
+)
+
+// The register model accepts what may happen and rejects what may not.
+func TestRegisterModel(t *testing.T) {
+	op := func(client int, call, ret int64, in regInput, out regOutput) porcupine.Operation {
+		return porcupine.Operation{ClientId: client, Call: call, Return: ret, Input: in, Output: out}
+	}
+	w := func(v string) regInput { return regInput{Key: "k", Kind: opWrite, Value: v} }
+	read := regInput{Key: "k", Kind: opRead}
+	for _, tc := range []struct {
+		name  string
+		ops   []porcupine.Operation
+		legal bool
+	}{
+		{"read after write", []porcupine.Operation{
+			op(0, 0, 1, w("a"), regOutput{}), op(1, 2, 3, read, regOutput{Value: "a"})}, true},
+		{"stale read", []porcupine.Operation{
+			op(0, 0, 1, w("a"), regOutput{}), op(0, 2, 3, w("b"), regOutput{}),
+			op(1, 4, 5, read, regOutput{Value: "a"})}, false},
+		{"a failed write has no effect", []porcupine.Operation{
+			op(0, 0, 1, w("a"), regOutput{}), op(0, 2, 3, w("b"), regOutput{Outcome: outFailed}),
+			op(1, 4, 5, read, regOutput{Value: "a"})}, true},
+		{"a failed write is not seen", []porcupine.Operation{
+			op(0, 0, 1, w("b"), regOutput{Outcome: outFailed}), op(1, 4, 5, read, regOutput{Value: "b"})}, false},
+		{"an unknown write may be seen late", []porcupine.Operation{
+			op(0, 0, unknownReturn, w("b"), regOutput{Outcome: outUnknown}), op(1, 4, 5, read, regOutput{Value: ""}),
+			op(1, 6, 7, read, regOutput{Value: "b"})}, true},
+		{"cas over the expected value", []porcupine.Operation{
+			op(0, 0, 1, w("a"), regOutput{}),
+			op(0, 2, 3, regInput{Key: "k", Kind: opCAS, From: "a", Value: "c"}, regOutput{}),
+			op(1, 4, 5, read, regOutput{Value: "c"})}, true},
+		{"cas over another value", []porcupine.Operation{
+			op(0, 0, 1, w("a"), regOutput{}),
+			op(0, 2, 3, regInput{Key: "k", Kind: opCAS, From: "x", Value: "c"}, regOutput{})}, false},
+		{"a failed cas while the value was there", []porcupine.Operation{
+			op(0, 0, 1, w("a"), regOutput{}),
+			op(0, 2, 3, regInput{Key: "k", Kind: opCAS, From: "a", Value: "c"}, regOutput{Outcome: outFailed})}, false},
+	} {
+		got := porcupine.CheckOperations(registerModel.ToModel(), tc.ops)
+		if got != tc.legal {
+			t.Errorf("%s: linearizable %v, want %v", tc.name, got, tc.legal)
+		}
+	}
+}
