@@ -176,6 +176,9 @@ func lostWrites(ops []porcupine.Operation, final map[string]string) []string {
 	}
 	var lost []string
 	for key, ws := range writes {
+		if _, ok := final[key]; !ok {
+			continue // unreadable: reported apart
+		}
 		last := -1
 		for i, x := range ws {
 			if x.acked && (last < 0 || x.ret > ws[last].ret) {

@@ -23,11 +23,12 @@ type nemesis struct {
 	c      *cluster
 	rng    *rand.Rand
 	hotKey string
+	kinds  []string // of fault to choose from
 	faults []string // what was done, in order
 }
 
 // kinds of fault, chosen uniformly.
-var faultKinds = []string{"kill", "pause", "partition-majority", "partition-bridge", "isolate-leader"}
+var faultKinds = []string{"kill", "pause", "pause-leader", "partition-majority", "partition-bridge", "isolate-leader"}
 
 // run injects one fault after another until ctx ends: each holds for
 // hold, then is undone, and the cluster gets quiet before the next.
@@ -62,7 +63,8 @@ func jitter(rng *rand.Rand, d time.Duration) time.Duration {
 func (n *nemesis) inject(ctx context.Context) (fault, error) {
 	nodes := len(n.c.nodes)
 	victim := n.rng.IntN(nodes)
-	switch kind := faultKinds[n.rng.IntN(len(faultKinds))]; kind {
+	kind := n.kinds[n.rng.IntN(len(n.kinds))]
+	switch kind {
 	case "kill":
 		nd := n.c.nodes[victim]
 		nd.kill()
@@ -72,7 +74,12 @@ func (n *nemesis) inject(ctx context.Context) (fault, error) {
 			}
 			return n.c.waitServing(context.Background(), victim)
 		}}, nil
-	case "pause":
+	case "pause", "pause-leader":
+		if kind == "pause-leader" {
+			if leader, err := n.leaderOf(ctx, n.hotKey); err == nil {
+				victim = leader
+			}
+		}
 		nd := n.c.nodes[victim]
 		nd.signal(syscall.SIGSTOP)
 		return fault{fmt.Sprintf("pause %d", victim), func() error { nd.signal(syscall.SIGCONT); return nil }}, nil
@@ -88,7 +95,7 @@ func (n *nemesis) inject(ctx context.Context) (fault, error) {
 		half := len(rest) / 2
 		groups := [][]int{rest[:half], rest[half:]}
 		return n.partition(fmt.Sprintf("bridge %d between %v|%v", bridge, groups[0], groups[1]), groups)
-	default: // isolate the leader of the hot key from every other node
+	case "isolate-leader": // cut the leader of the hot key off from every other node
 		leader, err := n.leaderOf(ctx, n.hotKey)
 		if err != nil {
 			leader = victim
@@ -101,6 +108,7 @@ func (n *nemesis) inject(ctx context.Context) (fault, error) {
 		}
 		return n.partition(fmt.Sprintf("isolate leader %d of %s", leader, n.hotKey), [][]int{{leader}, others})
 	}
+	return fault{}, fmt.Errorf("unknown kind of fault %q", kind)
 }
 
 func (n *nemesis) partition(name string, groups [][]int) (fault, error) {

@@ -54,9 +54,9 @@ type Config struct {
 	// MaxValueBytes bounds one key-value value, and the values of one
 	// transaction together. Default 1 MiB.
 	MaxValueBytes int
-	// UnsafeSkipBallotCheck plants a bug in the transaction logs (see
+	// UnsafeLocalReads plants a bug in the transaction logs (see
 	// txlog.Config); only the Jepsen harness's own test sets it.
-	UnsafeSkipBallotCheck bool
+	UnsafeLocalReads bool
 	// MaxBlockBytes bounds a block stored through HTTP. Default 4 MiB, the
 	// largest block chunking makes.
 	MaxBlockBytes int64
@@ -164,6 +164,9 @@ func New(cfg Config) (_ *Node, err error) {
 	rc := cfg.Ring
 	rc.Addr, rc.Logger = advertise, n.log.With("component", "ring")
 	userOnChange := rc.OnChange
+	if cfg.UnsafeLocalReads {
+		n.log.Warn("UNSAFE: replicas answer reads from their own copies (a bug planted for the Jepsen harness's test)")
+	}
 	places := &placements{cache: map[placementKey]placement{}}
 	rc.OnChange = func(c ring.Change) {
 		places.forget()
@@ -181,7 +184,7 @@ func New(cfg Config) (_ *Node, err error) {
 	places.ring = n.ring
 	rc = n.ring.Config()
 	tc := txlog.Config{Addr: advertise, Replicas: rc.Replicas, CallTimeout: rc.CallTimeout, MaxValueBytes: cfg.MaxValueBytes,
-		UnsafeSkipBallotCheck: cfg.UnsafeSkipBallotCheck, Logger: n.log.With("component", "txlog")}
+		UnsafeLocalReads: cfg.UnsafeLocalReads, Logger: n.log.With("component", "txlog")}
 	if n.txlog, err = txlog.New(tc, places, txlogrpc.NewTransport(n.pool), n.db); err != nil {
 		return nil, err
 	}

@@ -199,6 +199,10 @@ func (s *Service) replicaSet(ctx context.Context, partition string) ([]string, e
 }
 
 func (s *Service) route(ctx context.Context, req Request, replicas []string) (Response, error) {
+	if req.Kind == KindRead && s.cfg.UnsafeLocalReads && slices.Contains(replicas, s.cfg.Addr) {
+		rec, err := s.HandleReadLocal(req.Partition, req.Name)
+		return Response{Record: rec}, err
+	}
 	if req.Kind == KindRead && req.Level == Lazy {
 		return s.lazyRead(ctx, req, replicas)
 	}

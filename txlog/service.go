@@ -37,10 +37,11 @@ type Config struct {
 	Patience time.Duration
 	// Logger receives leadership changes; nil discards them.
 	Logger *slog.Logger
-	// UnsafeSkipBallotCheck makes replicas accept appends from deposed
-	// leaders: a planted bug, for the test that shows the Jepsen harness
-	// catches one. Never set it otherwise.
-	UnsafeSkipBallotCheck bool
+	// UnsafeLocalReads makes a replica answer reads at every level from
+	// its own copy, without the leader: a planted bug (stale reads), for
+	// the test that shows the Jepsen harness catches one. Never set it
+	// otherwise.
+	UnsafeLocalReads bool
 }
 
 // Service is one host's part of the replicated transaction log: it keeps
@@ -137,7 +138,7 @@ func (s *Service) HandleAppend(req AppendRequest) (AppendReply, error) {
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if req.Ballot.Less(p.promised) && !s.cfg.UnsafeSkipBallotCheck {
+	if req.Ballot.Less(p.promised) {
 		return AppendReply{Stale: true, Promised: p.promised}, nil
 	}
 	if req.PrevHeight > p.last {

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -34,6 +35,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	flags.IntVar(&cfg.Keys, "keys", 5, "registers the clients share")
 	flags.DurationVar(&cfg.Hold, "hold", 6*time.Second, "how long a fault lasts (with jitter)")
 	flags.DurationVar(&cfg.Quiet, "quiet", 4*time.Second, "time between faults (with jitter)")
+	faults := flags.String("faults", "", "comma-separated `kinds` of fault: kill, pause, pause-leader, partition-majority, partition-bridge, isolate-leader (default all)")
 	logLevel := flags.String("log-level", "info", "log `level`")
 	if err := flags.Parse(args); err != nil {
 		if err == flag.ErrHelp {
@@ -47,6 +49,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cli.ExitUsage
 	}
 	cfg.Logger = log
+	if *faults != "" {
+		cfg.Faults = strings.Split(*faults, ",")
+	}
 	if cfg.Bin == "" {
 		self, err := os.Executable()
 		if err != nil {

@@ -115,7 +115,7 @@ Flags of difused:
 		Logger: log,
 		// A planted bug for the Jepsen harness's test that it catches one;
 		// an environment variable, so that no flag offers it.
-		UnsafeSkipBallotCheck: os.Getenv("DIFUSE_UNSAFE_SKIP_BALLOT_CHECK") == "1",
+		UnsafeLocalReads: os.Getenv("DIFUSE_UNSAFE_LOCAL_READS") == "1",
 	})
 	if err != nil {
 		log.Error("cannot start", "err", err)
