@@ -2,11 +2,11 @@ package jepsen
 
 import (
 	"context"
-	"fmt"
 	"errors"
+	"fmt"
 	"io"
-	"net"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"strings"
 	"sync"
