@@ -21,8 +21,12 @@ type network struct {
 	cut map[[2]int]bool
 }
 
-// subnet is the private range the bridge and the namespaces use.
-var subnet = netip.MustParsePrefix("10.231.0.0/24")
+// subnetFor returns the private range a run's bridge and namespaces use:
+// 10.231.x.0/24 with x from the run's number, so that runs side by side
+// do not collide.
+func subnetFor(run int) netip.Prefix {
+	return netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 231, byte(run%254 + 1), 0}), 24)
+}
 
 // ip runs the ip(8) command.
 func ip(args ...string) error {
@@ -33,11 +37,11 @@ func ip(args ...string) error {
 	return nil
 }
 
-// newNetwork makes n namespaces named after tag, on one bridge.
-func newNetwork(tag string, n int) (*network, error) {
-	w := &network{prefix: "dj" + tag, cut: map[[2]int]bool{}}
+// newNetwork makes n namespaces for run number run, on one bridge.
+func newNetwork(run int, n int) (*network, error) {
+	w := &network{prefix: fmt.Sprintf("dj%x", run&0xffff), cut: map[[2]int]bool{}}
 	w.bridge = w.prefix + "br"
-	gw := subnet.Addr().Next()
+	gw := subnetFor(run).Addr().Next()
 	if err := ip("link", "add", w.bridge, "type", "bridge"); err != nil {
 		return nil, err
 	}

@@ -127,7 +127,7 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 		return sum, err
 	}
 	log.Info("jepsen: starting", "seed", cfg.Seed, "nodes", cfg.Nodes, "duration", cfg.Duration, "planted_bug", cfg.PlantedBug)
-	net, err := newNetwork(fmt.Sprintf("%x", os.Getpid()&0xffff), cfg.Nodes)
+	net, err := newNetwork(os.Getpid(), cfg.Nodes)
 	if err != nil {
 		return sum, err
 	}
