@@ -103,6 +103,9 @@ func (o *options) inodeOptions() (inode.Options, error) {
 	return inode.Options{Levels: &lv, CacheBlocks: o.cacheBlocks}, nil
 }
 
+// unmountWait bounds how long an unmount waits for the kernel to let go.
+const unmountWait = 10 * time.Second
+
 func run(args []string, stderr io.Writer) int {
 	var o options
 	flags := newFlags(&o, stderr)
@@ -218,6 +221,16 @@ func run(args []string, stderr io.Writer) int {
 			log.Warn("unmount failed; detaching lazily", "err", err)
 			lazyUnmount(mountpoint)
 		}
+		// Serving ends once the kernel lets go of the mount. Closing the
+		// connection before that would wait for it; if it takes long (files
+		// still open on a lazy unmount), the process ends without waiting,
+		// which closes the connection all the same.
+		select {
+		case <-served:
+			conn.Close()
+		case <-time.After(unmountWait):
+			log.Warn("the kernel still holds the mount; exiting without waiting", "after", unmountWait)
+		}
 	case err := <-served:
 		if err != nil {
 			log.Error("serving stopped", "err", err)
@@ -226,8 +239,8 @@ func run(args []string, stderr io.Writer) int {
 		} else {
 			log.Info("unmounted from outside", "mountpoint", mountpoint)
 		}
+		conn.Close()
 	}
-	conn.Close()
 	if err := stopNode(); err != nil {
 		log.Error("the embedded node stopped with an error", "err", err)
 		code = cli.ExitFailure

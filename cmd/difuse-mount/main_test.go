@@ -57,7 +57,7 @@ func unmount(t *testing.T, p *proctest.Proc, mnt string) {
 	if err := p.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
-	if code, err := p.Wait(30 * time.Second); err != nil || code != 0 {
+	if code, err := p.Wait(60 * time.Second); err != nil || code != 0 {
 		t.Fatalf("difuse-mount exited %d, %v\n%s", code, err, p.Log())
 	}
 	if cli.Mounted(mnt) {
