@@ -8,10 +8,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/difuse/difuse/internal/cli"
 )
 
 // Ports every node listens on, in its own namespace.
@@ -159,10 +160,10 @@ func (c *cluster) waitServing(ctx context.Context, i int) error {
 			return nil
 		}
 		if !c.nodes[i].running() {
-			return fmt.Errorf("node %d exited; its log ends:\n%s", i, tail(c.nodes[i].logPath, 20))
+			return fmt.Errorf("node %d exited; its log ends:\n%s", i, cli.Tail(c.nodes[i].logPath, 20))
 		}
 		if time.Now().After(deadline) || ctx.Err() != nil {
-			return fmt.Errorf("node %d does not answer; its log ends:\n%s", i, tail(c.nodes[i].logPath, 20))
+			return fmt.Errorf("node %d does not answer; its log ends:\n%s", i, cli.Tail(c.nodes[i].logPath, 20))
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
@@ -212,11 +213,4 @@ func (c *cluster) settled(ctx context.Context) bool {
 		}
 	}
 	return true
-}
-
-// tail returns the last n lines of a file.
-func tail(path string, n int) string {
-	b, _ := os.ReadFile(path)
-	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
-	return strings.Join(lines[max(0, len(lines)-n):], "\n")
 }

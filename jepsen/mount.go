@@ -47,12 +47,12 @@ func startMount(ctx context.Context, c *cluster, bin, dir string, i int) (*mount
 	for deadline := time.Now().Add(time.Minute); !cli.Mounted(dir); time.Sleep(50 * time.Millisecond) {
 		select {
 		case <-m.done:
-			return nil, fmt.Errorf("difuse-mount exited; its log ends:\n%s", tail(logPath, 20))
+			return nil, fmt.Errorf("difuse-mount exited; its log ends:\n%s", cli.Tail(logPath, 20))
 		default:
 		}
 		if time.Now().After(deadline) || ctx.Err() != nil {
 			m.stop()
-			return nil, fmt.Errorf("not mounted after a minute; its log ends:\n%s", tail(logPath, 20))
+			return nil, fmt.Errorf("not mounted after a minute; its log ends:\n%s", cli.Tail(logPath, 20))
 		}
 	}
 	return m, nil

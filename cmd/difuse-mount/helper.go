@@ -109,7 +109,7 @@ func mountHelper(args []string, stderr io.Writer) int {
 	for deadline := time.Now().Add(time.Minute); ; {
 		select {
 		case code := <-exited:
-			fmt.Fprintf(stderr, "mount.fuse.difuse: difuse-mount exited %d; its log (%s) ends:\n%s", code, logPath, tail(logPath, 10))
+			fmt.Fprintf(stderr, "mount.fuse.difuse: difuse-mount exited %d; its log (%s) ends:\n%s", code, logPath, cli.Tail(logPath, 10))
 			return max(code, cli.ExitFailure)
 		case <-time.After(50 * time.Millisecond):
 		}
@@ -121,7 +121,7 @@ func mountHelper(args []string, stderr io.Writer) int {
 		}
 		if time.Now().After(deadline) {
 			cmd.Process.Kill()
-			fmt.Fprintf(stderr, "mount.fuse.difuse: not mounted after a minute; its log (%s) ends:\n%s", logPath, tail(logPath, 10))
+			fmt.Fprintf(stderr, "mount.fuse.difuse: not mounted after a minute; its log (%s) ends:\n%s", logPath, cli.Tail(logPath, 10))
 			return cli.ExitMount
 		}
 	}
@@ -129,10 +129,3 @@ func mountHelper(args []string, stderr io.Writer) int {
 
 // helperAliases name the one-letter flags in mount options.
 var helperAliases = map[string]string{"dir": "d", "grpc": "b", "http": "a"}
-
-// tail returns the last n lines of a file.
-func tail(path string, n int) string {
-	b, _ := os.ReadFile(path)
-	lines := strings.SplitAfter(strings.TrimRight(string(b), "\n"), "\n")
-	return strings.Join(lines[max(0, len(lines)-n):], "") + "\n"
-}

@@ -28,3 +28,11 @@ func Mounted(mountpoint string) bool {
 	}
 	return false
 }
+
+// Tail returns the last n lines of a file, ending in a newline (nothing if
+// it cannot be read).
+func Tail(path string, n int) string {
+	b, _ := os.ReadFile(path)
+	lines := strings.SplitAfter(strings.TrimRight(string(b), "\n"), "\n")
+	return strings.Join(lines[max(0, len(lines)-n):], "") + "\n"
+}
