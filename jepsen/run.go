@@ -64,8 +64,10 @@ type Summary struct {
 	Ops, OK, Failed, Unk int
 	Faults               int
 	FaultKinds           string
-	// Violations counts the keys whose history is not linearizable.
+	// Violations counts the keys whose history is not linearizable;
+	// Unchecked is set if the checker ran out of time before it decided.
 	Violations int
+	Unchecked  bool
 	// Lost lists the keys whose final value lost an acknowledged write.
 	Lost []string
 	// FSOps counts the filesystem operations, FSUnknown those of unknown
@@ -78,13 +80,17 @@ type Summary struct {
 
 // Bad reports whether the run found anything wrong.
 func (s Summary) Bad() bool {
-	return s.Violations > 0 || len(s.Lost) > 0 || len(s.FSViolations) > 0
+	return s.Violations > 0 || s.Unchecked || len(s.Lost) > 0 || len(s.FSViolations) > 0
 }
 
 // String is the one-line summary.
 func (s Summary) String() string {
-	return fmt.Sprintf("jepsen: seed=%d register-ops=%d (ok %d, failed %d, unknown %d) fs-ops=%d (unknown %d) faults=%d (%s) violations=%d lost-writes=%d fs-violations=%d",
-		s.Seed, s.Ops, s.OK, s.Failed, s.Unk, s.FSOps, s.FSUnknown, s.Faults, s.FaultKinds, s.Violations, len(s.Lost), len(s.FSViolations))
+	violations := fmt.Sprint(s.Violations)
+	if s.Unchecked {
+		violations = "unknown (the checker timed out)"
+	}
+	return fmt.Sprintf("jepsen: seed=%d register-ops=%d (ok %d, failed %d, unknown %d) fs-ops=%d (unknown %d) faults=%d (%s) violations=%s lost-writes=%d fs-violations=%d",
+		s.Seed, s.Ops, s.OK, s.Failed, s.Unk, s.FSOps, s.FSUnknown, s.Faults, s.FaultKinds, violations, len(s.Lost), len(s.FSViolations))
 }
 
 // Run starts a cluster in network namespaces, runs the workload under the
@@ -255,11 +261,14 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 	}
 	sum.Ops, sum.OK, sum.Failed, sum.Unk = len(hist.ops), hist.ok, hist.failed, hist.unknown
 	res, info := porcupine.CheckOperationsVerbose(registerModel.ToModel(), hist.ops, 5*time.Minute)
-	if res == porcupine.Illegal {
+	switch res {
+	case porcupine.Illegal:
 		sum.Violations = countIllegal(hist.ops)
+	case porcupine.Unknown:
+		sum.Unchecked = true
 	}
 	sum.Lost = append(lostWrites(hist.ops, final), unreadable...)
-	if sum.Bad() || res != porcupine.Ok {
+	if sum.Bad() {
 		sum.Results = filepath.Join(cfg.Dir, "results")
 		if err := writeResults(sum.Results, hist.ops, info, sum); err != nil {
 			return sum, err

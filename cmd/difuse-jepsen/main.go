@@ -74,7 +74,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cli.ExitFailure
 	}
 	fmt.Fprintln(stdout, sum)
-	if sum.Violations > 0 || len(sum.Lost) > 0 {
+	if sum.Bad() {
 		for _, l := range sum.Lost {
 			fmt.Fprintln(stdout, "lost:", l)
 		}
