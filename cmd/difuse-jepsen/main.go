@@ -1,8 +1,7 @@
 // Command difuse-jepsen runs the Jepsen-style harness (package jepsen)
 // against real difused processes in network namespaces, and prints one
 // summary line. It exits 1 when it finds a violation or a lost write, or
-// cannot decide. It
-// needs root.
+// cannot decide. It needs root.
 package main
 
 import (
