@@ -265,7 +265,21 @@ func blockFinal(err error) bool {
 
 // Do runs a transaction-log request.
 func (c *Cluster) Do(ctx context.Context, req txlog.Request) (txlog.Response, error) {
-	return try(ctx, c, ring.HashKey([]byte(req.Partition)), txlogFinal, func(ctx context.Context, conn *Conn) (txlog.Response, error) { return conn.Txn(ctx, req) })
+	// uncertain: an attempt of this write failed in a way that may have
+	// left it applied (its node died after the commit, say), so a later
+	// attempt's conflict may be with itself.
+	uncertain := false
+	resp, err := try(ctx, c, ring.HashKey([]byte(req.Partition)), txlogFinal, func(ctx context.Context, conn *Conn) (txlog.Response, error) {
+		r, err := conn.Txn(ctx, req)
+		if err != nil && req.Kind == txlog.KindWrite && !txlogFinal(err) {
+			uncertain = true
+		}
+		return r, err
+	})
+	if uncertain && errors.Is(err, txlog.ErrConflict) {
+		return resp, fmt.Errorf("%w: outcome unknown, an earlier attempt may have been applied: %v", txlog.ErrUnavailable, err)
+	}
+	return resp, err
 }
 
 // Set stores a block at level l.

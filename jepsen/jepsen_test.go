@@ -2,6 +2,7 @@ package jepsen
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -29,6 +30,14 @@ func runFor(t *testing.T, cfg Config) Summary {
 		t.Fatalf("seed %d: %v", sum.Seed, err)
 	}
 	t.Log(sum)
+	if sum.Results != "" && !cfg.PlantedBug {
+		// Keep the evidence past the test's temporary directory.
+		keep := filepath.Join(os.TempDir(), fmt.Sprintf("difuse-jepsen-%d-%d", sum.Seed, time.Now().Unix()))
+		if out, err := exec.Command("cp", "-a", cfg.Dir, keep).CombinedOutput(); err != nil {
+			t.Logf("keeping the evidence: %v: %s", err, out)
+		}
+		sum.Results = filepath.Join(keep, "results")
+	}
 	return sum
 }
 
