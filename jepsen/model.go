@@ -38,9 +38,11 @@ type regOutput struct {
 }
 
 // registerModel is a register per key: reads see the last value written;
-// a CAS writes only over the value it expects, and fails only if another
-// value is there; an operation of unknown outcome may or may not have
-// happened.
+// a CAS writes only over the value it expects; an operation of unknown
+// outcome may or may not have happened. A failed CAS says nothing about
+// the value: it compares versions (ETags), and a version can change under
+// an unchanged value (a new leader commits the entries it adopts again,
+// under its own ballot).
 var registerModel = porcupine.NondeterministicModel{
 	Partition: func(h []porcupine.Operation) [][]porcupine.Operation {
 		by := map[string][]porcupine.Operation{}
@@ -80,7 +82,7 @@ var registerModel = porcupine.NondeterministicModel{
 			switch {
 			case out.Outcome == outOK && s == in.From:
 				return []any{in.Value}
-			case out.Outcome == outFailed && s != in.From:
+			case out.Outcome == outFailed:
 				return []any{s}
 			case out.Outcome == outUnknown && s == in.From:
 				return []any{s, in.Value}

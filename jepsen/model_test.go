@@ -38,9 +38,14 @@ func TestRegisterModel(t *testing.T) {
 		{"cas over another value", []porcupine.Operation{
 			op(0, 0, 1, w("a"), regOutput{}),
 			op(0, 2, 3, regInput{Key: "k", Kind: opCAS, From: "x", Value: "c"}, regOutput{})}, false},
-		{"a failed cas while the value was there", []porcupine.Operation{
+		{"a failed cas changes nothing", []porcupine.Operation{
 			op(0, 0, 1, w("a"), regOutput{}),
-			op(0, 2, 3, regInput{Key: "k", Kind: opCAS, From: "a", Value: "c"}, regOutput{Outcome: outFailed})}, false},
+			op(0, 2, 3, regInput{Key: "k", Kind: opCAS, From: "a", Value: "c"}, regOutput{Outcome: outFailed}),
+			op(1, 4, 5, read, regOutput{Value: "a"})}, true},
+		{"a failed cas is not seen", []porcupine.Operation{
+			op(0, 0, 1, w("a"), regOutput{}),
+			op(0, 2, 3, regInput{Key: "k", Kind: opCAS, From: "a", Value: "c"}, regOutput{Outcome: outFailed}),
+			op(1, 4, 5, read, regOutput{Value: "c"})}, false},
 	} {
 		got := porcupine.CheckOperations(registerModel.ToModel(), tc.ops)
 		if got != tc.legal {
