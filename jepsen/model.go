@@ -41,8 +41,8 @@ type regOutput struct {
 // a CAS writes only over the value it expects; an operation of unknown
 // outcome may or may not have happened. A failed CAS says nothing about
 // the value: it compares versions (ETags), and a version can change under
-// an unchanged value (a new leader commits the entries it adopts again,
-// under its own ballot).
+// an unchanged value (a write retried after an attempt whose reply was
+// lost is applied twice, the second time as a new transaction).
 var registerModel = porcupine.NondeterministicModel{
 	Partition: func(h []porcupine.Operation) [][]porcupine.Operation {
 		by := map[string][]porcupine.Operation{}
