@@ -2,7 +2,6 @@ package inode
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strings"
 	"syscall"
@@ -75,25 +74,30 @@ const maxRetries = 8
 // A new size cuts inline bytes and extents past it; growing leaves a hole
 // of zeros.
 func (f *FS) Setattr(ctx context.Context, id ID, sa SetAttr) (Attr, error) {
-	for range maxRetries {
+	return f.updateInode(ctx, id, "setattr", func(a *Attr) error { return sa.apply(a, f.clock().UnixNano()) })
+}
+
+// updateInode reads inode id, changes it with fn and writes it back under
+// the condition that nothing changed it meanwhile, reading and retrying if
+// something did; what names the operation in errors. It returns the inode
+// as written.
+func (f *FS) updateInode(ctx context.Context, id ID, what string, fn func(*Attr) error) (Attr, error) {
+	var out Attr
+	err := retry(what+" "+id.String(), func() error {
 		a, h, err := f.GetAttr(ctx, id)
 		if err != nil {
-			return Attr{}, err
+			return err
 		}
-		if err := sa.apply(&a, f.clock().UnixNano()); err != nil {
-			return Attr{}, fmt.Errorf("setattr %s: %w", id, err)
+		if err := fn(&a); err != nil {
+			return fmt.Errorf("%s %s: %w", what, id, err)
 		}
-		_, err = f.log.Do(ctx, txlog.Request{Partition: PartitionName(id.Part), Level: f.levels.Write, Kind: txlog.KindWrite,
-			Write: []txlog.Change{{Name: InodeRecord(id.Num), Value: EncodeAttr(a), IfMatch: &h}}})
-		if errors.Is(err, txlog.ErrConflict) {
-			continue
+		if _, err := f.write(ctx, id.Part, txlog.Change{Name: InodeRecord(id.Num), Value: EncodeAttr(a), IfMatch: &h}); err != nil {
+			return err
 		}
-		if err != nil {
-			return Attr{}, errno(err)
-		}
-		return a, nil
-	}
-	return Attr{}, fmt.Errorf("setattr %s: changed %d times meanwhile: %w", id, maxRetries, syscall.EAGAIN)
+		out = a
+		return nil
+	})
+	return out, err
 }
 
 // resize sets a file's size, cutting inline bytes and extents past it.
@@ -166,11 +170,7 @@ func (f *FS) RemoveXattr(ctx context.Context, id ID, name string) error {
 // changeXattrs applies fn to an inode's xattrs and writes them back under
 // the condition that the inode did not change meanwhile, retrying if it did.
 func (f *FS) changeXattrs(ctx context.Context, id ID, fn func(map[string][]byte) error) error {
-	for range maxRetries {
-		a, h, err := f.GetAttr(ctx, id)
-		if err != nil {
-			return err
-		}
+	_, err := f.updateInode(ctx, id, "xattr of", func(a *Attr) error {
 		if a.Xattrs == nil {
 			a.Xattrs = map[string][]byte{}
 		}
@@ -178,12 +178,7 @@ func (f *FS) changeXattrs(ctx context.Context, id ID, fn func(map[string][]byte)
 			return err
 		}
 		a.Ctime = f.clock().UnixNano()
-		_, err = f.log.Do(ctx, txlog.Request{Partition: PartitionName(id.Part), Level: f.levels.Write, Kind: txlog.KindWrite,
-			Write: []txlog.Change{{Name: InodeRecord(id.Num), Value: EncodeAttr(a), IfMatch: &h}}})
-		if errors.Is(err, txlog.ErrConflict) {
-			continue
-		}
-		return errno(err)
-	}
-	return fmt.Errorf("xattr of %s: changed %d times meanwhile: %w", id, maxRetries, syscall.EAGAIN)
+		return nil
+	})
+	return err
 }

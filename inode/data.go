@@ -13,7 +13,6 @@ import (
 
 	"github.com/difuse/difuse/blockstore"
 	"github.com/difuse/difuse/level"
-	"github.com/difuse/difuse/txlog"
 )
 
 // Blocks stores and fetches blocks; *blockstore.Service implements it.
@@ -259,32 +258,24 @@ func (w *Writer) Flush(ctx context.Context) (Attr, error) {
 		a, _, err := w.fs.GetAttr(ctx, w.id)
 		return a, err
 	}
-	for range maxRetries {
-		a, h, err := w.fs.GetAttr(ctx, w.id)
+	na, err := w.fs.updateInode(ctx, w.id, "flush", func(a *Attr) error {
+		na, err := w.fs.rewrite(ctx, *a, w.dirty)
 		if err != nil {
-			return Attr{}, err
-		}
-		na, err := w.fs.rewrite(ctx, a, w.dirty)
-		if err != nil {
-			return Attr{}, err
+			return err
 		}
 		now := w.fs.clock().UnixNano()
 		na.Mtime, na.Ctime = now, now
 		if w.pending != nil {
 			w.pending.apply(&na, now)
 		}
-		_, err = w.fs.log.Do(ctx, txlog.Request{Partition: PartitionName(w.id.Part), Level: w.fs.levels.Write, Kind: txlog.KindWrite,
-			Write: []txlog.Change{{Name: InodeRecord(w.id.Num), Value: EncodeAttr(na), IfMatch: &h}}})
-		if errors.Is(err, txlog.ErrConflict) {
-			continue
-		}
-		if err != nil {
-			return Attr{}, errno(err)
-		}
-		w.dirty, w.bytes, w.pending = nil, 0, nil
-		return na, nil
+		*a = na
+		return nil
+	})
+	if err != nil {
+		return Attr{}, err
 	}
-	return Attr{}, fmt.Errorf("flush %s: changed %d times meanwhile: %w", w.id, maxRetries, syscall.EAGAIN)
+	w.dirty, w.bytes, w.pending = nil, 0, nil
+	return na, nil
 }
 
 // rewrite returns a with the writes in dirty applied: the content from the
