@@ -10,6 +10,7 @@ import (
 	"slices"
 	"sync"
 	"syscall"
+	"time"
 )
 
 // fsDirs are the directories the filesystem workload moves files between.
@@ -189,6 +190,21 @@ func overwrite(path, content string) error {
 	return err
 }
 
+// readHealed reads file p, trying for up to 30 s as the final register
+// reads do: what is checked is that the file is there, not how soon the
+// healed cluster serves it.
+func readHealed(p string) ([]byte, error) {
+	var err error
+	for range 30 {
+		var b []byte
+		if b, err = os.ReadFile(p); err == nil {
+			return b, nil
+		}
+		time.Sleep(time.Second)
+	}
+	return nil, err
+}
+
 // checkFiles reads the workload's directories through a mount after the
 // cluster healed and checks the filesystem's invariants: a file is in at
 // most one directory; every listed entry opens; each file has one link;
@@ -204,7 +220,7 @@ func checkFiles(root string, files []*fsFile) []string {
 		}
 		for _, e := range entries {
 			p := filepath.Join(dir, e.Name())
-			b, err := os.ReadFile(p)
+			b, err := readHealed(p)
 			if err != nil {
 				bad = append(bad, fmt.Sprintf("%s is listed but does not open: %v", p, err))
 				continue
