@@ -214,7 +214,7 @@ func TestDamagedCopyRepaired(t *testing.T) {
 	leader := reps[0]
 	bad := bytes.Clone(data)
 	bad[12345] ^= 0x40
-	if err := os.WriteFile(leader.svc.Local().path(h), bad, 0o600); err != nil {
+	if err := os.WriteFile(leader.svc.Local().Path(h), bad, 0o600); err != nil {
 		t.Fatal(err)
 	}
 	if err := reps[1].svc.Local().Delete(h, false); err != nil {

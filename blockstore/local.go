@@ -74,8 +74,8 @@ func OpenLocal(dir string, space func(n int64) error) (*Local, error) {
 
 func (l *Local) lock(h Hash) *sync.Mutex { return &l.locks[h[0]%64] }
 
-// path returns where block h lives.
-func (l *Local) path(h Hash) string {
+// Path returns the file block h is kept in (which need not exist).
+func (l *Local) Path(h Hash) string {
 	s := h.String()
 	return filepath.Join(l.dir, s[:2], s)
 }
@@ -102,7 +102,7 @@ func (l *Local) put(h Hash, data []byte, sync bool) (bool, error) {
 	mu := l.lock(h)
 	mu.Lock()
 	defer mu.Unlock()
-	path := l.path(h)
+	path := l.Path(h)
 	var old int64 = -1
 	if info, err := os.Stat(path); err == nil {
 		// Already here. Senders ask first, so a put of a block already
@@ -177,7 +177,7 @@ func syncDir(dir string) error {
 
 // Has reports whether the store holds a block of hash h, without reading it.
 func (l *Local) Has(h Hash) (bool, error) {
-	_, err := os.Stat(l.path(h))
+	_, err := os.Stat(l.Path(h))
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 		return false, nil
@@ -190,7 +190,7 @@ func (l *Local) Has(h Hash) (bool, error) {
 // Get returns the block of hash h after checking that its bytes hash to h:
 // ErrNotFound if it is not here, ErrCorrupt if it is damaged.
 func (l *Local) Get(h Hash) ([]byte, error) {
-	data, err := os.ReadFile(l.path(h))
+	data, err := os.ReadFile(l.Path(h))
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 		return nil, fmt.Errorf("%w: %s", ErrNotFound, h)
@@ -209,7 +209,7 @@ func (l *Local) Delete(h Hash, sync bool) error {
 	mu := l.lock(h)
 	mu.Lock()
 	defer mu.Unlock()
-	path := l.path(h)
+	path := l.Path(h)
 	info, err := os.Stat(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil
@@ -253,4 +253,30 @@ func NewStats(blocks, stored, written, added int64) Stats {
 		st.DedupRatio = float64(written) / float64(added)
 	}
 	return st
+}
+
+// Walk calls fn with the hash of every block held, one directory of the
+// 256 at a time, in no particular order. Blocks written or deleted
+// meanwhile may or may not be seen; files that are not blocks are skipped.
+func (l *Local) Walk(fn func(Hash) error) error {
+	for i := range 256 {
+		dir := filepath.Join(l.dir, fmt.Sprintf("%02x", i))
+		names, err := os.ReadDir(dir)
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("blockstore: list %s: %w", dir, err)
+		}
+		for _, e := range names {
+			h, err := ParseHash(e.Name())
+			if err != nil || e.IsDir() {
+				continue
+			}
+			if err := fn(h); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }

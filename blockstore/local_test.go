@@ -62,7 +62,7 @@ func TestLocal(t *testing.T) {
 	// A block damaged on disk is detected on read.
 	bad := append([]byte{}, data...)
 	bad[1000] ^= 1
-	if err := os.WriteFile(l.path(h), bad, 0o600); err != nil {
+	if err := os.WriteFile(l.Path(h), bad, 0o600); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := l.Get(h); !errors.Is(err, ErrCorrupt) {

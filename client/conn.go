@@ -36,6 +36,19 @@ func Dial(addr string) (*Conn, error) {
 	return &Conn{addr: addr, cc: cc, peer: fb.NewPeerClient(cc), client: fb.NewClientClient(cc)}, nil
 }
 
+// Leave asks the node to leave the cluster for good: it leaves the ring,
+// hands off everything it holds to the nodes that take its place, and
+// stops. Leave returns once the node has started to.
+func (c *Conn) Leave(ctx context.Context) error {
+	b := flatbuffers.NewBuilder(16)
+	fb.HealLeaveRequestStart(b)
+	b.Finish(fb.HealLeaveRequestEnd(b))
+	if _, err := fb.NewHealClient(c.cc).Leave(ctx, b); err != nil {
+		return fmt.Errorf("leave %s: %w", c.addr, err)
+	}
+	return nil
+}
+
 // Close closes the connection.
 func (c *Conn) Close() error { return c.cc.Close() }
 

@@ -7,6 +7,7 @@ import (
 	flatbuffers "github.com/google/flatbuffers/go"
 
 	"github.com/difuse/difuse/blockstore"
+	"github.com/difuse/difuse/heal"
 	"github.com/difuse/difuse/ring"
 	"github.com/difuse/difuse/ring/ringrpc"
 	"github.com/difuse/difuse/wire"
@@ -42,6 +43,8 @@ type Status struct {
 	Replicas int `json:"replicas"`
 	// Blocks describes the blocks the node holds.
 	Blocks blockstore.Stats `json:"blocks"`
+	// Heal is the state of healing: rebalancing, anti-entropy, scrubbing.
+	Heal heal.Stats `json:"heal"`
 	// VNodes is the state of the node's virtual nodes; empty until the node
 	// has joined or created a ring.
 	VNodes []ring.VNodeStatus `json:"vnodes"`
@@ -139,7 +142,9 @@ func EncodeStatus(s Status) *flatbuffers.Builder {
 	fb.BlockStatsAddWrittenBytes(b, s.Blocks.WrittenBytes)
 	fb.BlockStatsAddNewBytes(b, s.Blocks.NewBytes)
 	bs := fb.BlockStatsEnd(b)
+	hs := encodeHealStats(b, s.Heal)
 	fb.StatusReplyStart(b)
+	fb.StatusReplyAddHeal(b, hs)
 	fb.StatusReplyAddBlocks(b, bs)
 	fb.StatusReplyAddNode(b, node)
 	fb.StatusReplyAddStartUnixNano(b, s.Started.UnixNano())
@@ -171,6 +176,9 @@ func DecodeStatus(r *fb.StatusReply) (Status, error) {
 	if bs := r.Blocks(nil); bs != nil {
 		s.Blocks = blockstore.NewStats(bs.Blocks(), bs.StoredBytes(), bs.WrittenBytes(), bs.NewBytes())
 	}
+	if hs := r.Heal(nil); hs != nil {
+		s.Heal = decodeHealStats(hs)
+	}
 	var t fb.VNodeState
 	for i := range r.VnodesLength() {
 		r.Vnodes(&t, i)
@@ -181,4 +189,61 @@ func DecodeStatus(r *fb.StatusReply) (Status, error) {
 		s.VNodes = append(s.VNodes, v)
 	}
 	return s, nil
+}
+
+// encodeHealStats adds the healer's stats to b and returns their offset.
+func encodeHealStats(b *flatbuffers.Builder, h heal.Stats) flatbuffers.UOffsetT {
+	state, waiting, lastErr := b.CreateString(h.State), wire.StringVector(b, h.Waiting), b.CreateString(h.LastError)
+	fb.HealStatsStart(b)
+	fb.HealStatsAddState(b, state)
+	fb.HealStatsAddWaiting(b, waiting)
+	fb.HealStatsAddPasses(b, h.Passes)
+	fb.HealStatsAddSettled(b, h.Settled)
+	fb.HealStatsAddPassStartUnixNano(b, unixNano(h.PassStart))
+	fb.HealStatsAddPassEndUnixNano(b, unixNano(h.PassEnd))
+	fb.HealStatsAddProgress(b, h.Progress)
+	fb.HealStatsAddPartitions(b, h.Partitions)
+	fb.HealStatsAddBlocks(b, h.Blocks)
+	fb.HealStatsAddArcsCompared(b, h.ArcsCompared)
+	fb.HealStatsAddArcsDiffered(b, h.ArcsDiffered)
+	fb.HealStatsAddPartitionsSynced(b, h.PartitionsSynced)
+	fb.HealStatsAddPartitionsDropped(b, h.PartitionsDropped)
+	fb.HealStatsAddBlocksSent(b, h.BlocksSent)
+	fb.HealStatsAddBytesSent(b, h.BytesSent)
+	fb.HealStatsAddBlocksDropped(b, h.BlocksDropped)
+	fb.HealStatsAddBlocksScrubbed(b, h.BlocksScrubbed)
+	fb.HealStatsAddBlocksCorrupt(b, h.BlocksCorrupt)
+	fb.HealStatsAddErrors(b, h.Errors)
+	fb.HealStatsAddLastError(b, lastErr)
+	return fb.HealStatsEnd(b)
+}
+
+func unixNano(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixNano()
+}
+
+func fromUnixNano(n int64) time.Time {
+	if n == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, n)
+}
+
+// decodeHealStats reads a verified HealStats table.
+func decodeHealStats(t *fb.HealStats) heal.Stats {
+	h := heal.Stats{
+		State: string(t.State()), Passes: t.Passes(), Settled: t.Settled(),
+		PassStart: fromUnixNano(t.PassStartUnixNano()), PassEnd: fromUnixNano(t.PassEndUnixNano()), Progress: t.Progress(),
+		Partitions: t.Partitions(), Blocks: t.Blocks(), ArcsCompared: t.ArcsCompared(), ArcsDiffered: t.ArcsDiffered(),
+		PartitionsSynced: t.PartitionsSynced(), PartitionsDropped: t.PartitionsDropped(),
+		BlocksSent: t.BlocksSent(), BytesSent: t.BytesSent(), BlocksDropped: t.BlocksDropped(),
+		BlocksScrubbed: t.BlocksScrubbed(), BlocksCorrupt: t.BlocksCorrupt(), Errors: t.Errors(), LastError: string(t.LastError()),
+	}
+	for i := range t.WaitingLength() {
+		h.Waiting = append(h.Waiting, string(t.Waiting(i)))
+	}
+	return h
 }

@@ -17,6 +17,8 @@ import (
 
 	"github.com/difuse/difuse/blockstore"
 	"github.com/difuse/difuse/blockstore/blockrpc"
+	"github.com/difuse/difuse/heal"
+	"github.com/difuse/difuse/heal/healrpc"
 	"github.com/difuse/difuse/inode"
 	"github.com/difuse/difuse/ring"
 	"github.com/difuse/difuse/ring/ringrpc"
@@ -43,10 +45,15 @@ type Config struct {
 	Join string
 	// JoinTimeout bounds the attempts to join. Default 10s.
 	JoinTimeout time.Duration
-	// Leave makes a stopping node leave the ring gracefully, handing its
-	// place to its neighbours, instead of just going away (and coming back
-	// on restart).
+	// Leave makes a stopping node leave the ring gracefully and hand off
+	// everything it holds to the hosts that take its place, instead of
+	// just going away (and coming back on restart).
 	Leave bool
+	// LeaveTimeout bounds a hand-off. Default 1 hour.
+	LeaveTimeout time.Duration
+	// Heal configures healing; its Addr, Replicas and Logger are set by the
+	// node.
+	Heal heal.Config
 	// Ring configures the ring; its Addr and Logger are set by the node.
 	Ring ring.Config
 	// Store configures the local database; Store.Dir is required.
@@ -79,6 +86,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.JoinTimeout == 0 {
 		c.JoinTimeout = 10 * time.Second
+	}
+	if c.LeaveTimeout == 0 {
+		c.LeaveTimeout = time.Hour
 	}
 	if c.ShutdownTimeout == 0 {
 		c.ShutdownTimeout = 10 * time.Second
@@ -124,8 +134,16 @@ type Node struct {
 	txlog   *txlog.Service
 	blocks  *blockstore.Service
 	fs      *inode.FS
-	fsInit  sync.Mutex
-	fsDone  bool // the root directory is known to exist
+	healer  *heal.Healer
+	ringTr  ring.Transport
+	// leaveReq is closed when a client asks the node to leave.
+	leaveReq  chan struct{}
+	leaveOnce sync.Once
+	// leaveSeeds are the hosts a leaving node asks about the ring once it
+	// is no longer in it.
+	leaveSeeds []string
+	fsInit     sync.Mutex
+	fsDone     bool // the root directory is known to exist
 
 	runOnce sync.Once
 }
@@ -136,7 +154,7 @@ type Node struct {
 // cause.
 func New(cfg Config) (_ *Node, err error) {
 	cfg.setDefaults()
-	n := &Node{cfg: cfg, log: cfg.Logger, start: time.Now()}
+	n := &Node{cfg: cfg, log: cfg.Logger, start: time.Now(), leaveReq: make(chan struct{})}
 	defer func() {
 		if err != nil {
 			n.closeResources()
@@ -173,12 +191,16 @@ func New(cfg Config) (_ *Node, err error) {
 		// The transaction logs learn the cluster's width as soon as the
 		// ring shows it, not at the next save of the peers.
 		n.txlog.NoteHosts(c.Hosts())
+		if n.healer != nil {
+			n.healer.Wake()
+		}
 		if userOnChange != nil {
 			userOnChange(c)
 		}
 	}
 	n.pool = wire.NewPool()
-	if n.ring, err = ring.New(rc, ringrpc.NewTransport(n.pool)); err != nil {
+	n.ringTr = ringrpc.NewTransport(n.pool)
+	if n.ring, err = ring.New(rc, n.ringTr); err != nil {
 		return nil, err
 	}
 	places.ring = n.ring
@@ -197,12 +219,19 @@ func New(cfg Config) (_ *Node, err error) {
 		return nil, err
 	}
 	n.fs = inode.New(n.txlog, n.blocks, inode.Options{})
+	hc := cfg.Heal
+	hc.Addr, hc.Replicas, hc.Logger = advertise, rc.Replicas, n.log.With("component", "heal")
+	healTr := healrpc.NewTransport(n.pool)
+	if n.healer, err = heal.New(hc, n.members, places, n.txlog, n.blocks, blockrpc.NewTransport(n.pool), healTr); err != nil {
+		return nil, err
+	}
 	n.grpcSrv = grpc.NewServer(wire.ServerOptions(n.log)...)
 	fb.RegisterPeerServer(n.grpcSrv, peerService{n: n})
 	fb.RegisterClientServer(n.grpcSrv, clientService{n: n})
 	ringrpc.Register(n.grpcSrv, n.ring)
 	txlogrpc.Register(n.grpcSrv, n.txlog)
 	blockrpc.Register(n.grpcSrv, n.blocks)
+	healrpc.Register(n.grpcSrv, healService{n})
 	n.httpSrv = &http.Server{Handler: n.httpHandler(), ReadHeaderTimeout: 10 * time.Second}
 	return n, nil
 }
@@ -276,18 +305,20 @@ func (n *Node) run(ctx context.Context) error {
 		var wg sync.WaitGroup
 		wg.Go(func() { n.ring.Run(rctx) })
 		wg.Go(func() { n.rememberPeers(rctx) })
+		wg.Go(func() { n.healer.Run(rctx) })
+		leave := n.cfg.Leave
 		select {
 		case <-ctx.Done():
+		case <-n.leaveReq:
+			leave = true
 		case err := <-errc:
 			runErr = fmt.Errorf("serve: %w", err)
 		}
 		stopRing()
 		wg.Wait()
 		n.log.Info("node stopping", "id", n.id)
-		if n.cfg.Leave {
-			lctx, cancel := context.WithTimeout(context.Background(), n.cfg.ShutdownTimeout)
-			n.ring.Leave(lctx)
-			cancel()
+		if leave && runErr == nil {
+			runErr = n.leave()
 		}
 		n.savePeers(nil)
 	}
@@ -313,6 +344,36 @@ func (n *Node) run(ctx context.Context) error {
 	}
 	n.log.Info("node stopped", "id", n.id)
 	return runErr
+}
+
+// leave takes the node out of the ring, then hands off everything it
+// holds to the hosts the ring now names, while it goes on answering the
+// other nodes' calls.
+func (n *Node) leave() error {
+	n.leaveSeeds = n.ring.KnownHosts()
+	n.log.Info("leaving the ring and handing off", "to", n.leaveSeeds)
+	lctx, cancel := context.WithTimeout(context.Background(), n.cfg.ShutdownTimeout)
+	n.ring.Leave(lctx)
+	cancel()
+	hctx, cancel := context.WithTimeout(context.Background(), n.cfg.LeaveTimeout)
+	defer cancel()
+	if err := n.healer.Leave(hctx); err != nil {
+		return fmt.Errorf("leave: %w", err)
+	}
+	n.log.Info("handed off everything; stopping")
+	return nil
+}
+
+// members returns the ring's vnodes, walking it from this host or, once
+// it has left, from the hosts it knew.
+func (n *Node) members(ctx context.Context) ([]ring.Ref, error) {
+	var seeds []string
+	if n.ring.Member() {
+		seeds = append(seeds, n.ring.Addr())
+	}
+	seeds = append(seeds, n.ring.KnownHosts()...)
+	seeds = append(seeds, n.leaveSeeds...)
+	return ring.Members(ctx, n.ringTr, seeds)
 }
 
 // closeResources releases what New opened, for a New that failed half way.

@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -17,6 +18,7 @@ import (
 	"github.com/difuse/difuse/blockstore"
 	"github.com/difuse/difuse/blockstore/blockrpc"
 	"github.com/difuse/difuse/client"
+	"github.com/difuse/difuse/heal"
 	"github.com/difuse/difuse/level"
 	"github.com/difuse/difuse/txlog"
 	"github.com/difuse/difuse/txlog/txlogrpc"
@@ -40,6 +42,7 @@ func (n *Node) Status() client.Status {
 		RSSBytes:   rssBytes(),
 		Goroutines: runtime.NumGoroutine(),
 		Blocks:     n.blocks.Stats(),
+		Heal:       n.healer.Stats(),
 		VNodes:     n.ring.Status(),
 		Replicas:   n.ring.Config().Replicas,
 	}
@@ -197,4 +200,26 @@ func (s clientService) BlockGet(r *fb.BlockRequest, stream fb.Client_BlockGetSer
 		return blockrpc.ToStatus(err)
 	}
 	return blockrpc.SendBlock(stream.Send, h, data, false, 0)
+}
+
+// healService serves the Heal service: the healer's digests and listings,
+// and a client's request that the node leave.
+type healService struct{ n *Node }
+
+func (h healService) HandleDigests(kind heal.Kind, arcs []heal.Arc) ([]heal.Digest, error) {
+	return h.n.healer.HandleDigests(kind, arcs)
+}
+
+func (h healService) HandleItems(kind heal.Kind, arc heal.Arc, after string, limit int) ([]heal.Item, bool, error) {
+	return h.n.healer.HandleItems(kind, arc, after, limit)
+}
+
+// HandleLeave starts the node's departure, unless no other host would be
+// left to take what it holds.
+func (h healService) HandleLeave() error {
+	if len(h.n.ring.KnownHosts()) == 0 {
+		return fmt.Errorf("%w: this is the cluster's only node; nothing could take its data", heal.ErrBadRequest)
+	}
+	h.n.leaveOnce.Do(func() { close(h.n.leaveReq) })
+	return nil
 }

@@ -99,3 +99,35 @@ func (h *Host) Leads(vnode ID, key ID) (bool, error) {
 	}
 	return !v.pred.IsZero() && betweenRight(v.pred.ID, key, vnode), nil
 }
+
+// Members returns every vnode of the ring: it walks the ring from the
+// first of seeds that answers, then asks every host the walk met, and
+// every seed, for its own vnodes, so that a walk cut short by a ring still
+// settling after a change misses no vnode of a host it met. Hosts that do
+// not answer keep the vnodes the walk found for them.
+func Members(ctx context.Context, tr Transport, seeds []string) ([]Ref, error) {
+	var walked []Ref
+	err := ErrNotMember
+	for _, s := range seeds {
+		if walked, err = Walk(ctx, tr, s); err == nil {
+			break
+		}
+	}
+	if err != nil {
+		return nil, err
+	}
+	hosts := slices.Clone(seeds)
+	for _, r := range walked {
+		hosts = append(hosts, r.Addr)
+	}
+	slices.Sort(hosts)
+	hosts = slices.Compact(hosts)
+	out := slices.Clone(walked)
+	for _, h := range hosts {
+		if own, err := tr.VNodes(ctx, h); err == nil {
+			out = append(out, own...)
+		}
+	}
+	slices.SortFunc(out, func(a, b Ref) int { return a.ID.Cmp(b.ID) })
+	return slices.CompactFunc(out, func(a, b Ref) bool { return a.ID == b.ID }), nil
+}

@@ -78,6 +78,11 @@ func (s *Service) validate(req Request) error {
 			return fmt.Errorf("%w: a write that changes no record", ErrBadRequest)
 		}
 		return checkName("prefix", req.IfEmpty, true)
+	case KindSync:
+		if req.Write != nil || req.Name != "" {
+			return fmt.Errorf("%w: a sync names no record and changes none", ErrBadRequest)
+		}
+		return nil
 	case KindRead, KindHistory, KindList:
 		if req.Write != nil {
 			return fmt.Errorf("%w: a read with changes", ErrBadRequest)
@@ -115,6 +120,26 @@ func (s *Service) Read(ctx context.Context, partition, name string, level Level)
 func (s *Service) List(ctx context.Context, partition, prefix, after string, limit int, level Level) ([]Record, bool, error) {
 	resp, err := s.Do(ctx, Request{Partition: partition, Level: level, Kind: KindList, Name: prefix, After: after, Limit: limit})
 	return resp.Records, resp.More, err
+}
+
+// Sync asks leader, the partition's leader in the caller's view of the
+// ring, to move its replica set to the ring's (establishing itself and
+// reconfiguring, as any request does) and then to bring every member's log
+// level with its own. The response names the set in force (Members), how
+// many of them hold the leader's log up to its head (Synced) and that head
+// (Tx). A member that does not answer is not an error: Synced is then
+// short. A host that does not lead the partition in its own view answers
+// ErrNotLeader. Healing calls Sync for partitions whose replicas differ or
+// sit on the wrong hosts; a host that has left the ring can still call it.
+func (s *Service) Sync(ctx context.Context, partition, leader string) (Response, error) {
+	req := Request{Partition: partition, Level: Quorum, Kind: KindSync}
+	if err := s.validate(req); err != nil {
+		return Response{}, err
+	}
+	if leader == s.cfg.Addr {
+		return s.HandleForward(ctx, req)
+	}
+	return s.tr.Forward(ctx, leader, req)
 }
 
 // History returns the transactions of a partition's log that changed the
@@ -247,8 +272,11 @@ func (s *Service) lead(ctx context.Context, req Request, replicas []string) (Res
 	if s.ps.closed.Load() {
 		return Response{}, errClosed // a dead process answers nothing
 	}
-	if req.Kind == KindWrite {
+	switch req.Kind {
+	case KindWrite:
 		return s.leadWrite(ctx, p, req)
+	case KindSync:
+		return s.leadSync(ctx, p)
 	}
 	// Reads at quorum and all first bring that many replicas level with the
 	// leader, which also proves it still leads; leader reads do not.
@@ -307,6 +335,20 @@ func (s *Service) lead(ctx context.Context, req Request, replicas []string) (Res
 		return Response{Record: rec, History: h}, err
 	}
 	return Response{Record: rec}, nil
+}
+
+// leadSync brings every member of the set in force up to the leader's log
+// head and reports how many hold it.
+func (s *Service) leadSync(ctx context.Context, p *part) (Response, error) {
+	p.mu.Lock()
+	target, hash, members := p.last, p.lastHash, slices.Clone(p.config)
+	p.mu.Unlock()
+	all := func(acked map[string]bool) bool { return countSet(acked, members) == len(members) }
+	acked, err := s.replicate(ctx, p, members, target, all)
+	if errors.Is(err, ErrStaleBallot) {
+		return Response{}, err
+	}
+	return Response{Tx: TxRef{Hash: hash, Height: target}, Members: members, Synced: countSet(acked, members)}, nil
 }
 
 // checkAgree reads the record on every other replica and fails unless all

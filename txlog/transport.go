@@ -84,6 +84,9 @@ const (
 	// KindList lists the records whose names start with Name, in name
 	// order, after After, at most Limit of them.
 	KindList
+	// KindSync makes the leader move the replica set to the ring's and
+	// bring every member's log level with its own (see Service.Sync).
+	KindSync
 )
 
 // Request is a client's operation, forwarded by any host to the
@@ -114,6 +117,10 @@ type Response struct {
 	// Records answers a list; More says that more records follow.
 	Records []Record
 	More    bool
+	// Members and Synced answer a sync: the replica set in force, and how
+	// many of its members hold the leader's whole log, whose head is Tx.
+	Members []string
+	Synced  int
 }
 
 // TxRef names a committed transaction.

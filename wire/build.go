@@ -11,3 +11,13 @@ func TableVector(b *flatbuffers.Builder, offs []flatbuffers.UOffsetT) flatbuffer
 	}
 	return b.EndVector(len(offs))
 }
+
+// StringVector adds to b a vector of the strings ss, in order, and returns
+// the vector's offset.
+func StringVector(b *flatbuffers.Builder, ss []string) flatbuffers.UOffsetT {
+	offs := make([]flatbuffers.UOffsetT, len(ss))
+	for i, s := range ss {
+		offs[i] = b.CreateString(s)
+	}
+	return TableVector(b, offs)
+}

@@ -17,7 +17,9 @@ import (
 var allTables = []table{
 	&fb.Ack{}, &fb.AppendReply{}, &fb.AppendRequest{}, &fb.Ballot{}, &fb.BlockAck{},
 	&fb.BlockHashes{}, &fb.BlockPiece{}, &fb.BlockPresence{}, &fb.BlockPutReply{}, &fb.BlockRequest{}, &fb.BlockStats{}, &fb.Change{},
-	&fb.FetchReply{}, &fb.FetchRequest{}, &fb.Finger{}, &fb.LeavingRequest{}, &fb.NextReply{},
+	&fb.FetchReply{}, &fb.FetchRequest{}, &fb.Finger{}, &fb.HealAck{}, &fb.HealArc{}, &fb.HealDigestsReply{},
+	&fb.HealDigestsRequest{}, &fb.HealItem{}, &fb.HealItemsReply{}, &fb.HealItemsRequest{}, &fb.HealLeaveRequest{},
+	&fb.HealStats{}, &fb.LeavingRequest{}, &fb.NextReply{},
 	&fb.NextRequest{}, &fb.NodeInfo{}, &fb.PingReply{}, &fb.PingRequest{}, &fb.PrepareReply{},
 	&fb.PrepareRequest{}, &fb.ReadLocalRequest{}, &fb.Record{}, &fb.RectifyRequest{},
 	&fb.StateReply{}, &fb.StatusReply{}, &fb.StatusRequest{}, &fb.StoreStats{}, &fb.TxEntry{},

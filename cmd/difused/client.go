@@ -140,3 +140,41 @@ func cmdPing(args []string, stdout, stderr io.Writer) int {
 		(sum / time.Duration(len(rtts))).Round(time.Microsecond), rtts[len(rtts)-1].Round(time.Microsecond))
 	return 0
 }
+
+func cmdLeave(args []string, stdout, stderr io.Writer) int {
+	fs, timeout := clientFlags("leave", stderr)
+	addr := fs.String("b", defaultGRPC, "gRPC `address` of the node that leaves")
+	if err := fs.Parse(args); err != nil {
+		return cli.ExitUsage
+	}
+	c, err := client.Dial(*addr)
+	if err != nil {
+		fmt.Fprintf(stderr, "difused leave: %v\n", err)
+		return cli.ExitFailure
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
+	err = c.Leave(ctx)
+	cancel()
+	if err != nil {
+		fmt.Fprintf(stderr, "difused leave: %v\n", err)
+		return cli.ExitFailure
+	}
+	fmt.Fprintf(stdout, "%s is leaving: it hands off what it holds, then stops\n", *addr)
+	// Follow the hand-off until the node stops answering.
+	for last := ""; ; time.Sleep(time.Second) {
+		ctx, cancel := context.WithTimeout(context.Background(), *timeout)
+		st, err := c.Status(ctx)
+		cancel()
+		if err != nil {
+			fmt.Fprintf(stdout, "%s has left\n", *addr)
+			return 0
+		}
+		line := fmt.Sprintf("%s: %d partitions and %d blocks still held; %d blocks (%s) sent, %d partitions synced",
+			st.Heal.State, st.Heal.Partitions, st.Heal.Blocks, st.Heal.BlocksSent, mib(st.Heal.BytesSent), st.Heal.PartitionsSynced)
+		if line != last {
+			fmt.Fprintln(stdout, line)
+			last = line
+		}
+	}
+}

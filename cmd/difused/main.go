@@ -4,6 +4,7 @@
 //	difused [-b grpc-addr] [-a http-addr] [-j join-addr] [-d data-dir] [flags]
 //	difused status [-b grpc-addr]
 //	difused ping [-n count] [-size bytes] [grpc-addr]
+//	difused leave [-b grpc-addr]
 //
 // Exit codes: 0 success, 1 other failure, 2 bad usage, 3 data directory
 // missing, locked or full, 4 address unavailable, 5 cluster to join
@@ -21,6 +22,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/difuse/difuse/heal"
 	"github.com/difuse/difuse/internal/cli"
 	"github.com/difuse/difuse/node"
 	"github.com/difuse/difuse/ring"
@@ -43,6 +45,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return cmdStatus(args[1:], stdout, stderr)
 		case "ping":
 			return cmdPing(args[1:], stdout, stderr)
+		case "leave":
+			return cmdLeave(args[1:], stdout, stderr)
 		}
 	}
 	return cmdServe(args, stderr)
@@ -55,6 +59,7 @@ func cmdServe(args []string, stderr io.Writer) int {
 		fmt.Fprintf(stderr, `Usage: difused [flags]          serve a node
        difused status [flags]   print a node's status
        difused ping [flags] ADDR measure round trips to a node
+       difused leave [flags]    make a node hand off its data and leave
 
 Flags of difused:
 `)
@@ -66,7 +71,12 @@ Flags of difused:
 	dir := fs.String("d", "", "data `directory` (default $XDG_DATA_HOME/difuse/PORT, else ~/.local/share/difuse/PORT)")
 	advertise := fs.String("advertise", "", "gRPC `address` other nodes reach this one at (default: the -b address)")
 	joinTimeout := fs.Duration("join-timeout", 10*time.Second, "how long to keep trying to join")
-	leave := fs.Bool("leave", false, "on SIGINT/SIGTERM, leave the ring gracefully (hand the vnodes' places to their neighbours) before exiting")
+	leave := fs.Bool("leave", false, "on SIGINT/SIGTERM, leave the cluster for good: hand off everything this node holds to the nodes that take its place, then exit")
+	leaveTimeout := fs.Duration("leave-timeout", time.Hour, "how long a hand-off may take")
+	healInterval := fs.Duration("heal-interval", 30*time.Second, "pause between healing passes (anti-entropy, rebalancing, scrubbing)")
+	healGrace := fs.Duration("heal-grace", 5*time.Minute, "how long a node may be gone before its data is copied to others")
+	healMiB := fs.Int("heal-mibps", 64, "block bytes healing may send, in `MiB` per second")
+	scrubMiB := fs.Int64("scrub-mib", 256, "block bytes each healing pass re-hashes to find damaged copies, in `MiB` (0: none)")
 	vnodes := fs.Int("vnodes", 8, "virtual nodes this node runs in the ring")
 	replicas := fs.Int("replicas", 3, "replica count N of every key (odd)")
 	tick := fs.Duration("tick", 500*time.Millisecond, "interval of the ring's maintenance (stabilise, fix fingers, check predecessor)")
@@ -94,17 +104,28 @@ Flags of difused:
 		}
 	}
 
+	if *healInterval <= 0 || *healGrace <= 0 || *healMiB <= 0 || *scrubMiB < 0 {
+		fmt.Fprintln(stderr, "difused: -heal-interval, -heal-grace and -heal-mibps must be positive, -scrub-mib not negative")
+		return cli.ExitUsage
+	}
 	if *replicas < 1 || *replicas%2 == 0 || *vnodes < 1 {
 		fmt.Fprintln(stderr, "difused: -replicas must be odd and positive, -vnodes positive")
 		return cli.ExitUsage
 	}
 	n, err := node.New(node.Config{
-		GRPCAddr:    *grpcAddr,
-		Advertise:   *advertise,
-		HTTPAddr:    *httpAddr,
-		Join:        *join,
-		JoinTimeout: *joinTimeout,
-		Leave:       *leave,
+		GRPCAddr:     *grpcAddr,
+		Advertise:    *advertise,
+		HTTPAddr:     *httpAddr,
+		Join:         *join,
+		JoinTimeout:  *joinTimeout,
+		Leave:        *leave,
+		LeaveTimeout: *leaveTimeout,
+		Heal: heal.Config{
+			Interval:       *healInterval,
+			Grace:          *healGrace,
+			BytesPerSecond: *healMiB << 20,
+			ScrubBytes:     scrubBytes(*scrubMiB),
+		},
 		Ring: ring.Config{
 			VNodes:       *vnodes,
 			Replicas:     *replicas,
@@ -128,4 +149,13 @@ Flags of difused:
 		return cli.ExitCode(err)
 	}
 	return 0
+}
+
+// scrubBytes turns the -scrub-mib flag into heal.Config.ScrubBytes, where
+// a negative value (not 0) turns scrubbing off.
+func scrubBytes(mib int64) int64 {
+	if mib == 0 {
+		return -1
+	}
+	return mib << 20
 }

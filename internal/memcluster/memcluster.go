@@ -22,70 +22,114 @@ type Host struct {
 	Ring   *ring.Host
 	Log    *txlog.Service
 	Blocks *blockstore.Service
+	// RingTransport reaches the other hosts' ring hosts, as this host.
+	RingTransport ring.Transport
+	// BlockTransport reaches the other hosts' block stores, as this host.
+	BlockTransport blockstore.Transport
+}
+
+// Cluster is hosts on in-memory networks that share one fault model.
+type Cluster struct {
+	Faults   *memnet.Faults
+	Hosts    []*Host
+	t        testing.TB
+	ringNet  *ring.Network
+	logNet   *txlog.Network
+	blockNet *blockstore.Network
 }
 
 // New starts n hosts named h0, h1, ..., waits until every key has
 // min(3, n) replicas, and stops them when the test ends.
-func New(t testing.TB, n int) []*Host {
+func New(t testing.TB, n int) []*Host { return Start(t, n).Hosts }
+
+// Start is New returning the cluster, so that a test can add hosts and
+// inject faults.
+func Start(t testing.TB, n int) *Cluster {
 	t.Helper()
 	faults := memnet.New(1)
-	ringNet, logNet, blockNet := ring.NewNetworkWith(faults), txlog.NewNetwork(faults), blockstore.NewNetwork(faults)
-	var out []*Host
-	for i := range n {
-		addr := fmt.Sprintf("h%d", i)
-		rh, err := ring.New(ring.Config{Addr: addr, TickInterval: 5 * time.Millisecond, CallTimeout: 100 * time.Millisecond}, ringNet.Transport(addr))
-		if err != nil {
-			t.Fatal(err)
-		}
-		ringNet.Attach(addr, rh)
-		if i == 0 {
-			err = rh.Create()
-		} else {
-			err = rh.Join(context.Background(), "h0")
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		svc, err := txlog.New(txlog.Config{Addr: addr, CallTimeout: 100 * time.Millisecond}, rh, logNet.Transport(addr), store.NewMem())
-		if err != nil {
-			t.Fatal(err)
-		}
-		logNet.Attach(addr, svc)
-		local, err := blockstore.OpenLocal(t.TempDir(), nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		blocks, err := blockstore.New(blockstore.Config{Addr: addr, CallTimeout: 200 * time.Millisecond}, rh, blockNet.Transport(addr), local)
-		if err != nil {
-			t.Fatal(err)
-		}
-		blockNet.Attach(addr, blocks)
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan struct{})
-		go func() { defer close(done); rh.Run(ctx) }()
-		t.Cleanup(func() { cancel(); <-done; svc.Close(); blocks.Wait() })
-		out = append(out, &Host{Addr: addr, Ring: rh, Log: svc, Blocks: blocks})
+	c := &Cluster{Faults: faults, t: t, ringNet: ring.NewNetworkWith(faults), logNet: txlog.NewNetwork(faults), blockNet: blockstore.NewNetwork(faults)}
+	for range n {
+		c.Add()
 	}
+	return c
+}
+
+// Add starts one more host, joins it to the ring through h0 (or creates
+// the ring), waits until every host places keys on min(3, hosts) replicas,
+// and returns it.
+func (c *Cluster) Add() *Host {
+	t := c.t
+	t.Helper()
+	addr := fmt.Sprintf("h%d", len(c.Hosts))
+	rh, err := ring.New(ring.Config{Addr: addr, TickInterval: 5 * time.Millisecond, CallTimeout: 100 * time.Millisecond}, c.ringNet.Transport(addr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.ringNet.Attach(addr, rh)
+	if len(c.Hosts) == 0 {
+		err = rh.Create()
+	} else {
+		err = rh.Join(context.Background(), "h0")
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc, err := txlog.New(txlog.Config{Addr: addr, CallTimeout: 100 * time.Millisecond}, rh, c.logNet.Transport(addr), store.NewMem())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.logNet.Attach(addr, svc)
+	local, err := blockstore.OpenLocal(t.TempDir(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	blocks, err := blockstore.New(blockstore.Config{Addr: addr, CallTimeout: 200 * time.Millisecond}, rh, c.blockNet.Transport(addr), local)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.blockNet.Attach(addr, blocks)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); rh.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done; svc.Close(); blocks.Wait() })
+	h := &Host{Addr: addr, Ring: rh, Log: svc, Blocks: blocks, RingTransport: c.ringNet.Transport(addr), BlockTransport: c.blockNet.Transport(addr)}
+	c.Hosts = append(c.Hosts, h)
+	c.WaitSettled()
+	for _, h := range c.Hosts {
+		h.Log.NoteHosts(len(c.Hosts))
+	}
+	return h
+}
+
+// WaitSettled waits until every host in the ring places keys on
+// min(3, hosts in the ring) replicas.
+func (c *Cluster) WaitSettled() {
+	c.t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
-	for !settled(out) {
+	for !settled(c.Hosts) {
 		if time.Now().After(deadline) {
-			t.Fatal("memcluster: the ring did not settle in 10 s")
+			c.t.Fatal("memcluster: the ring did not settle in 10 s")
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	for _, h := range out {
-		h.Log.NoteHosts(n)
-	}
-	return out
 }
 
-// settled reports whether every host finds min(3, n) replicas for a
-// sample of keys.
+// settled reports whether every member host finds min(3, members)
+// replicas for a sample of keys.
 func settled(hosts []*Host) bool {
+	members := 0
 	for _, h := range hosts {
+		if h.Ring.Member() {
+			members++
+		}
+	}
+	for _, h := range hosts {
+		if !h.Ring.Member() {
+			continue
+		}
 		for k := range 64 {
 			res, err := h.Ring.Lookup(context.Background(), ring.HashKey([]byte{byte(k)}), 3)
-			if err != nil || len(res.Replicas) != min(3, len(hosts)) {
+			if err != nil || len(res.Replicas) != min(3, members) {
 				return false
 			}
 		}

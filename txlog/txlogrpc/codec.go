@@ -223,6 +223,10 @@ func EncodeResponse(resp txlog.Response) *flatbuffers.Builder {
 		}
 		records = wire.TableVector(b, offs)
 	}
+	var members flatbuffers.UOffsetT
+	if resp.Members != nil {
+		members = wire.StringVector(b, resp.Members)
+	}
 	fb.TxReplyStart(b)
 	if txHash != 0 {
 		fb.TxReplyAddTxHash(b, txHash)
@@ -236,6 +240,10 @@ func EncodeResponse(resp txlog.Response) *flatbuffers.Builder {
 		fb.TxReplyAddRecords(b, records)
 	}
 	fb.TxReplyAddMore(b, resp.More)
+	if members != 0 {
+		fb.TxReplyAddMembers(b, members)
+	}
+	fb.TxReplyAddSynced(b, uint32(max(resp.Synced, 0)))
 	b.Finish(fb.TxReplyEnd(b))
 	return b
 }
@@ -268,5 +276,9 @@ func DecodeResponse(t *fb.TxReply) (txlog.Response, error) {
 		resp.Records = append(resp.Records, rec)
 	}
 	resp.More = t.More()
+	for i := range t.MembersLength() {
+		resp.Members = append(resp.Members, string(t.Members(i)))
+	}
+	resp.Synced = int(t.Synced())
 	return resp, nil
 }

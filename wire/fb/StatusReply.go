@@ -156,8 +156,21 @@ func (rcv *StatusReply) MutateReplicas(n int32) bool {
 	return rcv._tab.MutateInt32Slot(22, n)
 }
 
+func (rcv *StatusReply) Heal(obj *HealStats) *HealStats {
+	o := flatbuffers.UOffsetT(rcv._tab.Offset(24))
+	if o != 0 {
+		x := rcv._tab.Indirect(o + rcv._tab.Pos)
+		if obj == nil {
+			obj = new(HealStats)
+		}
+		obj.Init(rcv._tab.Bytes, x)
+		return obj
+	}
+	return nil
+}
+
 func StatusReplyStart(builder *flatbuffers.Builder) {
-	builder.StartObject(10)
+	builder.StartObject(11)
 }
 func StatusReplyAddNode(builder *flatbuffers.Builder, node flatbuffers.UOffsetT) {
 	builder.PrependUOffsetTSlot(0, flatbuffers.UOffsetT(node), 0)
@@ -191,6 +204,9 @@ func StatusReplyAddBlocks(builder *flatbuffers.Builder, blocks flatbuffers.UOffs
 }
 func StatusReplyAddReplicas(builder *flatbuffers.Builder, replicas int32) {
 	builder.PrependInt32Slot(9, replicas, 0)
+}
+func StatusReplyAddHeal(builder *flatbuffers.Builder, heal flatbuffers.UOffsetT) {
+	builder.PrependUOffsetTSlot(10, flatbuffers.UOffsetT(heal), 0)
 }
 func StatusReplyEnd(builder *flatbuffers.Builder) flatbuffers.UOffsetT {
 	return builder.EndObject()

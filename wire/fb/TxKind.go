@@ -11,6 +11,7 @@ const (
 	TxKindWrite   TxKind = 1
 	TxKindHistory TxKind = 2
 	TxKindList    TxKind = 3
+	TxKindSync    TxKind = 4
 )
 
 var EnumNamesTxKind = map[TxKind]string{
@@ -18,6 +19,7 @@ var EnumNamesTxKind = map[TxKind]string{
 	TxKindWrite:   "Write",
 	TxKindHistory: "History",
 	TxKindList:    "List",
+	TxKindSync:    "Sync",
 }
 
 var EnumValuesTxKind = map[string]TxKind{
@@ -25,6 +27,7 @@ var EnumValuesTxKind = map[string]TxKind{
 	"Write":   TxKindWrite,
 	"History": TxKindHistory,
 	"List":    TxKindList,
+	"Sync":    TxKindSync,
 }
 
 func (v TxKind) String() string {

@@ -144,8 +144,37 @@ func (rcv *TxReply) MutateMore(n bool) bool {
 	return rcv._tab.MutateBoolSlot(14, n)
 }
 
+func (rcv *TxReply) Members(j int) []byte {
+	o := flatbuffers.UOffsetT(rcv._tab.Offset(16))
+	if o != 0 {
+		a := rcv._tab.Vector(o)
+		return rcv._tab.ByteVector(a + flatbuffers.UOffsetT(j*4))
+	}
+	return nil
+}
+
+func (rcv *TxReply) MembersLength() int {
+	o := flatbuffers.UOffsetT(rcv._tab.Offset(16))
+	if o != 0 {
+		return rcv._tab.VectorLen(o)
+	}
+	return 0
+}
+
+func (rcv *TxReply) Synced() uint32 {
+	o := flatbuffers.UOffsetT(rcv._tab.Offset(18))
+	if o != 0 {
+		return rcv._tab.GetUint32(o + rcv._tab.Pos)
+	}
+	return 0
+}
+
+func (rcv *TxReply) MutateSynced(n uint32) bool {
+	return rcv._tab.MutateUint32Slot(18, n)
+}
+
 func TxReplyStart(builder *flatbuffers.Builder) {
-	builder.StartObject(6)
+	builder.StartObject(8)
 }
 func TxReplyAddTxHash(builder *flatbuffers.Builder, txHash flatbuffers.UOffsetT) {
 	builder.PrependUOffsetTSlot(0, flatbuffers.UOffsetT(txHash), 0)
@@ -173,6 +202,15 @@ func TxReplyStartRecordsVector(builder *flatbuffers.Builder, numElems int) flatb
 }
 func TxReplyAddMore(builder *flatbuffers.Builder, more bool) {
 	builder.PrependBoolSlot(5, more, false)
+}
+func TxReplyAddMembers(builder *flatbuffers.Builder, members flatbuffers.UOffsetT) {
+	builder.PrependUOffsetTSlot(6, flatbuffers.UOffsetT(members), 0)
+}
+func TxReplyStartMembersVector(builder *flatbuffers.Builder, numElems int) flatbuffers.UOffsetT {
+	return builder.StartVector(4, numElems, 4)
+}
+func TxReplyAddSynced(builder *flatbuffers.Builder, synced uint32) {
+	builder.PrependUint32Slot(7, synced, 0)
 }
 func TxReplyEnd(builder *flatbuffers.Builder) flatbuffers.UOffsetT {
 	return builder.EndObject()

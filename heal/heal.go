@@ -1,0 +1,821 @@
+// Package heal keeps every partition and every block on the N hosts the
+// ring names for it. A Healer runs on each node: in passes at a bounded
+// rate it compares per-arc digests of what it holds with the other
+// replicas of each arc of the ring (anti-entropy), hands what a replica
+// lacks to it (a block is sent, a partition is synced by its leader), hands
+// off and then drops what the ring no longer places on this host, and
+// re-hashes its blocks to find damaged copies (scrubbing). A host that
+// leaves hands off everything it holds before it goes.
+package heal
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"slices"
+	"sort"
+	"sync"
+	"time"
+
+	"golang.org/x/time/rate"
+
+	"github.com/difuse/difuse/blockstore"
+	"github.com/difuse/difuse/level"
+	"github.com/difuse/difuse/ring"
+	"github.com/difuse/difuse/txlog"
+)
+
+// Kind says which items a digest or a listing is about.
+type Kind uint8
+
+// Kinds of items.
+const (
+	KindPartition Kind = 1
+	KindBlock     Kind = 2
+)
+
+func (k Kind) String() string {
+	switch k {
+	case KindPartition:
+		return "partitions"
+	case KindBlock:
+		return "blocks"
+	}
+	return fmt.Sprintf("kind %d", k)
+}
+
+// Valid reports whether k is a known kind.
+func (k Kind) Valid() bool { return k == KindPartition || k == KindBlock }
+
+// Item is one thing a host holds: a partition, Key its name and Digest the
+// hash of its log's head; or a block, Key and Digest both its hash.
+type Item struct {
+	Key    string
+	Digest [32]byte
+}
+
+// Arc is the stretch of the ring after Lo up to and including Hi: the keys
+// a vnode (Hi) leads. Lo == Hi is the whole ring.
+type Arc struct{ Lo, Hi ring.ID }
+
+// Contains reports whether position x lies on the arc.
+func (a Arc) Contains(x ring.ID) bool {
+	switch c := a.Lo.Cmp(a.Hi); {
+	case c == 0:
+		return true
+	case c < 0:
+		return a.Lo.Cmp(x) < 0 && x.Cmp(a.Hi) <= 0
+	default: // wraps past zero
+		return a.Lo.Cmp(x) < 0 || x.Cmp(a.Hi) <= 0
+	}
+}
+
+// Digest summarises the items a host holds on one arc: their number and
+// the XOR of the SHA-256 of each item's key and digest. Two hosts holding
+// the same items in the same versions have the same digest.
+type Digest struct {
+	Count uint64
+	Sum   [32]byte
+}
+
+func (d *Digest) add(it Item) {
+	h := sha256.New()
+	h.Write([]byte(it.Key))
+	h.Write(it.Digest[:])
+	var s [32]byte
+	h.Sum(s[:0])
+	for i := range s {
+		d.Sum[i] ^= s[i]
+	}
+	d.Count++
+}
+
+// Logs is the transaction-log service as healing uses it
+// (*txlog.Service).
+type Logs interface {
+	Partitions(fn func(txlog.Held) error) error
+	Sync(ctx context.Context, partition, leader string) (txlog.Response, error)
+	Drop(partition string) error
+}
+
+// Blocks is the block service as healing uses it (*blockstore.Service).
+type Blocks interface {
+	Local() *blockstore.Local
+	Get(ctx context.Context, h blockstore.Hash, l level.Level) ([]byte, error)
+}
+
+// BlockTransport reaches other hosts' block stores (blockrpc.Transport).
+type BlockTransport interface {
+	Has(ctx context.Context, to string, hashes []blockstore.Hash) ([]bool, error)
+	Put(ctx context.Context, to string, h blockstore.Hash, data []byte, sync bool) error
+}
+
+// Peers reaches other hosts' healers.
+type Peers interface {
+	// Digests returns the host's digest of each arc.
+	Digests(ctx context.Context, to string, kind Kind, arcs []Arc) ([]Digest, error)
+	// Items lists the host's items on an arc in key order after after, at
+	// most limit, and whether more follow.
+	Items(ctx context.Context, to string, kind Kind, arc Arc, after string, limit int) ([]Item, bool, error)
+}
+
+// Placer names a key's replica set as the ring does (*ring.Host).
+type Placer interface {
+	Lookup(ctx context.Context, key ring.ID, n int) (ring.Result, error)
+}
+
+// Config configures a Healer.
+type Config struct {
+	// Addr is this host's address as the ring names it. Required.
+	Addr string
+	// Replicas is N. Default 3.
+	Replicas int
+	// Interval is the pause between passes. Default 30 s.
+	Interval time.Duration
+	// Grace is how long a host may be gone from the ring before the data it
+	// held is copied elsewhere: until then passes wait, so that a restart
+	// costs no copying. Default 5 minutes.
+	Grace time.Duration
+	// BytesPerSecond bounds the block bytes a pass sends. Default 64 MiB/s.
+	BytesPerSecond int
+	// SyncsPerSecond bounds the partitions a pass syncs. Default 200.
+	SyncsPerSecond int
+	// ScrubBytes is how many bytes of blocks each pass re-hashes, going
+	// round the store. Default 256 MiB; negative turns scrubbing off.
+	ScrubBytes int64
+	// CallTimeout bounds one call to another host. Default 10 s.
+	CallTimeout time.Duration
+	// Logger receives repairs; nil discards them.
+	Logger *slog.Logger
+}
+
+// Healer heals one host's share of the cluster. It is safe for concurrent
+// use.
+type Healer struct {
+	cfg     Config
+	members func(context.Context) ([]ring.Ref, error)
+	placer  Placer
+	logs    Logs
+	blocks  Blocks
+	btr     BlockTransport
+	peers   Peers
+	log     *slog.Logger
+	bytes   *rate.Limiter
+	syncs   *rate.Limiter
+	clock   func() time.Time
+
+	mu      sync.Mutex
+	stats   Stats
+	seen    map[string]time.Time // host → when a pass last saw it in the ring
+	scrubAt blockstore.Hash      // where the next scrub starts
+	index   map[Kind]*index      // the items held, as last listed
+	leaving bool
+	last    []ring.Ref // the ring as the last pass saw it
+
+	wake chan struct{}
+}
+
+// New returns a healer. members returns the ring's vnodes (ring.Members);
+// placer checks that the ring places a block elsewhere before this host
+// drops it.
+func New(cfg Config, members func(context.Context) ([]ring.Ref, error), placer Placer, logs Logs, blocks Blocks, btr BlockTransport, peers Peers) (*Healer, error) {
+	if cfg.Addr == "" {
+		return nil, errors.New("heal: Config.Addr is required")
+	}
+	if cfg.Replicas == 0 {
+		cfg.Replicas = 3
+	}
+	if cfg.Interval == 0 {
+		cfg.Interval = 30 * time.Second
+	}
+	if cfg.Grace == 0 {
+		cfg.Grace = 5 * time.Minute
+	}
+	if cfg.BytesPerSecond == 0 {
+		cfg.BytesPerSecond = 64 << 20
+	}
+	if cfg.SyncsPerSecond == 0 {
+		cfg.SyncsPerSecond = 200
+	}
+	if cfg.ScrubBytes == 0 {
+		cfg.ScrubBytes = 256 << 20
+	}
+	if cfg.CallTimeout == 0 {
+		cfg.CallTimeout = 10 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &Healer{
+		cfg: cfg, members: members, placer: placer, logs: logs, blocks: blocks, btr: btr, peers: peers, log: cfg.Logger,
+		bytes: rate.NewLimiter(rate.Limit(cfg.BytesPerSecond), max(cfg.BytesPerSecond, blockstore.MaxBlockBytes)),
+		syncs: rate.NewLimiter(rate.Limit(cfg.SyncsPerSecond), cfg.SyncsPerSecond),
+		clock: time.Now, seen: map[string]time.Time{}, index: map[Kind]*index{},
+		wake: make(chan struct{}, 1),
+	}, nil
+}
+
+// Stats describes the healer's work, for /v1/status.
+type Stats struct {
+	// State is "idle" between passes, "healing" during one, "waiting" while
+	// a host that left is within its grace time, "leaving" during a hand-off.
+	State string `json:"state"`
+	// Waiting names the hosts gone from the ring within their grace time.
+	Waiting []string `json:"waiting,omitempty"`
+	// Passes counts the passes completed.
+	Passes int64 `json:"passes"`
+	// Settled says that the last pass found every item this host holds
+	// where the ring places it and level with the other replicas, and
+	// changed nothing; it started after the ring last changed.
+	Settled   bool      `json:"settled"`
+	PassStart time.Time `json:"pass_start"`
+	PassEnd   time.Time `json:"pass_end"`
+	// Progress is the share of the current pass done, from 0 to 1.
+	Progress float64 `json:"progress"`
+	// Partitions and Blocks are what the last pass found held.
+	Partitions int64 `json:"partitions"`
+	Blocks     int64 `json:"blocks"`
+	// Arcs compared with other replicas, and how many differed.
+	ArcsCompared int64 `json:"arcs_compared"`
+	ArcsDiffered int64 `json:"arcs_differed"`
+	// Totals since the node started.
+	PartitionsSynced  int64  `json:"partitions_synced"`
+	PartitionsDropped int64  `json:"partitions_dropped"`
+	BlocksSent        int64  `json:"blocks_sent"`
+	BytesSent         int64  `json:"bytes_sent"`
+	BlocksDropped     int64  `json:"blocks_dropped"`
+	BlocksScrubbed    int64  `json:"blocks_scrubbed"`
+	BlocksCorrupt     int64  `json:"blocks_corrupt"`
+	Errors            int64  `json:"errors"`
+	LastError         string `json:"last_error,omitempty"`
+}
+
+// Stats returns the healer's counters.
+func (h *Healer) Stats() Stats {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	s := h.stats
+	s.Waiting = slices.Clone(s.Waiting)
+	if s.State == "" {
+		s.State = "idle"
+	}
+	return s
+}
+
+func (h *Healer) count(fn func(s *Stats)) {
+	h.mu.Lock()
+	fn(&h.stats)
+	h.mu.Unlock()
+}
+
+func (h *Healer) fail(err error) {
+	h.log.Warn("healing", "err", err)
+	h.count(func(s *Stats) { s.Errors++; s.LastError = err.Error() })
+}
+
+// Wake makes the next pass start now (after a ring change, say).
+func (h *Healer) Wake() {
+	select {
+	case h.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Run makes passes until ctx ends.
+func (h *Healer) Run(ctx context.Context) {
+	for {
+		if _, err := h.Pass(ctx); err != nil && ctx.Err() == nil {
+			h.fail(err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-h.wake:
+		case <-time.After(h.cfg.Interval):
+		}
+	}
+}
+
+// pass is the state of one pass.
+type pass struct {
+	self    string
+	arcs    []Arc      // ascending Hi
+	sets    [][]string // each arc's replica set, leader first
+	hosts   int
+	changed int // items sent, synced or dropped; and arcs that differed
+	pending int // items not yet where they belong
+	synced  map[string]bool
+	leaving bool
+	// stable says that the ring is as the last pass saw it: only then does
+	// a pass drop what it holds, so that a view of a ring still settling
+	// after a change drops nothing.
+	stable bool
+}
+
+// Pass makes one pass and reports whether it settled: nothing to repair
+// and nothing held out of place.
+func (h *Healer) Pass(ctx context.Context) (bool, error) {
+	refs, err := h.members(ctx)
+	if err != nil {
+		return false, fmt.Errorf("heal: learn the ring: %w", err)
+	}
+	h.mu.Lock()
+	leaving := h.leaving
+	h.mu.Unlock()
+	if !leaving {
+		if waiting := h.waiting(refs); len(waiting) > 0 {
+			h.count(func(s *Stats) { s.State, s.Waiting, s.Settled = "waiting", waiting, false })
+			return false, nil
+		}
+	}
+	start := h.clock()
+	state := "healing"
+	if leaving {
+		state = "leaving"
+	}
+	h.count(func(s *Stats) { s.State, s.Waiting, s.PassStart, s.Progress = state, nil, start, 0 })
+	p := h.plan(refs, leaving)
+	h.mu.Lock()
+	p.stable = sameRefs(refs, h.last)
+	h.last = refs
+	h.mu.Unlock()
+	for i, kind := range []Kind{KindPartition, KindBlock} {
+		ix, err := h.list(kind, true)
+		if err != nil {
+			return false, err
+		}
+		h.count(func(s *Stats) {
+			if kind == KindPartition {
+				s.Partitions = int64(len(ix.items))
+			} else {
+				s.Blocks = int64(len(ix.items))
+			}
+		})
+		if err := h.heal(ctx, p, kind, ix); err != nil {
+			return false, err
+		}
+		h.count(func(s *Stats) { s.Progress = float64(i+1) / 3 })
+	}
+	if !leaving {
+		if err := h.scrub(ctx); err != nil {
+			return false, err
+		}
+	}
+	after, err := h.members(ctx)
+	settled := err == nil && p.stable && sameRefs(refs, after) && p.changed == 0 && p.pending == 0
+	h.count(func(s *Stats) {
+		s.State, s.Passes, s.Settled, s.PassEnd, s.Progress = "idle", s.Passes+1, settled, h.clock(), 1
+	})
+	h.log.Debug("pass done", "changed", p.changed, "pending", p.pending, "stable", p.stable, "settled", settled)
+	if p.changed > 0 || p.pending > 0 {
+		h.log.Info("healing pass", "changed", p.changed, "pending", p.pending, "took", h.clock().Sub(start).Round(time.Millisecond))
+	}
+	return settled, nil
+}
+
+// waiting returns the hosts gone from the ring within their grace time,
+// and notes the hosts in it now.
+func (h *Healer) waiting(refs []ring.Ref) []string {
+	now := h.clock()
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	present := map[string]bool{}
+	for _, r := range refs {
+		present[r.Addr] = true
+		h.seen[r.Addr] = now
+	}
+	var out []string
+	for host, at := range h.seen {
+		switch {
+		case present[host]:
+		case now.Sub(at) < h.cfg.Grace:
+			out = append(out, host)
+		default:
+			delete(h.seen, host) // gone for good: its data is copied now
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+func sameRefs(a, b []ring.Ref) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	ids := map[ring.ID]string{}
+	for _, r := range a {
+		ids[r.ID] = r.Addr
+	}
+	for _, r := range b {
+		if addr, ok := ids[r.ID]; !ok || addr != r.Addr {
+			return false
+		}
+	}
+	return true
+}
+
+// plan cuts the ring into arcs, one per vnode, each with its replica set.
+func (h *Healer) plan(refs []ring.Ref, leaving bool) *pass {
+	var c ring.Cache
+	c.Update(refs)
+	sorted := slices.Clone(refs)
+	slices.SortFunc(sorted, func(a, b ring.Ref) int { return a.ID.Cmp(b.ID) })
+	sorted = slices.CompactFunc(sorted, func(a, b ring.Ref) bool { return a.ID == b.ID })
+	p := &pass{self: h.cfg.Addr, synced: map[string]bool{}, leaving: leaving}
+	hosts := map[string]bool{}
+	for i, r := range sorted {
+		hosts[r.Addr] = true
+		lo := sorted[(i+len(sorted)-1)%len(sorted)].ID
+		res, _ := c.Lookup(r.ID, h.cfg.Replicas)
+		set := make([]string, len(res.Replicas))
+		for j, rep := range res.Replicas {
+			set[j] = rep.Addr
+		}
+		p.arcs = append(p.arcs, Arc{Lo: lo, Hi: r.ID})
+		p.sets = append(p.sets, set)
+	}
+	p.hosts = len(hosts)
+	return p
+}
+
+// arcOf returns the index of the arc holding position x.
+func (p *pass) arcOf(x ring.ID) int {
+	i := sort.Search(len(p.arcs), func(i int) bool { return p.arcs[i].Hi.Cmp(x) >= 0 })
+	if i == len(p.arcs) {
+		return 0 // past the last vnode: the first one's arc, which wraps
+	}
+	return i
+}
+
+// mine reports whether this host should hold the items of arc i.
+func (p *pass) mine(i int) bool { return !p.leaving && slices.Contains(p.sets[i], p.self) }
+
+// heal compares this host's items of one kind with the other replicas of
+// each arc it holds, repairs what they lack, and hands off what sits on
+// arcs it no longer holds.
+func (h *Healer) heal(ctx context.Context, p *pass, kind Kind, ix *index) error {
+	byArc := make([][]entry, len(p.arcs))
+	for _, e := range ix.items {
+		i := p.arcOf(e.pos)
+		byArc[i] = append(byArc[i], e)
+	}
+	// Anti-entropy with each other replica of the arcs this host holds.
+	peers := map[string][]int{}
+	for i, set := range p.sets {
+		if !p.mine(i) {
+			continue
+		}
+		for _, m := range set {
+			if m != p.self {
+				peers[m] = append(peers[m], i)
+			}
+		}
+	}
+	for _, peer := range slices.Sorted(maps.Keys(peers)) {
+		if err := h.compare(ctx, p, kind, peer, peers[peer], byArc); err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			h.fail(fmt.Errorf("heal: %s with %s: %w", kind, peer, err))
+			p.pending++
+		}
+	}
+	// Hand-off of what the ring places elsewhere.
+	for i, items := range byArc {
+		if len(items) == 0 || p.mine(i) {
+			continue
+		}
+		if err := h.handOff(ctx, p, kind, p.sets[i], items); err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			h.fail(fmt.Errorf("heal: hand off %s: %w", kind, err))
+			p.pending++
+		}
+	}
+	return nil
+}
+
+// compare checks the arcs this host shares with peer: where their digests
+// differ, it lists the peer's items and repairs those the peer lacks or
+// holds in another version. What the peer holds and this host lacks, the
+// peer's own pass repairs.
+func (h *Healer) compare(ctx context.Context, p *pass, kind Kind, peer string, arcs []int, byArc [][]entry) error {
+	want := make([]Arc, len(arcs))
+	for j, i := range arcs {
+		want[j] = p.arcs[i]
+	}
+	cctx, cancel := context.WithTimeout(ctx, h.cfg.CallTimeout)
+	theirs, err := h.peers.Digests(cctx, peer, kind, want)
+	cancel()
+	if err != nil {
+		return err
+	}
+	if len(theirs) != len(arcs) {
+		return fmt.Errorf("%d digests for %d arcs", len(theirs), len(arcs))
+	}
+	h.count(func(s *Stats) { s.ArcsCompared += int64(len(arcs)) })
+	for j, i := range arcs {
+		var ours Digest
+		for _, e := range byArc[i] {
+			ours.add(e.Item)
+		}
+		if ours == theirs[j] {
+			continue
+		}
+		h.count(func(s *Stats) { s.ArcsDiffered++ })
+		have, err := h.listPeer(ctx, peer, kind, p.arcs[i])
+		if err != nil {
+			return err
+		}
+		var lack []entry
+		for _, e := range byArc[i] {
+			if d, ok := have[e.Key]; !ok || d != e.Digest {
+				lack = append(lack, e)
+			}
+		}
+		if err := h.give(ctx, p, kind, peer, p.sets[i], lack); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// listPeer returns the peer's items on an arc, key → digest.
+func (h *Healer) listPeer(ctx context.Context, peer string, kind Kind, arc Arc) (map[string][32]byte, error) {
+	out := map[string][32]byte{}
+	after := ""
+	for {
+		cctx, cancel := context.WithTimeout(ctx, h.cfg.CallTimeout)
+		items, more, err := h.peers.Items(cctx, peer, kind, arc, after, MaxItems)
+		cancel()
+		if err != nil {
+			return nil, err
+		}
+		for _, it := range items {
+			out[it.Key] = it.Digest
+			after = it.Key
+		}
+		if !more || len(items) == 0 {
+			return out, nil
+		}
+	}
+}
+
+// give repairs items the peer lacks: blocks are sent, partitions synced by
+// their leader.
+func (h *Healer) give(ctx context.Context, p *pass, kind Kind, peer string, set []string, items []entry) error {
+	if kind == KindPartition {
+		for _, e := range items {
+			resp, err := h.sync(ctx, p, e.Key, set)
+			if err != nil {
+				return err
+			}
+			// Level already (the peer's listing was older than the sync)
+			// is no change.
+			if resp.Tx.Hash != e.Digest || resp.Synced < len(resp.Members) || !sameMembers(resp.Members, set) {
+				p.changed++
+			}
+		}
+		return nil
+	}
+	hashes := make([]blockstore.Hash, len(items))
+	for i, e := range items {
+		hashes[i] = blockstore.Hash(e.Digest)
+	}
+	return h.sendBlocks(ctx, p, peer, hashes)
+}
+
+// sync has the partition's leader (first of set) bring its replicas level
+// and onto the ring's hosts.
+func (h *Healer) sync(ctx context.Context, p *pass, name string, set []string) (txlog.Response, error) {
+	if err := h.syncs.Wait(ctx); err != nil {
+		return txlog.Response{}, err
+	}
+	cctx, cancel := context.WithTimeout(ctx, h.cfg.CallTimeout)
+	defer cancel()
+	resp, err := h.logs.Sync(cctx, name, set[0])
+	if err != nil {
+		return resp, fmt.Errorf("sync %q: %w", name, err)
+	}
+	if !p.synced[name] {
+		p.synced[name] = true
+		h.count(func(s *Stats) { s.PartitionsSynced++ })
+	}
+	return resp, nil
+}
+
+func sameMembers(a, b []string) bool {
+	return len(a) == len(b) && !slices.ContainsFunc(a, func(m string) bool { return !slices.Contains(b, m) })
+}
+
+// sendBlocks sends the peer those of the blocks it does not hold.
+func (h *Healer) sendBlocks(ctx context.Context, p *pass, peer string, hashes []blockstore.Hash) error {
+	for start := 0; start < len(hashes); start += MaxItems {
+		batch := hashes[start:min(start+MaxItems, len(hashes))]
+		cctx, cancel := context.WithTimeout(ctx, h.cfg.CallTimeout)
+		has, err := h.btr.Has(cctx, peer, batch)
+		cancel()
+		if err != nil {
+			return err
+		}
+		for i, hash := range batch {
+			if has[i] {
+				continue
+			}
+			if err := h.sendBlock(ctx, peer, hash); err != nil {
+				return err
+			}
+			p.changed++
+		}
+	}
+	return nil
+}
+
+func (h *Healer) sendBlock(ctx context.Context, peer string, hash blockstore.Hash) error {
+	data, err := h.blocks.Local().Get(hash)
+	if errors.Is(err, blockstore.ErrNotFound) {
+		return nil // deleted meanwhile
+	}
+	if err != nil {
+		return err // a damaged copy is the scrubber's
+	}
+	if err := h.bytes.WaitN(ctx, len(data)); err != nil {
+		return err
+	}
+	cctx, cancel := context.WithTimeout(ctx, h.cfg.CallTimeout)
+	defer cancel()
+	if err := h.btr.Put(cctx, peer, hash, data, true); err != nil {
+		return fmt.Errorf("send block %s: %w", hash, err)
+	}
+	h.count(func(s *Stats) { s.BlocksSent++; s.BytesSent += int64(len(data)) })
+	return nil
+}
+
+// handOff brings items of an arc this host no longer holds to the arc's
+// replica set, then drops them here: a partition once its leader has moved
+// its replica set off this host and every member holds the log; a block
+// once every member holds it.
+func (h *Healer) handOff(ctx context.Context, p *pass, kind Kind, set []string, items []entry) error {
+	want := min(h.cfg.Replicas, p.hosts)
+	if kind == KindPartition {
+		for _, e := range items {
+			resp, err := h.sync(ctx, p, e.Key, set)
+			if err != nil {
+				return err
+			}
+			if !p.stable && !p.leaving {
+				p.pending++
+				continue
+			}
+			if slices.Contains(resp.Members, p.self) || resp.Synced < len(resp.Members) || len(resp.Members) < want {
+				h.log.Debug("partition not handed off yet", "partition", e.Key, "members", resp.Members, "synced", resp.Synced)
+				p.pending++
+				continue
+			}
+			if err := h.logs.Drop(e.Key); err != nil {
+				if errors.Is(err, txlog.ErrLeading) {
+					p.pending++
+					continue
+				}
+				return err
+			}
+			p.changed++
+			h.count(func(s *Stats) { s.PartitionsDropped++ })
+		}
+		return nil
+	}
+	hashes := make([]blockstore.Hash, len(items))
+	for i, e := range items {
+		hashes[i] = blockstore.Hash(e.Digest)
+	}
+	held := 0
+	for _, m := range set {
+		if m == p.self {
+			continue
+		}
+		if err := h.sendBlocks(ctx, p, m, hashes); err != nil {
+			h.fail(fmt.Errorf("heal: hand off blocks to %s: %w", m, err))
+			continue
+		}
+		held++
+	}
+	if held < want || (!p.stable && !p.leaving) {
+		p.pending += len(hashes)
+		return nil
+	}
+	for _, hash := range hashes {
+		if !p.leaving {
+			res, err := h.placer.Lookup(ctx, ring.ID(hash), h.cfg.Replicas)
+			if err != nil || slices.ContainsFunc(res.Replicas, func(r ring.Ref) bool { return r.Addr == p.self }) {
+				p.pending++
+				continue // the ring does not agree yet
+			}
+		}
+		if err := h.blocks.Local().Delete(hash, false); err != nil {
+			return err
+		}
+		p.changed++
+		h.count(func(s *Stats) { s.BlocksDropped++ })
+	}
+	return nil
+}
+
+// scrub re-hashes up to ScrubBytes of local blocks, going on from where the
+// last pass stopped, and replaces a damaged copy with a sound one from
+// another replica.
+func (h *Healer) scrub(ctx context.Context) error {
+	if h.cfg.ScrubBytes < 0 {
+		return nil
+	}
+	ix, err := h.list(KindBlock, false)
+	if err != nil || len(ix.items) == 0 {
+		return err
+	}
+	h.mu.Lock()
+	from := h.scrubAt
+	h.mu.Unlock()
+	local := h.blocks.Local()
+	start := sort.Search(len(ix.byHash), func(i int) bool { return ring.ID(ix.byHash[i]).Cmp(ring.ID(from)) > 0 })
+	var done int64
+	for n := 0; n < len(ix.byHash) && done < h.cfg.ScrubBytes; n++ {
+		hash := ix.byHash[(start+n)%len(ix.byHash)]
+		data, err := local.Get(hash)
+		switch {
+		case errors.Is(err, blockstore.ErrNotFound):
+		case errors.Is(err, blockstore.ErrCorrupt):
+			h.count(func(s *Stats) { s.BlocksCorrupt++ })
+			h.log.Warn("damaged block found", "block", hash.String(), "err", err)
+			cctx, cancel := context.WithTimeout(ctx, h.cfg.CallTimeout)
+			good, gerr := h.blocks.Get(cctx, hash, level.Quorum)
+			cancel()
+			if gerr == nil {
+				_, gerr = local.PutHashed(hash, good, true)
+			}
+			if gerr != nil {
+				h.fail(fmt.Errorf("heal: repair damaged block %s: %w", hash, gerr))
+			}
+		case err != nil:
+			return err
+		default:
+			done += int64(len(data))
+		}
+		h.count(func(s *Stats) { s.BlocksScrubbed++ })
+		h.mu.Lock()
+		h.scrubAt = hash
+		h.mu.Unlock()
+	}
+	return nil
+}
+
+// Leave hands off everything this host holds, pass after pass, until it
+// holds nothing or ctx ends. Call it once the host has left the ring, so
+// that members returns the ring without it.
+func (h *Healer) Leave(ctx context.Context) error {
+	h.mu.Lock()
+	h.leaving = true
+	h.mu.Unlock()
+	for {
+		if _, err := h.Pass(ctx); err != nil {
+			if ctx.Err() != nil {
+				return err
+			}
+			h.fail(err)
+		}
+		parts, blocks, err := h.held()
+		if err != nil {
+			return err
+		}
+		if parts == 0 && blocks == 0 {
+			return nil
+		}
+		h.log.Info("handing off", "partitions", parts, "blocks", blocks)
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("heal: %d partitions and %d blocks not handed off: %w", parts, blocks, ctx.Err())
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// held counts the partitions and blocks this host holds.
+func (h *Healer) held() (parts, blocks int, err error) {
+	for _, kind := range []Kind{KindPartition, KindBlock} {
+		ix, err := h.list(kind, true)
+		if err != nil {
+			return 0, 0, err
+		}
+		if kind == KindPartition {
+			parts = len(ix.items)
+		} else {
+			blocks = len(ix.items)
+		}
+	}
+	return parts, blocks, nil
+}
+
+// ErrBadRequest marks a malformed request from another host.
+var ErrBadRequest = errors.New("heal: bad request")
