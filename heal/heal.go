@@ -98,6 +98,7 @@ func (d *Digest) add(it Item) {
 type Logs interface {
 	Partitions(fn func(txlog.Held) error) error
 	Sync(ctx context.Context, partition, leader string) (txlog.Response, error)
+	Seed(ctx context.Context, partition, leader string) error
 	Drop(partition string) error
 }
 
@@ -111,6 +112,7 @@ type Blocks interface {
 type BlockTransport interface {
 	Has(ctx context.Context, to string, hashes []blockstore.Hash) ([]bool, error)
 	Put(ctx context.Context, to string, h blockstore.Hash, data []byte, sync bool) error
+	Get(ctx context.Context, from string, h blockstore.Hash) ([]byte, error)
 }
 
 // Peers reaches other hosts' healers.
@@ -221,7 +223,8 @@ func New(cfg Config, members func(context.Context) ([]ring.Ref, error), placer P
 // Stats describes the healer's work, for /v1/status.
 type Stats struct {
 	// State is "idle" between passes, "healing" during one, "waiting" while
-	// a host that left is within its grace time, "leaving" during a hand-off.
+	// a host that left is within its grace time, "joining" while a new
+	// node copies its share, "leaving" during a hand-off.
 	State string `json:"state"`
 	// Waiting names the hosts gone from the ring within their grace time.
 	Waiting []string `json:"waiting,omitempty"`
@@ -309,6 +312,8 @@ type pass struct {
 	pending int // items not yet where they belong
 	synced  map[string]bool
 	leaving bool
+	// progress reports the share of the current kind's work done.
+	progress func(float64)
 	// stable says that the ring is as the last pass saw it: only then does
 	// a pass drop what it holds, so that a view of a ring still settling
 	// after a change drops nothing.
@@ -354,10 +359,10 @@ func (h *Healer) Pass(ctx context.Context) (bool, error) {
 				s.Blocks = int64(len(ix.items))
 			}
 		})
+		p.progress = func(f float64) { h.count(func(s *Stats) { s.Progress = (float64(i) + f) / 3 }) }
 		if err := h.heal(ctx, p, kind, ix); err != nil {
 			return false, err
 		}
-		h.count(func(s *Stats) { s.Progress = float64(i+1) / 3 })
 	}
 	if !leaving {
 		if err := h.scrub(ctx); err != nil {
@@ -474,7 +479,19 @@ func (h *Healer) heal(ctx context.Context, p *pass, kind Kind, ix *index) error 
 			}
 		}
 	}
+	var strays []int
+	for i, items := range byArc {
+		if len(items) > 0 && !p.mine(i) {
+			strays = append(strays, i)
+		}
+	}
+	steps, done := len(peers)+len(strays), 0
+	step := func() {
+		done++
+		p.progress(float64(done) / float64(steps))
+	}
 	for _, peer := range slices.Sorted(maps.Keys(peers)) {
+		step()
 		if err := h.compare(ctx, p, kind, peer, peers[peer], byArc); err != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()
@@ -484,11 +501,9 @@ func (h *Healer) heal(ctx context.Context, p *pass, kind Kind, ix *index) error 
 		}
 	}
 	// Hand-off of what the ring places elsewhere.
-	for i, items := range byArc {
-		if len(items) == 0 || p.mine(i) {
-			continue
-		}
-		if err := h.handOff(ctx, p, kind, p.sets[i], items); err != nil {
+	for _, i := range strays {
+		step()
+		if err := h.handOff(ctx, p, kind, p.sets[i], byArc[i]); err != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
@@ -819,3 +834,105 @@ func (h *Healer) held() (parts, blocks int, err error) {
 
 // ErrBadRequest marks a malformed request from another host.
 var ErrBadRequest = errors.New("heal: bad request")
+
+// Join copies onto this host, before it joins the ring, what the ring
+// would place on it once its vnodes mine are in: for each arc it will
+// hold, it lists the items of the hosts that hold that arc now, fetches
+// the blocks it lacks and seeds the partitions' committed logs
+// (txlog.Service.Seed). Meanwhile those hosts go on serving; what is
+// written after the copy reaches this host when the leaders add it to
+// their replica sets. Items it cannot copy are left to the takeover and
+// the passes; Join returns how many it copied and how many it could not.
+func (h *Healer) Join(ctx context.Context, current, mine []ring.Ref) (copied, missed int) {
+	if len(current) == 0 {
+		return 0, 0
+	}
+	var old ring.Cache
+	old.Update(current)
+	p := h.plan(append(slices.Clone(current), mine...), false)
+	var arcs []int
+	for i, set := range p.sets {
+		if slices.Contains(set, h.cfg.Addr) {
+			arcs = append(arcs, i)
+		}
+	}
+	h.count(func(s *Stats) { s.State, s.Progress = "joining", 0 })
+	defer h.count(func(s *Stats) { s.State = "idle" })
+	for n, i := range arcs {
+		res, _ := old.Lookup(p.arcs[i].Hi, h.cfg.Replicas)
+		var holders []string
+		for _, r := range res.Replicas {
+			holders = append(holders, r.Addr)
+		}
+		c, m := h.copyArc(ctx, p.arcs[i], holders)
+		copied, missed = copied+c, missed+m
+		h.count(func(s *Stats) { s.Progress = float64(n+1) / float64(len(arcs)) })
+	}
+	return copied, missed
+}
+
+// copyArc copies the items the holders hold on one arc; holders[0] leads
+// it.
+func (h *Healer) copyArc(ctx context.Context, arc Arc, holders []string) (copied, missed int) {
+	if len(holders) == 0 {
+		return 0, 0
+	}
+	for _, kind := range []Kind{KindPartition, KindBlock} {
+		where := map[string][]string{} // key → holders that list it
+		for _, holder := range holders {
+			items, err := h.listPeer(ctx, holder, kind, arc)
+			if err != nil {
+				h.log.Debug("cannot list an arc's items", "holder", holder, "err", err)
+				continue
+			}
+			for key := range items {
+				where[key] = append(where[key], holder)
+			}
+		}
+		for _, key := range slices.Sorted(maps.Keys(where)) {
+			if err := h.copyItem(ctx, kind, key, holders[0], where[key]); err != nil {
+				if ctx.Err() != nil {
+					return copied, missed
+				}
+				h.log.Debug("cannot copy an item before joining", "kind", kind, "err", err)
+				missed++
+				continue
+			}
+			copied++
+		}
+	}
+	return copied, missed
+}
+
+// copyItem copies one partition (seeded through its leader) or block
+// (from the first holder that gives a sound copy).
+func (h *Healer) copyItem(ctx context.Context, kind Kind, key, leader string, holders []string) error {
+	cctx, cancel := context.WithTimeout(ctx, h.cfg.CallTimeout)
+	defer cancel()
+	if kind == KindPartition {
+		if err := h.syncs.Wait(ctx); err != nil {
+			return err
+		}
+		return h.logs.Seed(cctx, key, leader)
+	}
+	hash, err := blockstore.HashFromBytes([]byte(key))
+	if err != nil {
+		return err
+	}
+	if ok, err := h.blocks.Local().Has(hash); err != nil || ok {
+		return err
+	}
+	var lastErr error
+	for _, from := range holders {
+		data, err := h.btr.Get(cctx, from, hash)
+		if err == nil && blockstore.Sum(data) == hash {
+			if err := h.bytes.WaitN(ctx, len(data)); err != nil {
+				return err
+			}
+			_, err = h.blocks.Local().PutHashed(hash, data, true)
+			return err
+		}
+		lastErr = fmt.Errorf("from %s: %v", from, err)
+	}
+	return fmt.Errorf("block %s: %v", hash, lastErr)
+}

@@ -345,3 +345,49 @@ func TestLeaveHandsOff(t *testing.T) {
 	w.heal()
 	w.check()
 }
+
+// TestJoinCopiesFirst: a host about to join copies what the ring will
+// place on it from the hosts that hold it now; once it has joined, the
+// passes find little left to send.
+func TestJoinCopiesFirst(t *testing.T) {
+	w := newWorld(t, 3)
+	w.write(60, 40)
+	h := w.c.NewHost()
+	w.addHealer(h)
+	ctx := context.Background()
+	refs, err := ring.Members(ctx, h.RingTransport, []string{"h0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	copied, missed := w.healers[h.Addr].Join(ctx, refs, h.Ring.OwnRefs())
+	if missed > 0 || copied == 0 {
+		t.Fatalf("copied %d items, missed %d", copied, missed)
+	}
+	// What it holds now is what the ring with it in places on it.
+	var future ring.Cache
+	future.Update(append(refs, h.Ring.OwnRefs()...))
+	want := 0
+	for name := range w.values {
+		if res, _ := future.Lookup(ring.HashKey([]byte(name)), 3); slices.ContainsFunc(res.Replicas, func(r ring.Ref) bool { return r.Addr == h.Addr }) {
+			want++
+		}
+	}
+	for hash := range w.blocks {
+		res, _ := future.Lookup(ring.ID(hash), 3)
+		if slices.ContainsFunc(res.Replicas, func(r ring.Ref) bool { return r.Addr == h.Addr }) {
+			want++
+			if ok, _ := h.Blocks.Local().Has(hash); !ok {
+				t.Errorf("block %s not copied", hash)
+			}
+		}
+	}
+	if copied != want {
+		t.Errorf("copied %d items, the ring will place %d on the host", copied, want)
+	}
+	w.c.Join(h)
+	w.heal()
+	w.check()
+	if s := w.healers["h0"].Stats(); s.BlocksSent > 0 {
+		t.Logf("h0 still sent %d blocks after the join", s.BlocksSent)
+	}
+}

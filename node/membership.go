@@ -36,6 +36,9 @@ func (n *Node) joinOrCreate(ctx context.Context) error {
 	if len(targets) == 0 {
 		return n.ring.Create()
 	}
+	if n.cfg.Join != "" {
+		n.copyBeforeJoin(ctx)
+	}
 	deadline := time.Now().Add(n.cfg.JoinTimeout)
 	var lastErr error
 	for attempt := 0; ; attempt++ {
@@ -73,6 +76,23 @@ func (n *Node) joinOrCreate(ctx context.Context) error {
 	n.log.Warn("no remembered peer answered; starting a ring alone, the others join it as they come back",
 		"peers", strings.Join(remembered, ","), "err", lastErr)
 	return n.ring.Create()
+}
+
+// copyBeforeJoin copies what the ring will place on this node from the
+// nodes that hold it now, before the node's vnodes enter the ring (see
+// heal.Healer.Join). A cluster that cannot be reached or walked is left to
+// the join's own error.
+func (n *Node) copyBeforeJoin(ctx context.Context) {
+	wctx, cancel := context.WithTimeout(ctx, n.cfg.JoinTimeout)
+	refs, err := ring.Members(wctx, n.ringTr, []string{n.cfg.Join})
+	cancel()
+	if err != nil {
+		n.log.Debug("cannot learn the ring before joining", "via", n.cfg.Join, "err", err)
+		return
+	}
+	start := time.Now()
+	copied, missed := n.healer.Join(ctx, refs, n.ring.OwnRefs())
+	n.log.Info("copied this node's share before joining", "items", copied, "missed", missed, "took", time.Since(start).Round(time.Millisecond))
 }
 
 func (n *Node) loadPeers() ([]string, error) {

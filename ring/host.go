@@ -154,8 +154,9 @@ func (h *Host) Config() Config { return h.cfg }
 // Addr returns the host's address.
 func (h *Host) Addr() string { return h.cfg.Addr }
 
-// ownRefs returns the refs of the host's vnodes, ascending.
-func (h *Host) ownRefs() []Ref {
+// OwnRefs returns the refs of the host's vnodes, ascending, whether or not
+// it is a member yet.
+func (h *Host) OwnRefs() []Ref {
 	refs := make([]Ref, h.cfg.VNodes)
 	for i := range refs {
 		refs[i] = Ref{ID: VNodeID(h.cfg.Addr, i), Addr: h.cfg.Addr}
@@ -179,7 +180,7 @@ func (h *Host) Create() error {
 		return fmt.Errorf("ring: a new ring needs at least %d vnodes (MinSuccessors+1); this host has %d",
 			h.cfg.MinSuccessors+1, h.cfg.VNodes)
 	}
-	refs := h.ownRefs()
+	refs := h.OwnRefs()
 	vnodes := make([]*vnode, len(refs))
 	for i, r := range refs {
 		vnodes[i] = &vnode{self: r, pred: refs[(i+len(refs)-1)%len(refs)]}
@@ -223,7 +224,7 @@ func (h *Host) Join(ctx context.Context, seed string) error {
 	// Every vnode finds its place before any is installed, so that a join
 	// that fails half way leaves the host out of the ring, free to retry.
 	var joined []*vnode
-	for _, self := range h.ownRefs() {
+	for _, self := range h.OwnRefs() {
 		v, err := h.joinVNode(ctx, self, starts)
 		if err != nil {
 			return fmt.Errorf("ring: join via %s: vnode %s: %w", seed, self, err)
@@ -262,7 +263,7 @@ func (h *Host) Join(ctx context.Context, seed string) error {
 // list found for one of them runs on past self to live vnodes.
 func (h *Host) joinVNode(ctx context.Context, self Ref, starts []Ref) (*vnode, error) {
 	keys := []ID{self.ID}
-	own := h.ownRefs()
+	own := h.OwnRefs()
 	i := slices.IndexFunc(own, func(r Ref) bool { return r.ID == self.ID })
 	for j := 1; j < len(own); j++ {
 		keys = append(keys, own[(i-j+len(own))%len(own)].ID)

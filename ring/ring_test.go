@@ -317,7 +317,7 @@ func measureHops(t *testing.T, hosts, lookups int) (mean float64, maxHops int) {
 	m := func() []Ref {
 		var refs []Ref
 		for _, a := range s.addrs {
-			refs = append(refs, s.hosts[a].ownRefs()...)
+			refs = append(refs, s.hosts[a].OwnRefs()...)
 		}
 		slices.SortFunc(refs, func(a, b Ref) int { return a.ID.Cmp(b.ID) })
 		return refs

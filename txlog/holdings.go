@@ -1,6 +1,7 @@
 package txlog
 
 import (
+	"context"
 	"errors"
 	"fmt"
 
@@ -115,4 +116,70 @@ func (ps *parts) deleteAll(prefix []byte) error {
 			return err
 		}
 	}
+}
+
+// Seed copies, onto this host, the committed log of a partition this host
+// does not replicate yet, before the ring names it a replica (a node about
+// to join). It has leader, the partition's leader, sync the partition:
+// once every member holds the leader's head, every entry up to that head
+// is committed. It then fetches the entries this host lacks up to there
+// from the leader, checks that they chain to that head, and keeps them as
+// committed. A later leader that adds this host to the replica set then
+// sends only what was written since, and one that takes over here adopts
+// only that.
+func (s *Service) Seed(ctx context.Context, partition, leader string) error {
+	resp, err := s.Sync(ctx, partition, leader)
+	if err != nil {
+		return err
+	}
+	if resp.Synced < majority(len(resp.Members)) {
+		return fmt.Errorf("%w: %q: %d of %d replicas hold the log's head", ErrUnavailable, partition, resp.Synced, len(resp.Members))
+	}
+	p, err := s.ps.get(partition)
+	if err != nil {
+		return err
+	}
+	p.mu.Lock()
+	from := p.last + 1
+	p.mu.Unlock()
+	if from > resp.Tx.Height {
+		return nil // as far as the head already
+	}
+	var txs []*Tx
+	for h := from; h <= resp.Tx.Height; {
+		cctx, cancel := context.WithTimeout(ctx, s.cfg.CallTimeout)
+		batch, err := s.tr.Fetch(cctx, leader, partition, h, batchEntries)
+		cancel()
+		if err != nil {
+			return fmt.Errorf("txlog: %q: fetch from %s: %w", partition, leader, err)
+		}
+		if len(batch) == 0 {
+			break
+		}
+		for _, t := range batch {
+			if t.Height <= resp.Tx.Height {
+				txs = append(txs, t)
+			}
+		}
+		h += uint64(len(batch))
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.last+1 != from || !p.leading.IsZero() {
+		return nil // the host took part meanwhile; the leader sends it the rest
+	}
+	prev := p.lastHash
+	for i, t := range txs {
+		if t.Height != from+uint64(i) || t.Prev != prev {
+			return fmt.Errorf("txlog: %q: the log fetched from %s does not chain at %d", partition, leader, t.Height)
+		}
+		prev = t.Hash()
+	}
+	if prev != resp.Tx.Hash {
+		return fmt.Errorf("txlog: %q: the log fetched from %s does not end in the head it synced", partition, leader)
+	}
+	if len(txs) == 0 {
+		return nil
+	}
+	return s.ps.write(p, from, txs, p.promised, resp.Tx.Height, resp.Tx.Height, true)
 }

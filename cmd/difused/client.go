@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/difuse/difuse/client"
+	"github.com/difuse/difuse/heal"
 	"github.com/difuse/difuse/internal/cli"
 	"github.com/difuse/difuse/ring"
 )
@@ -58,6 +59,7 @@ func printStatus(w io.Writer, st client.Status) {
 	fmt.Fprintf(w, "blocks      %d held, %s; since start %s written, %s new (dedup ratio %.2f)\n",
 		st.Blocks.Blocks, mib(st.Blocks.StoredBytes), mib(st.Blocks.WrittenBytes), mib(st.Blocks.NewBytes), st.Blocks.DedupRatio)
 	fmt.Fprintf(w, "memory      %s resident, %d goroutines\n", mib(st.RSSBytes), st.Goroutines)
+	printHeal(w, st.Heal)
 	if len(st.VNodes) == 0 {
 		fmt.Fprintln(w, "ring        not a member yet")
 		return
@@ -176,5 +178,23 @@ func cmdLeave(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintln(stdout, line)
 			last = line
 		}
+	}
+}
+
+func printHeal(w io.Writer, h heal.Stats) {
+	state := h.State
+	switch {
+	case state == "waiting":
+		state += " (grace time of " + strings.Join(h.Waiting, ", ") + ")"
+	case state != "idle":
+		state += fmt.Sprintf(" (%.0f%% of the pass)", 100*h.Progress)
+	case h.Settled:
+		state += ", settled"
+	}
+	fmt.Fprintf(w, "healing     %s; %d passes; holds %d partitions, %d blocks\n", state, h.Passes, h.Partitions, h.Blocks)
+	fmt.Fprintf(w, "            %d partitions synced, %d dropped; %d blocks sent (%s), %d dropped; %d blocks scrubbed, %d damaged\n",
+		h.PartitionsSynced, h.PartitionsDropped, h.BlocksSent, mib(h.BytesSent), h.BlocksDropped, h.BlocksScrubbed, h.BlocksCorrupt)
+	if h.Errors > 0 {
+		fmt.Fprintf(w, "            %d errors, last: %s\n", h.Errors, h.LastError)
 	}
 }

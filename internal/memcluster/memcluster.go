@@ -58,6 +58,14 @@ func Start(t testing.TB, n int) *Cluster {
 // the ring), waits until every host places keys on min(3, hosts) replicas,
 // and returns it.
 func (c *Cluster) Add() *Host {
+	c.t.Helper()
+	h := c.NewHost()
+	c.Join(h)
+	return h
+}
+
+// NewHost starts one more host, serving but not yet in the ring.
+func (c *Cluster) NewHost() *Host {
 	t := c.t
 	t.Helper()
 	addr := fmt.Sprintf("h%d", len(c.Hosts))
@@ -66,14 +74,6 @@ func (c *Cluster) Add() *Host {
 		t.Fatal(err)
 	}
 	c.ringNet.Attach(addr, rh)
-	if len(c.Hosts) == 0 {
-		err = rh.Create()
-	} else {
-		err = rh.Join(context.Background(), "h0")
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
 	svc, err := txlog.New(txlog.Config{Addr: addr, CallTimeout: 100 * time.Millisecond}, rh, c.logNet.Transport(addr), store.NewMem())
 	if err != nil {
 		t.Fatal(err)
@@ -94,11 +94,28 @@ func (c *Cluster) Add() *Host {
 	t.Cleanup(func() { cancel(); <-done; svc.Close(); blocks.Wait() })
 	h := &Host{Addr: addr, Ring: rh, Log: svc, Blocks: blocks, RingTransport: c.ringNet.Transport(addr), BlockTransport: c.blockNet.Transport(addr)}
 	c.Hosts = append(c.Hosts, h)
+	return h
+}
+
+// Join makes h a member of the ring, through h0 (or creates the ring if h
+// is h0), and waits until every member places keys on min(3, members)
+// replicas.
+func (c *Cluster) Join(h *Host) {
+	t := c.t
+	t.Helper()
+	var err error
+	if h.Addr == "h0" {
+		err = h.Ring.Create()
+	} else {
+		err = h.Ring.Join(context.Background(), "h0")
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
 	c.WaitSettled()
 	for _, h := range c.Hosts {
 		h.Log.NoteHosts(len(c.Hosts))
 	}
-	return h
 }
 
 // WaitSettled waits until every host in the ring places keys on
