@@ -279,6 +279,20 @@ func (h *Healer) fail(err error) {
 	h.count(func(s *Stats) { s.Errors++; s.LastError = err.Error() })
 }
 
+// Expect notes hosts that belong to the cluster (the peers a restarted
+// node remembers) as seen now, so that passes wait the grace time for
+// those that have not come back yet rather than copy their data at once.
+func (h *Healer) Expect(hosts ...string) {
+	now := h.clock()
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, host := range hosts {
+		if _, ok := h.seen[host]; !ok && host != h.cfg.Addr {
+			h.seen[host] = now
+		}
+	}
+}
+
 // Wake makes the next pass start now (after a ring change, say).
 func (h *Healer) Wake() {
 	select {

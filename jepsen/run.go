@@ -260,7 +260,7 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 		sum.FSOps, sum.FSUnknown = counts.ops, counts.unk
 	}
 	sum.Ops, sum.OK, sum.Failed, sum.Unk = len(hist.ops), hist.ok, hist.failed, hist.unknown
-	res, info := porcupine.CheckOperationsVerbose(registerModel.ToModel(), hist.ops, 5*time.Minute)
+	res, info := porcupine.CheckOperationsVerbose(registerModel.ToModel(), hist.ops, max(5*time.Minute, cfg.Duration/2))
 	switch res {
 	case porcupine.Illegal:
 		sum.Violations = countIllegal(hist.ops)

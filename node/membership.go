@@ -29,6 +29,7 @@ func (n *Node) joinOrCreate(ctx context.Context) error {
 		return err
 	}
 	n.ring.Remember(remembered...)
+	n.healer.Expect(remembered...)
 	targets := remembered
 	if n.cfg.Join != "" {
 		targets = append([]string{n.cfg.Join}, slices.DeleteFunc(remembered, func(a string) bool { return a == n.cfg.Join })...)

@@ -351,6 +351,10 @@ func (n *Node) run(ctx context.Context) error {
 // other nodes' calls.
 func (n *Node) leave() error {
 	n.leaveSeeds = n.ring.KnownHosts()
+	if others, want := len(n.leaveSeeds), n.ring.Config().Replicas; others < want {
+		n.log.Error("not leaving the cluster: fewer nodes than the replica count would be left; stopping instead", "others", others, "replicas", want)
+		return nil
+	}
 	n.log.Info("leaving the ring and handing off", "to", n.leaveSeeds)
 	lctx, cancel := context.WithTimeout(context.Background(), n.cfg.ShutdownTimeout)
 	n.ring.Leave(lctx)

@@ -214,11 +214,12 @@ func (h healService) HandleItems(kind heal.Kind, arc heal.Arc, after string, lim
 	return h.n.healer.HandleItems(kind, arc, after, limit)
 }
 
-// HandleLeave starts the node's departure, unless no other host would be
-// left to take what it holds.
+// HandleLeave starts the node's departure, unless fewer than N nodes would
+// be left: replica sets never shrink below N hosts (see txlog), so the
+// node could not hand off its place in them.
 func (h healService) HandleLeave() error {
-	if len(h.n.ring.KnownHosts()) == 0 {
-		return fmt.Errorf("%w: this is the cluster's only node; nothing could take its data", heal.ErrBadRequest)
+	if others, n := len(h.n.ring.KnownHosts()), h.n.ring.Config().Replicas; others < n {
+		return fmt.Errorf("%w: %d other nodes would be left, fewer than the %d replicas every key needs", heal.ErrBadRequest, others, n)
 	}
 	h.n.leaveOnce.Do(func() { close(h.n.leaveReq) })
 	return nil

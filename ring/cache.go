@@ -56,7 +56,8 @@ func (c *Cache) Lookup(key ID, n int) (Result, bool) {
 }
 
 // Walk collects the ring's membership by following successor lists from
-// the vnodes of the host at seed, until it comes back to where it started.
+// the vnodes of the host at seed, until it comes back to where it started;
+// where a vnode does not answer it goes on from the entry before it.
 // It costs about V/len(successor list) calls for V vnodes.
 func Walk(ctx context.Context, tr Transport, seed string) ([]Ref, error) {
 	starts, err := tr.VNodes(ctx, seed)
@@ -69,22 +70,34 @@ func Walk(ctx context.Context, tr Transport, seed string) ([]Ref, error) {
 	seen := map[ID]bool{starts[0].ID: true}
 	refs := []Ref{starts[0]}
 	cur := starts[0]
+	var back []Ref // earlier entries of the last list, for a vnode that does not answer
 	for {
 		st, err := tr.GetState(ctx, cur)
+		if err != nil && len(back) > 0 && ctx.Err() == nil {
+			cur, back = back[len(back)-1], back[:len(back)-1]
+			continue
+		}
 		if err != nil {
 			return nil, fmt.Errorf("ring: walk at %s: %w", cur, err)
 		}
 		if len(st.Succs) == 0 {
 			return nil, fmt.Errorf("ring: walk at %s: %w: no successors", cur, ErrLookup)
 		}
+		added := 0
 		for _, r := range st.Succs {
-			if seen[r.ID] {
-				return refs, nil
+			if r.ID == starts[0].ID {
+				return refs, nil // round the ring
 			}
-			seen[r.ID] = true
-			refs = append(refs, r)
+			if !seen[r.ID] {
+				seen[r.ID] = true
+				refs = append(refs, r)
+				added++
+			}
 		}
-		cur = st.Succs[len(st.Succs)-1]
+		if added == 0 {
+			return refs, nil // no further: a ring still settling
+		}
+		cur, back = st.Succs[len(st.Succs)-1], st.Succs[:len(st.Succs)-1]
 	}
 }
 

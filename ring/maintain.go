@@ -3,6 +3,7 @@ package ring
 import (
 	"context"
 	"errors"
+	"maps"
 	"slices"
 )
 
@@ -176,9 +177,41 @@ func (h *Host) stabilize(ctx context.Context, id ID) {
 		}
 		return
 	}
-	// Every successor is dead: the ring's failure assumption was broken.
-	// Keep the list as it is (its entries may come back) and say so.
+	// Every successor is dead: the ring's failure assumption was broken
+	// (a list still short after a restart, say, when its host died).
+	// Restart from the closest live vnode this host knows of past this
+	// one; stabilising from there walks back to the true successor
+	// through predecessors.
+	if next := h.closestLive(ctx, v.self); !next.IsZero() {
+		h.log.Warn("every successor dead; going on from the closest live vnode known", "vnode", v.self, "next", next)
+		h.setSuccs(id, v.succs, []Ref{next})
+		return
+	}
 	h.log.Error("no live successor", "vnode", v.self, "tried", len(v.succs))
+}
+
+// closestLive returns the live vnode that follows self most closely among
+// those this host's vnodes know (themselves, their predecessors, successor
+// lists and fingers), or the zero Ref.
+func (h *Host) closestLive(ctx context.Context, self Ref) Ref {
+	h.mu.Lock()
+	seen := map[ID]Ref{}
+	for _, v := range h.vnodes {
+		for _, r := range append(append([]Ref{v.self, v.pred}, v.succs...), v.fingers[v.fingerBase:]...) {
+			if !r.IsZero() && r.ID != self.ID {
+				seen[r.ID] = r
+			}
+		}
+	}
+	h.mu.Unlock()
+	cands := slices.Collect(maps.Values(seen))
+	slices.SortFunc(cands, func(a, b Ref) int { return distance(self.ID, a.ID).Cmp(distance(self.ID, b.ID)) })
+	for _, r := range cands {
+		if r.Addr == h.cfg.Addr || h.ping(ctx, r) == nil {
+			return r
+		}
+	}
+	return Ref{}
 }
 
 // setSuccs installs list as the successor list if the vnode's list is still

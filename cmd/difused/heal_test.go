@@ -46,8 +46,8 @@ type hcluster struct {
 	nodes []*hnode
 }
 
-// start starts node i (new if i == len(nodes), else restarted on its
-// directory and addresses), joining through node 0 unless it is node 0.
+// start starts node i: new if i == len(nodes), joining through node 0
+// (unless it is node 0), else restarted on its directory and addresses.
 func (c *hcluster) start(i int) *hnode {
 	c.t.Helper()
 	c.launch(i)
@@ -72,7 +72,9 @@ func (c *hcluster) launch(i int) {
 	}
 	n := c.nodes[i]
 	args := append([]string{"-b", n.grpc, "-a", n.httpA, "-d", n.dir}, healFlags...)
-	if i > 0 && c.nodes[0].grpc != "127.0.0.1:0" {
+	if i > 0 && n.grpc == "127.0.0.1:0" {
+		// A new node joins through node 0; a restarted one rejoins through
+		// the peers it remembers.
 		args = append(args, "-j", c.nodes[0].grpc)
 	}
 	n.p = proctest.Start(c.t, "difused", args...)
@@ -337,12 +339,18 @@ func newHCluster(t *testing.T, n int) *hcluster {
 	for i := range n {
 		c.start(i)
 	}
-	var https, grpcs []string
-	for _, nd := range c.nodes {
-		https, grpcs = append(https, nd.httpA), append(grpcs, nd.grpc)
-	}
-	waitAllAgree(t, https, grpcs, 200, 30*time.Second)
+	c.waitRing()
 	return c
+}
+
+// waitRing waits until the live nodes agree on the ring.
+func (c *hcluster) waitRing() {
+	c.t.Helper()
+	var https, grpcs []string
+	for _, i := range c.live() {
+		https, grpcs = append(https, c.nodes[i].httpA), append(grpcs, c.nodes[i].grpc)
+	}
+	waitAllAgree(c.t, https, grpcs, 200, 60*time.Second)
 }
 
 // TestJoinRebalance: 2,000 files written through a mount of a 3-node
@@ -391,6 +399,7 @@ func TestJoinRebalance(t *testing.T) {
 	parts, blocks := c.checkPlacement()
 	t.Logf("healing settled %s after the joins; %d partitions and %d blocks each on exactly 3 hosts", took.Round(time.Second), parts, blocks)
 	c.restart(0, 1, 2, 3, 4)
+	c.waitRing()
 	m = c.mountAt(3, mnt)
 	for p, want := range sums {
 		b, err := os.ReadFile(p)
@@ -413,6 +422,7 @@ func TestKillForGood(t *testing.T) {
 	parts, nblocks := c.checkPlacement()
 	t.Logf("after the kill: %d partitions and %d blocks each on exactly 3 of the 4 hosts left", parts, nblocks)
 	c.restart(0, 1, 2, 3)
+	c.waitRing()
 	c.stop(1, syscall.SIGKILL)
 	c.checkData(kv, blocks)
 }
