@@ -351,14 +351,16 @@ func (n *Node) run(ctx context.Context) error {
 // other nodes' calls.
 func (n *Node) leave() error {
 	n.leaveSeeds = n.ring.KnownHosts()
-	if others, want := len(n.leaveSeeds), n.ring.Config().Replicas; others < want {
-		n.log.Error("not leaving the cluster: fewer nodes than the replica count would be left; stopping instead", "others", others, "replicas", want)
-		return nil
-	}
-	n.log.Info("leaving the ring and handing off", "to", n.leaveSeeds)
 	lctx, cancel := context.WithTimeout(context.Background(), n.cfg.ShutdownTimeout)
 	n.ring.Leave(lctx)
 	cancel()
+	if others, want := len(n.leaveSeeds), n.ring.Config().Replicas; others < want {
+		// Replica sets do not shrink below N hosts (see txlog), so nothing
+		// could take this node's place in them.
+		n.log.Error("left the ring without handing off: fewer nodes than the replica count are left", "others", others, "replicas", want)
+		return nil
+	}
+	n.log.Info("left the ring; handing off", "to", n.leaveSeeds)
 	hctx, cancel := context.WithTimeout(context.Background(), n.cfg.LeaveTimeout)
 	defer cancel()
 	if err := n.healer.Leave(hctx); err != nil {

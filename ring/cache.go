@@ -55,52 +55,6 @@ func (c *Cache) Lookup(key ID, n int) (Result, bool) {
 	return res, true
 }
 
-// Walk collects the ring's membership by following successor lists from
-// the vnodes of the host at seed, until it comes back to where it started;
-// where a vnode does not answer it goes on from the entry before it.
-// It costs about V/len(successor list) calls for V vnodes.
-func Walk(ctx context.Context, tr Transport, seed string) ([]Ref, error) {
-	starts, err := tr.VNodes(ctx, seed)
-	if err != nil {
-		return nil, fmt.Errorf("ring: walk from %s: %w", seed, err)
-	}
-	if len(starts) == 0 {
-		return nil, fmt.Errorf("ring: walk from %s: %w", seed, ErrNotMember)
-	}
-	seen := map[ID]bool{starts[0].ID: true}
-	refs := []Ref{starts[0]}
-	cur := starts[0]
-	var back []Ref // earlier entries of the last list, for a vnode that does not answer
-	for {
-		st, err := tr.GetState(ctx, cur)
-		if err != nil && len(back) > 0 && ctx.Err() == nil {
-			cur, back = back[len(back)-1], back[:len(back)-1]
-			continue
-		}
-		if err != nil {
-			return nil, fmt.Errorf("ring: walk at %s: %w", cur, err)
-		}
-		if len(st.Succs) == 0 {
-			return nil, fmt.Errorf("ring: walk at %s: %w: no successors", cur, ErrLookup)
-		}
-		added := 0
-		for _, r := range st.Succs {
-			if r.ID == starts[0].ID {
-				return refs, nil // round the ring
-			}
-			if !seen[r.ID] {
-				seen[r.ID] = true
-				refs = append(refs, r)
-				added++
-			}
-		}
-		if added == 0 {
-			return refs, nil // no further: a ring still settling
-		}
-		cur, back = st.Succs[len(st.Succs)-1], st.Succs[:len(st.Succs)-1]
-	}
-}
-
 // Leads reports whether the host's vnode is the leader of key: whether key
 // lies between the vnode's predecessor (exclusive) and the vnode
 // (inclusive). A vnode with no predecessor yet leads nothing. Servers use it
@@ -113,33 +67,43 @@ func (h *Host) Leads(vnode ID, key ID) (bool, error) {
 	return !v.pred.IsZero() && betweenRight(v.pred.ID, key, vnode), nil
 }
 
-// Members returns every vnode of the ring: it walks the ring from the
-// first of seeds that answers, then asks every host the walk met, and
-// every seed, for its own vnodes, so that a walk cut short by a ring still
-// settling after a change misses no vnode of a host it met. Hosts that do
-// not answer keep the vnodes the walk found for them.
+// Members returns every vnode of the ring's live hosts: starting from
+// seeds, it asks each host it learns of for its own vnodes, and each of
+// those vnodes for its predecessor and successors, whose hosts it asks in
+// turn. Unlike a walk along successor lists it does not depend on those
+// lists being complete (they are not, while the ring settles after a
+// change); it costs a call per vnode. Hosts that do not answer are left
+// out.
 func Members(ctx context.Context, tr Transport, seeds []string) ([]Ref, error) {
-	var walked []Ref
-	err := ErrNotMember
-	for _, s := range seeds {
-		if walked, err = Walk(ctx, tr, s); err == nil {
-			break
+	queue := slices.Clone(seeds)
+	asked := map[string]bool{}
+	var out []Ref
+	for len(queue) > 0 && ctx.Err() == nil {
+		host := queue[0]
+		queue = queue[1:]
+		if asked[host] {
+			continue
+		}
+		asked[host] = true
+		own, err := tr.VNodes(ctx, host)
+		if err != nil {
+			continue
+		}
+		out = append(out, own...)
+		for _, v := range own {
+			st, err := tr.GetState(ctx, v)
+			if err != nil {
+				continue
+			}
+			for _, r := range append(st.Succs, st.Pred) {
+				if !r.IsZero() && !asked[r.Addr] {
+					queue = append(queue, r.Addr)
+				}
+			}
 		}
 	}
-	if err != nil {
-		return nil, err
-	}
-	hosts := slices.Clone(seeds)
-	for _, r := range walked {
-		hosts = append(hosts, r.Addr)
-	}
-	slices.Sort(hosts)
-	hosts = slices.Compact(hosts)
-	out := slices.Clone(walked)
-	for _, h := range hosts {
-		if own, err := tr.VNodes(ctx, h); err == nil {
-			out = append(out, own...)
-		}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("ring: no member answered among %v: %w", seeds, ErrNotMember)
 	}
 	slices.SortFunc(out, func(a, b Ref) int { return a.ID.Cmp(b.ID) })
 	return slices.CompactFunc(out, func(a, b Ref) bool { return a.ID == b.ID }), nil

@@ -367,7 +367,7 @@ func measureHops(t *testing.T, hosts, lookups int) (mean float64, maxHops int) {
 
 // A client caches the membership walked from one host and routes in one
 // hop; after the ring changes, the leaders it names turn requests away
-// (Leads), and a fresh walk routes correctly again.
+// (Leads), and a fresh collection routes correctly again.
 func TestCacheOneHop(t *testing.T) {
 	s := newSim(t, 9)
 	s.grow(6)
@@ -375,7 +375,7 @@ func TestCacheOneHop(t *testing.T) {
 	tr := s.net.Transport("client")
 	var c Cache
 	walk := func() {
-		refs, err := Walk(s.ctx, tr, hostAddr(3))
+		refs, err := Members(s.ctx, tr, []string{hostAddr(3)})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -335,6 +335,9 @@ func (c *hcluster) checkData(kv map[string]string, blocks map[string][]byte) {
 }
 
 func newHCluster(t *testing.T, n int) *hcluster {
+	if testing.Short() {
+		t.Skip("up to 5 nodes for a minute: scripts/test.sh runs it in its full pass, alone")
+	}
 	c := &hcluster{t: t}
 	for i := range n {
 		c.start(i)
@@ -358,16 +361,13 @@ func (c *hcluster) waitRing() {
 // block is on exactly the 3 hosts the 5-node ring names (checked in the
 // stores), and after a restart every file reads back identical.
 func TestJoinRebalance(t *testing.T) {
+	c := newHCluster(t, 3)
 	if os.Geteuid() != 0 {
 		t.Skip("mounting needs root here")
 	}
-	c := newHCluster(t, 3)
 	mnt := t.TempDir()
 	m := c.mountAt(0, mnt)
-	files := 2000
-	if testing.Short() {
-		files = 500
-	}
+	const files = 2000
 	sums := map[string][32]byte{}
 	rng := rand.New(rand.NewPCG(2026, 11))
 	for i := range files {
