@@ -514,6 +514,33 @@ func (h *Healer) heal(ctx context.Context, p *pass, kind Kind, ix *index) error 
 			p.pending++
 		}
 	}
+	// Partitions level everywhere whose replica set in force is not yet the
+	// ring's (a member died, say): their leader moves it.
+	if kind == KindPartition {
+		for i, items := range byArc {
+			if !p.mine(i) {
+				continue
+			}
+			for _, e := range items {
+				if txlog.NextConfig(e.config, p.sets[i], h.cfg.Replicas) == nil || p.synced[e.Key] {
+					continue
+				}
+				resp, err := h.sync(ctx, p, e.Key, p.sets[i])
+				switch {
+				case err != nil:
+					if ctx.Err() != nil {
+						return ctx.Err()
+					}
+					h.fail(fmt.Errorf("heal: %w", err))
+					p.pending++
+				case txlog.NextConfig(resp.Members, p.sets[i], h.cfg.Replicas) != nil:
+					p.pending++
+				default:
+					p.changed++
+				}
+			}
+		}
+	}
 	// Hand-off of what the ring places elsewhere.
 	for _, i := range strays {
 		step()

@@ -184,6 +184,10 @@ func (w *world) check() {
 				heads[p.Name] = map[string]txlog.Hash{}
 			}
 			heads[p.Name][h.Addr] = p.LastHash
+			cfg := slices.Sorted(slices.Values(p.Config))
+			if want := placed(ring.HashKey([]byte(p.Name))); !slices.Equal(cfg, want) {
+				w.t.Errorf("partition %s: %s's replica set in force is %v, the ring places it on %v", p.Name, h.Addr, cfg, want)
+			}
 			return nil
 		})
 		if err != nil {

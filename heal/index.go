@@ -19,10 +19,12 @@ const MaxItems = 1000
 // hosts' comparisons before it is made again.
 const indexTTL = 2 * time.Second
 
-// entry is an item with its ring position.
+// entry is an item with its ring position, and for a partition the
+// replica set in force in this host's log.
 type entry struct {
 	Item
-	pos ring.ID
+	pos    ring.ID
+	config []string
 }
 
 // index is the items of one kind this host held when it was listed,
@@ -47,12 +49,12 @@ func (h *Healer) list(kind Kind, fresh bool) (*index, error) {
 	switch kind {
 	case KindPartition:
 		err = h.logs.Partitions(func(p txlog.Held) error {
-			ix.items = append(ix.items, entry{Item{Key: p.Name, Digest: p.LastHash}, ring.HashKey([]byte(p.Name))})
+			ix.items = append(ix.items, entry{Item{Key: p.Name, Digest: p.LastHash}, ring.HashKey([]byte(p.Name)), p.Config})
 			return nil
 		})
 	case KindBlock:
 		err = h.blocks.Local().Walk(func(hash blockstore.Hash) error {
-			ix.items = append(ix.items, entry{Item{Key: string(hash[:]), Digest: hash}, ring.ID(hash)})
+			ix.items = append(ix.items, entry{Item{Key: string(hash[:]), Digest: hash}, ring.ID(hash), nil})
 			ix.byHash = append(ix.byHash, hash)
 			return nil
 		})

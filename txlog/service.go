@@ -418,7 +418,7 @@ func (s *Service) reconfigure(ctx context.Context, p *part, ringSet []string) er
 		p.mu.Lock()
 		cur := slices.Clone(p.config)
 		p.mu.Unlock()
-		next := nextConfig(cur, ringSet, s.cfg.Replicas)
+		next := NextConfig(cur, ringSet, s.cfg.Replicas)
 		if next == nil {
 			return nil
 		}
@@ -431,13 +431,13 @@ func (s *Service) reconfigure(ctx context.Context, p *part, ringSet []string) er
 	return nil
 }
 
-// nextConfig returns the set one step from cur toward want: cur with a
+// NextConfig returns the set one step from cur toward want: cur with a
 // member of want added, or else with a member not in want removed; nil if
 // they hold the same members. While the ring names fewer than n hosts (a
 // cluster restarting, or a host gone before the ring names another), it
 // only adds: a member that is away keeps its place, so that the set does
 // not shrink and one more failure does not cost its majority.
-func nextConfig(cur, want []string, n int) []string {
+func NextConfig(cur, want []string, n int) []string {
 	for _, w := range want {
 		if !slices.Contains(cur, w) {
 			return append(slices.Clone(cur), w)

@@ -205,6 +205,9 @@ func (c *hcluster) checkPlacement() (parts, blocks int) {
 		if err == nil {
 			err = logs.Partitions(func(p txlog.Held) error {
 				partHolders[p.Name] = append(partHolders[p.Name], n.grpc)
+				if cfg, want := slices.Sorted(slices.Values(p.Config)), placed(ring.HashKey([]byte(p.Name))); !slices.Equal(cfg, want) {
+					c.t.Errorf("partition %q: the replica set in force on %s is %v; the ring places it on %v", p.Name, n.grpc, cfg, want)
+				}
 				if heads[p.Name] == nil {
 					heads[p.Name] = map[txlog.Hash]bool{}
 				}
