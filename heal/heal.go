@@ -301,17 +301,27 @@ func (h *Healer) Wake() {
 	}
 }
 
+// minGap is the least time between two passes.
+const minGap = 2 * time.Second
+
 // Run makes passes until ctx ends.
 func (h *Healer) Run(ctx context.Context) {
 	for {
 		if _, err := h.Pass(ctx); err != nil && ctx.Err() == nil {
 			h.fail(err)
 		}
+		// A ring change wakes the next pass early, but not sooner than
+		// minGap after this one: a ring settling changes many times.
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(min(minGap, h.cfg.Interval)):
+		}
 		select {
 		case <-ctx.Done():
 			return
 		case <-h.wake:
-		case <-time.After(h.cfg.Interval):
+		case <-time.After(h.cfg.Interval - min(minGap, h.cfg.Interval)):
 		}
 	}
 }
@@ -387,6 +397,9 @@ func (h *Healer) Pass(ctx context.Context) (bool, error) {
 	settled := err == nil && p.stable && sameRefs(refs, after) && p.changed == 0 && p.pending == 0
 	h.count(func(s *Stats) {
 		s.State, s.Passes, s.Settled, s.PassEnd, s.Progress = "idle", s.Passes+1, settled, h.clock(), 1
+		if leaving {
+			s.State = "leaving"
+		}
 	})
 	h.log.Debug("pass done", "changed", p.changed, "pending", p.pending, "stable", p.stable, "settled", settled)
 	if p.changed > 0 || p.pending > 0 {
