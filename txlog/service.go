@@ -672,17 +672,26 @@ func (s *Service) push(ctx context.Context, p *part, to string, target uint64) e
 		if s.ps.closed.Load() {
 			return errClosed
 		}
-		prevHash, err := s.ps.hashAt(p, next-1)
-		if err != nil {
-			return err
-		}
-		txs, err := s.ps.batch(p, next, target)
-		if err != nil {
-			return err
-		}
+		// The entries, the hash before them and the commit point are read
+		// together, while this host still leads at ballot: a host deposed
+		// meanwhile may have taken another leader's log and commit point,
+		// and an entry of its own old log sent with that commit point would
+		// be taken as committed by the follower.
 		p.mu.Lock()
+		if ballot.IsZero() || p.leading != ballot {
+			p.mu.Unlock()
+			return fmt.Errorf("%w: %q: no longer leading", ErrStaleBallot, p.name)
+		}
+		prevHash, err := s.ps.hashAtLocked(p, next-1)
+		var txs []*Tx
+		if err == nil {
+			txs, err = s.ps.batch(p, next, target)
+		}
 		commit := p.commit
 		p.mu.Unlock()
+		if err != nil {
+			return err
+		}
 		cctx, cancel := context.WithTimeout(ctx, s.cfg.CallTimeout)
 		rep, err := s.tr.Append(cctx, to, AppendRequest{Partition: p.name, Ballot: ballot, PrevHeight: next - 1, PrevHash: prevHash, Txs: txs, Commit: commit})
 		cancel()

@@ -241,14 +241,8 @@ func (ps *parts) batch(p *part, from, to uint64) ([]*Tx, error) {
 	return out, nil
 }
 
-// hashAt returns the hash of the entry at height h (zero for h = 0).
-func (ps *parts) hashAt(p *part, h uint64) (Hash, error) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return ps.hashAtLocked(p, h)
-}
-
-// hashAtLocked is hashAt with p.mu held.
+// hashAtLocked returns the hash of the entry at height h (zero for h =
+// 0). p.mu must be held.
 func (ps *parts) hashAtLocked(p *part, h uint64) (Hash, error) {
 	if h == 0 {
 		return Hash{}, nil
