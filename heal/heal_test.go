@@ -133,7 +133,7 @@ func (w *world) heal() {
 	for round := range 40 {
 		all := true
 		for _, h := range w.c.Hosts {
-			if !h.Ring.Member() {
+			if !h.Ring.Member() || w.c.Faults.Down(h.Addr) {
 				continue
 			}
 			settled, err := w.healers[h.Addr].Pass(ctx)
@@ -161,7 +161,7 @@ func (w *world) check() {
 	ctx := context.Background()
 	var members []*memcluster.Host
 	for _, h := range w.c.Hosts {
-		if h.Ring.Member() {
+		if h.Ring.Member() && !w.c.Faults.Down(h.Addr) {
 			members = append(members, h)
 		}
 	}
@@ -178,7 +178,7 @@ func (w *world) check() {
 		return out
 	}
 	heads := map[string]map[string]txlog.Hash{} // partition → host → head
-	for _, h := range w.c.Hosts {
+	for _, h := range members {
 		err := h.Log.Partitions(func(p txlog.Held) error {
 			if heads[p.Name] == nil {
 				heads[p.Name] = map[string]txlog.Hash{}
@@ -216,7 +216,7 @@ func (w *world) check() {
 	}
 	for hash, data := range w.blocks {
 		var holders []string
-		for _, h := range w.c.Hosts {
+		for _, h := range members {
 			if ok, err := h.Blocks.Local().Has(hash); err != nil {
 				w.t.Fatal(err)
 			} else if ok {
@@ -394,4 +394,33 @@ func TestJoinCopiesFirst(t *testing.T) {
 	if s := w.healers["h0"].Stats(); s.BlocksSent > 0 {
 		t.Logf("h0 still sent %d blocks after the join", s.BlocksSent)
 	}
+}
+
+// TestGoneAndBack: a host killed for good loses its place once the grace
+// time is over, and its data is copied to the hosts left; when it comes
+// back after all, the hosts that stood in for it hand its share back and
+// drop their copies.
+func TestGoneAndBack(t *testing.T) {
+	w := newWorld(t, 4)
+	w.write(40, 30)
+	w.c.Faults.Kill("h3")
+	w.c.WaitSettled()
+	time.Sleep(150 * time.Millisecond) // past the grace time
+	w.heal()
+	w.check() // on 3 of the 3 hosts left: everything everywhere
+	w.c.Faults.Revive("h3")
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		refs, err := ring.Members(context.Background(), w.c.Hosts[0].RingTransport, []string{"h0"})
+		if err == nil && len(refs) == 4*8 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("h3 is not back in the ring: %d vnodes, %v", len(refs), err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	w.c.WaitSettled()
+	w.heal()
+	w.check()
 }

@@ -118,12 +118,12 @@ func (c *Cluster) Join(h *Host) {
 	}
 }
 
-// WaitSettled waits until every host in the ring places keys on
-// min(3, hosts in the ring) replicas.
+// WaitSettled waits until every host in the ring that is up places keys
+// on min(3, such hosts) replicas.
 func (c *Cluster) WaitSettled() {
 	c.t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
-	for !settled(c.Hosts) {
+	for !c.settled() {
 		if time.Now().After(deadline) {
 			c.t.Fatal("memcluster: the ring did not settle in 10 s")
 		}
@@ -131,19 +131,17 @@ func (c *Cluster) WaitSettled() {
 	}
 }
 
-// settled reports whether every member host finds min(3, members)
-// replicas for a sample of keys.
-func settled(hosts []*Host) bool {
-	members := 0
-	for _, h := range hosts {
-		if h.Ring.Member() {
-			members++
+// settled reports whether every member host that is up finds
+// min(3, such hosts) replicas for a sample of keys.
+func (c *Cluster) settled() bool {
+	var up []*Host
+	for _, h := range c.Hosts {
+		if h.Ring.Member() && !c.Faults.Down(h.Addr) {
+			up = append(up, h)
 		}
 	}
-	for _, h := range hosts {
-		if !h.Ring.Member() {
-			continue
-		}
+	members := len(up)
+	for _, h := range up {
 		for k := range 64 {
 			res, err := h.Ring.Lookup(context.Background(), ring.HashKey([]byte{byte(k)}), 3)
 			if err != nil || len(res.Replicas) != min(3, members) {
