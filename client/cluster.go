@@ -263,23 +263,15 @@ func blockFinal(err error) bool {
 	return errors.Is(err, blockstore.ErrNotFound) || errors.Is(err, blockstore.ErrCorrupt)
 }
 
-// Do runs a transaction-log request.
+// Do runs a transaction-log request. A write keeps one ID across the nodes
+// it is tried on, so that an attempt that was applied is not applied again.
 func (c *Cluster) Do(ctx context.Context, req txlog.Request) (txlog.Response, error) {
-	// uncertain: an attempt of this write failed in a way that may have
-	// left it applied (its node died after the commit, say), so a later
-	// attempt's conflict may be with itself.
-	uncertain := false
-	resp, err := try(ctx, c, ring.HashKey([]byte(req.Partition)), txlogFinal, func(ctx context.Context, conn *Conn) (txlog.Response, error) {
-		r, err := conn.Txn(ctx, req)
-		if err != nil && req.Kind == txlog.KindWrite && !txlogFinal(err) {
-			uncertain = true
-		}
-		return r, err
-	})
-	if uncertain && errors.Is(err, txlog.ErrConflict) {
-		return resp, fmt.Errorf("%w: outcome unknown, an earlier attempt may have been applied: %v", txlog.ErrUnavailable, err)
+	if req.Kind == txlog.KindWrite && req.ID.IsZero() {
+		req.ID = txlog.NewWriteID()
 	}
-	return resp, err
+	return try(ctx, c, ring.HashKey([]byte(req.Partition)), txlogFinal, func(ctx context.Context, conn *Conn) (txlog.Response, error) {
+		return conn.Txn(ctx, req)
+	})
 }
 
 // Set stores a block at level l.

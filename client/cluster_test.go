@@ -1,11 +1,13 @@
 package client
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
 	"testing"
 	"time"
 
@@ -62,57 +64,55 @@ func TestLeader(t *testing.T) {
 	}
 }
 
-// fakeClient answers every Txn with err.
+// fakeClient answers every Txn with err, after noting the write IDs it
+// was sent.
 type fakeClient struct {
 	fb.UnimplementedClientServer
 	err error
+	ids chan<- []byte
 }
 
-func (f fakeClient) Txn(context.Context, *fb.TxRequest) (*flatbuffers.Builder, error) {
+func (f fakeClient) Txn(_ context.Context, r *fb.TxRequest) (*flatbuffers.Builder, error) {
+	f.ids <- slices.Clone(r.IdBytes())
 	return nil, f.err
 }
 
 // serveFake serves a fakeClient on loopback and returns its address.
-func serveFake(t *testing.T, err error) string {
+func serveFake(t *testing.T, err error, ids chan<- []byte) string {
 	t.Helper()
 	ln, lerr := net.Listen("tcp", "127.0.0.1:0")
 	if lerr != nil {
 		t.Fatal(lerr)
 	}
 	srv := grpc.NewServer(wire.ServerOptions(slog.New(slog.DiscardHandler))...)
-	fb.RegisterClientServer(srv, fakeClient{err: err})
+	fb.RegisterClientServer(srv, fakeClient{err: err, ids: ids})
 	go srv.Serve(ln)
 	t.Cleanup(srv.Stop)
 	return ln.Addr().String()
 }
 
-// A write that failed on one node in a way that may have left it applied,
-// then conflicted on the next, has an unknown outcome: the conflict may be
-// with itself.
-func TestRetriedWriteOutcome(t *testing.T) {
-	lost := serveFake(t, status.Error(codes.Unavailable, "the node died after the commit"))
-	conflict := serveFake(t, txlogrpc.ToStatus(fmt.Errorf("x: %w", txlog.ErrConflict)))
+// A write tried on one node, whose reply was lost, then on another carries
+// the same ID to both, so that the second finds the first's transaction
+// instead of applying it again.
+func TestRetriedWriteKeepsItsID(t *testing.T) {
+	ids := make(chan []byte, 2)
+	lost := serveFake(t, status.Error(codes.Unavailable, "the node died after the commit"), ids)
+	conflict := serveFake(t, txlogrpc.ToStatus(fmt.Errorf("x: %w", txlog.ErrConflict)), ids)
+	c := &Cluster{done: make(chan struct{})}
+	defer c.Close()
+	for _, a := range []string{lost, conflict} {
+		if err := c.add(a); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
 	write := txlog.Request{Partition: "p", Kind: txlog.KindWrite, Write: []txlog.Change{{Name: "r", Value: []byte("v")}}}
-	for _, tc := range []struct {
-		name  string
-		addrs []string
-		want  error
-	}{
-		{"conflict after a lost reply", []string{lost, conflict}, txlog.ErrUnavailable},
-		{"plain conflict", []string{conflict}, txlog.ErrConflict},
-	} {
-		c := &Cluster{done: make(chan struct{})}
-		for _, a := range tc.addrs {
-			if err := c.add(a); err != nil {
-				t.Fatal(err)
-			}
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		_, err := c.Do(ctx, write)
-		cancel()
-		c.Close()
-		if !errors.Is(err, tc.want) || (tc.want == txlog.ErrUnavailable && errors.Is(err, txlog.ErrConflict)) {
-			t.Errorf("%s: %v, want %v", tc.name, err, tc.want)
-		}
+	if _, err := c.Do(ctx, write); !errors.Is(err, txlog.ErrConflict) {
+		t.Fatalf("%v, want the second node's conflict", err)
+	}
+	first, second := <-ids, <-ids
+	if len(first) != len(txlog.WriteID{}) || !bytes.Equal(first, second) {
+		t.Fatalf("write IDs %x then %x, want one 16-byte ID", first, second)
 	}
 }

@@ -44,7 +44,7 @@ func (h *history) add(client int, in regInput, out regOutput, call int64) {
 	switch out.Outcome {
 	case outOK:
 		h.ok++
-	case outFailed:
+	case outFailed, outConflict:
 		h.failed++
 	default:
 		h.unknown++
@@ -114,7 +114,7 @@ func (c *kvClient) put(ctx context.Context, key, value, level, ifMatch string) i
 	case resp.StatusCode/100 == 2 || resp.Header.Get("Difuse-Committed") == "true":
 		return outOK
 	case resp.StatusCode == http.StatusPreconditionFailed:
-		return outFailed
+		return outConflict
 	case resp.StatusCode/100 == 4:
 		return outFailed // refused before anything was written
 	}
@@ -169,7 +169,7 @@ func lostWrites(ops []porcupine.Operation, final map[string]string) []string {
 	writes := map[string][]w{}
 	for _, op := range ops {
 		in, out := op.Input.(regInput), op.Output.(regOutput)
-		if in.Kind == opRead || out.Outcome == outFailed {
+		if in.Kind == opRead || out.Outcome == outFailed || out.Outcome == outConflict {
 			continue
 		}
 		writes[in.Key] = append(writes[in.Key], w{op.Call, op.Return, in.Value, out.Outcome == outOK})

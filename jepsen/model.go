@@ -19,6 +19,11 @@ const (
 	outOK      = iota
 	outFailed  // did not take effect: a CAS whose expected value was not there
 	outUnknown // may or may not have taken effect (a timeout, too few replicas)
+	// outConflict is a CAS refused because the key's version was not the
+	// one expected. Every write's value is unique and applied once (a
+	// retried write carries its ID), so the key did not hold the expected
+	// value either.
+	outConflict
 )
 
 // regInput is a register operation on one key. Values are unique per
@@ -39,10 +44,8 @@ type regOutput struct {
 
 // registerModel is a register per key: reads see the last value written;
 // a CAS writes only over the value it expects; an operation of unknown
-// outcome may or may not have happened. A failed CAS says nothing about
-// the value: it compares versions (ETags), and a version can change under
-// an unchanged value (a write retried after an attempt whose reply was
-// lost is applied twice, the second time as a new transaction).
+// outcome may or may not have happened; a CAS that conflicted found
+// another value than the one it expected.
 var registerModel = porcupine.NondeterministicModel{
 	Partition: func(h []porcupine.Operation) [][]porcupine.Operation {
 		by := map[string][]porcupine.Operation{}
@@ -84,6 +87,8 @@ var registerModel = porcupine.NondeterministicModel{
 				return []any{in.Value}
 			case out.Outcome == outFailed:
 				return []any{s}
+			case out.Outcome == outConflict && s != in.From:
+				return []any{s}
 			case out.Outcome == outUnknown && s == in.From:
 				return []any{s, in.Value}
 			case out.Outcome == outUnknown:
@@ -107,6 +112,8 @@ var registerModel = porcupine.NondeterministicModel{
 		switch out.Outcome {
 		case outFailed:
 			s += " (failed)"
+		case outConflict:
+			s += " (conflict)"
 		case outUnknown:
 			s += " (unknown)"
 		}

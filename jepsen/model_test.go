@@ -46,6 +46,13 @@ func TestRegisterModel(t *testing.T) {
 			op(0, 0, 1, w("a"), regOutput{}),
 			op(0, 2, 3, regInput{Key: "k", Kind: opCAS, From: "a", Value: "c"}, regOutput{Outcome: outFailed}),
 			op(1, 4, 5, read, regOutput{Value: "c"})}, false},
+		{"a conflicting cas found another value", []porcupine.Operation{
+			op(0, 0, 1, w("a"), regOutput{}),
+			op(0, 2, 3, regInput{Key: "k", Kind: opCAS, From: "x", Value: "c"}, regOutput{Outcome: outConflict}),
+			op(1, 4, 5, read, regOutput{Value: "a"})}, true},
+		{"a cas cannot conflict with the value it expects", []porcupine.Operation{
+			op(0, 0, 1, w("a"), regOutput{}),
+			op(0, 2, 3, regInput{Key: "k", Kind: opCAS, From: "a", Value: "c"}, regOutput{Outcome: outConflict})}, false},
 	} {
 		got := porcupine.CheckOperations(registerModel.ToModel(), tc.ops)
 		if got != tc.legal {

@@ -160,10 +160,10 @@ func (s *Service) Do(ctx context.Context, req Request) (Response, error) {
 	if err := s.validate(req); err != nil {
 		return Response{}, err
 	}
+	if req.Kind == KindWrite && req.ID.IsZero() {
+		req.ID = NewWriteID() // so that a retry is not applied twice
+	}
 	var lastErr error
-	// uncertain: an earlier attempt of this write may have been applied (its
-	// reply was lost), so a later conflict may be with itself.
-	uncertain := false
 	var unavailableSince time.Time
 	for attempt := 0; ; attempt++ {
 		if s.ps.closed.Load() {
@@ -172,9 +172,6 @@ func (s *Service) Do(ctx context.Context, req Request) (Response, error) {
 		replicas, err := s.replicaSet(ctx, req.Partition)
 		if err == nil {
 			resp, err := s.route(ctx, req, replicas)
-			if uncertain && errors.Is(err, ErrConflict) {
-				return resp, fmt.Errorf("%w: outcome unknown, an earlier attempt may have been applied: %v", ErrUnavailable, err)
-			}
 			if errors.Is(err, ErrTakeover) {
 				if unavailableSince.IsZero() {
 					unavailableSince = s.clock()
@@ -184,9 +181,6 @@ func (s *Service) Do(ctx context.Context, req Request) (Response, error) {
 				}
 			} else if err == nil || !retryable(err) {
 				return resp, err
-			}
-			if req.Kind == KindWrite && !errors.Is(err, ErrNotLeader) {
-				uncertain = true
 			}
 			lastErr = err
 		} else {
@@ -402,6 +396,22 @@ func (s *Service) history(p *part, name string, rec Record) ([]*Tx, error) {
 // leadWrite checks the write's conditions against the leader's records and
 // commits it.
 func (s *Service) leadWrite(ctx context.Context, p *part, req Request) (Response, error) {
+	if !req.ID.IsZero() {
+		p.mu.Lock()
+		t, err := s.ps.written(p, req.ID)
+		p.mu.Unlock()
+		if err != nil {
+			return Response{}, err
+		}
+		if t != nil {
+			// An earlier attempt of this write was applied: answer with it.
+			s.log.Debug("write applied before", "partition", p.name, "height", t.Height)
+			if err := s.reaffirm(ctx, p, t, req.Level); err != nil {
+				return Response{}, err
+			}
+			return Response{Tx: TxRef{Hash: t.Hash(), Height: t.Height}}, nil
+		}
+	}
 	if req.IfEmpty != "" {
 		p.mu.Lock()
 		recs, _, err := s.ps.list(p, req.IfEmpty, "", 1)
@@ -442,7 +452,7 @@ func (s *Service) leadWrite(ctx context.Context, p *part, req Request) (Response
 		}
 		ops = append(ops, Op{Kind: kind, Name: c.Name, Value: c.Value, Prev: rec.Hash, PrevHeight: rec.Height})
 	}
-	t, err := s.appendAndReplicate(ctx, p, ops, req.Level)
+	t, err := s.appendAndReplicate(ctx, p, req.ID, ops, req.Level)
 	if err != nil {
 		return Response{}, err
 	}

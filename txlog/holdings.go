@@ -53,10 +53,10 @@ const dropBatch = 1000
 // ErrLeading refuses to drop a partition this host leads.
 var ErrLeading = errors.New("txlog: this host leads the partition")
 
-// Drop deletes this host's replica of a partition: its records, its log,
-// then its metadata, in batches. Healing calls it once the partition's
-// replica set in force no longer names this host and its members hold the
-// log. A crash in the middle leaves a replica that is still listed and is
+// Drop deletes this host's replica of a partition: its records, its index
+// of writes, its log, then its metadata, in batches. Healing calls it once
+// the partition's replica set in force no longer names this host and its
+// members hold the log. A crash in the middle leaves a replica that is still listed and is
 // dropped again; a leader that takes the host back into the set finds its
 // log short or broken and sends it the log again from where they agree.
 func (s *Service) Drop(partition string) error {
@@ -69,7 +69,7 @@ func (s *Service) Drop(partition string) error {
 	if !p.leading.IsZero() {
 		return fmt.Errorf("%w: %q", ErrLeading, partition)
 	}
-	for _, prefix := range [][]byte{p.recPrefix(), append([]byte("t/l/"), p.key...)} {
+	for _, prefix := range [][]byte{p.recPrefix(), p.idPrefix(), p.logPrefix()} {
 		if err := s.ps.deleteAll(prefix); err != nil {
 			return fmt.Errorf("txlog: drop %q: %w", partition, err)
 		}

@@ -99,7 +99,7 @@ func TestDeposedLeaderRefused(t *testing.T) {
 	c.faults.Heal()
 	op, _ := old.ps.get("dp")
 	op.lead.Lock()
-	_, err = old.appendAndReplicate(ctx, op, []Op{{Kind: OpSet, Name: "a", Value: []byte("deposed")}}, Quorum)
+	_, err = old.appendAndReplicate(ctx, op, WriteID{}, []Op{{Kind: OpSet, Name: "a", Value: []byte("deposed")}}, Quorum)
 	op.lead.Unlock()
 	if !errors.Is(err, ErrStaleBallot) {
 		t.Fatalf("deposed leader's write: %v, want ErrStaleBallot", err)

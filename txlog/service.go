@@ -318,7 +318,7 @@ func (s *Service) establish(ctx context.Context, p *part, ringSet []string) erro
 			op = configOp(members)
 		}
 		enough := func(acked map[string]bool) bool { return countSet(acked, members) >= need }
-		if _, _, err := s.appendTx(ctx, p, []Op{op}, members, enough, enough, true); err != nil {
+		if _, _, err := s.appendTx(ctx, p, WriteID{}, []Op{op}, members, enough, enough, true); err != nil {
 			return err
 		}
 		p.mu.Lock()
@@ -492,37 +492,68 @@ func (s *Service) adopt(ctx context.Context, p *part, best string, head PrepareR
 	return s.ps.write(p, from, txs, p.promised, p.commit, p.applied, true)
 }
 
-// appendAndReplicate appends a transaction of ops at the leader's ballot,
-// replicates it to the replica set in force and waits for the replicas the
-// level requires. It returns the transaction. p.lead must be held and the
-// host must be leading.
-func (s *Service) appendAndReplicate(ctx context.Context, p *part, ops []Op, level Level) (*Tx, error) {
+// appendAndReplicate appends a transaction of ops made by the write id at
+// the leader's ballot, replicates it to the replica set in force and waits
+// for the replicas the level requires. It returns the transaction. p.lead
+// must be held and the host must be leading.
+func (s *Service) appendAndReplicate(ctx context.Context, p *part, id WriteID, ops []Op, level Level) (*Tx, error) {
 	p.mu.Lock()
 	members := slices.Clone(p.config)
 	p.mu.Unlock()
 	if members == nil {
 		members = ops[0].members() // the first entry of a partition sets them
 	}
-	quorum := func(acked map[string]bool) bool { return countSet(acked, members) >= majority(len(members)) }
-	need := quorum
+	need, quorum := levelNeeds(level, members)
+	t, acked, err := s.appendTx(ctx, p, id, ops, members, need, quorum, level != Lazy)
+	return t, s.shortfall(p, level, members, acked, quorum, err)
+}
+
+// reaffirm brings the replicas a write at level requires up to t, a
+// transaction of the leader's log that an earlier attempt of the same
+// write made. p.lead must be held and the host must be leading.
+func (s *Service) reaffirm(ctx context.Context, p *part, t *Tx, level Level) error {
+	p.mu.Lock()
+	members := slices.Clone(p.config)
+	p.mu.Unlock()
+	need, quorum := levelNeeds(level, members)
+	acked, err := s.replicate(ctx, p, members, t.Height, need)
+	switch {
+	case need(acked):
+		err = nil
+	case !errors.Is(err, ErrStaleBallot):
+		err = fmt.Errorf("%w: %q: %d of %d replicas hold it: %v", ErrUnavailable, p.name, countSet(acked, members), len(members), err)
+	}
+	return s.shortfall(p, level, members, acked, quorum, err)
+}
+
+// levelNeeds returns what a write at level needs of the replicas that
+// acknowledge it, and what makes it committed, given the set members.
+func levelNeeds(level Level, members []string) (need, quorum func(map[string]bool) bool) {
+	quorum = func(acked map[string]bool) bool { return countSet(acked, members) >= majority(len(members)) }
 	switch level {
 	case All:
-		need = func(acked map[string]bool) bool { return countSet(acked, members) == len(members) }
+		return func(acked map[string]bool) bool { return countSet(acked, members) == len(members) }, quorum
 	case Leader:
-		need = func(map[string]bool) bool { return true }
+		return func(map[string]bool) bool { return true }, quorum
 	}
-	t, acked, err := s.appendTx(ctx, p, ops, members, need, quorum, level != Lazy)
+	return quorum, quorum
+}
+
+// shortfall returns the error of a write at level that members acked
+// (err being the replication's error): a write at all that only a quorum
+// holds, or that a set short of hosts holds, is committed but short.
+func (s *Service) shortfall(p *part, level Level, members []string, acked map[string]bool, quorum func(map[string]bool) bool, err error) error {
 	switch {
 	case err != nil && level == All && quorum(acked):
-		return nil, fmt.Errorf("%w: %q: level all: only %d of the %d replicas have it: %v",
+		return fmt.Errorf("%w: %q: level all: only %d of the %d replicas have it: %v",
 			ErrCommittedShort, p.name, countSet(acked, members), len(members), err)
 	case err != nil:
-		return nil, err
+		return err
 	case level == All && len(members) < s.cfg.Replicas:
-		return nil, fmt.Errorf("%w: %q: level all: every member of the replica set has it, but the set has %d of the %d replicas (a host is missing)",
+		return fmt.Errorf("%w: %q: level all: every member of the replica set has it, but the set has %d of the %d replicas (a host is missing)",
 			ErrCommittedShort, p.name, len(members), s.cfg.Replicas)
 	}
-	return t, nil
+	return nil
 }
 
 // appendConfig commits an OpConfig changing the replica set from cur to
@@ -540,7 +571,7 @@ func (s *Service) appendConfig(ctx context.Context, p *part, cur, next []string)
 	p.mu.Lock()
 	p.joint = cur
 	p.mu.Unlock()
-	t, _, err := s.appendTx(ctx, p, []Op{configOp(next)}, union, need, need, true)
+	t, _, err := s.appendTx(ctx, p, WriteID{}, []Op{configOp(next)}, union, need, need, true)
 	p.mu.Lock()
 	p.joint = nil
 	p.mu.Unlock()
@@ -552,13 +583,13 @@ func (s *Service) appendConfig(ctx context.Context, p *part, cur, next []string)
 // When that never happens it fails, and unless keep holds (the entry still
 // committed) the leader steps down, so that the next request settles the
 // log anew.
-func (s *Service) appendTx(ctx context.Context, p *part, ops []Op, targets []string, enough, keep func(map[string]bool) bool, sync bool) (*Tx, map[string]bool, error) {
+func (s *Service) appendTx(ctx context.Context, p *part, id WriteID, ops []Op, targets []string, enough, keep func(map[string]bool) bool, sync bool) (*Tx, map[string]bool, error) {
 	p.mu.Lock()
 	if p.leading.IsZero() || p.leading != p.promised {
 		p.mu.Unlock()
 		return nil, nil, fmt.Errorf("%w: %q: no longer leading", ErrStaleBallot, p.name)
 	}
-	t := &Tx{Partition: p.name, Height: p.last + 1, Prev: p.lastHash, Ballot: p.leading, Time: s.clock().UnixNano(), Ops: ops}
+	t := &Tx{Partition: p.name, Height: p.last + 1, Prev: p.lastHash, Ballot: p.leading, Time: s.clock().UnixNano(), ID: id, Ops: ops}
 	err := s.ps.write(p, t.Height, []*Tx{t}, p.promised, p.commit, t.Height, sync)
 	p.mu.Unlock()
 	if err != nil {

@@ -153,8 +153,17 @@ func partKey(name string) []byte { return codec.AppendString(nil, name) }
 func (p *part) metaKey() []byte { return append([]byte("t/m/"), p.key...) }
 
 func (p *part) logKey(h uint64) []byte {
-	return binary.BigEndian.AppendUint64(append([]byte("t/l/"), p.key...), h)
+	return binary.BigEndian.AppendUint64(p.logPrefix(), h)
 }
+
+func (p *part) logPrefix() []byte { return append([]byte("t/l/"), p.key...) }
+
+// idKey indexes the height of the transaction a write with that ID made.
+// An entry cut from the log leaves its key behind; readers check the ID of
+// the entry the key names.
+func (p *part) idKey(id WriteID) []byte { return append(append([]byte("t/i/"), p.key...), id[:]...) }
+
+func (p *part) idPrefix() []byte { return append([]byte("t/i/"), p.key...) }
 
 func (p *part) recKey(name string) []byte { return append(append([]byte("t/r/"), p.key...), name...) }
 
@@ -257,6 +266,29 @@ func (ps *parts) hashAtLocked(p *part, h uint64) (Hash, error) {
 	return t.Hash(), nil
 }
 
+// written returns the transaction of p's log that the write with ID id
+// made, or nil if the log holds none. p.mu must be held.
+func (ps *parts) written(p *part, id WriteID) (*Tx, error) {
+	b, err := ps.db.Get(p.idKey(id))
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return nil, nil
+	case err != nil:
+		return nil, fmt.Errorf("txlog: %q: look a write up: %w", p.name, err)
+	case len(b) != 8:
+		return nil, fmt.Errorf("txlog: %q: bad write index entry", p.name)
+	}
+	h := binary.BigEndian.Uint64(b)
+	if h == 0 || h > p.last {
+		return nil, nil // cut from the log
+	}
+	t, err := ps.entry(p, h)
+	if err != nil || t.ID != id {
+		return nil, err // replaced by another entry
+	}
+	return t, nil
+}
+
 // record reads a record's current state on this replica.
 func (ps *parts) record(p *part, name string) (Record, error) {
 	b, err := ps.db.Get(p.recKey(name))
@@ -344,6 +376,9 @@ func (ps *parts) write(p *part, from uint64, txs []*Tx, promised Ballot, commit,
 			}
 		}
 		puts = append(puts, [2][]byte{p.logKey(h), t.Encode()})
+		if !t.ID.IsZero() {
+			puts = append(puts, [2][]byte{p.idKey(t.ID), binary.BigEndian.AppendUint64(nil, h)})
+		}
 		m.LastHash, m.LastBal = hash, t.Ballot
 		h++
 	}

@@ -107,6 +107,10 @@ type Request struct {
 	// starts with it (ErrConflict otherwise), checked atomically with the
 	// changes' conditions.
 	IfEmpty string
+	// ID names a write across its attempts (Service.Do and the client give
+	// one to a write that has none), so that a retry whose earlier attempt
+	// was applied gets that attempt's transaction instead of a second one.
+	ID WriteID
 }
 
 // Response answers a Request.

@@ -1,6 +1,7 @@
 package txlog
 
 import (
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
@@ -92,15 +93,34 @@ type Tx struct {
 	// Time is the leader's clock at creation, in Unix nanoseconds. It is
 	// informative; nothing depends on clocks agreeing.
 	Time int64
-	Ops  []Op
+	// ID is the WriteID of the write that made the transaction (zero for a
+	// leader's no-op or set change).
+	ID  WriteID
+	Ops []Op
 }
 
-const txVersion = 1
+// WriteID names one write across the attempts made to apply it: a leader
+// whose log holds a transaction with the write's ID answers with that
+// transaction instead of applying the write a second time. The zero ID
+// names nothing.
+type WriteID [16]byte
+
+// IsZero reports whether id is the zero ID.
+func (id WriteID) IsZero() bool { return id == WriteID{} }
+
+// NewWriteID returns a random WriteID.
+func NewWriteID() WriteID {
+	var id WriteID
+	rand.Read(id[:]) // never fails
+	return id
+}
+
+const txVersion = 2
 
 // Encode returns the transaction's canonical encoding, which its hash
 // covers and the store keeps.
 func (t *Tx) Encode() []byte {
-	b := make([]byte, 0, 96+len(t.Partition)+len(t.Ballot.Host)+64*len(t.Ops))
+	b := make([]byte, 0, 112+len(t.Partition)+len(t.Ballot.Host)+64*len(t.Ops))
 	b = append(b, txVersion)
 	b = codec.AppendString(b, t.Partition)
 	b = binary.BigEndian.AppendUint64(b, t.Height)
@@ -108,6 +128,7 @@ func (t *Tx) Encode() []byte {
 	b = binary.BigEndian.AppendUint64(b, t.Ballot.N)
 	b = codec.AppendString(b, t.Ballot.Host)
 	b = binary.BigEndian.AppendUint64(b, uint64(t.Time))
+	b = append(b, t.ID[:]...)
 	b = binary.AppendUvarint(b, uint64(len(t.Ops)))
 	for _, op := range t.Ops {
 		b = append(b, byte(op.Kind))
@@ -138,6 +159,7 @@ func DecodeTx(b []byte) (*Tx, error) {
 	t.Ballot.N = d.Uint64()
 	t.Ballot.Host = d.String()
 	t.Time = int64(d.Uint64())
+	copy(t.ID[:], d.Take(len(t.ID)))
 	n := d.Uvarint()
 	if n > uint64(len(b)) {
 		return nil, fmt.Errorf("%w: %d operations in %d bytes", errDecode, n, len(b))

@@ -152,8 +152,15 @@ func EncodeRequest(req txlog.Request) *flatbuffers.Builder {
 		}
 		changes = wire.TableVector(b, offs)
 	}
+	var id flatbuffers.UOffsetT
+	if !req.ID.IsZero() {
+		id = b.CreateByteVector(req.ID[:])
+	}
 	fb.TxRequestStart(b)
 	fb.TxRequestAddPartition(b, partition)
+	if id != 0 {
+		fb.TxRequestAddId(b, id)
+	}
 	fb.TxRequestAddLevel(b, fb.Level(req.Level))
 	fb.TxRequestAddKind(b, fb.TxKind(req.Kind))
 	fb.TxRequestAddName(b, name)
@@ -178,6 +185,12 @@ func DecodeRequest(t *fb.TxRequest) (txlog.Request, error) {
 		After:     string(t.After()),
 		IfEmpty:   string(t.IfEmpty()),
 		Limit:     int(min(t.Limit(), 1<<20)),
+	}
+	if id := t.IdBytes(); id != nil {
+		if len(id) != len(req.ID) {
+			return req, fmt.Errorf("%w: a write ID of %d bytes (not %d)", txlog.ErrBadRequest, len(id), len(req.ID))
+		}
+		copy(req.ID[:], id)
 	}
 	if n := t.ChangesLength(); n > 0 || req.Kind == txlog.KindWrite {
 		if n > txlog.MaxChanges {

@@ -315,7 +315,7 @@ func TestRequestRoundTrip(t *testing.T) {
 		{Partition: "p", Level: txlog.Lazy, Kind: txlog.KindRead, Name: "a"},
 		{Partition: "p", Kind: txlog.KindHistory, Name: ""},
 		{Partition: "p", Kind: txlog.KindList, Name: "d/", After: "d/b", Limit: 7},
-		{Partition: "p", Level: txlog.All, Kind: txlog.KindWrite, IfEmpty: "d/", Write: []txlog.Change{
+		{Partition: "p", Level: txlog.All, Kind: txlog.KindWrite, IfEmpty: "d/", ID: txlog.NewWriteID(), Write: []txlog.Change{
 			{Name: "a", Value: []byte("v"), IfMatch: &h}, {Name: "b", Delete: true, IfMatch: &zero}, {Name: "c", Value: []byte{}},
 			{Name: "x", Check: true, IfMatch: &zero},
 		}},
@@ -332,13 +332,30 @@ func TestRequestRoundTrip(t *testing.T) {
 	}
 }
 
+func TestRequestBadWriteID(t *testing.T) {
+	b := flatbuffers.NewBuilder(64)
+	p, id := b.CreateString("p"), b.CreateByteVector([]byte{1, 2, 3})
+	fb.TxRequestStart(b)
+	fb.TxRequestAddPartition(b, p)
+	fb.TxRequestAddKind(b, fb.TxKindWrite)
+	fb.TxRequestAddId(b, id)
+	b.Finish(fb.TxRequestEnd(b))
+	var r fb.TxRequest
+	if err := wire.Decode(b.FinishedBytes(), &r); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := DecodeRequest(&r); !errors.Is(err, txlog.ErrBadRequest) {
+		t.Fatalf("a 3-byte write ID: %v, want a bad request", err)
+	}
+}
+
 // deref replaces IfMatch pointers by their values for comparison.
 func deref(r txlog.Request) any {
 	type change struct {
 		txlog.Change
 		Match string
 	}
-	out := []any{r.Partition, r.Level, r.Kind, r.Name, r.After, r.Limit, r.IfEmpty}
+	out := []any{r.Partition, r.Level, r.Kind, r.Name, r.After, r.Limit, r.IfEmpty, r.ID}
 	for _, c := range r.Write {
 		m := "none"
 		if c.IfMatch != nil {
