@@ -83,6 +83,7 @@ func (n *node) start() error {
 	cmd := exec.Command("ip", n.args...)
 	cmd.Stdout, cmd.Stderr = log, log
 	cmd.Env = append(os.Environ(), n.env...)
+	dieWithParent(cmd)
 	if err := cmd.Start(); err != nil {
 		log.Close()
 		return fmt.Errorf("node %d: %w", n.i, err)

@@ -3,6 +3,7 @@ package jepsen
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -42,15 +43,16 @@ func runFor(t *testing.T, cfg Config) Summary {
 }
 
 // The real system under a short seeded schedule: every register history
-// is linearizable and no acknowledged write is lost.
+// is linearizable, no acknowledged write is lost, and the filesystem's
+// invariants hold.
 func TestShortSchedule(t *testing.T) {
 	d := 3 * time.Minute
 	if testing.Short() {
 		d = time.Minute
 	}
 	sum := runFor(t, Config{Seed: 20261126, Duration: d})
-	if sum.Violations > 0 || len(sum.Lost) > 0 {
-		t.Errorf("%s\nlost: %v\nevidence in %s", sum, sum.Lost, sum.Results)
+	if sum.Bad() {
+		t.Errorf("%s\nlost: %v\nfilesystem: %v\nevidence in %s", sum, sum.Lost, sum.FSViolations, sum.Results)
 	}
 	if sum.OK < 100 || sum.Faults < 5 {
 		t.Errorf("too little happened to mean anything: %s", sum)
@@ -68,5 +70,43 @@ func TestPlantedBug(t *testing.T) {
 	}
 	if sum.Results == "" {
 		t.Error("no evidence kept")
+	}
+}
+
+// A run that was killed leaves its namespaces and bridge behind; the next
+// run clears them away.
+func TestSweepLeftovers(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("network namespaces need root")
+	}
+	if _, err := exec.LookPath("ip"); err != nil {
+		t.Skip("no ip(8): the test script installs iproute2")
+	}
+	dead := exec.Command("true")
+	if err := dead.Run(); err != nil {
+		t.Fatal(err)
+	}
+	rec := runRecord{PID: dead.Process.Pid, Prefix: "djt" + fmt.Sprint(os.Getpid()%1000), Nodes: 1, Mounts: []string{t.TempDir()}}
+	w := &network{prefix: rec.Prefix}
+	if err := ip("netns", "add", w.ns(0)); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ip("netns", "del", w.ns(0)) })
+	if err := ip("link", "add", rec.Prefix+"br", "type", "bridge"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ip("link", "del", rec.Prefix+"br") })
+	if err := rec.save(); err != nil {
+		t.Fatal(err)
+	}
+	sweepLeftovers(slog.New(slog.DiscardHandler))
+	if _, err := os.Stat(filepath.Join("/run/netns", w.ns(0))); err == nil {
+		t.Error("the dead run's namespace is still there")
+	}
+	if ip("link", "show", rec.Prefix+"br") == nil {
+		t.Error("the dead run's bridge is still there")
+	}
+	if _, err := os.Stat(rec.path()); err == nil {
+		t.Error("the dead run's record is still there")
 	}
 }

@@ -51,6 +51,39 @@ func (h *history) add(client int, in regInput, out regOutput, call int64) {
 	}
 }
 
+// registers names the keys the clients use: n at a time, fresh ones every
+// life, so that each key's history (its unknown writes above all, which
+// stay open to the end) stays short enough to check.
+type registers struct {
+	start time.Time
+	n     int
+	life  time.Duration
+}
+
+// generation returns the generation of keys in use now.
+func (r registers) generation() int { return int(time.Since(r.start) / r.life) }
+
+// current returns the keys in use now.
+func (r registers) current() []string { return r.of(r.generation()) }
+
+// of returns the keys of generation g.
+func (r registers) of(g int) []string {
+	keys := make([]string, r.n)
+	for i := range keys {
+		keys[i] = fmt.Sprintf("r%d-%d", g, i)
+	}
+	return keys
+}
+
+// upTo returns the keys of generations 0 to last.
+func (r registers) upTo(last int) []string {
+	var keys []string
+	for g := range last + 1 {
+		keys = append(keys, r.of(g)...)
+	}
+	return keys
+}
+
 // kvClient runs register operations against one node's HTTP interface.
 type kvClient struct {
 	id      int
@@ -58,7 +91,7 @@ type kvClient struct {
 	http    *http.Client
 	hist    *history
 	rng     *rand.Rand
-	keys    []string
+	keys    registers
 	written int
 }
 
@@ -123,7 +156,8 @@ func (c *kvClient) put(ctx context.Context, key, value, level, ifMatch string) i
 
 // step runs one random operation.
 func (c *kvClient) step(ctx context.Context) {
-	key := c.keys[c.rng.IntN(len(c.keys))]
+	keys := c.keys.current()
+	key := keys[c.rng.IntN(len(keys))]
 	level := levels[c.rng.IntN(len(levels))]
 	switch c.rng.IntN(3) {
 	case 0:

@@ -21,6 +21,9 @@ type mount struct {
 	done chan struct{}
 }
 
+// mountDir returns where a run in dir mounts its i-th mount.
+func mountDir(dir string, i int) string { return filepath.Join(dir, fmt.Sprintf("mnt%d", i)) }
+
 // startMount mounts the cluster on dir and waits until it is mounted; the
 // i-th mount lists the nodes starting from the i-th.
 func startMount(ctx context.Context, c *cluster, bin, dir string, i int) (*mount, error) {
@@ -38,6 +41,7 @@ func startMount(ctx context.Context, c *cluster, bin, dir string, i int) (*mount
 	}
 	cmd := exec.Command(filepath.Join(bin, "difuse-mount"), "-j", strings.Join(addrs, ","), dir)
 	cmd.Stdout, cmd.Stderr = log, log
+	dieWithParent(cmd)
 	if err := cmd.Start(); err != nil {
 		log.Close()
 		return nil, err

@@ -22,9 +22,9 @@ type fault struct {
 type nemesis struct {
 	c      *cluster
 	rng    *rand.Rand
-	hotKey string
-	kinds  []string // of fault to choose from
-	faults []string // what was done, in order
+	hotKey func() string // the key whose leader some faults aim at
+	kinds  []string      // of fault to choose from
+	faults []string      // what was done, in order
 }
 
 // kinds of fault, chosen uniformly.
@@ -76,7 +76,7 @@ func (n *nemesis) inject(ctx context.Context) (fault, error) {
 		}}, nil
 	case "pause", "pause-leader":
 		if kind == "pause-leader" {
-			if leader, err := n.leaderOf(ctx, n.hotKey); err == nil {
+			if leader, err := n.leaderOf(ctx, n.hotKey()); err == nil {
 				victim = leader
 			}
 		}
@@ -96,7 +96,7 @@ func (n *nemesis) inject(ctx context.Context) (fault, error) {
 		groups := [][]int{rest[:half], rest[half:]}
 		return n.partition(fmt.Sprintf("bridge %d between %v|%v", bridge, groups[0], groups[1]), groups)
 	case "isolate-leader": // cut the leader of the hot key off from every other node
-		leader, err := n.leaderOf(ctx, n.hotKey)
+		leader, err := n.leaderOf(ctx, n.hotKey())
 		if err != nil {
 			leader = victim
 		}
@@ -106,7 +106,7 @@ func (n *nemesis) inject(ctx context.Context) (fault, error) {
 				others = append(others, i)
 			}
 		}
-		return n.partition(fmt.Sprintf("isolate leader %d of %s", leader, n.hotKey), [][]int{{leader}, others})
+		return n.partition(fmt.Sprintf("isolate leader %d of %s", leader, n.hotKey()), [][]int{{leader}, others})
 	}
 	return fault{}, fmt.Errorf("unknown kind of fault %q", kind)
 }

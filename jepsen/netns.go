@@ -37,9 +37,12 @@ func ip(args ...string) error {
 	return nil
 }
 
+// prefixFor returns the prefix of the names run number run makes.
+func prefixFor(run int) string { return fmt.Sprintf("dj%x", run&0xffff) }
+
 // newNetwork makes n namespaces for run number run, on one bridge.
 func newNetwork(run int, n int) (*network, error) {
-	w := &network{prefix: fmt.Sprintf("dj%x", run&0xffff), cut: map[[2]int]bool{}}
+	w := &network{prefix: prefixFor(run), cut: map[[2]int]bool{}}
 	w.bridge = w.prefix + "br"
 	gw := subnetFor(run).Addr().Next()
 	if err := ip("link", "add", w.bridge, "type", "bridge"); err != nil {

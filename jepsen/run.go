@@ -32,8 +32,12 @@ type Config struct {
 	// Clients run register operations concurrently, each through one node.
 	// Default 10.
 	Clients int
-	// Keys is how many registers they share. Default 5.
+	// Keys is how many registers they share at a time. Default 5.
 	Keys int
+	// KeyLife is how long the clients use the same keys before they move
+	// on to fresh ones: the checker's work grows fast with the length of a
+	// key's history. Default 30s.
+	KeyLife time.Duration
 	// Hold is how long a fault lasts, Quiet how long the cluster is left
 	// alone between faults (each with jitter). Defaults 6s and 4s.
 	Hold, Quiet time.Duration
@@ -109,6 +113,9 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 	if cfg.Keys == 0 {
 		cfg.Keys = 5
 	}
+	if cfg.KeyLife == 0 {
+		cfg.KeyLife = 30 * time.Second
+	}
 	if cfg.Hold == 0 {
 		cfg.Hold = 6 * time.Second
 	}
@@ -133,6 +140,15 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 		return sum, err
 	}
 	log.Info("jepsen: starting", "seed", cfg.Seed, "nodes", cfg.Nodes, "duration", cfg.Duration, "planted_bug", cfg.PlantedBug)
+	sweepLeftovers(log)
+	rec := runRecord{PID: os.Getpid(), Prefix: prefixFor(os.Getpid()), Nodes: cfg.Nodes}
+	for i := range max(cfg.Mounts, 0) {
+		rec.Mounts = append(rec.Mounts, mountDir(cfg.Dir, i))
+	}
+	if err := rec.save(); err != nil {
+		return sum, fmt.Errorf("record the run: %w", err)
+	}
+	defer rec.remove()
 	net, err := newNetwork(os.Getpid(), cfg.Nodes)
 	if err != nil {
 		return sum, err
@@ -148,18 +164,15 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 	}
 	defer c.stop()
 
-	keys := make([]string, cfg.Keys)
-	for i := range keys {
-		keys[i] = fmt.Sprintf("r%d", i)
-	}
 	hist := newHistory()
-	nem := &nemesis{c: c, rng: rand.New(rand.NewPCG(cfg.Seed, 2)), hotKey: keys[0], kinds: cfg.Faults}
+	keys := registers{start: hist.start, n: cfg.Keys, life: cfg.KeyLife}
+	nem := &nemesis{c: c, rng: rand.New(rand.NewPCG(cfg.Seed, 2)), hotKey: func() string { return keys.current()[0] }, kinds: cfg.Faults}
 	if len(nem.kinds) == 0 {
 		nem.kinds = faultKinds
 	}
 	var mounts []*mount
 	for i := range max(cfg.Mounts, 0) {
-		m, err := startMount(ctx, c, cfg.Bin, filepath.Join(cfg.Dir, fmt.Sprintf("mnt%d", i)), i)
+		m, err := startMount(ctx, c, cfg.Bin, mountDir(cfg.Dir, i), i)
 		if err != nil {
 			return sum, err
 		}
@@ -204,6 +217,7 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 	nemErr := make(chan error, 1)
 	go func() { nemErr <- nem.run(wctx, cfg.Hold, cfg.Quiet) }()
 	wg.Wait()
+	lastGen := keys.generation()
 	if err := <-nemErr; err != nil {
 		return sum, fmt.Errorf("nemesis: %w", err)
 	}
@@ -232,7 +246,7 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 	final := map[string]string{}
 	var unreadable []string
 	reader := &kvClient{id: cfg.Clients, hist: hist, http: &http.Client{Transport: &http.Transport{}}}
-	for _, k := range keys {
+	for _, k := range keys.upTo(lastGen) {
 		read := false
 		for attempt := 0; attempt < 30 && !read; attempt++ {
 			reader.base = "http://" + c.httpAddr(attempt%cfg.Nodes)
