@@ -2,7 +2,8 @@
 # Runs the Jepsen-style harness against a 5-node difused cluster in network
 # namespaces, with two mounts, for 30 minutes by default, and prints its
 # summary line. Run as root. Extra arguments go to difuse-jepsen
-# (-duration, -seed, -nodes, -clients, -keys, -hold, -quiet, -dir).
+# (-duration, -seed, -nodes, -clients, -keys, -key-life, -hold, -quiet,
+# -dir).
 #
 # Usage: scripts/jepsen.sh [-duration 30m] [-seed N] ...
 set -euo pipefail
