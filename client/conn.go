@@ -63,12 +63,21 @@ func (c *Conn) Ping(ctx context.Context) (NodeInfo, error) {
 
 // Status returns the node's view of itself.
 func (c *Conn) Status(ctx context.Context) (Status, error) {
+	st, err := StatusVia(ctx, c.cc, grpc.WaitForReady(true))
+	if err != nil {
+		return Status{}, fmt.Errorf("status of %s: %w", c.addr, err)
+	}
+	return st, nil
+}
+
+// StatusVia asks the node at the other end of cc for its view of itself.
+func StatusVia(ctx context.Context, cc grpc.ClientConnInterface, opts ...grpc.CallOption) (Status, error) {
 	b := flatbuffers.NewBuilder(16)
 	fb.StatusRequestStart(b)
 	b.Finish(fb.StatusRequestEnd(b))
-	r, err := c.client.Status(ctx, b, grpc.WaitForReady(true))
+	r, err := fb.NewClientClient(cc).Status(ctx, b, opts...)
 	if err != nil {
-		return Status{}, fmt.Errorf("status of %s: %w", c.addr, err)
+		return Status{}, err
 	}
 	return DecodeStatus(r)
 }

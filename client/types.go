@@ -48,6 +48,15 @@ type Status struct {
 	// VNodes is the state of the node's virtual nodes; empty until the node
 	// has joined or created a ring.
 	VNodes []ring.VNodeStatus `json:"vnodes"`
+	// Recent holds the node's latest warnings and errors, oldest first.
+	Recent []LogEntry `json:"recent"`
+}
+
+// LogEntry is a warning or error a node logged.
+type LogEntry struct {
+	Time    time.Time `json:"time"`
+	Level   string    `json:"level"`
+	Message string    `json:"message"`
 }
 
 // EncodeNodeInfo adds n to b and returns its offset.
@@ -143,7 +152,18 @@ func EncodeStatus(s Status) *flatbuffers.Builder {
 	fb.BlockStatsAddNewBytes(b, s.Blocks.NewBytes)
 	bs := fb.BlockStatsEnd(b)
 	hs := encodeHealStats(b, s.Heal)
+	recent := make([]flatbuffers.UOffsetT, len(s.Recent))
+	for i, e := range s.Recent {
+		level, msg := b.CreateString(e.Level), b.CreateString(e.Message)
+		fb.LogEntryStart(b)
+		fb.LogEntryAddTimeUnixNano(b, e.Time.UnixNano())
+		fb.LogEntryAddLevel(b, level)
+		fb.LogEntryAddMessage(b, msg)
+		recent[i] = fb.LogEntryEnd(b)
+	}
+	rv := wire.TableVector(b, recent)
 	fb.StatusReplyStart(b)
+	fb.StatusReplyAddRecent(b, rv)
 	fb.StatusReplyAddHeal(b, hs)
 	fb.StatusReplyAddBlocks(b, bs)
 	fb.StatusReplyAddNode(b, node)
@@ -178,6 +198,11 @@ func DecodeStatus(r *fb.StatusReply) (Status, error) {
 	}
 	if hs := r.Heal(nil); hs != nil {
 		s.Heal = decodeHealStats(hs)
+	}
+	var e fb.LogEntry
+	for i := range r.RecentLength() {
+		r.Recent(&e, i)
+		s.Recent = append(s.Recent, LogEntry{Time: time.Unix(0, e.TimeUnixNano()), Level: string(e.Level()), Message: string(e.Message())})
 	}
 	var t fb.VNodeState
 	for i := range r.VnodesLength() {
@@ -215,6 +240,8 @@ func encodeHealStats(b *flatbuffers.Builder, h heal.Stats) flatbuffers.UOffsetT 
 	fb.HealStatsAddBlocksCorrupt(b, h.BlocksCorrupt)
 	fb.HealStatsAddErrors(b, h.Errors)
 	fb.HealStatsAddLastError(b, lastErr)
+	fb.HealStatsAddMissingPartitions(b, h.MissingPartitions)
+	fb.HealStatsAddMissingBlocks(b, h.MissingBlocks)
 	return fb.HealStatsEnd(b)
 }
 
@@ -241,6 +268,7 @@ func decodeHealStats(t *fb.HealStats) heal.Stats {
 		PartitionsSynced: t.PartitionsSynced(), PartitionsDropped: t.PartitionsDropped(),
 		BlocksSent: t.BlocksSent(), BytesSent: t.BytesSent(), BlocksDropped: t.BlocksDropped(),
 		BlocksScrubbed: t.BlocksScrubbed(), BlocksCorrupt: t.BlocksCorrupt(), Errors: t.Errors(), LastError: string(t.LastError()),
+		MissingPartitions: t.MissingPartitions(), MissingBlocks: t.MissingBlocks(),
 	}
 	for i := range t.WaitingLength() {
 		h.Waiting = append(h.Waiting, string(t.Waiting(i)))

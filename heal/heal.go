@@ -241,6 +241,12 @@ type Stats struct {
 	// Partitions and Blocks are what the last pass found held.
 	Partitions int64 `json:"partitions"`
 	Blocks     int64 `json:"blocks"`
+	// MissingPartitions and MissingBlocks count the copies the last
+	// complete pass found missing or behind on a replica of the ring's (or
+	// a partition's replica set in force not yet the ring's); the pass then
+	// made them. They are the under-replicated items a pass sees.
+	MissingPartitions int64 `json:"missing_partitions"`
+	MissingBlocks     int64 `json:"missing_blocks"`
 	// Arcs compared with other replicas, and how many differed.
 	ArcsCompared int64 `json:"arcs_compared"`
 	ArcsDiffered int64 `json:"arcs_differed"`
@@ -334,7 +340,10 @@ type pass struct {
 	hosts   int
 	changed int // items sent, synced or dropped; and arcs that differed
 	pending int // items not yet where they belong
-	synced  map[string]bool
+	// missing counts the copies of partitions and blocks found missing or
+	// behind on a replica, or on the wrong hosts.
+	missingParts, missingBlocks int64
+	synced                      map[string]bool
 	leaving bool
 	// progress reports the share of the current kind's work done.
 	progress func(float64)
@@ -342,6 +351,15 @@ type pass struct {
 	// a pass drop what it holds, so that a view of a ring still settling
 	// after a change drops nothing.
 	stable bool
+}
+
+// missing notes n copies of kind found missing.
+func (p *pass) missing(kind Kind, n int) {
+	if kind == KindPartition {
+		p.missingParts += int64(n)
+	} else {
+		p.missingBlocks += int64(n)
+	}
 }
 
 // Pass makes one pass and reports whether it settled: nothing to repair
@@ -397,6 +415,7 @@ func (h *Healer) Pass(ctx context.Context) (bool, error) {
 	settled := err == nil && p.stable && sameRefs(refs, after) && p.changed == 0 && p.pending == 0
 	h.count(func(s *Stats) {
 		s.State, s.Passes, s.Settled, s.PassEnd, s.Progress = "idle", s.Passes+1, settled, h.clock(), 1
+		s.MissingPartitions, s.MissingBlocks = p.missingParts, p.missingBlocks
 		if leaving {
 			s.State = "leaving"
 		}
@@ -538,6 +557,7 @@ func (h *Healer) heal(ctx context.Context, p *pass, kind Kind, ix *index) error 
 				if txlog.NextConfig(e.config, p.sets[i], h.cfg.Replicas) == nil || p.synced[e.Key] {
 					continue
 				}
+				p.missing(kind, 1)
 				resp, err := h.sync(ctx, p, e.Key, p.sets[i])
 				switch {
 				case err != nil:
@@ -606,6 +626,7 @@ func (h *Healer) compare(ctx context.Context, p *pass, kind Kind, peer string, a
 				lack = append(lack, e)
 			}
 		}
+		p.missing(kind, len(lack))
 		if err := h.give(ctx, p, kind, peer, p.sets[i], lack); err != nil {
 			return err
 		}

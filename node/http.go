@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"embed"
 	"encoding/json"
 	"errors"
 	"net/http"
@@ -11,12 +12,22 @@ import (
 	"github.com/difuse/difuse/ring"
 )
 
+// uiFiles are the status page's files, served at / and under /ui/.
+//
+//go:embed ui
+var uiFiles embed.FS
+
 // httpHandler serves the node's HTTP interface.
 func (n *Node) httpHandler() http.Handler {
 	mux := http.NewServeMux()
+	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
+		http.ServeFileFS(w, r, uiFiles, "ui/index.html")
+	})
+	mux.Handle("GET /ui/", http.FileServerFS(uiFiles))
 	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, n.Status())
 	})
+	mux.HandleFunc("GET /v1/cluster", n.handleCluster)
 	mux.HandleFunc("GET /v1/lookup", n.handleLookup)
 	mux.HandleFunc("GET /v1/kv/{key...}", n.handleKVGet)
 	mux.HandleFunc("PUT /v1/kv/{key...}", n.handleKVPut)

@@ -122,6 +122,7 @@ var ErrJoin = errors.New("cannot join")
 type Node struct {
 	cfg     Config
 	log     *slog.Logger
+	recent  *recentLog // the latest warnings and errors logged
 	db      *store.DB
 	id      string
 	start   time.Time
@@ -153,8 +154,13 @@ type Node struct {
 // store.ErrLocked, store.ErrNoSpace or ErrListen where one of those is the
 // cause.
 func New(cfg Config) (_ *Node, err error) {
+	recent, next := &recentLog{}, slog.DiscardHandler
+	if cfg.Logger != nil {
+		next = cfg.Logger.Handler()
+	}
+	cfg.Logger = slog.New(recentHandler{next: next, log: recent})
 	cfg.setDefaults()
-	n := &Node{cfg: cfg, log: cfg.Logger, start: time.Now(), leaveReq: make(chan struct{})}
+	n := &Node{cfg: cfg, log: cfg.Logger, recent: recent, start: time.Now(), leaveReq: make(chan struct{})}
 	defer func() {
 		if err != nil {
 			n.closeResources()

@@ -45,6 +45,7 @@ func (n *Node) Status() client.Status {
 		Heal:       n.healer.Stats(),
 		VNodes:     n.ring.Status(),
 		Replicas:   n.ring.Config().Replicas,
+		Recent:     n.recent.list(),
 	}
 }
 

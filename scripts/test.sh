@@ -6,6 +6,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 start=$(date +%s)
 scripts/setup.sh
+# The status page's test loads it in a real browser, and keeps screenshots.
+scripts/apt-install.sh chromium
+export DIFUSE_ARTIFACTS="$PWD/artifacts"
 
 echo "== gofmt"
 unformatted=$(gofmt -l $(git ls-files '*.go'))

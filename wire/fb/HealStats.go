@@ -270,8 +270,32 @@ func (rcv *HealStats) LastError() []byte {
 	return nil
 }
 
+func (rcv *HealStats) MissingPartitions() int64 {
+	o := flatbuffers.UOffsetT(rcv._tab.Offset(44))
+	if o != 0 {
+		return rcv._tab.GetInt64(o + rcv._tab.Pos)
+	}
+	return 0
+}
+
+func (rcv *HealStats) MutateMissingPartitions(n int64) bool {
+	return rcv._tab.MutateInt64Slot(44, n)
+}
+
+func (rcv *HealStats) MissingBlocks() int64 {
+	o := flatbuffers.UOffsetT(rcv._tab.Offset(46))
+	if o != 0 {
+		return rcv._tab.GetInt64(o + rcv._tab.Pos)
+	}
+	return 0
+}
+
+func (rcv *HealStats) MutateMissingBlocks(n int64) bool {
+	return rcv._tab.MutateInt64Slot(46, n)
+}
+
 func HealStatsStart(builder *flatbuffers.Builder) {
-	builder.StartObject(20)
+	builder.StartObject(22)
 }
 func HealStatsAddState(builder *flatbuffers.Builder, state flatbuffers.UOffsetT) {
 	builder.PrependUOffsetTSlot(0, flatbuffers.UOffsetT(state), 0)
@@ -335,6 +359,12 @@ func HealStatsAddErrors(builder *flatbuffers.Builder, errors int64) {
 }
 func HealStatsAddLastError(builder *flatbuffers.Builder, lastError flatbuffers.UOffsetT) {
 	builder.PrependUOffsetTSlot(19, flatbuffers.UOffsetT(lastError), 0)
+}
+func HealStatsAddMissingPartitions(builder *flatbuffers.Builder, missingPartitions int64) {
+	builder.PrependInt64Slot(20, missingPartitions, 0)
+}
+func HealStatsAddMissingBlocks(builder *flatbuffers.Builder, missingBlocks int64) {
+	builder.PrependInt64Slot(21, missingBlocks, 0)
 }
 func HealStatsEnd(builder *flatbuffers.Builder) flatbuffers.UOffsetT {
 	return builder.EndObject()

@@ -1,0 +1,110 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/difuse/difuse/node"
+)
+
+// browse loads url in headless Chromium, with time for the page's own
+// requests, and returns the DOM it built; with shot set it also saves a
+// screenshot there.
+func browse(t *testing.T, url, shot string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	args := []string{"--headless", "--no-sandbox", "--disable-gpu", "--user-data-dir=" + t.TempDir(),
+		"--window-size=1400,1000", "--virtual-time-budget=5000"}
+	if shot != "" {
+		out, err := exec.CommandContext(ctx, "chromium", append(args, "--screenshot="+shot, url)...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("chromium --screenshot: %v\n%s", err, out)
+		}
+	}
+	dom, err := exec.CommandContext(ctx, "chromium", append(args, "--dump-dom", url)...).Output()
+	if err != nil {
+		t.Fatalf("chromium --dump-dom: %v", err)
+	}
+	return string(dom)
+}
+
+// The status page of a 3-node cluster, loaded in a real browser, shows the
+// three nodes up, in its table and on its drawing of the ring, every vnode
+// of the ring; with one node killed it shows that node down. The
+// screenshots are kept in $DIFUSE_ARTIFACTS (scripts/test.sh sets it).
+func TestStatusPage(t *testing.T) {
+	if _, err := exec.LookPath("chromium"); err != nil {
+		t.Skip("no chromium: scripts/test.sh installs it")
+	}
+	artifacts := os.Getenv("DIFUSE_ARTIFACTS")
+	if artifacts == "" {
+		artifacts = t.TempDir()
+	}
+	if err := os.MkdirAll(artifacts, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	_, m0 := startDaemon(t, t.TempDir())
+	_, m1 := startDaemon(t, t.TempDir(), "-j", m0[2])
+	p2, m2 := startDaemon(t, t.TempDir(), "-j", m1[2], "-heal-grace", "10m")
+	grpcs := []string{m0[2], m1[2], m2[2]}
+	waitAllAgree(t, []string{m0[3], m1[3], m2[3]}, grpcs, 100, 30*time.Second)
+
+	resp, err := http.Get("http://" + m0[3] + "/v1/cluster")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var view node.ClusterView
+	err = json.NewDecoder(resp.Body).Decode(&view)
+	resp.Body.Close()
+	if err != nil || len(view.Nodes) != 3 || len(view.VNodes) == 0 {
+		t.Fatalf("/v1/cluster: %d nodes, %d vnodes, %v", len(view.Nodes), len(view.VNodes), err)
+	}
+
+	shot := filepath.Join(artifacts, "status-page.png")
+	dom := browse(t, "http://"+m0[3]+"/", shot)
+	rows := regexp.MustCompile(`<tr class="node-row" data-host="([^"]+)"><td>[^<]*</td><td class="ok">up</td>`).FindAllStringSubmatch(dom, -1)
+	var up []string
+	for _, r := range rows {
+		up = append(up, r[1])
+	}
+	for _, g := range grpcs {
+		if !strings.Contains(strings.Join(up, " "), g) {
+			t.Errorf("the page does not show %s up (rows up: %v)", g, up)
+		}
+	}
+	if n := strings.Count(dom, `class="vnode"`); n != len(view.VNodes) {
+		t.Errorf("the ring drawing has %d vnodes, the ring %d", n, len(view.VNodes))
+	}
+	if !strings.Contains(dom, "3 / 3 up") {
+		t.Error(`the page does not say "3 / 3 up"`)
+	}
+	t.Logf("screenshot of the 3-node cluster's page: %s", shot)
+
+	if err := p2.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	p2.Wait(10 * time.Second)
+	shot = filepath.Join(artifacts, "status-page-one-down.png")
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		dom = browse(t, "http://"+m0[3]+"/", shot)
+		if strings.Contains(dom, "2 / 3 up") && strings.Contains(dom, "down: no answer") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("30 s after a kill -9 the page does not show the node down")
+		}
+		time.Sleep(time.Second)
+	}
+	t.Logf("screenshot with one node down: %s", shot)
+}
