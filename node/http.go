@@ -28,6 +28,7 @@ func (n *Node) httpHandler() http.Handler {
 		writeJSON(w, http.StatusOK, n.Status())
 	})
 	mux.HandleFunc("GET /v1/cluster", n.handleCluster)
+	mux.Handle("GET /metrics", n.metrics.handler())
 	mux.HandleFunc("GET /v1/lookup", n.handleLookup)
 	mux.HandleFunc("GET /v1/kv/{key...}", n.handleKVGet)
 	mux.HandleFunc("PUT /v1/kv/{key...}", n.handleKVPut)
@@ -41,7 +42,7 @@ func (n *Node) httpHandler() http.Handler {
 	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
 	mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
-	return mux
+	return n.metrics.countHTTP(mux)
 }
 
 // handleLookup answers GET /v1/lookup?key=K&n=N with the key's hash and its

@@ -123,6 +123,7 @@ type Node struct {
 	cfg     Config
 	log     *slog.Logger
 	recent  *recentLog // the latest warnings and errors logged
+	metrics *metrics
 	db      *store.DB
 	id      string
 	start   time.Time
@@ -211,7 +212,8 @@ func New(cfg Config) (_ *Node, err error) {
 	}
 	places.ring = n.ring
 	rc = n.ring.Config()
-	tc := txlog.Config{Addr: advertise, Replicas: rc.Replicas, CallTimeout: rc.CallTimeout, MaxValueBytes: cfg.MaxValueBytes,
+	n.metrics = newMetrics(n)
+	tc := txlog.Config{Addr: advertise, Replicas: rc.Replicas, CallTimeout: rc.CallTimeout, MaxValueBytes: cfg.MaxValueBytes, Observe: n.metrics.observeTxn,
 		UnsafeLocalReads: cfg.UnsafeLocalReads, Logger: n.log.With("component", "txlog")}
 	if n.txlog, err = txlog.New(tc, places, txlogrpc.NewTransport(n.pool), n.db); err != nil {
 		return nil, err
@@ -231,7 +233,7 @@ func New(cfg Config) (_ *Node, err error) {
 	if n.healer, err = heal.New(hc, n.members, places, n.txlog, n.blocks, blockrpc.NewTransport(n.pool), healTr); err != nil {
 		return nil, err
 	}
-	n.grpcSrv = grpc.NewServer(wire.ServerOptions(n.log)...)
+	n.grpcSrv = grpc.NewServer(append(wire.ServerOptions(n.log), n.metrics.serverOptions()...)...)
 	fb.RegisterPeerServer(n.grpcSrv, peerService{n: n})
 	fb.RegisterClientServer(n.grpcSrv, clientService{n: n})
 	ringrpc.Register(n.grpcSrv, n.ring)

@@ -153,7 +153,11 @@ func (s *Service) History(ctx context.Context, partition, name string) ([]*Tx, e
 // read, holds a replica), else on the leader's host. While the leader is
 // unreachable or the ring is settling it retries until ctx ends; while too
 // few replicas answer a leader's takeover, for Config.Patience.
-func (s *Service) Do(ctx context.Context, req Request) (Response, error) {
+func (s *Service) Do(ctx context.Context, req Request) (resp Response, err error) {
+	if s.cfg.Observe != nil {
+		start := s.clock()
+		defer func() { s.cfg.Observe(req, err, s.clock().Sub(start)) }()
+	}
 	if s.ps.closed.Load() {
 		return Response{}, errClosed
 	}

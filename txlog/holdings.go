@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 
 	"github.com/difuse/difuse/internal/codec"
 	"github.com/difuse/difuse/store"
@@ -182,4 +184,28 @@ func (s *Service) Seed(ctx context.Context, partition, leader string) error {
 		return nil
 	}
 	return s.ps.write(p, from, txs, p.promised, resp.Tx.Height, resp.Tx.Height, true)
+}
+
+// Lag reports how far the followers of the partitions this host leads are
+// behind its logs: the most entries one follower lacks, and the entries
+// they all lack together. Only partitions loaded since the host started
+// count; a follower never heard from lacks the whole log.
+func (s *Service) Lag() (most, total uint64) {
+	s.ps.mu.Lock()
+	ps := slices.Collect(maps.Values(s.ps.m))
+	s.ps.mu.Unlock()
+	for _, p := range ps {
+		p.mu.Lock()
+		if !p.leading.IsZero() {
+			for _, m := range p.config {
+				if m == s.cfg.Addr {
+					continue
+				}
+				behind := p.last - min(p.match[m], p.last)
+				most, total = max(most, behind), total+behind
+			}
+		}
+		p.mu.Unlock()
+	}
+	return most, total
 }

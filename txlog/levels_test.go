@@ -127,6 +127,9 @@ func TestLaggingReplicaCatchesUp(t *testing.T) {
 			t.Fatalf("write %d: %v", i, err)
 		}
 	}
+	if most, total := c.host(leader).svc.Lag(); most < 500 || total < most {
+		t.Errorf("the leader reports a lag of %d entries (%d in all), want at least 500", most, total)
+	}
 	c.faults.Heal()
 	// Once the ring sees the lagging host again, an "all" read brings it
 	// level.
@@ -140,6 +143,9 @@ func TestLaggingReplicaCatchesUp(t *testing.T) {
 	}
 	if err != nil || string(r.Value) != "500" {
 		t.Fatalf("all read after healing: %+v, %v", r, err)
+	}
+	if most, _ := c.host(leader).svc.Lag(); most != 0 {
+		t.Errorf("after the all read the leader reports a lag of %d entries", most)
 	}
 	local, err := c.host(lagger).svc.HandleReadLocal("lag", "a")
 	if err != nil || string(local.Value) != "500" || local.Hash != r.Hash {

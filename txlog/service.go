@@ -42,6 +42,9 @@ type Config struct {
 	// the test that shows the Jepsen harness catches one. Never set it
 	// otherwise.
 	UnsafeLocalReads bool
+	// Observe, if set, is told of every request Do ran: what it was, how
+	// it ended and how long it took (for metrics).
+	Observe func(req Request, err error, took time.Duration)
 }
 
 // Service is one host's part of the replicated transaction log: it keeps

@@ -73,6 +73,23 @@ type AppendReply struct {
 // Kind says what a Request does.
 type Kind uint8
 
+// String names the kind.
+func (k Kind) String() string {
+	switch k {
+	case KindRead:
+		return "read"
+	case KindWrite:
+		return "write"
+	case KindHistory:
+		return "history"
+	case KindList:
+		return "list"
+	case KindSync:
+		return "sync"
+	}
+	return fmt.Sprintf("kind%d", uint8(k))
+}
+
 // Request kinds.
 const (
 	// KindRead reads record Name.

@@ -60,6 +60,12 @@ func printStatus(w io.Writer, st client.Status) {
 		st.Blocks.Blocks, mib(st.Blocks.StoredBytes), mib(st.Blocks.WrittenBytes), mib(st.Blocks.NewBytes), st.Blocks.DedupRatio)
 	fmt.Fprintf(w, "memory      %s resident, %d goroutines\n", mib(st.RSSBytes), st.Goroutines)
 	printHeal(w, st.Heal)
+	if len(st.Recent) > 0 {
+		fmt.Fprintf(w, "recent      %d warnings and errors, the latest:\n", len(st.Recent))
+		for _, e := range st.Recent[max(0, len(st.Recent)-5):] {
+			fmt.Fprintf(w, "  %s %-5s %s\n", e.Time.Format(time.DateTime), e.Level, e.Message)
+		}
+	}
 	if len(st.VNodes) == 0 {
 		fmt.Fprintln(w, "ring        not a member yet")
 		return
@@ -192,6 +198,7 @@ func printHeal(w io.Writer, h heal.Stats) {
 		state += ", settled"
 	}
 	fmt.Fprintf(w, "healing     %s; %d passes; holds %d partitions, %d blocks\n", state, h.Passes, h.Partitions, h.Blocks)
+	fmt.Fprintf(w, "            last pass found %d partition and %d block copies missing or behind\n", h.MissingPartitions, h.MissingBlocks)
 	fmt.Fprintf(w, "            %d partitions synced, %d dropped; %d blocks sent (%s), %d dropped; %d blocks scrubbed, %d damaged\n",
 		h.PartitionsSynced, h.PartitionsDropped, h.BlocksSent, mib(h.BytesSent), h.BlocksDropped, h.BlocksScrubbed, h.BlocksCorrupt)
 	if h.Errors > 0 {
