@@ -33,6 +33,9 @@ type Options struct {
 	// Capacity reports the bytes files take and have left, for statfs;
 	// nil reports a large free space.
 	Capacity func(context.Context) (used, free uint64, err error)
+	// Observe, if set, is told of every operation the kernel asked for:
+	// its name, how long it took and its error (for metrics).
+	Observe func(op string, took time.Duration, err error)
 }
 
 // FS is the filesystem as the kernel sees it.
@@ -78,7 +81,8 @@ func (s *FS) Root() (fs.Node, error) { return s.node(inode.Root), nil }
 
 // Statfs reports the space of the cluster, in 4 KiB units. Inodes are not
 // a limited resource: it reports many, all free.
-func (s *FS) Statfs(ctx context.Context, req *fuse.StatfsRequest, resp *fuse.StatfsResponse) error {
+func (s *FS) Statfs(ctx context.Context, req *fuse.StatfsRequest, resp *fuse.StatfsResponse) (err error) {
+	defer s.observe("statfs", time.Now(), &err)
 	const unit = 4096
 	resp.Bsize, resp.Frsize, resp.Namelen = unit, unit, 255
 	resp.Files, resp.Ffree = 1<<40, 1<<40
@@ -115,6 +119,14 @@ func (s *FS) node(id inode.ID) *Node {
 // an interrupted operation runs to its end, as a local filesystem's would.
 func (s *FS) ctx(ctx context.Context) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.WithoutCancel(ctx), s.opts.OpTimeout)
+}
+
+// observe tells Options.Observe, if set, of an operation that started at
+// start and ended with *err.
+func (s *FS) observe(op string, start time.Time, err *error) {
+	if s.opts.Observe != nil {
+		s.opts.Observe(op, time.Since(start), *err)
+	}
 }
 
 // errno turns an error into what the kernel gets: its errno if it carries
@@ -282,7 +294,8 @@ func posixMode(m os.FileMode) uint32 {
 }
 
 // Attr reports the node's attributes.
-func (n *Node) Attr(ctx context.Context, out *fuse.Attr) error {
+func (n *Node) Attr(ctx context.Context, out *fuse.Attr) (err error) {
+	defer n.s.observe("attr", time.Now(), &err)
 	ctx, cancel := n.s.ctx(ctx)
 	defer cancel()
 	n.mu.Lock()
@@ -302,7 +315,8 @@ func (n *Node) Attr(ctx context.Context, out *fuse.Attr) error {
 }
 
 // Lookup finds a directory's entry.
-func (n *Node) Lookup(ctx context.Context, req *fuse.LookupRequest, resp *fuse.LookupResponse) (fs.Node, error) {
+func (n *Node) Lookup(ctx context.Context, req *fuse.LookupRequest, resp *fuse.LookupResponse) (_ fs.Node, err error) {
+	defer n.s.observe("lookup", time.Now(), &err)
 	ctx, cancel := n.s.ctx(ctx)
 	defer cancel()
 	e, err := n.s.fs.Lookup(ctx, n.id, req.Name)
@@ -314,7 +328,8 @@ func (n *Node) Lookup(ctx context.Context, req *fuse.LookupRequest, resp *fuse.L
 }
 
 // ReadDirAll lists a directory.
-func (n *Node) ReadDirAll(ctx context.Context) ([]fuse.Dirent, error) {
+func (n *Node) ReadDirAll(ctx context.Context) (_ []fuse.Dirent, err error) {
+	defer n.s.observe("readdir", time.Now(), &err)
 	ctx, cancel := n.s.ctx(ctx)
 	defer cancel()
 	list, err := n.s.fs.Readdir(ctx, n.id)
@@ -351,12 +366,14 @@ func (n *Node) create(ctx context.Context, name string, na inode.NewAttr) (*Node
 }
 
 // Mkdir makes a directory.
-func (n *Node) Mkdir(ctx context.Context, req *fuse.MkdirRequest) (fs.Node, error) {
+func (n *Node) Mkdir(ctx context.Context, req *fuse.MkdirRequest) (_ fs.Node, err error) {
+	defer n.s.observe("mkdir", time.Now(), &err)
 	return n.create(ctx, req.Name, inode.NewAttr{Type: inode.TypeDir, Mode: posixMode(req.Mode &^ req.Umask), UID: req.Uid, GID: req.Gid})
 }
 
 // Create makes a file and opens it.
-func (n *Node) Create(ctx context.Context, req *fuse.CreateRequest, resp *fuse.CreateResponse) (fs.Node, fs.Handle, error) {
+func (n *Node) Create(ctx context.Context, req *fuse.CreateRequest, resp *fuse.CreateResponse) (_ fs.Node, _ fs.Handle, err error) {
+	defer n.s.observe("create", time.Now(), &err)
 	c, err := n.create(ctx, req.Name, inode.NewAttr{Type: inode.TypeFile, Mode: posixMode(req.Mode &^ req.Umask), UID: req.Uid, GID: req.Gid})
 	if err != nil {
 		return nil, nil, err
@@ -365,12 +382,14 @@ func (n *Node) Create(ctx context.Context, req *fuse.CreateRequest, resp *fuse.C
 }
 
 // Symlink makes a symbolic link.
-func (n *Node) Symlink(ctx context.Context, req *fuse.SymlinkRequest) (fs.Node, error) {
+func (n *Node) Symlink(ctx context.Context, req *fuse.SymlinkRequest) (_ fs.Node, err error) {
+	defer n.s.observe("symlink", time.Now(), &err)
 	return n.create(ctx, req.NewName, inode.NewAttr{Type: inode.TypeSymlink, Mode: 0o777, UID: req.Uid, GID: req.Gid, Target: req.Target})
 }
 
 // Readlink returns a symlink's target.
-func (n *Node) Readlink(ctx context.Context, req *fuse.ReadlinkRequest) (string, error) {
+func (n *Node) Readlink(ctx context.Context, req *fuse.ReadlinkRequest) (_ string, err error) {
+	defer n.s.observe("readlink", time.Now(), &err)
 	ctx, cancel := n.s.ctx(ctx)
 	defer cancel()
 	a, err := n.recentAttr(ctx)
@@ -384,7 +403,8 @@ func (n *Node) Readlink(ctx context.Context, req *fuse.ReadlinkRequest) (string,
 }
 
 // Remove unlinks a file or removes a directory.
-func (n *Node) Remove(ctx context.Context, req *fuse.RemoveRequest) error {
+func (n *Node) Remove(ctx context.Context, req *fuse.RemoveRequest) (err error) {
+	defer n.s.observe("remove", time.Now(), &err)
 	ctx, cancel := n.s.ctx(ctx)
 	defer cancel()
 	if req.Dir {
@@ -394,7 +414,8 @@ func (n *Node) Remove(ctx context.Context, req *fuse.RemoveRequest) error {
 }
 
 // Link makes a new name for a file.
-func (n *Node) Link(ctx context.Context, req *fuse.LinkRequest, old fs.Node) (fs.Node, error) {
+func (n *Node) Link(ctx context.Context, req *fuse.LinkRequest, old fs.Node) (_ fs.Node, err error) {
+	defer n.s.observe("link", time.Now(), &err)
 	ctx, cancel := n.s.ctx(ctx)
 	defer cancel()
 	on, ok := old.(*Node)
@@ -409,7 +430,8 @@ func (n *Node) Link(ctx context.Context, req *fuse.LinkRequest, old fs.Node) (fs
 }
 
 // Rename moves an entry.
-func (n *Node) Rename(ctx context.Context, req *fuse.RenameRequest, newDir fs.Node) error {
+func (n *Node) Rename(ctx context.Context, req *fuse.RenameRequest, newDir fs.Node) (err error) {
+	defer n.s.observe("rename", time.Now(), &err)
 	ctx, cancel := n.s.ctx(ctx)
 	defer cancel()
 	nd, ok := newDir.(*Node)
@@ -420,7 +442,8 @@ func (n *Node) Rename(ctx context.Context, req *fuse.RenameRequest, newDir fs.No
 }
 
 // Setattr changes attributes; a size change commits buffered writes first.
-func (n *Node) Setattr(ctx context.Context, req *fuse.SetattrRequest, resp *fuse.SetattrResponse) error {
+func (n *Node) Setattr(ctx context.Context, req *fuse.SetattrRequest, resp *fuse.SetattrResponse) (err error) {
+	defer n.s.observe("setattr", time.Now(), &err)
 	ctx, cancel := n.s.ctx(ctx)
 	defer cancel()
 	var sa inode.SetAttr
@@ -480,12 +503,14 @@ func (n *Node) Setattr(ctx context.Context, req *fuse.SetattrRequest, resp *fuse
 
 // Open opens a file; the node is its own handle, so all handles of a file
 // share its buffered writes.
-func (n *Node) Open(ctx context.Context, req *fuse.OpenRequest, resp *fuse.OpenResponse) (fs.Handle, error) {
+func (n *Node) Open(ctx context.Context, req *fuse.OpenRequest, resp *fuse.OpenResponse) (_ fs.Handle, err error) {
+	defer n.s.observe("open", time.Now(), &err)
 	return n, nil
 }
 
 // Read reads a file, after committing its buffered writes.
-func (n *Node) Read(ctx context.Context, req *fuse.ReadRequest, resp *fuse.ReadResponse) error {
+func (n *Node) Read(ctx context.Context, req *fuse.ReadRequest, resp *fuse.ReadResponse) (err error) {
+	defer n.s.observe("read", time.Now(), &err)
 	ctx, cancel := n.s.ctx(ctx)
 	defer cancel()
 	if err := n.flush(ctx); err != nil {
@@ -512,7 +537,8 @@ func (n *Node) Read(ctx context.Context, req *fuse.ReadRequest, resp *fuse.ReadR
 }
 
 // Write buffers a write, committing once the buffer is large.
-func (n *Node) Write(ctx context.Context, req *fuse.WriteRequest, resp *fuse.WriteResponse) error {
+func (n *Node) Write(ctx context.Context, req *fuse.WriteRequest, resp *fuse.WriteResponse) (err error) {
+	defer n.s.observe("write", time.Now(), &err)
 	w := n.writer()
 	w.WriteAt(req.Data, req.Offset)
 	resp.Size = len(req.Data)
@@ -527,21 +553,24 @@ func (n *Node) Write(ctx context.Context, req *fuse.WriteRequest, resp *fuse.Wri
 }
 
 // Flush commits buffered writes (on close).
-func (n *Node) Flush(ctx context.Context, req *fuse.FlushRequest) error {
+func (n *Node) Flush(ctx context.Context, req *fuse.FlushRequest) (err error) {
+	defer n.s.observe("flush", time.Now(), &err)
 	ctx, cancel := n.s.ctx(ctx)
 	defer cancel()
 	return n.s.errno("flush", n.flush(ctx))
 }
 
 // Fsync commits buffered writes.
-func (n *Node) Fsync(ctx context.Context, req *fuse.FsyncRequest) error {
+func (n *Node) Fsync(ctx context.Context, req *fuse.FsyncRequest) (err error) {
+	defer n.s.observe("fsync", time.Now(), &err)
 	ctx, cancel := n.s.ctx(ctx)
 	defer cancel()
 	return n.s.errno("fsync", n.flush(ctx))
 }
 
 // Release commits what is left when the last handle closes.
-func (n *Node) Release(ctx context.Context, req *fuse.ReleaseRequest) error {
+func (n *Node) Release(ctx context.Context, req *fuse.ReleaseRequest) (err error) {
+	defer n.s.observe("release", time.Now(), &err)
 	ctx, cancel := n.s.ctx(context.Background())
 	defer cancel()
 	return n.s.errno("release", n.flush(ctx))
@@ -562,7 +591,8 @@ func (n *Node) Forget() {
 }
 
 // Getxattr reads an extended attribute.
-func (n *Node) Getxattr(ctx context.Context, req *fuse.GetxattrRequest, resp *fuse.GetxattrResponse) error {
+func (n *Node) Getxattr(ctx context.Context, req *fuse.GetxattrRequest, resp *fuse.GetxattrResponse) (err error) {
+	defer n.s.observe("getxattr", time.Now(), &err)
 	ctx, cancel := n.s.ctx(ctx)
 	defer cancel()
 	a, err := n.recentAttr(ctx) // the kernel asks before every write
@@ -578,7 +608,8 @@ func (n *Node) Getxattr(ctx context.Context, req *fuse.GetxattrRequest, resp *fu
 }
 
 // Listxattr lists the extended attributes' names.
-func (n *Node) Listxattr(ctx context.Context, req *fuse.ListxattrRequest, resp *fuse.ListxattrResponse) error {
+func (n *Node) Listxattr(ctx context.Context, req *fuse.ListxattrRequest, resp *fuse.ListxattrResponse) (err error) {
+	defer n.s.observe("listxattr", time.Now(), &err)
 	ctx, cancel := n.s.ctx(ctx)
 	defer cancel()
 	a, err := n.recentAttr(ctx)
@@ -595,7 +626,8 @@ func (n *Node) Listxattr(ctx context.Context, req *fuse.ListxattrRequest, resp *
 }
 
 // Setxattr sets an extended attribute.
-func (n *Node) Setxattr(ctx context.Context, req *fuse.SetxattrRequest) error {
+func (n *Node) Setxattr(ctx context.Context, req *fuse.SetxattrRequest) (err error) {
+	defer n.s.observe("setxattr", time.Now(), &err)
 	ctx, cancel := n.s.ctx(ctx)
 	defer cancel()
 	defer n.changed()
@@ -603,11 +635,12 @@ func (n *Node) Setxattr(ctx context.Context, req *fuse.SetxattrRequest) error {
 }
 
 // Removexattr removes an extended attribute.
-func (n *Node) Removexattr(ctx context.Context, req *fuse.RemovexattrRequest) error {
+func (n *Node) Removexattr(ctx context.Context, req *fuse.RemovexattrRequest) (err error) {
+	defer n.s.observe("removexattr", time.Now(), &err)
 	ctx, cancel := n.s.ctx(ctx)
 	defer cancel()
 	defer n.changed()
-	err := n.s.fs.RemoveXattr(ctx, n.id, req.Name)
+	err = n.s.fs.RemoveXattr(ctx, n.id, req.Name)
 	if errors.Is(err, syscall.ENODATA) {
 		return fuse.ErrNoXattr
 	}

@@ -79,7 +79,12 @@ type fetch struct {
 // block returns a block: from the cache, from a fetch already in flight,
 // or fetched now.
 func (f *FS) block(ctx context.Context, h blockstore.Hash) ([]byte, error) {
-	data, fe := f.startFetch(h)
+	data, fe, started := f.startFetch(h)
+	if started {
+		f.misses.Add(1)
+	} else {
+		f.hits.Add(1)
+	}
 	if fe == nil {
 		return data, nil
 	}
@@ -95,17 +100,17 @@ func (f *FS) block(ctx context.Context, h blockstore.Hash) ([]byte, error) {
 }
 
 // startFetch returns block h if the cache holds it, else its fetch,
-// started now unless one is in flight.
-func (f *FS) startFetch(h blockstore.Hash) ([]byte, *fetch) {
+// started now (started is then set) unless one is in flight.
+func (f *FS) startFetch(h blockstore.Hash) (data []byte, fe *fetch, started bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if data, ok := f.cache.Get(h); ok {
-		return data, nil
+		return data, nil, false
 	}
 	if fe, ok := f.inflight[h]; ok {
-		return nil, fe
+		return nil, fe, false
 	}
-	fe := &fetch{done: make(chan struct{})}
+	fe = &fetch{done: make(chan struct{})}
 	f.inflight[h] = fe
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), fetchTimeout)
@@ -119,7 +124,7 @@ func (f *FS) startFetch(h blockstore.Hash) ([]byte, *fetch) {
 		f.mu.Unlock()
 		close(fe.done)
 	}()
-	return nil, fe
+	return nil, fe, true
 }
 
 // Prefetch starts fetching, in the background, the blocks of the file

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -74,7 +75,14 @@ type FS struct {
 	readAhead int
 	mu        sync.Mutex
 	inflight  map[blockstore.Hash]*fetch
+	// hits and misses count the block reads the cache (or a fetch already
+	// under way, a read-ahead's say) answered, and those it did not.
+	hits, misses atomic.Int64
 }
+
+// CacheStats returns how many block reads the cache (or a fetch already
+// under way) answered, and how many had to fetch.
+func (f *FS) CacheStats() (hits, misses int64) { return f.hits.Load(), f.misses.Load() }
 
 // maxDirs bounds how many directories' partitions an FS remembers.
 const maxDirs = 1 << 16

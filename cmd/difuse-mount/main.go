@@ -19,6 +19,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -49,6 +50,7 @@ func main() {
 // options are difuse-mount's flags.
 type options struct {
 	join, dir, grpcAddr, httpAddr, logLevel string
+	metricsAddr                             string
 	attrValid, entryValid                   time.Duration
 	readLevel, writeLevel                   string
 	blockReadLevel, blockWriteLevel         string
@@ -78,6 +80,7 @@ func newFlags(o *options, stderr io.Writer) *flag.FlagSet {
 	flags.IntVar(&o.flushMiB, "flush-mib", 64, "MiB an open file buffers before it commits")
 	flags.BoolVar(&o.allowOther, "allow-other", false, "let users other than the one mounting use the mount (as root, for system mounts)")
 	flags.StringVar(&o.logLevel, "log-level", "info", "log `level`: debug, info, warn or error")
+	flags.StringVar(&o.metricsAddr, "metrics", "", "serve Prometheus metrics of the mount (FUSE operations, block cache) at http://`address`/metrics; none: do not")
 	return flags
 }
 
@@ -137,6 +140,14 @@ func run(args []string, stderr io.Writer) int {
 	if _, err := os.Stat("/dev/fuse"); err != nil {
 		fmt.Fprintln(stderr, "difuse-mount: FUSE is not available here (/dev/fuse is missing; install fuse3)")
 		return cli.ExitMount
+	}
+	var metricsLn net.Listener
+	if o.metricsAddr != "" {
+		if metricsLn, err = net.Listen("tcp", o.metricsAddr); err != nil {
+			fmt.Fprintf(stderr, "difuse-mount: -metrics: %v\n", err)
+			return cli.ExitListen
+		}
+		defer metricsLn.Close()
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
@@ -207,10 +218,15 @@ func run(args []string, stderr io.Writer) int {
 		stopNode()
 		return cli.ExitMount
 	}
+	fopts := fsnode.Options{AttrValid: o.attrValid, EntryValid: o.entryValid, FlushBytes: o.flushMiB << 20, Capacity: capacity, Logger: log.With("component", "fuse")}
+	if metricsLn != nil {
+		m := newMountMetrics(ifs)
+		fopts.Observe = m.observe
+		defer m.serve(metricsLn).Close()
+		log.Info("serving metrics", "url", "http://"+metricsLn.Addr().String()+"/metrics")
+	}
 	served := make(chan error, 1)
-	go func() {
-		served <- fs.Serve(conn, fsnode.New(ifs, fsnode.Options{AttrValid: o.attrValid, EntryValid: o.entryValid, FlushBytes: o.flushMiB << 20, Capacity: capacity, Logger: log.With("component", "fuse")}))
-	}()
+	go func() { served <- fs.Serve(conn, fsnode.New(ifs, fopts)) }()
 	log.Info("mounted", "mountpoint", mountpoint, "dir", o.dir)
 
 	code := 0
