@@ -359,6 +359,22 @@ func (s *Service) Get(ctx context.Context, h Hash, l level.Level) ([]byte, error
 	return data, nil
 }
 
+// Holders reports how many hosts of block h's replica set hold it, and how
+// many hosts the set has. A replica that does not answer counts as not
+// holding it.
+func (s *Service) Holders(ctx context.Context, h Hash) (held, of int, err error) {
+	replicas, err := s.replicas(ctx, h)
+	if err != nil {
+		return 0, 0, err
+	}
+	for _, r := range replicas {
+		if ok, err := s.has(ctx, r, h); err == nil && ok {
+			held++
+		}
+	}
+	return held, len(replicas), nil
+}
+
 // Delete removes block h from its replicas; the level says how many must
 // have removed it before Delete returns. The rest follow in the
 // background. Deleting a block no replica holds succeeds.

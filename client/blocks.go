@@ -54,3 +54,21 @@ func (c *Conn) BlockGet(ctx context.Context, h blockstore.Hash, l level.Level) (
 	}
 	return data, nil
 }
+
+// BlockCheck reports, for each block, how many hosts of its replica set
+// hold it (held) and how many hosts the set has (of), at most 1,024 blocks
+// a call.
+func (c *Conn) BlockCheck(ctx context.Context, hashes []blockstore.Hash) (held, of []int, err error) {
+	r, err := c.client.BlockCheck(ctx, blockrpc.HashesMessage(hashes), grpc.WaitForReady(true))
+	if err != nil {
+		return nil, nil, blockrpc.FromStatus(c.addr, err)
+	}
+	if r.HeldLength() != len(hashes) || r.ReplicasLength() != len(hashes) {
+		return nil, nil, fmt.Errorf("%s answered %d counts for %d blocks", c.addr, r.HeldLength(), len(hashes))
+	}
+	held, of = make([]int, len(hashes)), make([]int, len(hashes))
+	for i := range hashes {
+		held[i], of[i] = int(r.Held(i)), int(r.Replicas(i))
+	}
+	return held, of, nil
+}

@@ -279,6 +279,31 @@ func (c *Cluster) Set(ctx context.Context, data []byte, l level.Level) (blocksto
 	return try(ctx, c, ring.ID(blockstore.Sum(data)), blockFinal, func(ctx context.Context, conn *Conn) (blockstore.Hash, error) { return conn.BlockSet(ctx, data, l) })
 }
 
+// Status returns the status of the first node that answers.
+func (c *Cluster) Status(ctx context.Context) (Status, error) {
+	return try(ctx, c, ring.ID{}, func(error) bool { return false }, func(ctx context.Context, conn *Conn) (Status, error) {
+		return conn.Status(ctx)
+	})
+}
+
+// BlockCheck reports, for each block, how many hosts of its replica set
+// hold it and how many the set has, 1,024 blocks a call.
+func (c *Cluster) BlockCheck(ctx context.Context, hashes []blockstore.Hash) (held, of []int, err error) {
+	type counts struct{ held, of []int }
+	for start := 0; start < len(hashes); start += 1024 {
+		batch := hashes[start:min(start+1024, len(hashes))]
+		r, err := try(ctx, c, ring.ID(batch[0]), blockFinal, func(ctx context.Context, conn *Conn) (counts, error) {
+			h, o, err := conn.BlockCheck(ctx, batch)
+			return counts{h, o}, err
+		})
+		if err != nil {
+			return nil, nil, err
+		}
+		held, of = append(held, r.held...), append(of, r.of...)
+	}
+	return held, of, nil
+}
+
 // Get reads a block at level l.
 func (c *Cluster) Get(ctx context.Context, h blockstore.Hash, l level.Level) ([]byte, error) {
 	return try(ctx, c, ring.ID(h), blockFinal, func(ctx context.Context, conn *Conn) ([]byte, error) { return conn.BlockGet(ctx, h, l) })

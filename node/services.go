@@ -10,6 +10,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 
 	flatbuffers "github.com/google/flatbuffers/go"
 	"google.golang.org/grpc/codes"
@@ -201,6 +202,43 @@ func (s clientService) BlockGet(r *fb.BlockRequest, stream fb.Client_BlockGetSer
 		return blockrpc.ToStatus(err)
 	}
 	return blockrpc.SendBlock(stream.Send, h, data, false, 0)
+}
+
+// maxCheck bounds the blocks one BlockCheck asks about.
+const maxCheck = 1024
+
+// BlockCheck counts, for each block, the hosts of its replica set that
+// hold it.
+func (s clientService) BlockCheck(ctx context.Context, r *fb.BlockHashes) (*flatbuffers.Builder, error) {
+	hashes, err := blockrpc.DecodeHashes(r, maxCheck)
+	if err != nil {
+		return nil, blockrpc.ToStatus(err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.n.cfg.RequestTimeout)
+	defer cancel()
+	held, of := make([]byte, len(hashes)), make([]byte, len(hashes))
+	errs := make([]error, len(hashes))
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 16)
+	for i, h := range hashes {
+		wg.Go(func() {
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			h, o, err := s.n.blocks.Holders(ctx, h)
+			held[i], of[i], errs[i] = byte(min(h, 255)), byte(min(o, 255)), err
+		})
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return nil, blockrpc.ToStatus(err)
+	}
+	b := flatbuffers.NewBuilder(64 + 2*len(hashes))
+	hv, ov := b.CreateByteVector(held), b.CreateByteVector(of)
+	fb.BlockCountsStart(b)
+	fb.BlockCountsAddHeld(b, hv)
+	fb.BlockCountsAddReplicas(b, ov)
+	b.Finish(fb.BlockCountsEnd(b))
+	return b, nil
 }
 
 // healService serves the Heal service: the healer's digests and listings,

@@ -81,12 +81,8 @@ func (t *Transport) client(addr string) (fb.BlocksClient, error) {
 	return fb.NewBlocksClient(cc), nil
 }
 
-// Has reports which of hashes the host at to holds.
-func (t *Transport) Has(ctx context.Context, to string, hashes []blockstore.Hash) ([]bool, error) {
-	c, err := t.client(to)
-	if err != nil {
-		return nil, err
-	}
+// HashesMessage returns hashes as a BlockHashes message.
+func HashesMessage(hashes []blockstore.Hash) *flatbuffers.Builder {
 	b := flatbuffers.NewBuilder(64 + 32*len(hashes))
 	flat := make([]byte, 0, 32*len(hashes))
 	for _, h := range hashes {
@@ -96,7 +92,30 @@ func (t *Transport) Has(ctx context.Context, to string, hashes []blockstore.Hash
 	fb.BlockHashesStart(b)
 	fb.BlockHashesAddHashes(b, v)
 	b.Finish(fb.BlockHashesEnd(b))
-	r, err := c.Has(ctx, b)
+	return b
+}
+
+// DecodeHashes reads the hashes of a verified BlockHashes message, at most
+// limit of them; its errors are bad requests.
+func DecodeHashes(r *fb.BlockHashes, limit int) ([]blockstore.Hash, error) {
+	flat := r.HashesBytes()
+	if len(flat)%32 != 0 || len(flat) > 32*limit {
+		return nil, fmt.Errorf("%w: %d bytes of hashes (whole hashes, at most %d)", errBadRequest, len(flat), limit)
+	}
+	hashes := make([]blockstore.Hash, len(flat)/32)
+	for i := range hashes {
+		copy(hashes[i][:], flat[32*i:])
+	}
+	return hashes, nil
+}
+
+// Has reports which of hashes the host at to holds.
+func (t *Transport) Has(ctx context.Context, to string, hashes []blockstore.Hash) ([]bool, error) {
+	c, err := t.client(to)
+	if err != nil {
+		return nil, err
+	}
+	r, err := c.Has(ctx, HashesMessage(hashes))
 	if err != nil {
 		return nil, FromStatus(to, err)
 	}
@@ -201,13 +220,9 @@ type server struct {
 }
 
 func (s server) Has(_ context.Context, r *fb.BlockHashes) (*flatbuffers.Builder, error) {
-	flat := r.HashesBytes()
-	if len(flat)%32 != 0 || len(flat) > 32*4096 {
-		return nil, ToStatus(fmt.Errorf("%w: %d bytes of hashes", errBadRequest, len(flat)))
-	}
-	hashes := make([]blockstore.Hash, len(flat)/32)
-	for i := range hashes {
-		copy(hashes[i][:], flat[32*i:])
+	hashes, err := DecodeHashes(r, 4096)
+	if err != nil {
+		return nil, ToStatus(err)
 	}
 	present, err := s.h.HandleHas(hashes)
 	if err != nil {

@@ -169,21 +169,22 @@ func cmdLeave(args []string, stdout, stderr io.Writer) int {
 		return cli.ExitFailure
 	}
 	fmt.Fprintf(stdout, "%s is leaving: it hands off what it holds, then stops\n", *addr)
-	// Follow the hand-off until the node stops answering.
-	for last := ""; ; time.Sleep(time.Second) {
+	// Follow the hand-off until the node stops answering: its progress is
+	// the share of what it held at the first look that it no longer holds.
+	progress := cli.NewProgress(stdout, "handing off:", "partitions and blocks")
+	var total int64
+	for ; ; time.Sleep(time.Second) {
 		ctx, cancel := context.WithTimeout(context.Background(), *timeout)
 		st, err := c.Status(ctx)
 		cancel()
 		if err != nil {
+			progress.Finish()
 			fmt.Fprintf(stdout, "%s has left\n", *addr)
 			return 0
 		}
-		line := fmt.Sprintf("%s: %d partitions and %d blocks still held; %d blocks (%s) sent, %d partitions synced",
-			st.Heal.State, st.Heal.Partitions, st.Heal.Blocks, st.Heal.BlocksSent, mib(st.Heal.BytesSent), st.Heal.PartitionsSynced)
-		if line != last {
-			fmt.Fprintln(stdout, line)
-			last = line
-		}
+		held := st.Heal.Partitions + st.Heal.Blocks
+		total = max(total, held)
+		progress.Update(total-held, total)
 	}
 }
 

@@ -5,6 +5,7 @@
 //	difused status [-b grpc-addr]
 //	difused ping [-n count] [-size bytes] [grpc-addr]
 //	difused leave [-b grpc-addr]
+//	difused fsck [-b grpc-addrs] [-repair]
 //
 // Exit codes: 0 success, 1 other failure, 2 bad usage, 3 data directory
 // missing, locked or full, 4 address unavailable, 5 cluster to join
@@ -47,6 +48,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return cmdPing(args[1:], stdout, stderr)
 		case "leave":
 			return cmdLeave(args[1:], stdout, stderr)
+		case "fsck":
+			return cmdFsck(args[1:], stdout, stderr)
 		}
 	}
 	return cmdServe(args, stderr)
@@ -60,6 +63,7 @@ func cmdServe(args []string, stderr io.Writer) int {
        difused status [flags]   print a node's status
        difused ping [flags] ADDR measure round trips to a node
        difused leave [flags]    make a node hand off its data and leave
+       difused fsck [flags]     check the filesystem (and repair it with -repair)
 
 Flags of difused:
 `)

@@ -24,6 +24,8 @@ type ClientClient interface {
 		opts ...grpc.CallOption) (Client_BlockPutClient, error)
 	BlockGet(ctx context.Context, in *flatbuffers.Builder,
 		opts ...grpc.CallOption) (Client_BlockGetClient, error)
+	BlockCheck(ctx context.Context, in *flatbuffers.Builder,
+		opts ...grpc.CallOption) (*BlockCounts, error)
 }
 
 type clientClient struct {
@@ -122,12 +124,23 @@ func (x *clientBlockGetClient) Recv() (*BlockPiece, error) {
 	return m, nil
 }
 
+func (c *clientClient) BlockCheck(ctx context.Context, in *flatbuffers.Builder,
+	opts ...grpc.CallOption) (*BlockCounts, error) {
+	out := new(BlockCounts)
+	err := c.cc.Invoke(ctx, "/fb.Client/BlockCheck", in, out, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // Server API for Client service
 type ClientServer interface {
 	Status(context.Context, *StatusRequest) (*flatbuffers.Builder, error)
 	Txn(context.Context, *TxRequest) (*flatbuffers.Builder, error)
 	BlockPut(Client_BlockPutServer) error
 	BlockGet(*BlockRequest, Client_BlockGetServer) error
+	BlockCheck(context.Context, *BlockHashes) (*flatbuffers.Builder, error)
 	mustEmbedUnimplementedClientServer()
 }
 
@@ -148,6 +161,10 @@ func (UnimplementedClientServer) BlockPut(Client_BlockPutServer) error {
 
 func (UnimplementedClientServer) BlockGet(*BlockRequest, Client_BlockGetServer) error {
 	return status.Errorf(codes.Unimplemented, "method BlockGet not implemented")
+}
+
+func (UnimplementedClientServer) BlockCheck(context.Context, *BlockHashes) (*flatbuffers.Builder, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method BlockCheck not implemented")
 }
 
 func (UnimplementedClientServer) mustEmbedUnimplementedClientServer() {}
@@ -245,6 +262,26 @@ func (x *clientBlockGetServer) Send(m *flatbuffers.Builder) error {
 	return x.ServerStream.SendMsg(m)
 }
 
+func _Client_BlockCheck_Handler(srv interface{}, ctx context.Context,
+	dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(BlockHashes)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ClientServer).BlockCheck(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: "/fb.Client/BlockCheck",
+	}
+
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ClientServer).BlockCheck(ctx, req.(*BlockHashes))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 var _Client_serviceDesc = grpc.ServiceDesc{
 	ServiceName: "fb.Client",
 	HandlerType: (*ClientServer)(nil),
@@ -256,6 +293,10 @@ var _Client_serviceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Txn",
 			Handler:    _Client_Txn_Handler,
+		},
+		{
+			MethodName: "BlockCheck",
+			Handler:    _Client_BlockCheck_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

@@ -1,0 +1,105 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/difuse/difuse/client"
+	"github.com/difuse/difuse/internal/cli"
+	"github.com/difuse/difuse/inode"
+)
+
+// cmdFsck walks the filesystem through a cluster and reports (and with
+// -repair, fixes) what is wrong. It exits 0 when nothing is left wrong.
+func cmdFsck(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("difused fsck", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	timeout := fs.Duration("timeout", 0, "give up after this `duration` (0: never)")
+	addrs := fs.String("b", defaultGRPC, "gRPC `addresses` (comma-separated) of nodes of the cluster")
+	repair := fs.Bool("repair", false, "fix what can be fixed: remove entries naming missing inodes, correct link counts, copy blocks to the replicas that lack them")
+	noBlocks := fs.Bool("no-blocks", false, "skip counting the replicas of every block")
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: difused fsck [flags]\n\nWalks the filesystem from the root: every entry names a live inode, every\nrecord's hash chain verifies, every file's link count matches its entries,\nevery block is on N replicas. Exits 0 if nothing is left wrong, 1 if\nsomething is.\n\nFlags:\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return cli.ExitUsage
+	}
+	ctx := context.Background()
+	if *timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, *timeout)
+		defer cancel()
+	}
+	cl, err := client.DialCluster(ctx, strings.Split(*addrs, ","))
+	if err != nil {
+		fmt.Fprintf(stderr, "difused fsck: %v\n", err)
+		return cli.ExitJoin
+	}
+	defer cl.Close()
+	st, err := cl.Status(ctx)
+	if err != nil {
+		fmt.Fprintf(stderr, "difused fsck: %v\n", err)
+		return cli.ExitFailure
+	}
+	// Progress goes to stderr (a bar on a terminal), the report to stdout.
+	walk := cli.NewProgress(stderr, "walking the tree:", "inodes")
+	blocks := cli.NewProgress(stderr, "counting block replicas:", "blocks")
+	opts := inode.CheckOptions{Replicas: st.Replicas, Repair: *repair, Progress: func(p inode.CheckProgress) {
+		if p.Phase == "walk" {
+			walk.Update(p.Done, 0)
+			return
+		}
+		if p.Done == 0 {
+			walk.Finish()
+		}
+		blocks.Update(p.Done, p.Total)
+	}}
+	if !*noBlocks {
+		opts.Blocks = cl
+	}
+	ifs := inode.New(cl, cl, inode.Options{})
+	rep, err := ifs.Check(ctx, opts)
+	if !*noBlocks && rep.Blocks > 0 {
+		blocks.Finish()
+	} else {
+		walk.Finish()
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "difused fsck: %v\n", err)
+		return cli.ExitFailure
+	}
+	fmt.Fprintf(stdout, "%d directories, %d files, %d symlinks; %d record chains verified; %d blocks\n",
+		rep.Dirs, rep.Files, rep.Symlinks, rep.Records, rep.Blocks)
+	left := 0
+	for _, p := range rep.Problems {
+		state := "found"
+		switch {
+		case p.Repaired:
+			state = "repaired"
+		case p.RepairError != "":
+			state = "repair failed (" + p.RepairError + ")"
+		}
+		if !p.Repaired {
+			left++
+		}
+		fmt.Fprintf(stdout, "%s: %s: %s\n", p.Path, p.What, state)
+	}
+	switch {
+	case len(rep.Problems) == 0:
+		fmt.Fprintln(stdout, "no problems found")
+	case left == 0:
+		fmt.Fprintf(stdout, "%d problems, all repaired\n", len(rep.Problems))
+	default:
+		fmt.Fprintf(stdout, "%d problems, %d not repaired", len(rep.Problems), left)
+		if !*repair {
+			fmt.Fprint(stdout, " (-repair fixes what can be fixed)")
+		}
+		fmt.Fprintln(stdout)
+		return cli.ExitFailure
+	}
+	return 0
+}

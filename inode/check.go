@@ -1,0 +1,291 @@
+package inode
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"path"
+	"slices"
+	"syscall"
+
+	"github.com/difuse/difuse/blockstore"
+	"github.com/difuse/difuse/level"
+	"github.com/difuse/difuse/txlog"
+)
+
+// BlockCounter counts the replicas that hold blocks: for each, the hosts
+// of its replica set that hold it, and how many hosts the set has.
+type BlockCounter interface {
+	BlockCheck(ctx context.Context, hashes []blockstore.Hash) (held, of []int, err error)
+}
+
+// CheckOptions configure Check.
+type CheckOptions struct {
+	// Replicas is N, the copies every block should have.
+	Replicas int
+	// Blocks counts block replicas; nil skips the blocks' check.
+	Blocks BlockCounter
+	// Repair fixes what can be fixed: an entry naming a missing inode is
+	// removed, a file's link count is set to the entries that name it, a
+	// block some replicas lack is copied to them. Every repair is a
+	// conditional write, so one that races a user's change fails instead
+	// of undoing it.
+	Repair bool
+	// Progress, if set, is told how far the check has got.
+	Progress func(CheckProgress)
+}
+
+// CheckProgress is how far a check has got: in phase "walk" (the tree;
+// Total unknown, 0) or "blocks" (Total known).
+type CheckProgress struct {
+	Phase       string
+	Done, Total int64
+}
+
+// Problem is one thing Check found wrong.
+type Problem struct {
+	Path     string `json:"path"`
+	What     string `json:"what"`
+	Repaired bool   `json:"repaired"`
+	// RepairError says why a repair failed.
+	RepairError string `json:"repair_error,omitempty"`
+}
+
+// CheckReport is what Check found.
+type CheckReport struct {
+	Dirs, Files, Symlinks int64
+	// Records counts the records whose hash chain was verified.
+	Records int64
+	// Blocks counts the distinct blocks files refer to.
+	Blocks   int64
+	Problems []Problem
+}
+
+// checkBatch is how many blocks one BlockCheck asks about.
+const checkBatch = 1024
+
+// Check walks the filesystem from the root: every entry must name a live
+// inode of its type, every record's own hash chain (its history) must
+// verify, every file's link count must equal the entries that name it, and
+// every block a file refers to must be held by N replicas. It returns what
+// it found (and repaired, with opts.Repair). Only an error that stops the
+// walk (the root unreadable, the cluster gone) is an error.
+func (f *FS) Check(ctx context.Context, opts CheckOptions) (CheckReport, error) {
+	c := &checker{f: f, opts: opts, links: map[ID]int{}, blocks: map[blockstore.Hash]string{}, attrs: map[ID]fileAttr{}}
+	if err := c.walk(ctx); err != nil {
+		return c.report, err
+	}
+	c.checkLinks(ctx)
+	if opts.Blocks != nil {
+		if err := c.checkBlocks(ctx); err != nil {
+			return c.report, err
+		}
+	}
+	return c.report, nil
+}
+
+type checker struct {
+	f      *FS
+	opts   CheckOptions
+	report CheckReport
+	done   int64
+	// links counts the entries naming each non-directory; attrs keeps
+	// their link counts and where they were first seen.
+	links map[ID]int
+	attrs map[ID]fileAttr
+	// blocks maps each block to the path of a file that refers to it.
+	blocks map[blockstore.Hash]string
+}
+
+type fileAttr struct {
+	path  string
+	nlink uint32
+}
+
+func (c *checker) problem(p, what string, repair func() error) {
+	pr := Problem{Path: p, What: what}
+	if repair != nil && c.opts.Repair {
+		if err := repair(); err != nil {
+			pr.RepairError = err.Error()
+		} else {
+			pr.Repaired = true
+		}
+	}
+	c.report.Problems = append(c.report.Problems, pr)
+}
+
+func (c *checker) progress(phase string, total int64) {
+	if c.opts.Progress != nil {
+		c.opts.Progress(CheckProgress{Phase: phase, Done: c.done, Total: total})
+	}
+}
+
+// verifyChain checks a record's hash chain, as History walks it.
+func (c *checker) verifyChain(ctx context.Context, p string, part uint64, name string) error {
+	_, err := c.f.log.Do(ctx, txlog.Request{Partition: PartitionName(part), Level: txlog.Quorum, Kind: txlog.KindHistory, Name: name})
+	c.report.Records++
+	if err != nil && !errors.Is(err, txlog.ErrNotFound) {
+		if errors.Is(err, txlog.ErrUnavailable) || ctx.Err() != nil {
+			return err
+		}
+		c.problem(p, fmt.Sprintf("record %s of %s: history does not verify: %v", name, PartitionName(part), err), nil)
+	}
+	return nil
+}
+
+// walk visits every directory breadth first.
+func (c *checker) walk(ctx context.Context) error {
+	type dir struct {
+		path string
+		id   ID
+	}
+	if _, _, err := c.f.GetAttr(ctx, Root); err != nil {
+		return fmt.Errorf("check: the root directory: %w", err)
+	}
+	if err := c.verifyChain(ctx, "/", Root.Part, InodeRecord(Root.Num)); err != nil {
+		return err
+	}
+	queue := []dir{{"/", Root}}
+	c.report.Dirs++
+	for len(queue) > 0 {
+		d := queue[0]
+		queue = queue[1:]
+		part, err := c.f.children(ctx, d.id)
+		if err != nil {
+			c.problem(d.path, fmt.Sprintf("directory unreadable: %v", err), nil)
+			continue
+		}
+		var entries []DirEntry
+		err = c.f.list(ctx, part, false, func(name string, e Entry) {
+			entries = append(entries, DirEntry{Name: name, Entry: e})
+		})
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			c.problem(d.path, fmt.Sprintf("directory cannot be listed: %v", err), nil)
+			continue
+		}
+		for _, e := range entries {
+			p := path.Join(d.path, e.Name)
+			if err := c.verifyChain(ctx, p, part, EntryRecord(e.Name)); err != nil {
+				return err
+			}
+			a, _, err := c.f.GetAttr(ctx, e.ID)
+			switch {
+			case errors.Is(err, syscall.ENOENT):
+				c.problem(p, fmt.Sprintf("entry names inode %s, which does not exist", e.ID), func() error {
+					_, eh, err := c.f.entry(ctx, part, e.Name)
+					if err != nil {
+						return err
+					}
+					_, err = c.f.write(ctx, part, txlog.Change{Name: EntryRecord(e.Name), Delete: true, IfMatch: &eh})
+					return err
+				})
+				continue
+			case err != nil:
+				if ctx.Err() != nil {
+					return ctx.Err()
+				}
+				c.problem(p, fmt.Sprintf("inode %s unreadable: %v", e.ID, err), nil)
+				continue
+			case a.Type != e.Type:
+				c.problem(p, fmt.Sprintf("entry says type %d, inode %s is type %d", e.Type, e.ID, a.Type), nil)
+			}
+			c.done++
+			if c.done%256 == 0 {
+				c.progress("walk", 0)
+			}
+			if a.Type == TypeDir {
+				c.report.Dirs++
+				if err := c.verifyChain(ctx, p, e.ID.Part, InodeRecord(e.ID.Num)); err != nil {
+					return err
+				}
+				queue = append(queue, dir{p, e.ID})
+				continue
+			}
+			c.links[e.ID]++
+			if _, seen := c.attrs[e.ID]; seen {
+				continue // a hard link: checked once
+			}
+			c.attrs[e.ID] = fileAttr{path: p, nlink: a.Nlink}
+			if err := c.verifyChain(ctx, p, e.ID.Part, InodeRecord(e.ID.Num)); err != nil {
+				return err
+			}
+			if a.Type == TypeSymlink {
+				c.report.Symlinks++
+				continue
+			}
+			c.report.Files++
+			for _, x := range a.Extents {
+				if _, ok := c.blocks[x.Block]; !ok {
+					c.blocks[x.Block] = p
+				}
+			}
+		}
+	}
+	c.progress("walk", 0)
+	return nil
+}
+
+// checkLinks compares every file's link count with the entries that name
+// it.
+func (c *checker) checkLinks(ctx context.Context) {
+	ids := slices.SortedFunc(maps.Keys(c.attrs), func(a, b ID) int {
+		return cmp.Or(cmp.Compare(a.Part, b.Part), cmp.Compare(a.Num, b.Num))
+	})
+	for _, id := range ids {
+		fa, n := c.attrs[id], c.links[id]
+		if int(fa.nlink) == n {
+			continue
+		}
+		c.problem(fa.path, fmt.Sprintf("link count %d, but %d entries name inode %s", fa.nlink, n, id), func() error {
+			a, h, err := c.f.GetAttr(ctx, id)
+			if err != nil {
+				return err
+			}
+			a.Nlink = uint32(n)
+			_, err = c.f.write(ctx, id.Part, txlog.Change{Name: InodeRecord(id.Num), Value: EncodeAttr(a), IfMatch: &h})
+			return err
+		})
+	}
+}
+
+// checkBlocks counts the replicas of every block files refer to.
+func (c *checker) checkBlocks(ctx context.Context) error {
+	hashes := make([]blockstore.Hash, 0, len(c.blocks))
+	for h := range c.blocks {
+		hashes = append(hashes, h)
+	}
+	slices.SortFunc(hashes, func(a, b blockstore.Hash) int { return slices.Compare(a[:], b[:]) })
+	c.report.Blocks = int64(len(hashes))
+	c.done = 0
+	total := int64(len(hashes))
+	c.progress("blocks", total)
+	for start := 0; start < len(hashes); start += checkBatch {
+		batch := hashes[start:min(start+checkBatch, len(hashes))]
+		held, of, err := c.opts.Blocks.BlockCheck(ctx, batch)
+		if err != nil {
+			return fmt.Errorf("check: count block replicas: %w", err)
+		}
+		for i, h := range batch {
+			want := max(c.opts.Replicas, of[i])
+			switch {
+			case held[i] == 0:
+				c.problem(c.blocks[h], fmt.Sprintf("block %s is on none of its %d replicas", h, of[i]), nil)
+			case held[i] < want:
+				c.problem(c.blocks[h], fmt.Sprintf("block %s is on %d of %d replicas", h, held[i], want), func() error {
+					// A read at level all copies the block to the
+					// replicas that lack it.
+					_, err := c.f.blocks.Get(ctx, h, level.All)
+					return err
+				})
+			}
+		}
+		c.done += int64(len(batch))
+		c.progress("blocks", total)
+	}
+	return nil
+}
