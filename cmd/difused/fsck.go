@@ -8,8 +8,8 @@ import (
 	"strings"
 
 	"github.com/difuse/difuse/client"
-	"github.com/difuse/difuse/internal/cli"
 	"github.com/difuse/difuse/inode"
+	"github.com/difuse/difuse/internal/cli"
 )
 
 // cmdFsck walks the filesystem through a cluster and reports (and with
