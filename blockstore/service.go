@@ -35,6 +35,10 @@ type Config struct {
 	CallTimeout time.Duration
 	// Logger receives repairs and background failures; nil discards them.
 	Logger *slog.Logger
+	// Observe, if set, is told of every Set, Get and Delete: the
+	// operation ("set", "get", "delete"), its level, how it ended and how
+	// long it took (for metrics).
+	Observe func(op string, l level.Level, err error, took time.Duration)
 }
 
 // Service is one host's part of the distributed block store: it keeps the
@@ -198,7 +202,8 @@ func (s *Service) background(what string, fn func(ctx context.Context) error) {
 // quorum and leader the replicas counted have the block on disk; at lazy,
 // one replica has taken it and none need have synced it. Replicas not
 // waited for get it in the background.
-func (s *Service) Set(ctx context.Context, data []byte, l level.Level) (Hash, error) {
+func (s *Service) Set(ctx context.Context, data []byte, l level.Level) (_ Hash, err error) {
+	defer s.observe("set", l, time.Now(), &err)
 	if len(data) > MaxBlockBytes {
 		return Hash{}, fmt.Errorf("blockstore: a block of %d bytes (at most %d)", len(data), MaxBlockBytes)
 	}
@@ -207,7 +212,7 @@ func (s *Service) Set(ctx context.Context, data []byte, l level.Level) (Hash, er
 	s.written.Add(int64(len(data)))
 	var counted atomic.Bool // the block was new to some replica
 	sync := l != level.Lazy
-	err := s.onReplicas(ctx, h, l, "have it", func(ctx context.Context, r string) error {
+	err = s.onReplicas(ctx, h, l, "have it", func(ctx context.Context, r string) error {
 		held, err := s.has(ctx, r, h)
 		if err != nil || held {
 			return err
@@ -275,7 +280,8 @@ func mapErrs(m map[string]error) []error {
 // damaged copy are repaired. At quorum and all it then makes sure that a
 // majority, or every replica, holds the block, repairing those that do
 // not.
-func (s *Service) Get(ctx context.Context, h Hash, l level.Level) ([]byte, error) {
+func (s *Service) Get(ctx context.Context, h Hash, l level.Level) (_ []byte, err error) {
+	defer s.observe("get", l, time.Now(), &err)
 	if !l.Valid() {
 		return nil, fmt.Errorf("blockstore: unknown level %d", l)
 	}
@@ -359,6 +365,14 @@ func (s *Service) Get(ctx context.Context, h Hash, l level.Level) ([]byte, error
 	return data, nil
 }
 
+// observe tells Config.Observe, if set, of an operation that started at
+// start and ended with *err.
+func (s *Service) observe(op string, l level.Level, start time.Time, err *error) {
+	if s.cfg.Observe != nil {
+		s.cfg.Observe(op, l, *err, time.Since(start))
+	}
+}
+
 // Holders reports how many hosts of block h's replica set hold it, and how
 // many hosts the set has. A replica that does not answer counts as not
 // holding it.
@@ -378,7 +392,8 @@ func (s *Service) Holders(ctx context.Context, h Hash) (held, of int, err error)
 // Delete removes block h from its replicas; the level says how many must
 // have removed it before Delete returns. The rest follow in the
 // background. Deleting a block no replica holds succeeds.
-func (s *Service) Delete(ctx context.Context, h Hash, l level.Level) error {
+func (s *Service) Delete(ctx context.Context, h Hash, l level.Level) (err error) {
+	defer s.observe("delete", l, time.Now(), &err)
 	return s.onReplicas(ctx, h, l, "deleted it", func(ctx context.Context, r string) error {
 		return s.del(ctx, r, h, l != level.Lazy)
 	})

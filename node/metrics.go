@@ -15,6 +15,8 @@ import (
 	"google.golang.org/grpc/stats"
 	"google.golang.org/grpc/status"
 
+	"github.com/difuse/difuse/blockstore"
+	"github.com/difuse/difuse/level"
 	"github.com/difuse/difuse/txlog"
 )
 
@@ -26,7 +28,9 @@ type metrics struct {
 	rpcSeconds *prometheus.HistogramVec // by service and method
 	txns       *prometheus.CounterVec   // by kind, level and outcome
 	txnSeconds *prometheus.HistogramVec // by kind and level
-	bytes      *prometheus.CounterVec   // by protocol and direction
+	blocks       *prometheus.CounterVec   // by operation, level and outcome
+	blockSeconds *prometheus.HistogramVec // by operation and level
+	bytes        *prometheus.CounterVec   // by protocol and direction
 }
 
 func newMetrics(n *Node) *metrics {
@@ -41,10 +45,15 @@ func newMetrics(n *Node) *metrics {
 	m.txnSeconds = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "difuse_txlog_request_duration_seconds",
 		Help: "Time to run a transaction-log request, retries included.", Buckets: prometheus.ExponentialBuckets(0.0001, 4, 10)},
 		[]string{"kind", "level"})
+	m.blocks = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "difuse_block_requests_total",
+		Help: "Block reads, writes and deletes clients made through this node, by operation, consistency level and outcome."},
+		[]string{"op", "level", "outcome"})
+	m.blockSeconds = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "difuse_block_request_duration_seconds",
+		Help: "Time to run a block request.", Buckets: prometheus.ExponentialBuckets(0.0001, 4, 10)}, []string{"op", "level"})
 	m.bytes = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "difuse_network_bytes_total",
 		Help: "Bytes this node received and sent, by protocol (grpc: message bytes on the wire; http: bodies)."},
 		[]string{"proto", "direction"})
-	m.reg.MustRegister(m.rpcs, m.rpcSeconds, m.txns, m.txnSeconds, m.bytes,
+	m.reg.MustRegister(m.rpcs, m.rpcSeconds, m.txns, m.txnSeconds, m.blocks, m.blockSeconds, m.bytes,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
 	gauge := func(name, help string, f func() float64) {
@@ -99,6 +108,23 @@ func (m *metrics) observeTxn(req txlog.Request, err error, took time.Duration) {
 	kind, level := req.Kind.String(), req.Level.String()
 	m.txns.WithLabelValues(kind, level, txnOutcome(err)).Inc()
 	m.txnSeconds.WithLabelValues(kind, level).Observe(took.Seconds())
+}
+
+// observeBlock counts a block request a client made here.
+func (m *metrics) observeBlock(op string, l level.Level, err error, took time.Duration) {
+	outcome := "ok"
+	switch {
+	case errors.Is(err, blockstore.ErrNotFound):
+		outcome = "not_found"
+	case errors.Is(err, blockstore.ErrCorrupt):
+		outcome = "corrupt"
+	case errors.Is(err, blockstore.ErrUnavailable):
+		outcome = "unavailable"
+	case err != nil:
+		outcome = "error"
+	}
+	m.blocks.WithLabelValues(op, l.String(), outcome).Inc()
+	m.blockSeconds.WithLabelValues(op, l.String()).Observe(took.Seconds())
 }
 
 // txnOutcome names how a request ended.

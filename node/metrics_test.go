@@ -56,6 +56,7 @@ func TestMetrics(t *testing.T) {
 		`difuse_txlog_request_duration_seconds_count{kind="read",level="quorum"}`:     1,
 		`difuse_rpc_requests_total{code="OK",method="Status",service="Client"}`:       1,
 		`difuse_blocks_held`: 1,
+		`difuse_block_requests_total{level="quorum",op="set",outcome="ok"}`: 1,
 	} {
 		if got := metricValue(t, text, sample); got != want {
 			t.Errorf("%s = %v, want %v", sample, got, want)

@@ -222,7 +222,7 @@ func New(cfg Config) (_ *Node, err error) {
 	if err != nil {
 		return nil, err
 	}
-	bc := blockstore.Config{Addr: advertise, Replicas: rc.Replicas, CallTimeout: rc.CallTimeout, Logger: n.log.With("component", "blocks")}
+	bc := blockstore.Config{Addr: advertise, Replicas: rc.Replicas, CallTimeout: rc.CallTimeout, Logger: n.log.With("component", "blocks"), Observe: n.metrics.observeBlock}
 	if n.blocks, err = blockstore.New(bc, places, blockrpc.NewTransport(n.pool), local); err != nil {
 		return nil, err
 	}
