@@ -52,6 +52,17 @@ func startMount(t *testing.T, mnt string, args ...string) *proctest.Proc {
 	return p
 }
 
+// freeAddr returns a loopback address with a port free now.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
 func unmount(t *testing.T, p *proctest.Proc, mnt string) {
 	t.Helper()
 	if err := p.Signal(syscall.SIGTERM); err != nil {
@@ -80,13 +91,8 @@ func sh(t *testing.T, dir string, name string, args ...string) string {
 // an unmount and a new mount on the same data directory.
 func TestEmbeddedMount(t *testing.T) {
 	data, mnt := t.TempDir(), t.TempDir()
-	// The embedded node keeps its address across runs: take a free port.
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
+	// The embedded node keeps its address across runs.
+	addr := freeAddr(t)
 	p := mount(t, data, mnt, addr)
 	src := filepath.Join(os.Getenv("GOROOT"), "src", "encoding")
 	if out, err := exec.Command("go", "env", "GOROOT").Output(); err == nil {
@@ -97,8 +103,7 @@ func TestEmbeddedMount(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(mnt, "a.txt"), []byte("hello"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	var f *os.File
-	f, err = os.OpenFile(filepath.Join(mnt, "a.txt"), os.O_APPEND|os.O_WRONLY, 0)
+	f, err := os.OpenFile(filepath.Join(mnt, "a.txt"), os.O_APPEND|os.O_WRONLY, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -201,12 +206,7 @@ func TestMountHelper(t *testing.T) {
 	if err := os.Symlink(proctest.Binary(t, "difuse-mount"), helper); err != nil {
 		t.Fatal(err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	grpc := ln.Addr().String()
-	ln.Close()
+	grpc := freeAddr(t)
 	data, mnt, logFile := t.TempDir(), t.TempDir(), filepath.Join(t.TempDir(), "mount.log")
 	opts := "rw,_netdev,allow_other,dir=" + data + ",grpc=" + grpc + ",http=127.0.0.1:0,attr_valid=2s,write_level=quorum,log=" + logFile
 	// mountWith mounts by running cmd, writes a file, unmounts with

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -17,13 +16,7 @@ import (
 // it served, by operation and result, and its block cache's hits.
 func TestMountMetrics(t *testing.T) {
 	data, mnt := t.TempDir(), t.TempDir()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	p := startMount(t, mnt, "-d", data, "-b", addr, "-a", "127.0.0.1:0", "-metrics", "127.0.0.1:0")
+	p := startMount(t, mnt, "-d", data, "-b", freeAddr(t), "-a", "127.0.0.1:0", "-metrics", "127.0.0.1:0")
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	m, err := p.WaitLog(ctx, regexp.MustCompile(`msg="serving metrics" url=(\S+)`))
