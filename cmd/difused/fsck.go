@@ -48,25 +48,32 @@ func cmdFsck(args []string, stdout, stderr io.Writer) int {
 	// Progress goes to stderr (a bar on a terminal), the report to stdout.
 	walk := cli.NewProgress(stderr, "walking the tree:", "inodes")
 	blocks := cli.NewProgress(stderr, "counting block replicas:", "blocks")
+	walked, counting := false, false
+	finishWalk := func() {
+		if !walked {
+			walk.Finish()
+			walked = true
+		}
+	}
 	opts := inode.CheckOptions{Replicas: st.Replicas, Repair: *repair, Progress: func(p inode.CheckProgress) {
 		if p.Phase == "walk" {
 			walk.Update(p.Done, 0)
 			return
 		}
-		if p.Done == 0 {
-			walk.Finish()
+		finishWalk()
+		if p.Total > 0 {
+			blocks.Update(p.Done, p.Total)
+			counting = true
 		}
-		blocks.Update(p.Done, p.Total)
 	}}
 	if !*noBlocks {
 		opts.Blocks = cl
 	}
 	ifs := inode.New(cl, cl, inode.Options{})
 	rep, err := ifs.Check(ctx, opts)
-	if !*noBlocks && rep.Blocks > 0 {
+	finishWalk()
+	if counting {
 		blocks.Finish()
-	} else {
-		walk.Finish()
 	}
 	if err != nil {
 		fmt.Fprintf(stderr, "difused fsck: %v\n", err)

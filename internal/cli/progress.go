@@ -25,7 +25,7 @@ type Progress struct {
 	total    int64
 	now      func() time.Time
 	interval time.Duration
-	drawn    string // the last line drawn
+	drawn    int64 // done when last drawn, -1 before
 }
 
 // NewProgress returns a Progress writing to w that counts in unit
@@ -42,7 +42,7 @@ func NewProgress(w io.Writer, label, unit string) *Progress {
 		interval = 200 * time.Millisecond
 	}
 	now := time.Now()
-	return &Progress{w: w, tty: tty, label: label, unit: unit, start: now, now: time.Now, interval: interval}
+	return &Progress{w: w, tty: tty, label: label, unit: unit, start: now, now: time.Now, interval: interval, drawn: -1}
 }
 
 // Update sets how much is done out of total (0: unknown) and redraws if it
@@ -108,8 +108,8 @@ func (p *Progress) draw(final bool) {
 		fmt.Fprintf(p.w, "\r\033[K%s\n", line)
 	case p.tty:
 		fmt.Fprintf(p.w, "\r\033[K%s", line)
-	case line != p.drawn:
+	case p.done != p.drawn:
 		fmt.Fprintln(p.w, line)
 	}
-	p.drawn = line
+	p.drawn = p.done
 }
