@@ -25,6 +25,16 @@ var (
 	buildErr  error
 )
 
+// Main runs a package's tests (call it from TestMain) and then removes the
+// binaries Binary built, so that test runs leave nothing behind.
+func Main(m *testing.M) {
+	code := m.Run()
+	if binDir != "" {
+		os.RemoveAll(binDir)
+	}
+	os.Exit(code)
+}
+
 // Binary returns the path of the named command (for example "difused"),
 // built from this module on first use.
 func Binary(t testing.TB, name string) string {
