@@ -35,7 +35,8 @@ type Config struct {
 	CallTimeout time.Duration
 	// Logger receives repairs and background failures; nil discards them.
 	Logger *slog.Logger
-	// Observe, if set, is told of every Set, Get and Delete: the
+	// Observe, if set, is told of every Set, Get and Delete at a valid
+	// level: the
 	// operation ("set", "get", "delete"), its level, how it ended and how
 	// long it took (for metrics).
 	Observe func(op string, l level.Level, err error, took time.Duration)
@@ -368,25 +369,51 @@ func (s *Service) Get(ctx context.Context, h Hash, l level.Level) (_ []byte, err
 // observe tells Config.Observe, if set, of an operation that started at
 // start and ended with *err.
 func (s *Service) observe(op string, l level.Level, start time.Time, err *error) {
-	if s.cfg.Observe != nil {
+	if s.cfg.Observe != nil && l.Valid() {
 		s.cfg.Observe(op, l, *err, time.Since(start))
 	}
 }
 
-// Holders reports how many hosts of block h's replica set hold it, and how
-// many hosts the set has. A replica that does not answer counts as not
-// holding it.
-func (s *Service) Holders(ctx context.Context, h Hash) (held, of int, err error) {
-	replicas, err := s.replicas(ctx, h)
-	if err != nil {
-		return 0, 0, err
-	}
-	for _, r := range replicas {
-		if ok, err := s.has(ctx, r, h); err == nil && ok {
-			held++
+// Count reports, for each block, how many hosts of its replica set hold
+// it (held) and how many hosts the set has (of). It asks each host once,
+// for all the blocks it should hold; a host that does not answer is an
+// error, not a host without the blocks.
+func (s *Service) Count(ctx context.Context, hashes []Hash) (held, of []int, err error) {
+	held, of = make([]int, len(hashes)), make([]int, len(hashes))
+	byHost := map[string][]int{}
+	for i, h := range hashes {
+		replicas, err := s.replicas(ctx, h)
+		if err != nil {
+			return nil, nil, err
+		}
+		of[i] = len(replicas)
+		for _, r := range replicas {
+			byHost[r] = append(byHost[r], i)
 		}
 	}
-	return held, len(replicas), nil
+	for host, idx := range byHost {
+		batch := make([]Hash, len(idx))
+		for j, i := range idx {
+			batch[j] = hashes[i]
+		}
+		var present []bool
+		if host == s.cfg.Addr {
+			present, err = s.HandleHas(batch)
+		} else {
+			cctx, cancel := context.WithTimeout(ctx, s.cfg.CallTimeout+time.Duration(len(batch))*time.Millisecond)
+			present, err = s.tr.Has(cctx, host, batch)
+			cancel()
+		}
+		if err != nil {
+			return nil, nil, fmt.Errorf("%w: replica %s: %v", ErrUnavailable, host, err)
+		}
+		for j, i := range idx {
+			if present[j] {
+				held[i]++
+			}
+		}
+	}
+	return held, of, nil
 }
 
 // Delete removes block h from its replicas; the level says how many must

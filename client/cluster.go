@@ -286,16 +286,22 @@ func (c *Cluster) Status(ctx context.Context) (Status, error) {
 	})
 }
 
+// checkPatience bounds the tries of one BlockCheck call: a replica that
+// does not answer fails it on every node, so trying on forever is no use.
+const checkPatience = 2 * time.Minute
+
 // BlockCheck reports, for each block, how many hosts of its replica set
 // hold it and how many the set has, 1,024 blocks a call.
 func (c *Cluster) BlockCheck(ctx context.Context, hashes []blockstore.Hash) (held, of []int, err error) {
 	type counts struct{ held, of []int }
 	for start := 0; start < len(hashes); start += 1024 {
 		batch := hashes[start:min(start+1024, len(hashes))]
-		r, err := try(ctx, c, ring.ID(batch[0]), blockFinal, func(ctx context.Context, conn *Conn) (counts, error) {
+		bctx, cancel := context.WithTimeout(ctx, checkPatience)
+		r, err := try(bctx, c, ring.ID(batch[0]), blockFinal, func(ctx context.Context, conn *Conn) (counts, error) {
 			h, o, err := conn.BlockCheck(ctx, batch)
 			return counts{h, o}, err
 		})
+		cancel()
 		if err != nil {
 			return nil, nil, err
 		}

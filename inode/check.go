@@ -28,8 +28,8 @@ type CheckOptions struct {
 	// Blocks counts block replicas; nil skips the blocks' check.
 	Blocks BlockCounter
 	// Repair fixes what can be fixed: an entry naming a missing inode is
-	// removed, a file's link count is set to the entries that name it, a
-	// block some replicas lack is copied to them. Every repair is a
+	// removed, a file's link count below the entries that name it is
+	// raised to them, a block some replicas lack is copied to them. Every repair is a
 	// conditional write, so one that races a user's change fails instead
 	// of undoing it.
 	Repair bool
@@ -91,17 +91,23 @@ type checker struct {
 	opts   CheckOptions
 	report CheckReport
 	done   int64
+	// partial is set when the walk skipped something it could not read, so
+	// that entries may have gone uncounted.
+	partial bool
 	// links counts the entries naming each non-directory; attrs keeps
 	// their link counts and where they were first seen.
 	links map[ID]int
 	attrs map[ID]fileAttr
 	// blocks maps each block to the path of a file that refers to it.
 	blocks map[blockstore.Hash]string
+	// short is set once the check has reported too few hosts.
+	short bool
 }
 
 type fileAttr struct {
 	path  string
 	nlink uint32
+	hash  txlog.Hash // of the inode as the walk read it
 }
 
 func (c *checker) problem(p, what string, repair func() error) {
@@ -155,6 +161,7 @@ func (c *checker) walk(ctx context.Context) error {
 		part, err := c.f.children(ctx, d.id)
 		if err != nil {
 			c.problem(d.path, fmt.Sprintf("directory unreadable: %v", err), nil)
+			c.partial = true
 			continue
 		}
 		var entries []DirEntry
@@ -166,6 +173,7 @@ func (c *checker) walk(ctx context.Context) error {
 				return ctx.Err()
 			}
 			c.problem(d.path, fmt.Sprintf("directory cannot be listed: %v", err), nil)
+			c.partial = true
 			continue
 		}
 		for _, e := range entries {
@@ -173,7 +181,7 @@ func (c *checker) walk(ctx context.Context) error {
 			if err := c.verifyChain(ctx, p, part, EntryRecord(e.Name)); err != nil {
 				return err
 			}
-			a, _, err := c.f.GetAttr(ctx, e.ID)
+			a, ah, err := c.f.GetAttr(ctx, e.ID)
 			switch {
 			case errors.Is(err, syscall.ENOENT):
 				c.problem(p, fmt.Sprintf("entry names inode %s, which does not exist", e.ID), func() error {
@@ -190,6 +198,7 @@ func (c *checker) walk(ctx context.Context) error {
 					return ctx.Err()
 				}
 				c.problem(p, fmt.Sprintf("inode %s unreadable: %v", e.ID, err), nil)
+				c.partial = true
 				continue
 			case a.Type != e.Type:
 				c.problem(p, fmt.Sprintf("entry says type %d, inode %s is type %d", e.Type, e.ID, a.Type), nil)
@@ -210,7 +219,7 @@ func (c *checker) walk(ctx context.Context) error {
 			if _, seen := c.attrs[e.ID]; seen {
 				continue // a hard link: checked once
 			}
-			c.attrs[e.ID] = fileAttr{path: p, nlink: a.Nlink}
+			c.attrs[e.ID] = fileAttr{path: p, nlink: a.Nlink, hash: ah}
 			if err := c.verifyChain(ctx, p, e.ID.Part, InodeRecord(e.ID.Num)); err != nil {
 				return err
 			}
@@ -231,7 +240,11 @@ func (c *checker) walk(ctx context.Context) error {
 }
 
 // checkLinks compares every file's link count with the entries that name
-// it.
+// it. A count below the entries is raised to them (an unlink would
+// otherwise delete an inode that entries still name). A count above them
+// is only reported: a link under way raises the count before it writes
+// its entry, and lowering a count wrongly would lose the file; so is any
+// count when the walk skipped something.
 func (c *checker) checkLinks(ctx context.Context) {
 	ids := slices.SortedFunc(maps.Keys(c.attrs), func(a, b ID) int {
 		return cmp.Or(cmp.Compare(a.Part, b.Part), cmp.Compare(a.Num, b.Num))
@@ -241,13 +254,23 @@ func (c *checker) checkLinks(ctx context.Context) {
 		if int(fa.nlink) == n {
 			continue
 		}
-		c.problem(fa.path, fmt.Sprintf("link count %d, but %d entries name inode %s", fa.nlink, n, id), func() error {
+		what := fmt.Sprintf("link count %d, but %d entries name inode %s", fa.nlink, n, id)
+		if int(fa.nlink) > n || c.partial {
+			c.problem(fa.path, what+" (not lowered: a link may be under way, or the walk missed entries)", nil)
+			continue
+		}
+		c.problem(fa.path, what, func() error {
+			// Conditional on the inode as the walk read it: a link or
+			// unlink since then makes the repair fail, not undo it.
 			a, h, err := c.f.GetAttr(ctx, id)
 			if err != nil {
 				return err
 			}
+			if h != fa.hash {
+				return fmt.Errorf("inode %s changed since the walk", id)
+			}
 			a.Nlink = uint32(n)
-			_, err = c.f.write(ctx, id.Part, txlog.Change{Name: InodeRecord(id.Num), Value: EncodeAttr(a), IfMatch: &h})
+			_, err = c.f.write(ctx, id.Part, txlog.Change{Name: InodeRecord(id.Num), Value: EncodeAttr(a), IfMatch: &fa.hash})
 			return err
 		})
 	}
@@ -271,7 +294,11 @@ func (c *checker) checkBlocks(ctx context.Context) error {
 			return fmt.Errorf("check: count block replicas: %w", err)
 		}
 		for i, h := range batch {
-			want := max(c.opts.Replicas, of[i])
+			want := of[i]
+			if want < c.opts.Replicas && !c.short {
+				c.short = true
+				c.problem("/", fmt.Sprintf("the ring has %d hosts for %d replicas: every block is short of copies", want, c.opts.Replicas), nil)
+			}
 			switch {
 			case held[i] == 0:
 				c.problem(c.blocks[h], fmt.Sprintf("block %s is on none of its %d replicas", h, of[i]), nil)

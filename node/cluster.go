@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"slices"
 	"sync"
@@ -46,10 +47,13 @@ const statusTimeout = 2 * time.Second
 
 // Cluster returns the cluster as this node sees it.
 func (n *Node) Cluster(ctx context.Context) ClusterView {
-	view := ClusterView{Self: n.ring.Addr(), Replicas: n.ring.Config().Replicas}
+	view := ClusterView{Self: n.ring.Addr(), Replicas: n.ring.Config().Replicas, VNodes: []VNodeView{}}
 	inRing := map[string]bool{}
 	mctx, cancel := context.WithTimeout(ctx, 5*statusTimeout)
 	refs, err := n.members(mctx)
+	if err == nil && mctx.Err() != nil {
+		err = errors.New("timed out learning the ring: some hosts did not answer")
+	}
 	cancel()
 	if err != nil {
 		view.Error = err.Error()

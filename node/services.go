@@ -10,7 +10,6 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
-	"sync"
 
 	flatbuffers "github.com/google/flatbuffers/go"
 	"google.golang.org/grpc/codes"
@@ -216,21 +215,13 @@ func (s clientService) BlockCheck(ctx context.Context, r *fb.BlockHashes) (*flat
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.n.cfg.RequestTimeout)
 	defer cancel()
-	held, of := make([]byte, len(hashes)), make([]byte, len(hashes))
-	errs := make([]error, len(hashes))
-	var wg sync.WaitGroup
-	sem := make(chan struct{}, 16)
-	for i, h := range hashes {
-		wg.Go(func() {
-			sem <- struct{}{}
-			defer func() { <-sem }()
-			h, o, err := s.n.blocks.Holders(ctx, h)
-			held[i], of[i], errs[i] = byte(min(h, 255)), byte(min(o, 255)), err
-		})
-	}
-	wg.Wait()
-	if err := errors.Join(errs...); err != nil {
+	counts, sets, err := s.n.blocks.Count(ctx, hashes)
+	if err != nil {
 		return nil, blockrpc.ToStatus(err)
+	}
+	held, of := make([]byte, len(hashes)), make([]byte, len(hashes))
+	for i := range hashes {
+		held[i], of[i] = byte(min(counts[i], 255)), byte(min(sets[i], 255))
 	}
 	b := flatbuffers.NewBuilder(64 + 2*len(hashes))
 	hv, ov := b.CreateByteVector(held), b.CreateByteVector(of)

@@ -5,11 +5,12 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"time"
 )
 
 // Cache is a client's copy of the ring's membership, for routing a key to
 // its leader in one hop. It can be stale: a node receiving a request checks
-// Leads, and on a miss the client refreshes the cache (Walk) or falls back to
+// Leads, and on a miss the client refreshes the cache or falls back to
 // a lookup through a node. It is safe for concurrent use.
 type Cache struct {
 	mu   sync.RWMutex
@@ -67,6 +68,10 @@ func (h *Host) Leads(vnode ID, key ID) (bool, error) {
 	return !v.pred.IsZero() && betweenRight(v.pred.ID, key, vnode), nil
 }
 
+// membersCallTimeout bounds each call Members makes, so that a paused host
+// costs that much and not the whole walk.
+const membersCallTimeout = 2 * time.Second
+
 // Members returns every vnode of the ring's live hosts: starting from
 // seeds, it asks each host it learns of for its own vnodes, and each of
 // those vnodes for its predecessor and successors, whose hosts it asks in
@@ -85,13 +90,17 @@ func Members(ctx context.Context, tr Transport, seeds []string) ([]Ref, error) {
 			continue
 		}
 		asked[host] = true
-		own, err := tr.VNodes(ctx, host)
+		cctx, cancel := context.WithTimeout(ctx, membersCallTimeout)
+		own, err := tr.VNodes(cctx, host)
+		cancel()
 		if err != nil {
 			continue
 		}
 		out = append(out, own...)
 		for _, v := range own {
-			st, err := tr.GetState(ctx, v)
+			cctx, cancel := context.WithTimeout(ctx, membersCallTimeout)
+			st, err := tr.GetState(cctx, v)
+			cancel()
 			if err != nil {
 				continue
 			}

@@ -154,15 +154,15 @@ func (s *Service) History(ctx context.Context, partition, name string) ([]*Tx, e
 // unreachable or the ring is settling it retries until ctx ends; while too
 // few replicas answer a leader's takeover, for Config.Patience.
 func (s *Service) Do(ctx context.Context, req Request) (resp Response, err error) {
-	if s.cfg.Observe != nil {
-		start := s.clock()
-		defer func() { s.cfg.Observe(req, err, s.clock().Sub(start)) }()
-	}
 	if s.ps.closed.Load() {
 		return Response{}, errClosed
 	}
 	if err := s.validate(req); err != nil {
 		return Response{}, err
+	}
+	if s.cfg.Observe != nil { // of valid requests only: their kinds and levels are few
+		start := s.clock()
+		defer func() { s.cfg.Observe(req, err, s.clock().Sub(start)) }()
 	}
 	if req.Kind == KindWrite && req.ID.IsZero() {
 		req.ID = NewWriteID() // so that a retry is not applied twice

@@ -42,8 +42,8 @@ type Config struct {
 	// the test that shows the Jepsen harness catches one. Never set it
 	// otherwise.
 	UnsafeLocalReads bool
-	// Observe, if set, is told of every request Do ran: what it was, how
-	// it ended and how long it took (for metrics).
+	// Observe, if set, is told of every valid request Do ran: what it
+	// was, how it ended and how long it took (for metrics).
 	Observe func(req Request, err error, took time.Duration)
 }
 

@@ -115,20 +115,31 @@ func NewWriteID() WriteID {
 	return id
 }
 
-const txVersion = 2
+// Encoding versions: a transaction without a write ID is encoded as
+// version 1 (as logs were before write IDs), one with an ID as version 2.
+const (
+	txVersion1 = 1
+	txVersion2 = 2
+)
 
 // Encode returns the transaction's canonical encoding, which its hash
 // covers and the store keeps.
 func (t *Tx) Encode() []byte {
 	b := make([]byte, 0, 112+len(t.Partition)+len(t.Ballot.Host)+64*len(t.Ops))
-	b = append(b, txVersion)
+	version := byte(txVersion2)
+	if t.ID.IsZero() {
+		version = txVersion1
+	}
+	b = append(b, version)
 	b = codec.AppendString(b, t.Partition)
 	b = binary.BigEndian.AppendUint64(b, t.Height)
 	b = append(b, t.Prev[:]...)
 	b = binary.BigEndian.AppendUint64(b, t.Ballot.N)
 	b = codec.AppendString(b, t.Ballot.Host)
 	b = binary.BigEndian.AppendUint64(b, uint64(t.Time))
-	b = append(b, t.ID[:]...)
+	if version == txVersion2 {
+		b = append(b, t.ID[:]...)
+	}
 	b = binary.AppendUvarint(b, uint64(len(t.Ops)))
 	for _, op := range t.Ops {
 		b = append(b, byte(op.Kind))
@@ -149,8 +160,9 @@ var errDecode = errors.New("txlog: malformed transaction")
 // DecodeTx parses an encoding made by Encode. It never panics.
 func DecodeTx(b []byte) (*Tx, error) {
 	d := codec.NewDecoder(b, errDecode)
-	if v := d.Byte(); v != txVersion {
-		return nil, fmt.Errorf("%w: version %d", errDecode, v)
+	version := d.Byte()
+	if version != txVersion1 && version != txVersion2 {
+		return nil, fmt.Errorf("%w: version %d", errDecode, version)
 	}
 	t := &Tx{}
 	t.Partition = d.String()
@@ -159,7 +171,12 @@ func DecodeTx(b []byte) (*Tx, error) {
 	t.Ballot.N = d.Uint64()
 	t.Ballot.Host = d.String()
 	t.Time = int64(d.Uint64())
-	copy(t.ID[:], d.Take(len(t.ID)))
+	if version == txVersion2 {
+		copy(t.ID[:], d.Take(len(t.ID)))
+		if t.ID.IsZero() {
+			d.Fail("a zero write ID")
+		}
+	}
 	n := d.Uvarint()
 	if n > uint64(len(b)) {
 		return nil, fmt.Errorf("%w: %d operations in %d bytes", errDecode, n, len(b))

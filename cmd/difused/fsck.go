@@ -10,6 +10,8 @@ import (
 	"github.com/difuse/difuse/client"
 	"github.com/difuse/difuse/inode"
 	"github.com/difuse/difuse/internal/cli"
+	"github.com/difuse/difuse/level"
+	"github.com/difuse/difuse/txlog"
 )
 
 // cmdFsck walks the filesystem through a cluster and reports (and with
@@ -47,8 +49,8 @@ func cmdFsck(args []string, stdout, stderr io.Writer) int {
 	}
 	// Progress goes to stderr (a bar on a terminal), the report to stdout.
 	walk := cli.NewProgress(stderr, "walking the tree:", "inodes")
-	blocks := cli.NewProgress(stderr, "counting block replicas:", "blocks")
-	walked, counting := false, false
+	var blocks *cli.Progress // made when counting starts, for its rate
+	walked := false
 	finishWalk := func() {
 		if !walked {
 			walk.Finish()
@@ -62,17 +64,20 @@ func cmdFsck(args []string, stdout, stderr io.Writer) int {
 		}
 		finishWalk()
 		if p.Total > 0 {
+			if blocks == nil {
+				blocks = cli.NewProgress(stderr, "counting block replicas:", "blocks")
+			}
 			blocks.Update(p.Done, p.Total)
-			counting = true
 		}
 	}}
 	if !*noBlocks {
 		opts.Blocks = cl
 	}
-	ifs := inode.New(cl, cl, inode.Options{})
+	// Quorum reads: what fsck acts on must not come from a deposed leader.
+	ifs := inode.New(cl, cl, inode.Options{Levels: &inode.Levels{Read: txlog.Quorum, Write: txlog.Quorum, Blocks: level.Quorum, BlockWrite: level.Quorum}})
 	rep, err := ifs.Check(ctx, opts)
 	finishWalk()
-	if counting {
+	if blocks != nil {
 		blocks.Finish()
 	}
 	if err != nil {

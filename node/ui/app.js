@@ -40,6 +40,8 @@ function healState(h) {
 }
 
 function render(v) {
+  v.vnodes = v.vnodes || [];
+  v.nodes = v.nodes || [];
   document.getElementById("self").textContent = "cluster as " + v.self + " sees it";
   document.getElementById("updated").textContent = "updated " + new Date().toLocaleTimeString();
   const banner = document.getElementById("banner");
