@@ -23,11 +23,11 @@ import (
 // metrics are what a node serves at /metrics, in a registry of its own (a
 // process may run several nodes, as tests do).
 type metrics struct {
-	reg        *prometheus.Registry
-	rpcs       *prometheus.CounterVec   // by service, method and code
-	rpcSeconds *prometheus.HistogramVec // by service and method
-	txns       *prometheus.CounterVec   // by kind, level and outcome
-	txnSeconds *prometheus.HistogramVec // by kind and level
+	reg          *prometheus.Registry
+	rpcs         *prometheus.CounterVec   // by service, method and code
+	rpcSeconds   *prometheus.HistogramVec // by service and method
+	txns         *prometheus.CounterVec   // by kind, level and outcome
+	txnSeconds   *prometheus.HistogramVec // by kind and level
 	blocks       *prometheus.CounterVec   // by operation, level and outcome
 	blockSeconds *prometheus.HistogramVec // by operation and level
 	bytes        *prometheus.CounterVec   // by protocol and direction
