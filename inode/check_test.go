@@ -47,6 +47,9 @@ func TestCheck(t *testing.T) {
 	high := mkT(t, fs, d, "high", TypeFile)
 	mkT(t, fs, d, "fine", TypeSymlink)
 
+	for _, h := range hosts {
+		h.Blocks.Wait() // the third replica of each block, sent in the background
+	}
 	clean := func() CheckOptions { return CheckOptions{Replicas: 3, Blocks: holders{hosts[1].Blocks}} }
 	if rep, err := fs.Check(ctx, clean()); err != nil || len(rep.Problems) != 0 || rep.Files != 4 || rep.Dirs != 2 || rep.Symlinks != 1 || rep.Blocks != int64(len(a.Extents)) {
 		t.Fatalf("check of a sound filesystem: %+v, %v", rep, err)

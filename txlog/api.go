@@ -279,28 +279,11 @@ func (s *Service) lead(ctx context.Context, req Request, replicas []string) (Res
 	// Reads at quorum and all first bring that many replicas level with the
 	// leader, which also proves it still leads; leader reads do not.
 	p.mu.Lock()
-	target, members, ballot := p.last, slices.Clone(p.config), p.leading
+	ballot, members := p.leading, slices.Clone(p.config)
 	p.mu.Unlock()
-	switch req.Level {
-	case Quorum, All:
-		enough := func(acked map[string]bool) bool { return countSet(acked, members) >= majority(len(members)) }
-		if req.Level == All {
-			enough = func(acked map[string]bool) bool {
-				return countSet(acked, members) == len(members) && len(members) >= s.cfg.Replicas
-			}
-		}
-		if acked, err := s.replicate(ctx, p, members, target, enough); !enough(acked) {
-			if errors.Is(err, ErrStaleBallot) {
-				return Response{}, err // deposed meanwhile: the caller looks the leader up again
-			}
-			if len(members) < s.cfg.Replicas && countSet(acked, members) == len(members) {
-				return Response{}, fmt.Errorf("%w: %q: level all: the replica set has %d of the %d replicas (a host is missing)", ErrUnavailable, p.name, len(members), s.cfg.Replicas)
-			}
-			msg := fmt.Sprintf("%q: %d of %d replicas answered", p.name, countSet(acked, members), len(members))
-			if err != nil {
-				msg += ": " + err.Error()
-			}
-			return Response{}, fmt.Errorf("%w: %s", ErrUnavailable, msg)
+	if req.Level == Quorum || req.Level == All {
+		if err := s.confirm(ctx, p, req.Level); err != nil {
+			return Response{}, err
 		}
 	}
 	name := req.Name
@@ -333,6 +316,42 @@ func (s *Service) lead(ctx context.Context, req Request, replicas []string) (Res
 		return Response{Record: rec, History: h}, err
 	}
 	return Response{Record: rec}, nil
+}
+
+// confirm proves that this host still leads p, before it answers from its
+// records: it brings a majority of the replica set in force (every member,
+// at level all) level with its log, at the ballot it leads with, and checks
+// it has not been deposed meanwhile. A deposed leader gets ErrStaleBallot,
+// which makes the caller look the leader up again. p.lead must be held.
+func (s *Service) confirm(ctx context.Context, p *part, level Level) error {
+	p.mu.Lock()
+	target, members, ballot := p.last, slices.Clone(p.config), p.leading
+	p.mu.Unlock()
+	enough := func(acked map[string]bool) bool { return countSet(acked, members) >= majority(len(members)) }
+	if level == All {
+		enough = func(acked map[string]bool) bool {
+			return countSet(acked, members) == len(members) && len(members) >= s.cfg.Replicas
+		}
+	}
+	if acked, err := s.replicate(ctx, p, members, target, enough); !enough(acked) {
+		if errors.Is(err, ErrStaleBallot) {
+			return err // deposed meanwhile: the caller looks the leader up again
+		}
+		if len(members) < s.cfg.Replicas && countSet(acked, members) == len(members) {
+			return fmt.Errorf("%w: %q: level all: the replica set has %d of the %d replicas (a host is missing)", ErrUnavailable, p.name, len(members), s.cfg.Replicas)
+		}
+		msg := fmt.Sprintf("%q: %d of %d replicas answered", p.name, countSet(acked, members), len(members))
+		if err != nil {
+			msg += ": " + err.Error()
+		}
+		return fmt.Errorf("%w: %s", ErrUnavailable, msg)
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if ballot.IsZero() || p.leading != ballot || p.promised != ballot {
+		return fmt.Errorf("%w: %q: deposed while confirming", ErrStaleBallot, p.name)
+	}
+	return nil
 }
 
 // leadSync brings every member of the set in force up to the leader's log
@@ -398,8 +417,22 @@ func (s *Service) history(p *part, name string, rec Record) ([]*Tx, error) {
 }
 
 // leadWrite checks the write's conditions against the leader's records and
-// commits it.
+// commits it. A failed condition is answered only once the leader has
+// confirmed it still leads: a deposed leader that had not heard of its
+// successor would otherwise report a conflict from stale records.
 func (s *Service) leadWrite(ctx context.Context, p *part, req Request) (Response, error) {
+	resp, err := s.leadWriteUnconfirmed(ctx, p, req)
+	if errors.Is(err, ErrConflict) || errors.Is(err, ErrNotFound) {
+		if cerr := s.confirm(ctx, p, Quorum); cerr != nil {
+			return Response{}, cerr
+		}
+	}
+	return resp, err
+}
+
+// leadWriteUnconfirmed is leadWrite without the confirmation of a failed
+// condition.
+func (s *Service) leadWriteUnconfirmed(ctx context.Context, p *part, req Request) (Response, error) {
 	if !req.ID.IsZero() {
 		p.mu.Lock()
 		t, err := s.ps.written(p, req.ID)
