@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -31,6 +32,23 @@ var absent = fileState{dir: -1}
 type fsFile struct {
 	name     string
 	possible []fileState
+	// ops describes the operations on the file (wall time, what, the
+	// error), for the report of a violation.
+	ops []string
+}
+
+// note records an operation on the file.
+func (f *fsFile) note(what string, err error) {
+	res := "ok"
+	if err != nil {
+		res = err.Error()
+	}
+	f.ops = append(f.ops, fmt.Sprintf("%s %s: %s", time.Now().UTC().Format("15:04:05.000"), what, res))
+}
+
+// history returns the file's last operations, for a report.
+func (f *fsFile) history() string {
+	return strings.Join(f.ops[max(0, len(f.ops)-20):], "; ")
 }
 
 // apply moves the file's possible states through an operation: next says
@@ -131,6 +149,7 @@ func (c *fsClient) step(ctx context.Context) {
 		c.files = append(c.files, f)
 		dir := c.rng.IntN(fsDirs)
 		err := os.WriteFile(c.path(dir, f.name), []byte(content), 0o644)
+		f.note(fmt.Sprintf("create in d%d", dir), err)
 		out := outcomeOf(err)
 		if out == outFailed {
 			out = outUnknown // the directory exists: ENOENT here is not "no effect"
@@ -150,7 +169,9 @@ func (c *fsClient) step(ctx context.Context) {
 	}
 	switch c.rng.IntN(4) {
 	case 0: // overwrite, without creating: the file may be elsewhere
-		out := outcomeOf(overwrite(c.path(dir, f.name), content))
+		err := overwrite(c.path(dir, f.name), content)
+		f.note(fmt.Sprintf("overwrite in d%d", dir), err)
+		out := outcomeOf(err)
 		f.apply(out, func(s fileState) (fileState, bool) { return fileState{dir, content}, s.dir == dir })
 		if out == outUnknown {
 			// Truncated, and the write not committed.
@@ -164,11 +185,15 @@ func (c *fsClient) step(ctx context.Context) {
 		c.ops.add(out)
 	case 1: // rename across directories
 		to := (dir + 1 + c.rng.IntN(fsDirs-1)) % fsDirs
-		out := outcomeOf(os.Rename(c.path(dir, f.name), c.path(to, f.name)))
+		err := os.Rename(c.path(dir, f.name), c.path(to, f.name))
+		f.note(fmt.Sprintf("rename d%d to d%d", dir, to), err)
+		out := outcomeOf(err)
 		f.apply(out, func(s fileState) (fileState, bool) { return fileState{to, s.content}, s.dir == dir })
 		c.ops.add(out)
 	case 2:
-		out := outcomeOf(os.Remove(c.path(dir, f.name)))
+		err := os.Remove(c.path(dir, f.name))
+		f.note(fmt.Sprintf("unlink in d%d", dir), err)
+		out := outcomeOf(err)
 		f.apply(out, func(s fileState) (fileState, bool) { return absent, s.dir == dir })
 		c.ops.add(out)
 	default:
@@ -237,11 +262,11 @@ func checkFiles(root string, files []*fsFile) []string {
 		delete(seen, f.name)
 		switch {
 		case len(got) > 1:
-			bad = append(bad, fmt.Sprintf("%s is in %d directories: %v", f.name, len(got), got))
+			bad = append(bad, fmt.Sprintf("%s is in %d directories: %v; operations: %s", f.name, len(got), got, f.history()))
 		case len(got) == 0 && !slices.Contains(f.possible, absent):
-			bad = append(bad, fmt.Sprintf("%s is gone; it may only be %v", f.name, f.possible))
+			bad = append(bad, fmt.Sprintf("%s is gone; it may only be %v; operations: %s", f.name, f.possible, f.history()))
 		case len(got) == 1 && !slices.Contains(f.possible, got[0]):
-			bad = append(bad, fmt.Sprintf("%s is %+v; it may only be %v", f.name, got[0], f.possible))
+			bad = append(bad, fmt.Sprintf("%s is %+v; it may only be %v; operations: %s", f.name, got[0], f.possible, f.history()))
 		}
 	}
 	for name := range seen {
