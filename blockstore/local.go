@@ -10,6 +10,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 
 	"github.com/difuse/difuse/store"
 )
@@ -108,6 +109,10 @@ func (l *Local) put(h Hash, data []byte, sync bool) (bool, error) {
 		// Already here. Senders ask first, so a put of a block already
 		// held is rare, and mostly a repair: keep the copy only if sound.
 		if _, err := l.Get(h); !errors.Is(err, ErrCorrupt) {
+			if err == nil {
+				now := time.Now() // used now, as Touch marks it
+				err = os.Chtimes(path, now, now)
+			}
 			return false, err
 		}
 		old = info.Size()
@@ -185,6 +190,82 @@ func (l *Local) Has(h Hash) (bool, error) {
 		return false, fmt.Errorf("blockstore: has %s: %w", h, err)
 	}
 	return true, nil
+}
+
+// Touch reports whether the store holds block h, and if it does marks it
+// used now (its file's modification time): the garbage collector keeps a
+// block used within its grace time even if no file refers to it yet.
+// Touch and Sweep exclude each other per block, so a block Touch reports
+// held is not swept on the strength of an older time.
+func (l *Local) Touch(h Hash) (bool, error) {
+	mu := l.lock(h)
+	mu.Lock()
+	defer mu.Unlock()
+	now := time.Now()
+	err := os.Chtimes(l.Path(h), now, now)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return false, nil
+	case err != nil:
+		return false, fmt.Errorf("blockstore: touch %s: %w", h, err)
+	}
+	return true, nil
+}
+
+// SweepStats counts what a sweep did.
+type SweepStats struct {
+	Examined, Freed, FreedBytes int64
+}
+
+// Sweep deletes the blocks that keep rejects and that were last used (put
+// or touched) before cutoff, or with dryRun only counts them. each, if
+// set, is called after every block examined (for rate limits and
+// progress); an error from it stops the sweep.
+func (l *Local) Sweep(keep func(Hash) bool, cutoff time.Time, dryRun bool, each func() error) (SweepStats, error) {
+	var st SweepStats
+	err := l.Walk(func(h Hash) error {
+		st.Examined++
+		if !keep(h) {
+			freed, size, err := l.sweepOne(h, cutoff, dryRun)
+			if err != nil {
+				return err
+			}
+			if freed {
+				st.Freed++
+				st.FreedBytes += size
+			}
+		}
+		if each != nil {
+			return each()
+		}
+		return nil
+	})
+	return st, err
+}
+
+// sweepOne deletes block h if it was last used before cutoff.
+func (l *Local) sweepOne(h Hash, cutoff time.Time, dryRun bool) (bool, int64, error) {
+	mu := l.lock(h)
+	mu.Lock()
+	defer mu.Unlock()
+	path := l.Path(h)
+	info, err := os.Stat(path)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return false, 0, nil
+	case err != nil:
+		return false, 0, fmt.Errorf("blockstore: sweep %s: %w", h, err)
+	case !info.ModTime().Before(cutoff):
+		return false, 0, nil
+	case dryRun:
+		return true, info.Size(), nil
+	}
+	if err := os.Remove(path); err != nil {
+		return false, 0, fmt.Errorf("blockstore: sweep %s: %w", h, err)
+	}
+	l.blocks.Add(-1)
+	l.stored.Add(-info.Size())
+	return true, info.Size(), nil
 }
 
 // Get returns the block of hash h after checking that its bytes hash to h:

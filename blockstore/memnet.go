@@ -34,8 +34,8 @@ func call[T any](t memTransport, to string, fn func(Handler) (T, error)) (T, err
 	return memnet.Call(t.n.hosts, t.from, to, fn)
 }
 
-func (t memTransport) Has(_ context.Context, to string, hashes []Hash) ([]bool, error) {
-	return call(t, to, func(h Handler) ([]bool, error) { return h.HandleHas(hashes) })
+func (t memTransport) Has(_ context.Context, to string, hashes []Hash, touch bool) ([]bool, error) {
+	return call(t, to, func(h Handler) ([]bool, error) { return h.HandleHas(hashes, touch) })
 }
 
 func (t memTransport) Put(_ context.Context, to string, hash Hash, data []byte, sync bool) error {

@@ -134,13 +134,19 @@ func (s *Service) need(l level.Level, n int) (int, bool) {
 
 // ---- calls on one replica, local or remote ----
 
-func (s *Service) has(ctx context.Context, to string, h Hash) (bool, error) {
+// has asks a replica whether it holds block h; with touch, it marks the
+// block used now if so.
+func (s *Service) has(ctx context.Context, to string, h Hash, touch bool) (bool, error) {
 	if to == s.cfg.Addr {
-		return s.local.Has(h)
+		got, err := s.HandleHas([]Hash{h}, touch)
+		if err != nil {
+			return false, err
+		}
+		return got[0], nil
 	}
 	cctx, cancel := context.WithTimeout(ctx, s.cfg.CallTimeout)
 	defer cancel()
-	got, err := s.tr.Has(cctx, to, []Hash{h})
+	got, err := s.tr.Has(cctx, to, []Hash{h}, touch)
 	if err != nil {
 		return false, err
 	}
@@ -214,7 +220,10 @@ func (s *Service) Set(ctx context.Context, data []byte, l level.Level) (_ Hash, 
 	var counted atomic.Bool // the block was new to some replica
 	sync := l != level.Lazy
 	err = s.onReplicas(ctx, h, l, "have it", func(ctx context.Context, r string) error {
-		held, err := s.has(ctx, r, h)
+		// A replica that holds the block marks it used now, which keeps
+		// the garbage collector off it until the write that uses it has
+		// committed (see package gc).
+		held, err := s.has(ctx, r, h, true)
 		if err != nil || held {
 			return err
 		}
@@ -331,7 +340,7 @@ func (s *Service) Get(ctx context.Context, h Hash, l level.Level) (_ []byte, err
 			if asked[r] {
 				continue
 			}
-			held, err := s.has(ctx, r, h)
+			held, err := s.has(ctx, r, h, false)
 			switch {
 			case err != nil:
 				errs = append(errs, fmt.Errorf("%s: %w", r, err))
@@ -398,10 +407,10 @@ func (s *Service) Count(ctx context.Context, hashes []Hash) (held, of []int, err
 		}
 		var present []bool
 		if host == s.cfg.Addr {
-			present, err = s.HandleHas(batch)
+			present, err = s.HandleHas(batch, false)
 		} else {
 			cctx, cancel := context.WithTimeout(ctx, s.cfg.CallTimeout+time.Duration(len(batch))*time.Millisecond)
-			present, err = s.tr.Has(cctx, host, batch)
+			present, err = s.tr.Has(cctx, host, batch, false)
 			cancel()
 		}
 		if err != nil {
@@ -428,11 +437,16 @@ func (s *Service) Delete(ctx context.Context, h Hash, l level.Level) (err error)
 
 // ---- Handler ----
 
-// HandleHas reports which of hashes this host holds.
-func (s *Service) HandleHas(hashes []Hash) ([]bool, error) {
+// HandleHas reports which of hashes this host holds, marking them used
+// now with touch.
+func (s *Service) HandleHas(hashes []Hash, touch bool) ([]bool, error) {
+	has := s.local.Has
+	if touch {
+		has = s.local.Touch
+	}
 	out := make([]bool, len(hashes))
 	for i, h := range hashes {
-		ok, err := s.local.Has(h)
+		ok, err := has(h)
 		if err != nil {
 			return nil, err
 		}

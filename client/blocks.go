@@ -59,7 +59,7 @@ func (c *Conn) BlockGet(ctx context.Context, h blockstore.Hash, l level.Level) (
 // hold it (held) and how many hosts the set has (of), at most 1,024 blocks
 // a call.
 func (c *Conn) BlockCheck(ctx context.Context, hashes []blockstore.Hash) (held, of []int, err error) {
-	r, err := c.client.BlockCheck(ctx, blockrpc.HashesMessage(hashes), grpc.WaitForReady(true))
+	r, err := c.client.BlockCheck(ctx, blockrpc.HashesMessage(hashes, false), grpc.WaitForReady(true))
 	if err != nil {
 		return nil, nil, blockrpc.FromStatus(c.addr, err)
 	}

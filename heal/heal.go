@@ -110,7 +110,7 @@ type Blocks interface {
 
 // BlockTransport reaches other hosts' block stores (blockrpc.Transport).
 type BlockTransport interface {
-	Has(ctx context.Context, to string, hashes []blockstore.Hash) ([]bool, error)
+	Has(ctx context.Context, to string, hashes []blockstore.Hash, touch bool) ([]bool, error)
 	Put(ctx context.Context, to string, h blockstore.Hash, data []byte, sync bool) error
 	Get(ctx context.Context, from string, h blockstore.Hash) ([]byte, error)
 }
@@ -707,7 +707,7 @@ func (h *Healer) sendBlocks(ctx context.Context, p *pass, peer string, hashes []
 	for start := 0; start < len(hashes); start += MaxItems {
 		batch := hashes[start:min(start+MaxItems, len(hashes))]
 		cctx, cancel := context.WithTimeout(ctx, h.cfg.CallTimeout)
-		has, err := h.btr.Has(cctx, peer, batch)
+		has, err := h.btr.Has(cctx, peer, batch, false)
 		cancel()
 		if err != nil {
 			return err

@@ -81,8 +81,9 @@ func (t *Transport) client(addr string) (fb.BlocksClient, error) {
 	return fb.NewBlocksClient(cc), nil
 }
 
-// HashesMessage returns hashes as a BlockHashes message.
-func HashesMessage(hashes []blockstore.Hash) *flatbuffers.Builder {
+// HashesMessage returns hashes as a BlockHashes message, asking a Has to
+// touch the blocks with touch.
+func HashesMessage(hashes []blockstore.Hash, touch bool) *flatbuffers.Builder {
 	b := flatbuffers.NewBuilder(64 + 32*len(hashes))
 	flat := make([]byte, 0, 32*len(hashes))
 	for _, h := range hashes {
@@ -91,6 +92,7 @@ func HashesMessage(hashes []blockstore.Hash) *flatbuffers.Builder {
 	v := b.CreateByteVector(flat)
 	fb.BlockHashesStart(b)
 	fb.BlockHashesAddHashes(b, v)
+	fb.BlockHashesAddTouch(b, touch)
 	b.Finish(fb.BlockHashesEnd(b))
 	return b
 }
@@ -109,13 +111,14 @@ func DecodeHashes(r *fb.BlockHashes, limit int) ([]blockstore.Hash, error) {
 	return hashes, nil
 }
 
-// Has reports which of hashes the host at to holds.
-func (t *Transport) Has(ctx context.Context, to string, hashes []blockstore.Hash) ([]bool, error) {
+// Has reports which of hashes the host at to holds, marking them used now
+// with touch.
+func (t *Transport) Has(ctx context.Context, to string, hashes []blockstore.Hash, touch bool) ([]bool, error) {
 	c, err := t.client(to)
 	if err != nil {
 		return nil, err
 	}
-	r, err := c.Has(ctx, HashesMessage(hashes))
+	r, err := c.Has(ctx, HashesMessage(hashes, touch))
 	if err != nil {
 		return nil, FromStatus(to, err)
 	}
@@ -224,7 +227,7 @@ func (s server) Has(_ context.Context, r *fb.BlockHashes) (*flatbuffers.Builder,
 	if err != nil {
 		return nil, ToStatus(err)
 	}
-	present, err := s.h.HandleHas(hashes)
+	present, err := s.h.HandleHas(hashes, r.Touch())
 	if err != nil {
 		return nil, ToStatus(err)
 	}

@@ -140,7 +140,7 @@ func TestBlocksOverGRPC(t *testing.T) {
 	}
 
 	tr := NewTransport(wire.NewPool())
-	present, err := tr.Has(ctxT(t), hosts[1].addr, []blockstore.Hash{h, blockstore.Sum([]byte("nothing"))})
+	present, err := tr.Has(ctxT(t), hosts[1].addr, []blockstore.Hash{h, blockstore.Sum([]byte("nothing"))}, false)
 	if err != nil || !present[0] || present[1] {
 		t.Fatalf("Has = %v, %v", present, err)
 	}

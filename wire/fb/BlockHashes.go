@@ -67,14 +67,29 @@ func (rcv *BlockHashes) MutateHashes(j int, n byte) bool {
 	return false
 }
 
+func (rcv *BlockHashes) Touch() bool {
+	o := flatbuffers.UOffsetT(rcv._tab.Offset(6))
+	if o != 0 {
+		return rcv._tab.GetBool(o + rcv._tab.Pos)
+	}
+	return false
+}
+
+func (rcv *BlockHashes) MutateTouch(n bool) bool {
+	return rcv._tab.MutateBoolSlot(6, n)
+}
+
 func BlockHashesStart(builder *flatbuffers.Builder) {
-	builder.StartObject(1)
+	builder.StartObject(2)
 }
 func BlockHashesAddHashes(builder *flatbuffers.Builder, hashes flatbuffers.UOffsetT) {
 	builder.PrependUOffsetTSlot(0, flatbuffers.UOffsetT(hashes), 0)
 }
 func BlockHashesStartHashesVector(builder *flatbuffers.Builder, numElems int) flatbuffers.UOffsetT {
 	return builder.StartVector(1, numElems, 1)
+}
+func BlockHashesAddTouch(builder *flatbuffers.Builder, touch bool) {
+	builder.PrependBoolSlot(1, touch, false)
 }
 func BlockHashesEnd(builder *flatbuffers.Builder) flatbuffers.UOffsetT {
 	return builder.EndObject()
