@@ -344,7 +344,7 @@ type pass struct {
 	// behind on a replica, or on the wrong hosts.
 	missingParts, missingBlocks int64
 	synced                      map[string]bool
-	leaving bool
+	leaving                     bool
 	// progress reports the share of the current kind's work done.
 	progress func(float64)
 	// stable says that the ring is as the last pass saw it: only then does
