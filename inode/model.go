@@ -28,23 +28,26 @@ var Root = ID{Part: 0, Num: 1}
 // RootChildren is the partition of the root directory's entries.
 const RootChildren uint64 = 1
 
+// PartitionPrefix starts the name of every filesystem partition.
+const PartitionPrefix = "fs/"
+
 // PartitionName returns the transaction-log partition of part.
-func PartitionName(part uint64) string { return fmt.Sprintf("fs/%016x", part) }
+func PartitionName(part uint64) string { return fmt.Sprintf("%s%016x", PartitionPrefix, part) }
 
 // String returns "part:num" in hex.
 func (id ID) String() string {
 	return strconv.FormatUint(id.Part, 16) + ":" + strconv.FormatUint(id.Num, 16)
 }
 
-// Record names of a partition: inodes under "i/", directory entries under
-// "d/".
+// Record names of a partition: inodes under InodePrefix, directory
+// entries under "d/".
 const (
-	inodePrefix = "i/"
+	InodePrefix = "i/"
 	entryPrefix = "d/"
 )
 
 // InodeRecord returns the record name of inode num in its partition.
-func InodeRecord(num uint64) string { return fmt.Sprintf("%s%016x", inodePrefix, num) }
+func InodeRecord(num uint64) string { return fmt.Sprintf("%s%016x", InodePrefix, num) }
 
 // rawMark starts the record name of an entry whose name is not valid
 // UTF-8 (record names must be): the name follows in hex. No real name

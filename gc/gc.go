@@ -1,0 +1,313 @@
+// Package gc collects the blocks that no file refers to any more.
+//
+// A cycle marks, then sweeps. It marks every block that an inode of the
+// filesystem refers to: it lists the partitions every host holds, and in
+// each filesystem partition every inode record (at quorum), so an inode
+// that a rename moved between directories is seen wherever its entries
+// are. The marked blocks go into a Bloom filter, which every host gets
+// with a cutoff, the cycle's start less the grace time: it deletes the
+// blocks the filter does not contain and that were last used before the
+// cutoff. A write marks every block it stores as used, on every replica,
+// even one that held it already (blockstore's touch), and commits the
+// inode that refers to it within the grace time; so a block a write is
+// about to refer to is never swept, however the cycle and the write
+// interleave (docs/gc.md gives the argument).
+package gc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/time/rate"
+
+	"github.com/difuse/difuse/blockstore"
+	"github.com/difuse/difuse/heal"
+	"github.com/difuse/difuse/inode"
+	"github.com/difuse/difuse/ring"
+	"github.com/difuse/difuse/txlog"
+)
+
+// Config configures a Collector.
+type Config struct {
+	// Addr is this host's address in the ring. Required.
+	Addr string
+	// Grace is how long a block stays after its last use however
+	// unreferenced: longer than any write takes from storing its blocks to
+	// committing its inode. Default 1h.
+	Grace time.Duration
+	// Interval is how often the background collector runs a cycle (one
+	// host of the cluster at a time, by a lease); 0 runs none. Default 1h.
+	Interval time.Duration
+	// Rate bounds the blocks a sweep examines per second on each host.
+	// Default 20,000.
+	Rate int
+	// Logger receives cycles' results; nil discards them.
+	Logger *slog.Logger
+}
+
+func (c *Config) setDefaults() {
+	if c.Grace == 0 {
+		c.Grace = time.Hour
+	}
+	if c.Interval == 0 {
+		c.Interval = time.Hour
+	}
+	if c.Rate == 0 {
+		c.Rate = 20000
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+}
+
+// Log runs transaction-log requests; *txlog.Service implements it.
+type Log interface {
+	Do(ctx context.Context, req txlog.Request) (txlog.Response, error)
+}
+
+// Lister lists the items a host holds on an arc of the ring (healing's
+// Items call).
+type Lister interface {
+	Items(ctx context.Context, to string, kind heal.Kind, arc heal.Arc, after string, limit int) ([]heal.Item, bool, error)
+}
+
+// Sweepers asks other hosts to sweep their blocks.
+type Sweepers interface {
+	Sweep(ctx context.Context, to string, req SweepRequest) (blockstore.SweepStats, error)
+}
+
+// SweepRequest asks a host to delete the blocks Keep does not contain and
+// that were last used before Cutoff; DryRun only counts them.
+type SweepRequest struct {
+	Keep   *Bloom
+	Cutoff time.Time
+	DryRun bool
+}
+
+// Report is what a cycle did.
+type Report struct {
+	Start  time.Time `json:"start"`
+	End    time.Time `json:"end"`
+	DryRun bool      `json:"dry_run"`
+	// Partitions and Inodes scanned; Referenced blocks marked.
+	Partitions int64 `json:"partitions"`
+	Inodes     int64 `json:"inodes"`
+	Referenced int64 `json:"referenced"`
+	// Hosts swept; blocks they examined, and freed (or would free).
+	Hosts      int   `json:"hosts"`
+	Examined   int64 `json:"examined"`
+	Freed      int64 `json:"freed"`
+	FreedBytes int64 `json:"freed_bytes"`
+	// Failed names the hosts whose sweep failed, with the reason.
+	Failed []string `json:"failed,omitempty"`
+}
+
+// Stats is the collector's state, for status and metrics.
+type Stats struct {
+	// State is "idle", "marking" or "sweeping".
+	State string `json:"state"`
+	// Progress of the current phase: partitions scanned of those found,
+	// then hosts swept of those asked.
+	Done  int64 `json:"done"`
+	Total int64 `json:"total"`
+	// Cycles counts the cycles this host ran; Last is the latest's report.
+	Cycles int64   `json:"cycles"`
+	Last   *Report `json:"last,omitempty"`
+	// FreedBlocks and FreedBytes total what this host's own sweeps
+	// deleted since it started, for every collector that asked.
+	FreedBlocks int64  `json:"freed_blocks"`
+	FreedBytes  int64  `json:"freed_bytes"`
+	Errors      int64  `json:"errors"`
+	LastError   string `json:"last_error,omitempty"`
+}
+
+// Collector runs collection cycles and sweeps this host's blocks when a
+// collector asks. It is safe for concurrent use.
+type Collector struct {
+	cfg      Config
+	members  func(context.Context) ([]ring.Ref, error)
+	lister   Lister
+	log      Log
+	sweepers Sweepers
+	local    *blockstore.Local
+	limiter  *rate.Limiter
+	cycle    sync.Mutex // one cycle at a time on this host
+	mu       sync.Mutex
+	stats    Stats
+	clock    func() time.Time
+}
+
+// New returns a collector over the ring's members, the hosts' listings,
+// the transaction logs, the other hosts' sweeps and this host's blocks.
+func New(cfg Config, members func(context.Context) ([]ring.Ref, error), lister Lister, log Log, sweepers Sweepers, local *blockstore.Local) (*Collector, error) {
+	if cfg.Addr == "" {
+		return nil, errors.New("gc: no address")
+	}
+	cfg.setDefaults()
+	return &Collector{cfg: cfg, members: members, lister: lister, log: log, sweepers: sweepers, local: local,
+		limiter: rate.NewLimiter(rate.Limit(cfg.Rate), max(cfg.Rate/10, 1)), stats: Stats{State: "idle"}, clock: time.Now}, nil
+}
+
+// Stats returns the collector's state.
+func (c *Collector) Stats() Stats {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	s := c.stats
+	if s.Last != nil {
+		last := *s.Last
+		last.Failed = slices.Clone(last.Failed)
+		s.Last = &last
+	}
+	return s
+}
+
+func (c *Collector) update(fn func(s *Stats)) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	fn(&c.stats)
+}
+
+func (c *Collector) fail(err error) {
+	c.update(func(s *Stats) { s.Errors, s.LastError = s.Errors+1, err.Error() })
+}
+
+// listLimit is how many items or records one listing call returns.
+const listLimit = 1000
+
+// Collect runs one cycle: mark, then sweep every host of the ring. A mark
+// that cannot see every host or every filesystem partition stops the
+// cycle before anything is deleted.
+func (c *Collector) Collect(ctx context.Context, dryRun bool) (Report, error) {
+	c.cycle.Lock()
+	defer c.cycle.Unlock()
+	rep := Report{Start: c.clock(), DryRun: dryRun}
+	cutoff := rep.Start.Add(-c.cfg.Grace)
+	defer c.update(func(s *Stats) { s.State, s.Done, s.Total = "idle", 0, 0 })
+	keep, hosts, err := c.mark(ctx, &rep)
+	if err != nil {
+		c.fail(err)
+		return rep, err
+	}
+	c.update(func(s *Stats) { s.State, s.Done, s.Total = "sweeping", 0, int64(len(hosts)) })
+	req := SweepRequest{Keep: keep, Cutoff: cutoff, DryRun: dryRun}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for _, host := range hosts {
+		wg.Go(func() {
+			var st blockstore.SweepStats
+			var err error
+			if host == c.cfg.Addr {
+				st, err = c.HandleSweep(ctx, req)
+			} else {
+				st, err = c.sweepers.Sweep(ctx, host, req)
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				rep.Failed = append(rep.Failed, host+": "+err.Error())
+				c.fail(fmt.Errorf("gc: sweep %s: %w", host, err))
+			}
+			rep.Hosts++
+			rep.Examined += st.Examined
+			rep.Freed += st.Freed
+			rep.FreedBytes += st.FreedBytes
+			c.update(func(s *Stats) { s.Done++ })
+		})
+	}
+	wg.Wait()
+	slices.Sort(rep.Failed)
+	rep.End = c.clock()
+	c.update(func(s *Stats) { s.Cycles, s.Last = s.Cycles+1, &rep })
+	c.cfg.Logger.Info("garbage collection", "dry_run", dryRun, "partitions", rep.Partitions, "inodes", rep.Inodes,
+		"referenced", rep.Referenced, "hosts", rep.Hosts, "examined", rep.Examined, "freed", rep.Freed,
+		"freed_bytes", rep.FreedBytes, "failed", len(rep.Failed), "took", rep.End.Sub(rep.Start).Round(time.Millisecond))
+	return rep, nil
+}
+
+// mark returns the filter of every block an inode refers to, and the
+// hosts of the ring.
+func (c *Collector) mark(ctx context.Context, rep *Report) (*Bloom, []string, error) {
+	c.update(func(s *Stats) { s.State, s.Done, s.Total = "marking", 0, 0 })
+	refs, err := c.members(ctx)
+	if err != nil {
+		return nil, nil, fmt.Errorf("gc: learn the ring: %w", err)
+	}
+	var hosts []string
+	for _, r := range refs {
+		hosts = append(hosts, r.Addr)
+	}
+	slices.Sort(hosts)
+	hosts = slices.Compact(hosts)
+	parts := map[string]bool{}
+	for _, host := range hosts {
+		for after := ""; ; {
+			items, more, err := c.lister.Items(ctx, host, heal.KindPartition, heal.Arc{}, after, listLimit)
+			if err != nil {
+				return nil, nil, fmt.Errorf("gc: list the partitions of %s: %w", host, err)
+			}
+			for _, it := range items {
+				if strings.HasPrefix(it.Key, inode.PartitionPrefix) {
+					parts[it.Key] = true
+				}
+				after = it.Key
+			}
+			if !more || len(items) == 0 {
+				break
+			}
+		}
+	}
+	c.update(func(s *Stats) { s.Total = int64(len(parts)) })
+	var blocks []blockstore.Hash
+	for _, part := range slices.Sorted(maps.Keys(parts)) {
+		for after := ""; ; {
+			resp, err := c.log.Do(ctx, txlog.Request{Partition: part, Level: txlog.Quorum, Kind: txlog.KindList, Name: inode.InodePrefix, After: after, Limit: listLimit})
+			if err != nil {
+				return nil, nil, fmt.Errorf("gc: list the inodes of %s: %w", part, err)
+			}
+			for _, r := range resp.Records {
+				after = r.Name
+				a, err := inode.DecodeAttr(r.Value)
+				if err != nil {
+					return nil, nil, fmt.Errorf("gc: %s: inode %s: %w", part, r.Name, err)
+				}
+				rep.Inodes++
+				for _, e := range a.Extents {
+					blocks = append(blocks, e.Block)
+				}
+			}
+			if !resp.More {
+				break
+			}
+		}
+		rep.Partitions++
+		c.update(func(s *Stats) { s.Done++ })
+	}
+	slices.SortFunc(blocks, func(a, b blockstore.Hash) int { return slices.Compare(a[:], b[:]) })
+	blocks = slices.Compact(blocks)
+	rep.Referenced = int64(len(blocks))
+	keep := NewBloom(len(blocks), 0.001)
+	for _, h := range blocks {
+		keep.Add(h)
+	}
+	return keep, hosts, nil
+}
+
+// HandleSweep sweeps this host's blocks as a collector asks, at most
+// Config.Rate blocks a second.
+func (c *Collector) HandleSweep(ctx context.Context, req SweepRequest) (blockstore.SweepStats, error) {
+	if err := req.Keep.Check(); err != nil {
+		return blockstore.SweepStats{}, err
+	}
+	st, err := c.local.Sweep(req.Keep.Contains, req.Cutoff, req.DryRun, func() error { return c.limiter.Wait(ctx) })
+	if !req.DryRun {
+		c.update(func(s *Stats) { s.FreedBlocks, s.FreedBytes = s.FreedBlocks+st.Freed, s.FreedBytes+st.FreedBytes })
+	}
+	return st, err
+}
