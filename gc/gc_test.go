@@ -41,7 +41,9 @@ func newWorld(t *testing.T, grace time.Duration) *world {
 	w := &world{c: memcluster.Start(t, 3), collectors: memSweepers{}}
 	lister := memLister{}
 	for _, h := range w.c.Hosts {
-		members := func(ctx context.Context) ([]ring.Ref, error) { return ring.Members(ctx, h.RingTransport, []string{h.Addr}) }
+		members := func(ctx context.Context) ([]ring.Ref, error) {
+			return ring.Members(ctx, h.RingTransport, []string{h.Addr})
+		}
 		hl, err := heal.New(heal.Config{Addr: h.Addr}, members, h.Ring, h.Log, h.Blocks, h.BlockTransport, nil)
 		if err != nil {
 			t.Fatal(err)
@@ -263,7 +265,9 @@ func TestCollectRacingWrite(t *testing.T) {
 	time.Sleep(300 * time.Millisecond) // the blocks are garbage now, past the grace time
 	racing := &racingSweepers{memSweepers: w.collectors, write: func() { w.write(t, "new", content) }}
 	h := w.c.Hosts[0]
-	members := func(ctx context.Context) ([]ring.Ref, error) { return ring.Members(ctx, h.RingTransport, []string{h.Addr}) }
+	members := func(ctx context.Context) ([]ring.Ref, error) {
+		return ring.Members(ctx, h.RingTransport, []string{h.Addr})
+	}
 	lister := memLister{}
 	for _, x := range w.c.Hosts {
 		hl, err := heal.New(heal.Config{Addr: x.Addr}, members, x.Ring, x.Log, x.Blocks, x.BlockTransport, nil)
