@@ -11,6 +11,8 @@ import (
 	flatbuffers "github.com/google/flatbuffers/go"
 	"google.golang.org/grpc"
 
+	"github.com/difuse/difuse/gc"
+	"github.com/difuse/difuse/gc/gcrpc"
 	"github.com/difuse/difuse/wire"
 	"github.com/difuse/difuse/wire/fb"
 )
@@ -68,6 +70,16 @@ func (c *Conn) Status(ctx context.Context) (Status, error) {
 		return Status{}, fmt.Errorf("status of %s: %w", c.addr, err)
 	}
 	return st, nil
+}
+
+// Collect has the node run a garbage collection cycle now (with dryRun,
+// one that frees nothing) and returns its report.
+func (c *Conn) Collect(ctx context.Context, dryRun bool) (gc.Report, error) {
+	rep, err := gcrpc.Collect(ctx, c.cc, dryRun)
+	if err != nil {
+		return rep, fmt.Errorf("collect at %s: %w", c.addr, err)
+	}
+	return rep, nil
 }
 
 // StatusVia asks the node at the other end of cc for its view of itself.

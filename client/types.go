@@ -7,6 +7,8 @@ import (
 	flatbuffers "github.com/google/flatbuffers/go"
 
 	"github.com/difuse/difuse/blockstore"
+	"github.com/difuse/difuse/gc"
+	"github.com/difuse/difuse/gc/gcrpc"
 	"github.com/difuse/difuse/heal"
 	"github.com/difuse/difuse/ring"
 	"github.com/difuse/difuse/ring/ringrpc"
@@ -50,6 +52,8 @@ type Status struct {
 	VNodes []ring.VNodeStatus `json:"vnodes"`
 	// Recent holds the node's latest warnings and errors, oldest first.
 	Recent []LogEntry `json:"recent"`
+	// GC is the state of garbage collection.
+	GC gc.Stats `json:"gc"`
 }
 
 // LogEntry is a warning or error a node logged.
@@ -162,7 +166,9 @@ func EncodeStatus(s Status) *flatbuffers.Builder {
 		recent[i] = fb.LogEntryEnd(b)
 	}
 	rv := wire.TableVector(b, recent)
+	gcs := encodeGCStats(b, s.GC)
 	fb.StatusReplyStart(b)
+	fb.StatusReplyAddGc(b, gcs)
 	fb.StatusReplyAddRecent(b, rv)
 	fb.StatusReplyAddHeal(b, hs)
 	fb.StatusReplyAddBlocks(b, bs)
@@ -198,6 +204,9 @@ func DecodeStatus(r *fb.StatusReply) (Status, error) {
 	}
 	if hs := r.Heal(nil); hs != nil {
 		s.Heal = decodeHealStats(hs)
+	}
+	if g := r.Gc(nil); g != nil {
+		s.GC = decodeGCStats(g)
 	}
 	var e fb.LogEntry
 	for i := range r.RecentLength() {
@@ -274,4 +283,37 @@ func decodeHealStats(t *fb.HealStats) heal.Stats {
 		h.Waiting = append(h.Waiting, string(t.Waiting(i)))
 	}
 	return h
+}
+
+// encodeGCStats adds the collector's stats to b and returns their offset.
+func encodeGCStats(b *flatbuffers.Builder, g gc.Stats) flatbuffers.UOffsetT {
+	var last flatbuffers.UOffsetT
+	if g.Last != nil {
+		last = gcrpc.EncodeReport(b, *g.Last)
+	}
+	state, lastErr := b.CreateString(g.State), b.CreateString(g.LastError)
+	fb.GCStatsStart(b)
+	fb.GCStatsAddState(b, state)
+	fb.GCStatsAddDone(b, g.Done)
+	fb.GCStatsAddTotal(b, g.Total)
+	fb.GCStatsAddCycles(b, g.Cycles)
+	if last != 0 {
+		fb.GCStatsAddLast(b, last)
+	}
+	fb.GCStatsAddFreedBlocks(b, g.FreedBlocks)
+	fb.GCStatsAddFreedBytes(b, g.FreedBytes)
+	fb.GCStatsAddErrors(b, g.Errors)
+	fb.GCStatsAddLastError(b, lastErr)
+	return fb.GCStatsEnd(b)
+}
+
+// decodeGCStats reads a verified GCStats table.
+func decodeGCStats(t *fb.GCStats) gc.Stats {
+	g := gc.Stats{State: string(t.State()), Done: t.Done(), Total: t.Total(), Cycles: t.Cycles(),
+		FreedBlocks: t.FreedBlocks(), FreedBytes: t.FreedBytes(), Errors: t.Errors(), LastError: string(t.LastError())}
+	if r := t.Last(nil); r != nil {
+		rep := gcrpc.DecodeReport(r)
+		g.Last = &rep
+	}
+	return g
 }

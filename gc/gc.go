@@ -20,6 +20,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"math/rand/v2"
 	"slices"
 	"strings"
 	"sync"
@@ -43,7 +44,8 @@ type Config struct {
 	// committing its inode. Default 1h.
 	Grace time.Duration
 	// Interval is how often the background collector runs a cycle (one
-	// host of the cluster at a time, by a lease); 0 runs none. Default 1h.
+	// host of the cluster at a time, by a lease); negative runs none.
+	// Default 1h.
 	Interval time.Duration
 	// Rate bounds the blocks a sweep examines per second on each host.
 	// Default 20,000.
@@ -297,6 +299,67 @@ func (c *Collector) mark(ctx context.Context, rep *Report) (*Bloom, []string, er
 		keep.Add(h)
 	}
 	return keep, hosts, nil
+}
+
+// leasePartition and leaseRecord hold the background collector's lease:
+// "ADDR UNTIL-UNIX-NANO".
+const (
+	leasePartition = "gc/lease"
+	leaseRecord    = "lease"
+)
+
+// Run runs a cycle every Interval (after a random first wait), when this
+// host gets the cluster's lease, until ctx ends. Cycles of two hosts at
+// once are safe, only wasteful: the lease keeps them apart while the
+// hosts' clocks roughly agree.
+func (c *Collector) Run(ctx context.Context) {
+	if c.cfg.Interval < 0 {
+		return
+	}
+	wait := time.Duration(rand.Int64N(int64(c.cfg.Interval)))
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+		wait = c.cfg.Interval
+		if ok, err := c.lease(ctx); err != nil {
+			c.fail(fmt.Errorf("gc: lease: %w", err))
+			continue
+		} else if !ok {
+			continue
+		}
+		if _, err := c.Collect(ctx, false); err != nil {
+			c.cfg.Logger.Warn("garbage collection failed", "err", err)
+		}
+	}
+}
+
+// lease takes the cluster's collection lease for half an interval, if no
+// other host holds it.
+func (c *Collector) lease(ctx context.Context) (bool, error) {
+	resp, err := c.log.Do(ctx, txlog.Request{Partition: leasePartition, Level: txlog.Quorum, Kind: txlog.KindRead, Name: leaseRecord})
+	if err != nil && !errors.Is(err, txlog.ErrNotFound) {
+		return false, err
+	}
+	now := c.clock()
+	var ifMatch txlog.Hash // absent
+	if resp.Record.Exists {
+		var holder string
+		var until int64
+		if _, err := fmt.Sscanf(string(resp.Record.Value), "%s %d", &holder, &until); err == nil && holder != c.cfg.Addr && now.UnixNano() < until {
+			return false, nil
+		}
+		ifMatch = resp.Record.Hash
+	}
+	value := fmt.Sprintf("%s %d", c.cfg.Addr, now.Add(c.cfg.Interval/2).UnixNano())
+	_, err = c.log.Do(ctx, txlog.Request{Partition: leasePartition, Level: txlog.Quorum, Kind: txlog.KindWrite,
+		Write: []txlog.Change{{Name: leaseRecord, Value: []byte(value), IfMatch: &ifMatch}}})
+	if errors.Is(err, txlog.ErrConflict) {
+		return false, nil // another host took it first
+	}
+	return err == nil, err
 }
 
 // HandleSweep sweeps this host's blocks as a collector asks, at most

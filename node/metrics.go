@@ -85,6 +85,10 @@ func newMetrics(n *Node) *metrics {
 	counter("difuse_heal_blocks_scrubbed_total", "Blocks scrubbing checked.", func() float64 { return float64(n.healer.Stats().BlocksScrubbed) })
 	counter("difuse_heal_blocks_damaged_total", "Damaged blocks scrubbing found and replaced.", func() float64 { return float64(n.healer.Stats().BlocksCorrupt) })
 	counter("difuse_heal_errors_total", "Errors of healing passes.", func() float64 { return float64(n.healer.Stats().Errors) })
+	counter("difuse_gc_cycles_total", "Garbage collection cycles this node ran.", func() float64 { return float64(n.gc.Stats().Cycles) })
+	counter("difuse_gc_freed_blocks_total", "Blocks this node's sweeps deleted.", func() float64 { return float64(n.gc.Stats().FreedBlocks) })
+	counter("difuse_gc_freed_bytes_total", "Bytes of the blocks this node's sweeps deleted.", func() float64 { return float64(n.gc.Stats().FreedBytes) })
+	counter("difuse_gc_errors_total", "Errors of garbage collection.", func() float64 { return float64(n.gc.Stats().Errors) })
 	gauge("difuse_store_bytes", "Bytes of the node's database (LSM tree and value log).",
 		func() float64 { st := n.db.Stats(); return float64(st.LSMBytes + st.VlogBytes) })
 	gauge("difuse_store_free_bytes", "Free bytes on the data directory's file system.", func() float64 { return float64(n.db.Stats().FreeBytes) })

@@ -17,6 +17,8 @@ import (
 
 	"github.com/difuse/difuse/blockstore"
 	"github.com/difuse/difuse/blockstore/blockrpc"
+	"github.com/difuse/difuse/gc"
+	"github.com/difuse/difuse/gc/gcrpc"
 	"github.com/difuse/difuse/heal"
 	"github.com/difuse/difuse/heal/healrpc"
 	"github.com/difuse/difuse/inode"
@@ -54,6 +56,9 @@ type Config struct {
 	// Heal configures healing; its Addr, Replicas and Logger are set by the
 	// node.
 	Heal heal.Config
+	// GC configures garbage collection; its Addr and Logger are set by
+	// the node.
+	GC gc.Config
 	// Ring configures the ring; its Addr and Logger are set by the node.
 	Ring ring.Config
 	// Store configures the local database; Store.Dir is required.
@@ -137,6 +142,7 @@ type Node struct {
 	blocks  *blockstore.Service
 	fs      *inode.FS
 	healer  *heal.Healer
+	gc      *gc.Collector
 	ringTr  ring.Transport
 	// leaveReq is closed when a client asks the node to leave.
 	leaveReq  chan struct{}
@@ -240,6 +246,12 @@ func New(cfg Config) (_ *Node, err error) {
 	txlogrpc.Register(n.grpcSrv, n.txlog)
 	blockrpc.Register(n.grpcSrv, n.blocks)
 	healrpc.Register(n.grpcSrv, healService{n})
+	gcc := cfg.GC
+	gcc.Addr, gcc.Logger = advertise, n.log.With("component", "gc")
+	if n.gc, err = gc.New(gcc, n.members, healTr, n.txlog, gcrpc.NewTransport(n.pool), local); err != nil {
+		return nil, err
+	}
+	gcrpc.Register(n.grpcSrv, n.gc)
 	n.httpSrv = &http.Server{Handler: n.httpHandler(), ReadHeaderTimeout: 10 * time.Second}
 	return n, nil
 }
@@ -314,6 +326,7 @@ func (n *Node) run(ctx context.Context) error {
 		wg.Go(func() { n.ring.Run(rctx) })
 		wg.Go(func() { n.rememberPeers(rctx) })
 		wg.Go(func() { n.healer.Run(rctx) })
+		wg.Go(func() { n.gc.Run(rctx) })
 		leave := n.cfg.Leave
 		select {
 		case <-ctx.Done():

@@ -46,6 +46,7 @@ func (n *Node) Status() client.Status {
 		VNodes:     n.ring.Status(),
 		Replicas:   n.ring.Config().Replicas,
 		Recent:     n.recent.list(),
+		GC:         n.gc.Stats(),
 	}
 }
 

@@ -60,6 +60,15 @@ func printStatus(w io.Writer, st client.Status) {
 		st.Blocks.Blocks, mib(st.Blocks.StoredBytes), mib(st.Blocks.WrittenBytes), mib(st.Blocks.NewBytes), st.Blocks.DedupRatio)
 	fmt.Fprintf(w, "memory      %s resident, %d goroutines\n", mib(st.RSSBytes), st.Goroutines)
 	printHeal(w, st.Heal)
+	g := st.GC
+	fmt.Fprintf(w, "gc          %s; this node's sweeps freed %d blocks (%s); %d cycles run here", g.State, g.FreedBlocks, mib(g.FreedBytes), g.Cycles)
+	if g.Last != nil {
+		fmt.Fprintf(w, ", the last at %s freed %d (%s)", g.Last.End.Format(time.DateTime), g.Last.Freed, mib(g.Last.FreedBytes))
+	}
+	fmt.Fprintln(w)
+	if g.Errors > 0 {
+		fmt.Fprintf(w, "            %d errors, last: %s\n", g.Errors, g.LastError)
+	}
 	if len(st.Recent) > 0 {
 		fmt.Fprintf(w, "recent      %d warnings and errors, the latest:\n", len(st.Recent))
 		for _, e := range st.Recent[max(0, len(st.Recent)-5):] {

@@ -6,6 +6,7 @@
 //	difused ping [-n count] [-size bytes] [grpc-addr]
 //	difused leave [-b grpc-addr]
 //	difused fsck [-b grpc-addrs] [-repair]
+//	difused gc [-b grpc-addr] [-dry-run]
 //
 // Exit codes: 0 success, 1 other failure, 2 bad usage, 3 data directory
 // missing, locked or full, 4 address unavailable, 5 cluster to join
@@ -24,6 +25,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/difuse/difuse/gc"
 	"github.com/difuse/difuse/heal"
 	"github.com/difuse/difuse/internal/cli"
 	"github.com/difuse/difuse/node"
@@ -51,6 +53,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return cmdLeave(args[1:], stdout, stderr)
 		case "fsck":
 			return cmdFsck(args[1:], stdout, stderr)
+		case "gc":
+			return cmdGC(args[1:], stdout, stderr)
 		}
 	}
 	return cmdServe(args, stderr)
@@ -65,6 +69,7 @@ func cmdServe(args []string, stderr io.Writer) int {
        difused ping [flags] ADDR measure round trips to a node
        difused leave [flags]    make a node hand off its data and leave
        difused fsck [flags]     check the filesystem (and repair it with -repair)
+       difused gc [flags]       free the blocks no file refers to (-dry-run: list)
 
 Flags of difused:
 `)
@@ -81,6 +86,9 @@ Flags of difused:
 	healInterval := fs.Duration("heal-interval", 30*time.Second, "pause between healing passes (anti-entropy, rebalancing, scrubbing)")
 	healGrace := fs.Duration("heal-grace", 5*time.Minute, "how long a node may be gone before its data is copied to others")
 	healMiB := fs.Int("heal-mibps", 64, "block bytes healing may send, in `MiB` per second")
+	gcInterval := fs.Duration("gc-interval", time.Hour, "how often the background garbage collector runs (one node of the cluster at a time); 0: never")
+	gcGrace := fs.Duration("gc-grace", time.Hour, "how long an unreferenced block is kept after its last use (longer than any write takes to commit)")
+	gcRate := fs.Int("gc-rate", 20000, "blocks a sweep examines per second on each node")
 	scrubMiB := fs.Int64("scrub-mib", 256, "block bytes each healing pass re-hashes to find damaged copies, in `MiB` (0: none)")
 	vnodes := fs.Int("vnodes", 8, "virtual nodes this node runs in the ring")
 	replicas := fs.Int("replicas", 3, "replica count N of every key (odd)")
@@ -116,6 +124,13 @@ Flags of difused:
 		fmt.Fprintln(stderr, "difused: -heal-interval, -heal-grace and -heal-mibps must be positive, -scrub-mib not negative")
 		return cli.ExitUsage
 	}
+	if *gcInterval < 0 || *gcGrace <= 0 || *gcRate <= 0 {
+		fmt.Fprintln(stderr, "difused: -gc-interval must not be negative, -gc-grace and -gc-rate positive")
+		return cli.ExitUsage
+	}
+	if *gcInterval == 0 {
+		*gcInterval = -1 // gc.Config: none
+	}
 	if *replicas < 1 || *replicas%2 == 0 || *vnodes < 1 {
 		fmt.Fprintln(stderr, "difused: -replicas must be odd and positive, -vnodes positive")
 		return cli.ExitUsage
@@ -134,6 +149,7 @@ Flags of difused:
 			BytesPerSecond: *healMiB << 20,
 			ScrubBytes:     scrubBytes(*scrubMiB),
 		},
+		GC: gc.Config{Interval: *gcInterval, Grace: *gcGrace, Rate: *gcRate},
 		Ring: ring.Config{
 			VNodes:       *vnodes,
 			Replicas:     *replicas,

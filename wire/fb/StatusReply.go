@@ -189,8 +189,21 @@ func (rcv *StatusReply) RecentLength() int {
 	return 0
 }
 
+func (rcv *StatusReply) Gc(obj *GCStats) *GCStats {
+	o := flatbuffers.UOffsetT(rcv._tab.Offset(28))
+	if o != 0 {
+		x := rcv._tab.Indirect(o + rcv._tab.Pos)
+		if obj == nil {
+			obj = new(GCStats)
+		}
+		obj.Init(rcv._tab.Bytes, x)
+		return obj
+	}
+	return nil
+}
+
 func StatusReplyStart(builder *flatbuffers.Builder) {
-	builder.StartObject(12)
+	builder.StartObject(13)
 }
 func StatusReplyAddNode(builder *flatbuffers.Builder, node flatbuffers.UOffsetT) {
 	builder.PrependUOffsetTSlot(0, flatbuffers.UOffsetT(node), 0)
@@ -233,6 +246,9 @@ func StatusReplyAddRecent(builder *flatbuffers.Builder, recent flatbuffers.UOffs
 }
 func StatusReplyStartRecentVector(builder *flatbuffers.Builder, numElems int) flatbuffers.UOffsetT {
 	return builder.StartVector(4, numElems, 4)
+}
+func StatusReplyAddGc(builder *flatbuffers.Builder, gc flatbuffers.UOffsetT) {
+	builder.PrependUOffsetTSlot(12, flatbuffers.UOffsetT(gc), 0)
 }
 func StatusReplyEnd(builder *flatbuffers.Builder) flatbuffers.UOffsetT {
 	return builder.EndObject()

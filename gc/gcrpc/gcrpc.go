@@ -1,0 +1,138 @@
+// Package gcrpc carries garbage collection's calls over gRPC: Transport
+// asks hosts to sweep and a node to run a cycle, Register serves a Handler
+// as the GC service. A malformed request is InvalidArgument.
+package gcrpc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	flatbuffers "github.com/google/flatbuffers/go"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/difuse/difuse/blockstore"
+	"github.com/difuse/difuse/gc"
+	"github.com/difuse/difuse/wire"
+	"github.com/difuse/difuse/wire/fb"
+)
+
+// Handler serves the GC service; *gc.Collector implements it.
+type Handler interface {
+	HandleSweep(ctx context.Context, req gc.SweepRequest) (blockstore.SweepStats, error)
+	Collect(ctx context.Context, dryRun bool) (gc.Report, error)
+}
+
+// Register serves h as the GC service on s.
+func Register(s grpc.ServiceRegistrar, h Handler) { fb.RegisterGCServer(s, server{h: h}) }
+
+type server struct {
+	fb.UnimplementedGCServer
+	h Handler
+}
+
+func (s server) Sweep(ctx context.Context, r *fb.GCSweepRequest) (*flatbuffers.Builder, error) {
+	keep := &gc.Bloom{Bits: r.BitsBytes(), K: int(r.K())}
+	if err := keep.Check(); err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	st, err := s.h.HandleSweep(ctx, gc.SweepRequest{Keep: keep, Cutoff: time.Unix(0, r.CutoffUnixNano()), DryRun: r.DryRun()})
+	if err != nil {
+		return nil, status.Error(codes.Unavailable, err.Error())
+	}
+	b := flatbuffers.NewBuilder(64)
+	fb.GCSweepReplyStart(b)
+	fb.GCSweepReplyAddExamined(b, st.Examined)
+	fb.GCSweepReplyAddFreed(b, st.Freed)
+	fb.GCSweepReplyAddFreedBytes(b, st.FreedBytes)
+	b.Finish(fb.GCSweepReplyEnd(b))
+	return b, nil
+}
+
+func (s server) Collect(ctx context.Context, r *fb.GCCollectRequest) (*flatbuffers.Builder, error) {
+	rep, err := s.h.Collect(ctx, r.DryRun())
+	if err != nil {
+		return nil, status.Error(codes.Unavailable, err.Error())
+	}
+	b := flatbuffers.NewBuilder(256)
+	b.Finish(EncodeReport(b, rep))
+	return b, nil
+}
+
+// EncodeReport adds a cycle's report to b and returns its offset.
+func EncodeReport(b *flatbuffers.Builder, r gc.Report) flatbuffers.UOffsetT {
+	failed := wire.StringVector(b, r.Failed)
+	fb.GCReportStart(b)
+	fb.GCReportAddStartUnixNano(b, r.Start.UnixNano())
+	fb.GCReportAddEndUnixNano(b, r.End.UnixNano())
+	fb.GCReportAddDryRun(b, r.DryRun)
+	fb.GCReportAddPartitions(b, r.Partitions)
+	fb.GCReportAddInodes(b, r.Inodes)
+	fb.GCReportAddReferenced(b, r.Referenced)
+	fb.GCReportAddHosts(b, int32(r.Hosts))
+	fb.GCReportAddExamined(b, r.Examined)
+	fb.GCReportAddFreed(b, r.Freed)
+	fb.GCReportAddFreedBytes(b, r.FreedBytes)
+	fb.GCReportAddFailed(b, failed)
+	return fb.GCReportEnd(b)
+}
+
+// DecodeReport reads a verified GCReport.
+func DecodeReport(t *fb.GCReport) gc.Report {
+	r := gc.Report{Start: time.Unix(0, t.StartUnixNano()), End: time.Unix(0, t.EndUnixNano()), DryRun: t.DryRun(),
+		Partitions: t.Partitions(), Inodes: t.Inodes(), Referenced: t.Referenced(), Hosts: int(t.Hosts()),
+		Examined: t.Examined(), Freed: t.Freed(), FreedBytes: t.FreedBytes()}
+	for i := range t.FailedLength() {
+		r.Failed = append(r.Failed, string(t.Failed(i)))
+	}
+	return r
+}
+
+// Transport calls other hosts' GC services on connections from a pool.
+type Transport struct{ pool *wire.Pool }
+
+// NewTransport returns a transport calling through pool; the pool's owner
+// closes it.
+func NewTransport(pool *wire.Pool) *Transport { return &Transport{pool: pool} }
+
+var _ gc.Sweepers = (*Transport)(nil)
+
+// Sweep asks the host at to to sweep its blocks.
+func (t *Transport) Sweep(ctx context.Context, to string, req gc.SweepRequest) (blockstore.SweepStats, error) {
+	cc, err := t.pool.Get(to)
+	if err != nil {
+		return blockstore.SweepStats{}, fmt.Errorf("gc: %s: %w", to, err)
+	}
+	b := flatbuffers.NewBuilder(64 + len(req.Keep.Bits))
+	bits := b.CreateByteVector(req.Keep.Bits)
+	fb.GCSweepRequestStart(b)
+	fb.GCSweepRequestAddBits(b, bits)
+	fb.GCSweepRequestAddK(b, uint32(req.Keep.K))
+	fb.GCSweepRequestAddCutoffUnixNano(b, req.Cutoff.UnixNano())
+	fb.GCSweepRequestAddDryRun(b, req.DryRun)
+	b.Finish(fb.GCSweepRequestEnd(b))
+	r, err := fb.NewGCClient(cc).Sweep(ctx, b)
+	if err != nil {
+		return blockstore.SweepStats{}, fmt.Errorf("gc: sweep %s: %w", to, err)
+	}
+	return blockstore.SweepStats{Examined: r.Examined(), Freed: r.Freed(), FreedBytes: r.FreedBytes()}, nil
+}
+
+// Collect asks the node at the other end of cc to run a cycle.
+func Collect(ctx context.Context, cc grpc.ClientConnInterface, dryRun bool) (gc.Report, error) {
+	b := flatbuffers.NewBuilder(32)
+	fb.GCCollectRequestStart(b)
+	fb.GCCollectRequestAddDryRun(b, dryRun)
+	b.Finish(fb.GCCollectRequestEnd(b))
+	r, err := fb.NewGCClient(cc).Collect(ctx, b, grpc.WaitForReady(true))
+	if err != nil {
+		if s, ok := status.FromError(err); ok {
+			return gc.Report{}, errors.New(s.Message())
+		}
+		return gc.Report{}, err
+	}
+	return DecodeReport(r), nil
+}
