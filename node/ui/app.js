@@ -67,6 +67,7 @@ function render(v) {
     card("healing", healing ? healing + " healing" : (settled ? "settled" : "idle"), "rebalancing and anti-entropy", healing ? "warn" : "ok"),
     card("stored", bytes(stored), "block bytes on disk, all replicas"),
     card("dedup", fresh ? (written / fresh).toFixed(2) + "×" : "–", bytes(written) + " written, " + bytes(fresh) + " new since start"),
+    gcCard(up),
   );
 
   const svg = document.getElementById("ring");
@@ -116,6 +117,18 @@ function render(v) {
     el("tr", {}, el("td", {}, new Date(e.time).toLocaleString()), el("td", {}, e.host),
       el("td", { class: e.level === "ERROR" ? "bad" : "warn" }, e.level), el("td", { class: "msg" }, e.message)))
     : [el("tr", {}, el("td", { colspan: 4, class: "muted" }, "none"))]));
+}
+
+// gcCard sums garbage collection over the nodes: what their sweeps freed,
+// and a cycle under way or the latest one.
+function gcCard(up) {
+  const gcs = up.map(n => n.status.gc || {});
+  const freed = gcs.reduce((t, g) => t + (g.freed_bytes || 0), 0);
+  const busy = gcs.find(g => g.state && g.state !== "idle");
+  const last = gcs.map(g => g.last).filter(Boolean).sort((a, b) => new Date(b.end) - new Date(a.end))[0];
+  const detail = busy ? busy.state + " " + busy.done + "/" + busy.total
+    : last ? "last cycle " + since(last.end) + " ago freed " + bytes(last.freed_bytes) : "no cycle yet";
+  return card("garbage collected", bytes(freed), detail, busy ? "warn" : "");
 }
 
 async function refresh() {
