@@ -9,6 +9,27 @@ import (
 	"github.com/difuse/difuse/store"
 )
 
+// staticServices runs a service for every host of placer's set on net,
+// N = 3; wrap, if set, gives a host another transport.
+func staticServices(t *testing.T, net *Network, placer *staticPlacer, wrap func(addr string, tr Transport) Transport) map[string]*Service {
+	t.Helper()
+	svcs := map[string]*Service{}
+	for _, addr := range placer.set {
+		tr := net.Transport(addr)
+		if wrap != nil {
+			tr = wrap(addr, tr)
+		}
+		svc, err := New(Config{Addr: addr, Replicas: 3, CallTimeout: 100 * time.Millisecond, Patience: 300 * time.Millisecond}, placer, tr, store.NewMem())
+		if err != nil {
+			t.Fatal(err)
+		}
+		svc.NoteHosts(3)
+		net.Attach(addr, svc)
+		svcs[addr] = svc
+	}
+	return svcs
+}
+
 // A leader cut off from the others, which has not heard that another took
 // over, must not answer a compare-and-set with a conflict read from its
 // stale records (the Jepsen harness saw one: a 412 for the value the key
@@ -18,16 +39,7 @@ func TestDeposedLeaderReportsNoConflict(t *testing.T) {
 	faults := memnet.New(1)
 	net := NewNetwork(faults)
 	placer := &staticPlacer{set: []string{"a", "b", "c"}}
-	svcs := map[string]*Service{}
-	for _, addr := range placer.set {
-		svc, err := New(Config{Addr: addr, Replicas: 3, CallTimeout: 100 * time.Millisecond, Patience: 300 * time.Millisecond}, placer, net.Transport(addr), store.NewMem())
-		if err != nil {
-			t.Fatal(err)
-		}
-		svc.NoteHosts(3)
-		net.Attach(addr, svc)
-		svcs[addr] = svc
-	}
+	svcs := staticServices(t, net, placer, nil)
 	ctx := ctxFor(t, 10*time.Second)
 	const part = "kv/deposed"
 	if _, err := svcs["a"].Write(ctx, part, set("k", "v1"), Quorum); err != nil {

@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/difuse/difuse/memnet"
-	"github.com/difuse/difuse/store"
 )
 
 // replyLosingTransport loses the replies of the next Forward calls it is
@@ -38,21 +37,14 @@ func (t *replyLosingTransport) Forward(ctx context.Context, to string, req Reque
 func TestRetriedWriteAppliedOnce(t *testing.T) {
 	net := NewNetwork(memnet.New(1))
 	placer := &staticPlacer{set: []string{"a", "b", "c"}}
-	svcs := map[string]*Service{}
-	lossy := &replyLosingTransport{Transport: net.Transport("c")}
-	for _, addr := range placer.set {
-		tr := net.Transport(addr)
-		if addr == "c" {
-			tr = lossy
+	var lossy *replyLosingTransport
+	svcs := staticServices(t, net, placer, func(addr string, tr Transport) Transport {
+		if addr != "c" {
+			return tr
 		}
-		svc, err := New(Config{Addr: addr, Replicas: 3, CallTimeout: 200 * time.Millisecond, Patience: time.Second}, placer, tr, store.NewMem())
-		if err != nil {
-			t.Fatal(err)
-		}
-		svc.NoteHosts(3)
-		net.Attach(addr, svc)
-		svcs[addr] = svc
-	}
+		lossy = &replyLosingTransport{Transport: tr}
+		return lossy
+	})
 	ctx := ctxFor(t, 10*time.Second)
 	const part = "kv/retry"
 	first, err := svcs["a"].Write(ctx, part, set("k", "v0"), All)

@@ -23,6 +23,23 @@ func clientFlags(name string, stderr io.Writer) (*flag.FlagSet, *time.Duration) 
 	return fs, timeout
 }
 
+// longFlags parses the flags shared by the subcommands of long work, whose
+// timeout defaults to none.
+func longFlags(name string, stderr io.Writer) (*flag.FlagSet, *time.Duration) {
+	fs := flag.NewFlagSet("difused "+name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	timeout := fs.Duration("timeout", 0, "give up after this `duration` (0: never)")
+	return fs, timeout
+}
+
+// withTimeout returns a context that ends after d, or never if d is 0.
+func withTimeout(d time.Duration) (context.Context, context.CancelFunc) {
+	if d > 0 {
+		return context.WithTimeout(context.Background(), d)
+	}
+	return context.WithCancel(context.Background())
+}
+
 func cmdStatus(args []string, stdout, stderr io.Writer) int {
 	fs, timeout := clientFlags("status", stderr)
 	addr := fs.String("b", defaultGRPC, "gRPC `address` of the node to ask")

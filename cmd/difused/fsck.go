@@ -1,8 +1,6 @@
 package main
 
 import (
-	"context"
-	"flag"
 	"fmt"
 	"io"
 	"strings"
@@ -17,9 +15,7 @@ import (
 // cmdFsck walks the filesystem through a cluster and reports (and with
 // -repair, fixes) what is wrong. It exits 0 when nothing is left wrong.
 func cmdFsck(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("difused fsck", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	timeout := fs.Duration("timeout", 0, "give up after this `duration` (0: never)")
+	fs, timeout := longFlags("fsck", stderr)
 	addrs := fs.String("b", defaultGRPC, "gRPC `addresses` (comma-separated) of nodes of the cluster")
 	repair := fs.Bool("repair", false, "fix what can be fixed: remove entries naming missing inodes, correct link counts, copy blocks to the replicas that lack them")
 	noBlocks := fs.Bool("no-blocks", false, "skip counting the replicas of every block")
@@ -30,12 +26,8 @@ func cmdFsck(args []string, stdout, stderr io.Writer) int {
 	if err := fs.Parse(args); err != nil {
 		return cli.ExitUsage
 	}
-	ctx := context.Background()
-	if *timeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, *timeout)
-		defer cancel()
-	}
+	ctx, cancel := withTimeout(*timeout)
+	defer cancel()
 	cl, err := client.DialCluster(ctx, strings.Split(*addrs, ","))
 	if err != nil {
 		fmt.Fprintf(stderr, "difused fsck: %v\n", err)

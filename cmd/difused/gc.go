@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"io"
 	"time"
@@ -15,20 +14,14 @@ import (
 // cmdGC has a node run a garbage collection cycle now and prints what it
 // freed (or, with -dry-run, would free), following its progress.
 func cmdGC(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("difused gc", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs, timeout := longFlags("gc", stderr)
 	addr := fs.String("b", defaultGRPC, "gRPC `address` of the node that runs the cycle")
 	dryRun := fs.Bool("dry-run", false, "count what would be freed, free nothing")
-	timeout := fs.Duration("timeout", 0, "give up after this `duration` (0: never)")
 	if err := fs.Parse(args); err != nil {
 		return cli.ExitUsage
 	}
-	ctx := context.Background()
-	if *timeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, *timeout)
-		defer cancel()
-	}
+	ctx, cancel := withTimeout(*timeout)
+	defer cancel()
 	c, err := client.Dial(*addr)
 	if err != nil {
 		fmt.Fprintf(stderr, "difused gc: %v\n", err)
