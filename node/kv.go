@@ -1,6 +1,7 @@
 package node
 
 import (
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -111,7 +112,11 @@ func (n *Node) kvWrite(w http.ResponseWriter, r *http.Request, del bool) {
 		}
 		c.Value = body
 	}
-	resp, err := n.do(r.Context(), txlog.Request{Partition: partition, Level: level, Kind: txlog.KindWrite, Write: []txlog.Change{c}})
+	req := txlog.Request{Partition: partition, Level: level, Kind: txlog.KindWrite, Write: []txlog.Change{c}}
+	if key := r.Header.Get(idempotencyHeader); key != "" {
+		req.ID = writeID(partition, key)
+	}
+	resp, err := n.do(r.Context(), req)
 	if err != nil {
 		writeKVError(w, err)
 		return
@@ -141,6 +146,17 @@ func kvLevel(w http.ResponseWriter, r *http.Request, def txlog.Level) (txlog.Lev
 		return 0, false
 	}
 	return level, true
+}
+
+// idempotencyHeader names a write across a client's retries: a write whose
+// key (with the same partition) an earlier request already applied is
+// answered with that request's transaction instead of applied again.
+const idempotencyHeader = "Idempotency-Key"
+
+// writeID derives a write's ID from the client's idempotency key.
+func writeID(partition, key string) txlog.WriteID {
+	sum := sha256.Sum256([]byte(partition + "\x00" + key))
+	return txlog.WriteID(sum[:16])
 }
 
 // committedHeader marks a 503 whose write took effect, on fewer replicas

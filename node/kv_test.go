@@ -174,3 +174,26 @@ func TestKVCommittedShort(t *testing.T) {
 		t.Errorf("GET after it = %d %q", code, body)
 	}
 }
+
+// A PUT retried with the same Idempotency-Key is applied once: the retry
+// gets the first attempt's transaction, even after another write.
+func TestKVIdempotencyKey(t *testing.T) {
+	n := startNode(t, t.TempDir(), "")
+	code, tag1, body := kvDo(t, n, "PUT", "/v1/kv/idem", []byte("first"), "Idempotency-Key", "req-1")
+	if code != 200 {
+		t.Fatalf("PUT = %d %s", code, body)
+	}
+	if code, _, body := kvDo(t, n, "PUT", "/v1/kv/idem", []byte("second")); code != 200 {
+		t.Fatalf("PUT = %d %s", code, body)
+	}
+	code, tag, _ := kvDo(t, n, "PUT", "/v1/kv/idem", []byte("first"), "Idempotency-Key", "req-1")
+	if code != 200 || tag != tag1 {
+		t.Fatalf("retry = %d, ETag %s, want the first attempt's %s", code, tag, tag1)
+	}
+	if _, _, got := kvDo(t, n, "GET", "/v1/kv/idem?consistency=quorum", nil); got != "second" {
+		t.Fatalf("GET = %q: the retry was applied again", got)
+	}
+	if code, tag, _ := kvDo(t, n, "PUT", "/v1/kv/idem", []byte("third"), "Idempotency-Key", "req-2"); code != 200 || tag == tag1 {
+		t.Fatalf("a new key = %d %s", code, tag)
+	}
+}
