@@ -191,7 +191,10 @@ func (c *fsClient) step(ctx context.Context) {
 		f.apply(out, func(s fileState) (fileState, bool) { return fileState{to, s.content}, s.dir == dir })
 		c.ops.add(out)
 	case 2:
-		err := os.Remove(c.path(dir, f.name))
+		// unlink(2) itself: os.Remove tries rmdir(2) after a failed unlink
+		// and reports rmdir's error, so an unlink that took effect but
+		// failed (EIO) would come back as ENOENT, "no effect".
+		err := syscall.Unlink(c.path(dir, f.name))
 		f.note(fmt.Sprintf("unlink in d%d", dir), err)
 		out := outcomeOf(err)
 		f.apply(out, func(s fileState) (fileState, bool) { return absent, s.dir == dir })
