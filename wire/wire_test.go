@@ -15,11 +15,12 @@ import (
 // allTables has one value of every generated table type. TestAllTablesListed
 // keeps it in step with the schema, so the fuzz target covers every decoder.
 var allTables = []table{
-	&fb.Ack{}, &fb.AppendReply{}, &fb.AppendRequest{}, &fb.Ballot{}, &fb.BlockAck{},
+	&fb.Ack{}, &fb.AppendReply{}, &fb.AppendRequest{}, &fb.Ballot{}, &fb.BlockAck{}, &fb.BlockCounts{},
 	&fb.BlockHashes{}, &fb.BlockPiece{}, &fb.BlockPresence{}, &fb.BlockPutReply{}, &fb.BlockRequest{}, &fb.BlockStats{}, &fb.Change{},
-	&fb.FetchReply{}, &fb.FetchRequest{}, &fb.Finger{}, &fb.HealAck{}, &fb.HealArc{}, &fb.HealDigestsReply{},
+	&fb.FetchReply{}, &fb.FetchRequest{}, &fb.Finger{}, &fb.GCCollectRequest{}, &fb.GCReport{}, &fb.GCStats{},
+	&fb.GCSweepReply{}, &fb.GCSweepRequest{}, &fb.HealAck{}, &fb.HealArc{}, &fb.HealDigestsReply{},
 	&fb.HealDigestsRequest{}, &fb.HealItem{}, &fb.HealItemsReply{}, &fb.HealItemsRequest{}, &fb.HealLeaveRequest{},
-	&fb.HealStats{}, &fb.LeavingRequest{}, &fb.NextReply{},
+	&fb.HealStats{}, &fb.LeavingRequest{}, &fb.LogEntry{}, &fb.NextReply{},
 	&fb.NextRequest{}, &fb.NodeInfo{}, &fb.PingReply{}, &fb.PingRequest{}, &fb.PrepareReply{},
 	&fb.PrepareRequest{}, &fb.ReadLocalRequest{}, &fb.Record{}, &fb.RectifyRequest{},
 	&fb.StateReply{}, &fb.StatusReply{}, &fb.StatusRequest{}, &fb.StoreStats{}, &fb.TxEntry{},
