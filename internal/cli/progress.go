@@ -64,14 +64,8 @@ func (p *Progress) Finish() {
 	p.draw(true)
 }
 
-// Line returns the progress as text: the bar (on a terminal, with a known
-// total), the counts, the rate and the time left.
-func (p *Progress) Line() string {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.line()
-}
-
+// line returns the progress as text: the bar (on a terminal, with a known
+// total), the counts, the rate and the time left. p.mu must be held.
 func (p *Progress) line() string {
 	elapsed := p.now().Sub(p.start)
 	rate := 0.0

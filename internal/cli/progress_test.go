@@ -37,7 +37,7 @@ func TestProgress(t *testing.T) {
 		t.Fatalf("terminal line %q", got)
 	}
 	p.total = 100
-	if got := p.Line(); !strings.Contains(got, "[###############...............] 50/100 inodes (50%)") || !strings.Contains(got, "ETA 2s") {
+	if got := p.line(); !strings.Contains(got, "[###############...............] 50/100 inodes (50%)") || !strings.Contains(got, "ETA 2s") {
 		t.Fatalf("terminal bar %q", got)
 	}
 }
