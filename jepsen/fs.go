@@ -29,12 +29,39 @@ var absent = fileState{dir: -1}
 // fsFile is what the checker knows of one file: every state it may be in.
 // Each file belongs to one client, which runs its operations one at a
 // time, so its possible states follow from their outcomes alone.
+//
+// An operation whose outcome is unknown may take effect at any time after
+// it was called, even after the client went on (a commit a new leader
+// completes later): it stays pending in every world until that world
+// applies it, which the world may do before any later operation, or never.
 type fsFile struct {
-	name     string
-	possible []fileState
+	name   string
+	worlds []world
+	// pending are the unknown operations, each as the states it may leave
+	// if it takes effect in a state (none: it cannot act there).
+	pending []effect
 	// ops describes the operations on the file (wall time, what, the
 	// error), for the report of a violation.
 	ops []string
+}
+
+// effect gives the states an operation may leave if it takes effect in
+// state s; none if it cannot act on s.
+type effect func(s fileState) []fileState
+
+// world is one state the file may be in, with the pending operations
+// (bit i: fsFile.pending[i]) that have not taken effect in it yet.
+type world struct {
+	s       fileState
+	pending uint64
+}
+
+// maxPending bounds the unknown operations a file keeps pending; beyond
+// it the oldest must have taken effect or never will.
+const maxPending = 64
+
+func newFile(name string) *fsFile {
+	return &fsFile{name: name, worlds: []world{{s: absent}}}
 }
 
 // note records an operation on the file.
@@ -51,29 +78,82 @@ func (f *fsFile) history() string {
 	return strings.Join(f.ops[max(0, len(f.ops)-20):], "; ")
 }
 
-// apply moves the file's possible states through an operation: next says
-// what a state becomes if the operation took effect; an unknown outcome
-// keeps both.
-func (f *fsFile) apply(outcome int, next func(fileState) (fileState, bool)) {
+// settle adds to the worlds every world reached by letting pending
+// operations take effect, in any order.
+func (f *fsFile) settle() {
+	for i := 0; i < len(f.worlds); i++ {
+		w := f.worlds[i]
+		for b := range f.pending {
+			bit := uint64(1) << b
+			if w.pending&bit == 0 {
+				continue
+			}
+			for _, n := range f.pending[b](w.s) {
+				nw := world{n, w.pending &^ bit}
+				if !slices.Contains(f.worlds, nw) {
+					f.worlds = append(f.worlds, nw)
+				}
+			}
+		}
+	}
+}
+
+// possible returns the states the file may be in now.
+func (f *fsFile) possible() []fileState {
+	f.settle()
 	var out []fileState
-	add := func(s fileState) {
-		if !slices.Contains(out, s) {
-			out = append(out, s)
+	for _, w := range f.worlds {
+		if !slices.Contains(out, w.s) {
+			out = append(out, w.s)
 		}
 	}
-	for _, s := range f.possible {
-		n, applies := next(s)
-		switch {
-		case !applies || outcome == outFailed:
-			add(s)
-		case outcome == outOK:
-			add(n)
-		default:
-			add(s)
-			add(n)
+	return out
+}
+
+// apply moves the file's worlds through an operation with an outcome. A
+// failed one had no effect; an unknown one becomes pending; one that
+// succeeded took effect now, so the worlds where it cannot act are gone,
+// unless it can act in none (the checker then reports what is left).
+func (f *fsFile) apply(outcome int, e effect) {
+	switch outcome {
+	case outFailed:
+		return
+	case outUnknown:
+		if len(f.pending) == maxPending {
+			f.retire()
+		}
+		f.pending = append(f.pending, e)
+		bit := uint64(1) << (len(f.pending) - 1)
+		for i := range f.worlds {
+			f.worlds[i].pending |= bit
+		}
+		return
+	}
+	f.settle()
+	var out []world
+	for _, w := range f.worlds {
+		for _, n := range e(w.s) {
+			if nw := (world{n, w.pending}); !slices.Contains(out, nw) {
+				out = append(out, nw)
+			}
 		}
 	}
-	f.possible = out
+	if len(out) > 0 {
+		f.worlds = out
+	}
+}
+
+// retire ends the oldest pending operation's chance to take effect: the
+// worlds keep both what it did and what it did not.
+func (f *fsFile) retire() {
+	f.settle()
+	var out []world
+	for _, w := range f.worlds {
+		if nw := (world{w.s, w.pending >> 1}); !slices.Contains(out, nw) {
+			out = append(out, nw)
+		}
+	}
+	f.worlds, f.pending = out, f.pending[1:]
 }
 
 // fsClient runs file operations through one mount.
@@ -127,7 +207,7 @@ func (c *fsClient) path(dir int, name string) string {
 // at, or -1 if it may be nowhere.
 func (c *fsClient) guess(f *fsFile) int {
 	var dirs []int
-	for _, s := range f.possible {
+	for _, s := range f.possible() {
 		if s.dir >= 0 {
 			dirs = append(dirs, s.dir)
 		}
@@ -145,7 +225,7 @@ func (c *fsClient) step(ctx context.Context) {
 	content := fmt.Sprintf("client %d write %d\n", c.id, c.written)
 	if len(c.files) == 0 || c.rng.IntN(4) == 0 {
 		c.n++
-		f := &fsFile{name: fmt.Sprintf("f%d-%d", c.id, c.n), possible: []fileState{absent}}
+		f := newFile(fmt.Sprintf("f%d-%d", c.id, c.n))
 		c.files = append(c.files, f)
 		dir := c.rng.IntN(fsDirs)
 		err := os.WriteFile(c.path(dir, f.name), []byte(content), 0o644)
@@ -154,11 +234,13 @@ func (c *fsClient) step(ctx context.Context) {
 		if out == outFailed {
 			out = outUnknown // the directory exists: ENOENT here is not "no effect"
 		}
-		// A create that failed half way may leave the file empty.
-		f.apply(out, func(s fileState) (fileState, bool) { return fileState{dir, content}, true })
-		if out == outUnknown {
-			f.possible = append(f.possible, fileState{dir, ""})
-		}
+		f.apply(out, func(fileState) []fileState {
+			if out == outUnknown {
+				// A create that failed half way may leave the file empty.
+				return []fileState{{dir, content}, {dir, ""}}
+			}
+			return []fileState{{dir, content}}
+		})
 		c.ops.add(out)
 		return
 	}
@@ -172,23 +254,28 @@ func (c *fsClient) step(ctx context.Context) {
 		err := overwrite(c.path(dir, f.name), content)
 		f.note(fmt.Sprintf("overwrite in d%d", dir), err)
 		out := outcomeOf(err)
-		f.apply(out, func(s fileState) (fileState, bool) { return fileState{dir, content}, s.dir == dir })
-		if out == outUnknown {
-			// Truncated, and the write not committed.
-			for _, s := range f.possible {
-				if s.dir == dir {
-					f.possible = append(f.possible, fileState{dir, ""})
-					break
-				}
+		f.apply(out, func(s fileState) []fileState {
+			switch {
+			case s.dir != dir:
+				return nil
+			case out == outUnknown:
+				// Perhaps truncated, and the write not committed.
+				return []fileState{{dir, content}, {dir, ""}}
 			}
-		}
+			return []fileState{{dir, content}}
+		})
 		c.ops.add(out)
 	case 1: // rename across directories
 		to := (dir + 1 + c.rng.IntN(fsDirs-1)) % fsDirs
 		err := os.Rename(c.path(dir, f.name), c.path(to, f.name))
 		f.note(fmt.Sprintf("rename d%d to d%d", dir, to), err)
 		out := outcomeOf(err)
-		f.apply(out, func(s fileState) (fileState, bool) { return fileState{to, s.content}, s.dir == dir })
+		f.apply(out, func(s fileState) []fileState {
+			if s.dir != dir {
+				return nil
+			}
+			return []fileState{{to, s.content}}
+		})
 		c.ops.add(out)
 	case 2:
 		// unlink(2) itself: os.Remove tries rmdir(2) after a failed unlink
@@ -197,7 +284,12 @@ func (c *fsClient) step(ctx context.Context) {
 		err := syscall.Unlink(c.path(dir, f.name))
 		f.note(fmt.Sprintf("unlink in d%d", dir), err)
 		out := outcomeOf(err)
-		f.apply(out, func(s fileState) (fileState, bool) { return absent, s.dir == dir })
+		f.apply(out, func(s fileState) []fileState {
+			if s.dir != dir {
+				return nil
+			}
+			return []fileState{absent}
+		})
 		c.ops.add(out)
 	default:
 		_, err := os.ReadDir(filepath.Join(c.root, fmt.Sprint("d", dir)))
@@ -261,15 +353,16 @@ func checkFiles(root string, files []*fsFile) []string {
 		}
 	}
 	for _, f := range files {
+		possible := f.possible()
 		got := seen[f.name]
 		delete(seen, f.name)
 		switch {
 		case len(got) > 1:
 			bad = append(bad, fmt.Sprintf("%s is in %d directories: %v; operations: %s", f.name, len(got), got, f.history()))
-		case len(got) == 0 && !slices.Contains(f.possible, absent):
-			bad = append(bad, fmt.Sprintf("%s is gone; it may only be %v; operations: %s", f.name, f.possible, f.history()))
-		case len(got) == 1 && !slices.Contains(f.possible, got[0]):
-			bad = append(bad, fmt.Sprintf("%s is %+v; it may only be %v; operations: %s", f.name, got[0], f.possible, f.history()))
+		case len(got) == 0 && !slices.Contains(possible, absent):
+			bad = append(bad, fmt.Sprintf("%s is gone; it may only be %v; operations: %s", f.name, possible, f.history()))
+		case len(got) == 1 && !slices.Contains(possible, got[0]):
+			bad = append(bad, fmt.Sprintf("%s is %+v; it may only be %v; operations: %s", f.name, got[0], possible, f.history()))
 		}
 	}
 	for name := range seen {

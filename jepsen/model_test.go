@@ -1,6 +1,7 @@
 package jepsen
 
 import (
+	"slices"
 	"testing"
 
 	"github.com/anishathalye/porcupine"
@@ -58,5 +59,62 @@ func TestRegisterModel(t *testing.T) {
 		if got != tc.legal {
 			t.Errorf("%s: linearizable %v, want %v", tc.name, got, tc.legal)
 		}
+	}
+}
+
+// The file model lets an unknown operation take effect later, after the
+// client's next operations, and nothing else.
+func TestFileModel(t *testing.T) {
+	create := func(dir int, c string) effect {
+		return func(fileState) []fileState { return []fileState{{dir, c}} }
+	}
+	overwrite := func(dir int, c string) effect {
+		return func(s fileState) []fileState {
+			if s.dir != dir {
+				return nil
+			}
+			return []fileState{{dir, c}}
+		}
+	}
+	rename := func(from, to int) effect {
+		return func(s fileState) []fileState {
+			if s.dir != from {
+				return nil
+			}
+			return []fileState{{to, s.content}}
+		}
+	}
+	// A rename whose outcome was unknown took effect after an overwrite
+	// through its old name; a later rename moved the file on, which
+	// proves the first one took effect.
+	f := newFile("f")
+	f.apply(outOK, create(0, "a"))
+	f.apply(outUnknown, rename(0, 2))
+	f.apply(outOK, overwrite(0, "b"))
+	if got := f.possible(); !slices.Equal(got, []fileState{{0, "b"}, {2, "b"}}) {
+		t.Errorf("pending rename: %v, want {0 b} {2 b}", got)
+	}
+	f.apply(outOK, rename(2, 1))
+	if got := f.possible(); !slices.Equal(got, []fileState{{1, "b"}}) {
+		t.Errorf("late rename: %v, want only {1 b}", got)
+	}
+	// A failed operation never takes effect.
+	f = newFile("f")
+	f.apply(outOK, create(0, "a"))
+	f.apply(outFailed, rename(0, 2))
+	f.apply(outOK, overwrite(0, "b"))
+	if got := f.possible(); !slices.Equal(got, []fileState{{0, "b"}}) {
+		t.Errorf("failed rename: %v, want only {0 b}", got)
+	}
+	// Past maxPending unknown operations, the oldest can no longer take
+	// effect, but what it did before stays possible.
+	f = newFile("f")
+	f.apply(outOK, create(0, "a"))
+	f.apply(outUnknown, rename(0, 1))
+	for range maxPending {
+		f.apply(outUnknown, overwrite(2, "z"))
+	}
+	if got := f.possible(); !slices.Contains(got, fileState{1, "a"}) || !slices.Contains(got, fileState{0, "a"}) {
+		t.Errorf("retired rename: %v, want {0 a} and {1 a}", got)
 	}
 }
