@@ -51,7 +51,11 @@ func startCluster(ctx context.Context, net *network, bin, dir string, env []stri
 	for i := range net.nodes {
 		n := &node{i: i, env: env, logPath: filepath.Join(dir, fmt.Sprintf("node%d.log", i))}
 		n.args = []string{"netns", "exec", net.ns(i), filepath.Join(bin, "difused"),
-			"-b", c.grpcAddr(i), "-a", c.httpAddr(i), "-d", filepath.Join(dir, fmt.Sprintf("node%d", i))}
+			"-b", c.grpcAddr(i), "-a", c.httpAddr(i), "-d", filepath.Join(dir, fmt.Sprintf("node%d", i)),
+			// Compaction all the time, keeping as little as a node allows,
+			// so that replicas the nemesis held back catch up through
+			// snapshots.
+			"-compact-interval", "10s", "-log-keep", "1", "-log-keep-for", "30s"}
 		if i > 0 {
 			n.args = append(n.args, "-j", c.grpcAddr(0))
 		}

@@ -89,6 +89,9 @@ func newMetrics(n *Node) *metrics {
 	counter("difuse_gc_freed_blocks_total", "Blocks this node's sweeps deleted.", func() float64 { return float64(n.gc.Stats().FreedBlocks) })
 	counter("difuse_gc_freed_bytes_total", "Bytes of the blocks this node's sweeps deleted.", func() float64 { return float64(n.gc.Stats().FreedBytes) })
 	counter("difuse_gc_errors_total", "Errors of garbage collection.", func() float64 { return float64(n.gc.Stats().Errors) })
+	counter("difuse_txlog_compactions_total", "Compactions of this node's transaction logs.", func() float64 { return float64(n.compact.get().Runs) })
+	counter("difuse_txlog_compacted_entries_total", "Log entries this node's compactions deleted.", func() float64 { return float64(n.compact.get().Dropped) })
+	counter("difuse_txlog_compaction_errors_total", "Compactions of this node's transaction logs that failed.", func() float64 { return float64(n.compact.get().Errors) })
 	gauge("difuse_store_bytes", "Bytes of the node's database (LSM tree and value log).",
 		func() float64 { st := n.db.Stats(); return float64(st.LSMBytes + st.VlogBytes) })
 	gauge("difuse_store_free_bytes", "Free bytes on the data directory's file system.", func() float64 { return float64(n.db.Stats().FreeBytes) })

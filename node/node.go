@@ -59,6 +59,8 @@ type Config struct {
 	// GC configures garbage collection; its Addr and Logger are set by
 	// the node.
 	GC gc.Config
+	// Compact configures the compaction of this node's transaction logs.
+	Compact Compaction
 	// Ring configures the ring; its Addr and Logger are set by the node.
 	Ring ring.Config
 	// Store configures the local database; Store.Dir is required.
@@ -107,6 +109,12 @@ func (c *Config) setDefaults() {
 	if c.MaxBlockBytes == 0 {
 		c.MaxBlockBytes = blockstore.DefaultMaxChunk
 	}
+	if c.Compact.Interval == 0 {
+		c.Compact.Interval = 10 * time.Minute
+	}
+	if c.Compact.Retention == (txlog.Retention{}) {
+		c.Compact.Retention = txlog.DefaultRetention
+	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -143,6 +151,7 @@ type Node struct {
 	fs      *inode.FS
 	healer  *heal.Healer
 	gc      *gc.Collector
+	compact compactStats
 	ringTr  ring.Transport
 	// leaveReq is closed when a client asks the node to leave.
 	leaveReq  chan struct{}
@@ -327,6 +336,7 @@ func (n *Node) run(ctx context.Context) error {
 		wg.Go(func() { n.rememberPeers(rctx) })
 		wg.Go(func() { n.healer.Run(rctx) })
 		wg.Go(func() { n.gc.Run(rctx) })
+		wg.Go(func() { n.compactLoop(rctx) })
 		leave := n.cfg.Leave
 		select {
 		case <-ctx.Done():

@@ -9,6 +9,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/difuse/difuse/ring"
+	"github.com/difuse/difuse/store"
 )
 
 // Bounds on requests.
@@ -388,11 +389,15 @@ func (s *Service) checkAgree(ctx context.Context, p *part, replicas []string, re
 	return nil
 }
 
-// history walks a record's own hash chain back from its current version.
+// history walks a record's own hash chain back from its current version,
+// as far as compaction kept it.
 func (s *Service) history(p *part, name string, rec Record) ([]*Tx, error) {
 	var out []*Tx
 	for h, want := rec.Height, rec.Hash; h != 0; {
 		t, err := s.ps.entry(p, h)
+		if errors.Is(err, store.ErrNotFound) && h <= p.baseNow() {
+			break // compacted
+		}
 		if err != nil {
 			return nil, err
 		}

@@ -20,6 +20,8 @@ type Held struct {
 	Last     uint64
 	LastHash Hash
 	Commit   uint64
+	// Base is the height the log was compacted up to (0: never).
+	Base uint64
 	// Config is the replica set in force in this replica's log.
 	Config []string
 }
@@ -41,7 +43,7 @@ func (s *Service) Partitions(fn func(Held) error) error {
 		if m.Last == 0 {
 			return nil
 		}
-		return fn(Held{Name: name, Last: m.Last, LastHash: m.LastHash, Commit: m.Commit, Config: m.Config})
+		return fn(Held{Name: name, Last: m.Last, LastHash: m.LastHash, Commit: m.Commit, Base: m.Base, Config: m.Config})
 	})
 	if err != nil {
 		return fmt.Errorf("txlog: list partitions: %w", err)
@@ -71,17 +73,13 @@ func (s *Service) Drop(partition string) error {
 	if !p.leading.IsZero() {
 		return fmt.Errorf("%w: %q", ErrLeading, partition)
 	}
-	for _, prefix := range [][]byte{p.recPrefix(), p.idPrefix(), p.logPrefix()} {
-		if err := s.ps.deleteAll(prefix); err != nil {
-			return fmt.Errorf("txlog: drop %q: %w", partition, err)
-		}
+	if err := s.ps.clear(p, false); err != nil {
+		return fmt.Errorf("txlog: drop %q: %w", partition, err)
 	}
 	err = s.ps.db.Update(func(w store.Writer) error { return w.Delete(p.metaKey()) })
 	if err != nil {
 		return fmt.Errorf("txlog: drop %q: %w", partition, err)
 	}
-	p.last, p.lastHash, p.lastBal, p.commit, p.applied = 0, Hash{}, Ballot{}, 0, 0
-	p.config, p.configAt, p.match = nil, 0, nil
 	s.ps.mu.Lock()
 	delete(s.ps.m, partition)
 	s.ps.mu.Unlock()
@@ -125,7 +123,8 @@ func (ps *parts) deleteAll(prefix []byte) error {
 // to join). It has leader, the partition's leader, sync the partition:
 // once every member holds the leader's head, every entry up to that head
 // is committed. It then fetches the entries this host lacks up to there
-// from the leader, checks that they chain to that head, and keeps them as
+// from the leader (after the leader's snapshot, if it compacted some of
+// them), checks that they chain to that head, and keeps them as
 // committed. A later leader that adds this host to the replica set then
 // sends only what was written since, and one that takes over here adopts
 // only that.
@@ -152,6 +151,24 @@ func (s *Service) Seed(ctx context.Context, partition, leader string) error {
 		cctx, cancel := context.WithTimeout(ctx, s.cfg.CallTimeout)
 		batch, err := s.tr.Fetch(cctx, leader, partition, h, batchEntries)
 		cancel()
+		if errors.Is(err, ErrCompacted) && len(txs) == 0 {
+			// The leader compacted what this host lacks: take its
+			// snapshot, then the entries after it.
+			c, err := s.installFrom(ctx, p, leader, 0, func() error {
+				if !p.leading.IsZero() || p.last+1 != from {
+					return fmt.Errorf("%w: %q: the host took part meanwhile", ErrUnavailable, partition)
+				}
+				return nil
+			})
+			if err != nil {
+				return err
+			}
+			if c >= resp.Tx.Height {
+				return nil
+			}
+			from, h = c+1, c+1
+			continue
+		}
 		if err != nil {
 			return fmt.Errorf("txlog: %q: fetch from %s: %w", partition, leader, err)
 		}

@@ -37,8 +37,8 @@ func (t memTransport) Prepare(_ context.Context, to, partition string, b Ballot)
 	return call(t, to, func(h Handler) (PrepareReply, error) { return h.HandlePrepare(partition, b) })
 }
 
-func (t memTransport) Append(_ context.Context, to string, req AppendRequest) (AppendReply, error) {
-	return call(t, to, func(h Handler) (AppendReply, error) { return h.HandleAppend(req) })
+func (t memTransport) Append(ctx context.Context, to string, req AppendRequest) (AppendReply, error) {
+	return call(t, to, func(h Handler) (AppendReply, error) { return h.HandleAppend(ctx, req) })
 }
 
 func (t memTransport) Fetch(_ context.Context, to, partition string, from uint64, limit int) ([]*Tx, error) {
@@ -47,6 +47,10 @@ func (t memTransport) Fetch(_ context.Context, to, partition string, from uint64
 
 func (t memTransport) ReadLocal(_ context.Context, to, partition, name string) (Record, error) {
 	return call(t, to, func(h Handler) (Record, error) { return h.HandleReadLocal(partition, name) })
+}
+
+func (t memTransport) Snapshot(_ context.Context, to, partition string, height uint64, after string) (SnapshotPage, error) {
+	return call(t, to, func(h Handler) (SnapshotPage, error) { return h.HandleSnapshot(partition, height, after) })
 }
 
 func (t memTransport) Forward(ctx context.Context, to string, req Request) (Response, error) {

@@ -134,10 +134,13 @@ func (p *part) head() PrepareReply {
 
 // HandleAppend accepts a leader's entries if its ballot is not stale and
 // the entries follow the replica's log, syncing them before it answers.
-func (s *Service) HandleAppend(req AppendRequest) (AppendReply, error) {
+func (s *Service) HandleAppend(ctx context.Context, req AppendRequest) (AppendReply, error) {
 	p, err := s.ps.get(req.Partition)
 	if err != nil {
 		return AppendReply{}, err
+	}
+	if req.Install {
+		return s.handleInstall(ctx, p, req)
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -146,6 +149,11 @@ func (s *Service) HandleAppend(req AppendRequest) (AppendReply, error) {
 	}
 	if req.PrevHeight > p.last {
 		return AppendReply{Mismatch: true, Last: p.last}, nil
+	}
+	if req.PrevHeight < p.base {
+		// Committed here, so the leader's entries there are ours; its
+		// log steps back below a commit point only by mistake.
+		return AppendReply{}, fmt.Errorf("%w: %q: entries after %d, below the replica's compacted base %d", ErrBadRequest, p.name, req.PrevHeight, p.base)
 	}
 	if h, err := s.ps.hashAtLocked(p, req.PrevHeight); err != nil || h != req.PrevHash {
 		return AppendReply{Mismatch: true, Last: min(p.last, req.PrevHeight-1)}, nil
@@ -174,17 +182,56 @@ func (s *Service) HandleAppend(req AppendRequest) (AppendReply, error) {
 	return AppendReply{Last: p.last}, nil
 }
 
+// handleInstall installs the leader's snapshot at req.PrevHeight, which
+// it fetches from the leader, unless this replica has committed as far.
+func (s *Service) handleInstall(ctx context.Context, p *part, req AppendRequest) (AppendReply, error) {
+	p.mu.Lock()
+	stale, promised := req.Ballot.Less(p.promised), p.promised
+	p.mu.Unlock()
+	if stale {
+		return AppendReply{Stale: true, Promised: promised}, nil
+	}
+	_, err := s.installFrom(ctx, p, req.Ballot.Host, req.PrevHeight, func() error {
+		if !p.leading.IsZero() && p.leading.Less(req.Ballot) {
+			p.leading = Ballot{}
+		}
+		if req.Ballot.Less(p.promised) || !p.leading.IsZero() {
+			return ErrStaleBallot
+		}
+		if p.promised != req.Ballot {
+			return s.ps.promise(p, req.Ballot)
+		}
+		return nil
+	})
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	switch {
+	case errors.Is(err, ErrStaleBallot):
+		return AppendReply{Stale: true, Promised: p.promised}, nil
+	case err != nil:
+		return AppendReply{}, err
+	}
+	if h, err := s.ps.hashAtLocked(p, req.PrevHeight); err != nil || h != req.PrevHash {
+		return AppendReply{}, fmt.Errorf("%w: %q: the snapshot at %d does not match the leader's entry", ErrBadRequest, p.name, req.PrevHeight)
+	}
+	return AppendReply{Last: p.last}, nil
+}
+
 // HandleFetch returns up to limit entries of the log from height from on,
-// fewer if they would make too large a message.
+// fewer if they would make too large a message; ErrCompacted if some were
+// compacted.
 func (s *Service) HandleFetch(partition string, from uint64, limit int) ([]*Tx, error) {
 	p, err := s.ps.get(partition)
 	if err != nil {
 		return nil, err
 	}
 	p.mu.Lock()
-	last := p.last
+	last, base := p.last, p.base
 	p.mu.Unlock()
 	from = max(from, 1)
+	if from <= base {
+		return nil, fmt.Errorf("%w: %q: entries from %d asked, the log starts after %d", ErrCompacted, partition, from, base)
+	}
 	if limit > 0 && from <= last && uint64(limit) < last-from+1 {
 		last = from + uint64(limit) - 1
 	}
@@ -468,6 +515,19 @@ func (s *Service) adopt(ctx context.Context, p *part, best string, head PrepareR
 		cctx, cancel := context.WithTimeout(ctx, s.cfg.CallTimeout)
 		batch, err := s.tr.Fetch(cctx, best, p.name, h, batchEntries)
 		cancel()
+		if errors.Is(err, ErrCompacted) && len(txs) == 0 {
+			// best compacted what this host lacks: take its snapshot,
+			// then the entries after it.
+			c, err := s.installFrom(ctx, p, best, 0, func() error { return nil })
+			if err != nil {
+				return err
+			}
+			if c < from {
+				return fmt.Errorf("%w: %q: %s compacted past its snapshot", ErrUnavailable, p.name, best)
+			}
+			from, h = c+1, c+1
+			continue
+		}
 		if err != nil {
 			return fmt.Errorf("txlog: %q: fetch the log from %s: %w", p.name, best, err)
 		}
@@ -716,6 +776,24 @@ func (s *Service) push(ctx context.Context, p *part, to string, target uint64) e
 			p.mu.Unlock()
 			return fmt.Errorf("%w: %q: no longer leading", ErrStaleBallot, p.name)
 		}
+		if next <= p.base {
+			// The follower needs entries compacted here: it installs the
+			// snapshot at the commit point instead.
+			commit := p.commit
+			hash, err := s.ps.hashAtLocked(p, commit)
+			p.mu.Unlock()
+			if err != nil {
+				return err
+			}
+			if err := s.pushSnapshot(ctx, p, to, ballot, commit, hash); err != nil {
+				return err
+			}
+			if commit >= target {
+				return nil
+			}
+			next = commit + 1
+			continue
+		}
 		prevHash, err := s.ps.hashAtLocked(p, next-1)
 		var txs []*Tx
 		if err == nil {
@@ -733,15 +811,7 @@ func (s *Service) push(ctx context.Context, p *part, to string, target uint64) e
 		case err != nil:
 			return err
 		case rep.Stale:
-			p.mu.Lock()
-			if p.leading == ballot {
-				p.leading = Ballot{}
-			}
-			if p.promised.Less(rep.Promised) {
-				p.promised.N = rep.Promised.N
-			}
-			p.mu.Unlock()
-			return fmt.Errorf("%w: %s promised %s", ErrStaleBallot, to, rep.Promised)
+			return s.deposed(p, ballot, to, rep.Promised)
 		case rep.Mismatch:
 			next = min(next-1, rep.Last+1)
 			if next == 0 {
@@ -756,6 +826,37 @@ func (s *Service) push(ctx context.Context, p *part, to string, target uint64) e
 		}
 		next = matched + 1
 	}
+}
+
+// pushSnapshot has follower to install this host's snapshot at its commit
+// point, entry hash at height commit.
+func (s *Service) pushSnapshot(ctx context.Context, p *part, to string, ballot Ballot, commit uint64, hash Hash) error {
+	// Fetching the snapshot takes the follower more than one call.
+	cctx, cancel := context.WithTimeout(ctx, 10*s.cfg.CallTimeout)
+	rep, err := s.tr.Append(cctx, to, AppendRequest{Partition: p.name, Ballot: ballot, PrevHeight: commit, PrevHash: hash, Commit: commit, Install: true})
+	cancel()
+	switch {
+	case err != nil:
+		return err
+	case rep.Stale:
+		return s.deposed(p, ballot, to, rep.Promised)
+	}
+	s.advance(p, to, ballot, commit)
+	return nil
+}
+
+// deposed steps down from ballot, which follower to refused for the higher
+// one promised.
+func (s *Service) deposed(p *part, ballot Ballot, to string, promised Ballot) error {
+	p.mu.Lock()
+	if p.leading == ballot {
+		p.leading = Ballot{}
+	}
+	if p.promised.Less(promised) {
+		p.promised.N = promised.N
+	}
+	p.mu.Unlock()
+	return fmt.Errorf("%w: %s promised %s", ErrStaleBallot, to, promised)
 }
 
 // advance records that follower to's log matches the leader's up to h, and

@@ -40,6 +40,17 @@ type part struct {
 	// the log sets (nil if the log has none yet), written at configAt.
 	config   []string
 	configAt uint64
+	// base is the height the log was compacted up to: entries up to it may
+	// be gone (some kept for their records' history), every entry above it
+	// is there. baseHash and baseBal are those of the entry at base, and
+	// baseConfig the replica set in force there, set at baseConfigAt.
+	base         uint64
+	baseHash     Hash
+	baseBal      Ballot
+	baseConfig   []string
+	baseConfigAt uint64
+	// install serialises snapshot installs on this replica.
+	install sync.Mutex
 	// Leader state, valid while leading is not zero.
 	leading Ballot
 	match   map[string]uint64 // follower → height up to which its log matches ours
@@ -61,6 +72,15 @@ type meta struct {
 	Applied  uint64
 	Config   []string
 	ConfigAt uint64
+	// The compacted base (see part.base).
+	Base         uint64
+	BaseHash     Hash
+	BaseBal      Ballot
+	BaseConfig   []string
+	BaseConfigAt uint64
+	// Installing marks a snapshot install under way: if the host stops
+	// before it ends, the replica's partial records are cleared on load.
+	Installing bool
 }
 
 func encodeMeta(m meta) []byte {
@@ -73,7 +93,18 @@ func encodeMeta(m meta) []byte {
 	b = binary.BigEndian.AppendUint64(b, m.Commit)
 	b = binary.BigEndian.AppendUint64(b, m.Applied)
 	b = binary.BigEndian.AppendUint64(b, m.ConfigAt)
-	return appendConf(b, m.Config)
+	b = appendConf(b, m.Config)
+	// Fields added with compaction; metadata written before ends here.
+	b = binary.BigEndian.AppendUint64(b, m.Base)
+	b = append(b, m.BaseHash[:]...)
+	b = binary.BigEndian.AppendUint64(b, m.BaseBal.N)
+	b = codec.AppendString(b, m.BaseBal.Host)
+	b = binary.BigEndian.AppendUint64(b, m.BaseConfigAt)
+	b = appendConf(b, m.BaseConfig)
+	if m.Installing {
+		return append(b, 1)
+	}
+	return append(b, 0)
 }
 
 func appendConf(b []byte, conf []string) []byte {
@@ -111,7 +142,16 @@ func decodeMeta(b []byte) (meta, error) {
 	m.Applied = d.Uint64()
 	m.ConfigAt = d.Uint64()
 	m.Config = readConf(d)
-	return m, d.Err()
+	if d.Err() == nil && d.Left() > 0 {
+		m.Base = d.Uint64()
+		readHash(d, &m.BaseHash)
+		m.BaseBal.N = d.Uint64()
+		m.BaseBal.Host = d.String()
+		m.BaseConfigAt = d.Uint64()
+		m.BaseConfig = readConf(d)
+		m.Installing = d.Byte() == 1
+	}
+	return m, d.Finish()
 }
 
 // Record is the current state of one record.
@@ -165,6 +205,14 @@ func (p *part) idKey(id WriteID) []byte { return append(append([]byte("t/i/"), p
 
 func (p *part) idPrefix() []byte { return append([]byte("t/i/"), p.key...) }
 
+// beforeKey holds the before-image of the entry at height h, kept while
+// it is applied but not committed.
+func (p *part) beforeKey(h uint64) []byte {
+	return binary.BigEndian.AppendUint64(p.beforePrefix(), h)
+}
+
+func (p *part) beforePrefix() []byte { return append([]byte("t/u/"), p.key...) }
+
 func (p *part) recKey(name string) []byte { return append(append([]byte("t/r/"), p.key...), name...) }
 
 func (p *part) recPrefix() []byte { return append([]byte("t/r/"), p.key...) }
@@ -205,14 +253,28 @@ func (ps *parts) get(name string) (*part, error) {
 		}
 		p.promised, p.last, p.lastHash, p.lastBal, p.commit, p.applied = m.Promised, m.Last, m.LastHash, m.LastBal, m.Commit, m.Applied
 		p.config, p.configAt = m.Config, m.ConfigAt
+		p.base, p.baseHash, p.baseBal, p.baseConfig, p.baseConfigAt = m.Base, m.BaseHash, m.BaseBal, m.BaseConfig, m.BaseConfigAt
+		if m.Installing {
+			if err := ps.clear(p, false); err != nil {
+				return nil, fmt.Errorf("txlog: partition %q: clear an unfinished install: %w", name, err)
+			}
+		}
 	}
 	ps.m[name] = p
 	return p, nil
 }
 
+// baseNow returns p's compacted base.
+func (p *part) baseNow() uint64 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.base
+}
+
 // metaLocked returns the persisted form of p's state. p.mu must be held.
 func (p *part) metaLocked() meta {
-	return meta{Promised: p.promised, Last: p.last, LastHash: p.lastHash, LastBal: p.lastBal, Commit: p.commit, Applied: p.applied, Config: p.config, ConfigAt: p.configAt}
+	return meta{Promised: p.promised, Last: p.last, LastHash: p.lastHash, LastBal: p.lastBal, Commit: p.commit, Applied: p.applied, Config: p.config, ConfigAt: p.configAt,
+		Base: p.base, BaseHash: p.baseHash, BaseBal: p.baseBal, BaseConfig: p.baseConfig, BaseConfigAt: p.baseConfigAt}
 }
 
 // entry reads the transaction at height h of p's log.
@@ -259,6 +321,12 @@ func (ps *parts) hashAtLocked(p *part, h uint64) (Hash, error) {
 	if h == p.last {
 		return p.lastHash, nil
 	}
+	if h == p.base {
+		return p.baseHash, nil
+	}
+	if h < p.base {
+		return Hash{}, fmt.Errorf("%w: %q at height %d, below the base %d", ErrCompacted, p.name, h, p.base)
+	}
 	t, err := ps.entry(p, h)
 	if err != nil {
 		return Hash{}, err
@@ -283,7 +351,10 @@ func (ps *parts) written(p *part, id WriteID) (*Tx, error) {
 		return nil, nil // cut from the log
 	}
 	t, err := ps.entry(p, h)
-	if err != nil || t.ID != id {
+	switch {
+	case errors.Is(err, store.ErrNotFound) && h <= p.base:
+		return nil, nil // compacted
+	case err != nil || t.ID != id:
 		return nil, err // replaced by another entry
 	}
 	return t, nil
@@ -393,11 +464,28 @@ func (ps *parts) write(p *part, from uint64, txs []*Tx, promised Ballot, commit,
 		return fmt.Errorf("txlog: %q: refusing to cut committed entries at %d (commit %d)", p.name, truncateFrom, m.Commit)
 	}
 	m.Commit = min(max(m.Commit, commit), m.Last)
-	rebuild := truncateFrom != 0 && truncateFrom <= m.Applied
+	var undo []Record
+	if truncateFrom != 0 && truncateFrom <= m.Applied {
+		// The records reflect entries being cut: put back what they were
+		// before them.
+		var err error
+		if undo, err = ps.undo(p, truncateFrom-1); err != nil {
+			return err
+		}
+		m.Applied = truncateFrom - 1
+	}
 	err := ps.db.Update(func(w store.Writer) error {
+		if err := putRecords(w, p, undo); err != nil {
+			return err
+		}
 		if truncateFrom != 0 {
 			for x := newLast + 1; x <= p.last; x++ {
 				if err := w.Delete(p.logKey(x)); err != nil {
+					return err
+				}
+			}
+			for x := truncateFrom; x <= p.last; x++ {
+				if err := w.Delete(p.beforeKey(x)); err != nil {
 					return err
 				}
 			}
@@ -413,12 +501,7 @@ func (ps *parts) write(p *part, from uint64, txs []*Tx, promised Ballot, commit,
 		return fmt.Errorf("txlog: %q: write log: %w", p.name, err)
 	}
 	p.promised, p.last, p.lastHash, p.lastBal, p.commit = m.Promised, m.Last, m.LastHash, m.LastBal, m.Commit
-	p.config, p.configAt = m.Config, m.ConfigAt
-	if rebuild {
-		if err := ps.rebuild(p); err != nil {
-			return err
-		}
-	}
+	p.config, p.configAt, p.applied = m.Config, m.ConfigAt, m.Applied
 	if err := ps.apply(p, min(applyTo, p.last)); err != nil {
 		return err
 	}
@@ -441,7 +524,20 @@ func (ps *parts) apply(p *part, to uint64) error {
 			return err
 		}
 		hash := t.Hash()
+		var before []byte
+		if t.Height > p.commit {
+			// Not committed: it may be cut from the log, and then its
+			// records go back to what they were before it.
+			if before, err = ps.beforeImage(p, t); err != nil {
+				return err
+			}
+		}
 		err = ps.db.Update(func(w store.Writer) error {
+			if before != nil {
+				if err := w.Set(p.beforeKey(t.Height), before); err != nil {
+					return err
+				}
+			}
 			for _, op := range t.Ops {
 				switch op.Kind {
 				case OpSet:
@@ -468,26 +564,145 @@ func (ps *parts) apply(p *part, to uint64) error {
 	return nil
 }
 
-// rebuild clears p's records so that apply replays the log from the start.
-// p.mu must be held.
-func (ps *parts) rebuild(p *part) error {
-	var keys [][]byte
-	err := ps.db.Scan(p.recPrefix(), func(k, _ []byte) error {
-		keys = append(keys, append([]byte(nil), k...))
-		return nil
-	})
-	if err != nil {
-		return err
-	}
-	p.applied = 0
-	return ps.db.Update(func(w store.Writer) error {
-		for _, k := range keys {
-			if err := w.Delete(k); err != nil {
-				return err
-			}
+// undo returns the records that entries above height to changed, as
+// they were at to, for the records to go back there: a record that did not
+// exist yet comes back with a zero Height, to be deleted. p.mu must be held.
+func (ps *parts) undo(p *part, to uint64) ([]Record, error) {
+	seen := map[string]bool{}
+	var out []Record
+	for h := p.applied; h > to; h-- {
+		t, err := ps.entry(p, h)
+		if err != nil {
+			return nil, err
 		}
-		return w.Set(p.metaKey(), encodeMeta(p.metaLocked()))
-	})
+		for _, op := range t.Ops {
+			if op.Name == "" || seen[op.Name] || (op.Kind != OpSet && op.Kind != OpDelete) {
+				continue
+			}
+			seen[op.Name] = true
+			r, err := ps.recordAt(p, op.Name, to)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, r)
+		}
+	}
+	return out, nil
+}
+
+// putRecords writes records, deleting those with a zero Height (never
+// written).
+func putRecords(w store.Writer, p *part, recs []Record) error {
+	for _, r := range recs {
+		var err error
+		if r.Height == 0 {
+			err = w.Delete(p.recKey(r.Name))
+		} else {
+			err = w.Set(p.recKey(r.Name), encodeRecord(r))
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// beforeImage encodes the records that t changes as they are before it
+// applies. p.mu must be held.
+func (ps *parts) beforeImage(p *part, t *Tx) ([]byte, error) {
+	var b []byte
+	seen := map[string]bool{}
+	for _, op := range t.Ops {
+		if (op.Kind != OpSet && op.Kind != OpDelete) || seen[op.Name] {
+			continue
+		}
+		seen[op.Name] = true
+		r, err := ps.record(p, op.Name)
+		if err != nil {
+			return nil, err
+		}
+		b = codec.AppendString(b, op.Name)
+		b = codec.AppendString(b, string(encodeRecord(r)))
+	}
+	return b, nil
+}
+
+// before returns record name as it was before the entry at height h
+// changed it: from h's before-image if it was applied uncommitted, else
+// from the entry of the record's previous version. p.mu must be held.
+func (ps *parts) before(p *part, h uint64, name string) (Record, error) {
+	if b, err := ps.db.Get(p.beforeKey(h)); err == nil {
+		return beforeImaged(p, h, name, b)
+	} else if !errors.Is(err, store.ErrNotFound) {
+		return Record{}, fmt.Errorf("txlog: %q: before-image at %d: %w", p.name, h, err)
+	}
+	t, err := ps.entry(p, h)
+	if err != nil {
+		return Record{}, err
+	}
+	op, ok := t.lastOp(name)
+	if !ok {
+		return Record{}, fmt.Errorf("txlog: %q: the entry at %d does not change %q", p.name, h, name)
+	}
+	if op.Prev.IsZero() {
+		return Record{Name: name}, nil
+	}
+	pt, err := ps.entry(p, op.PrevHeight)
+	if err != nil {
+		return Record{}, err
+	}
+	prev, ok := pt.lastOp(name)
+	if !ok || pt.Hash() != op.Prev || op.PrevHeight >= h {
+		return Record{}, fmt.Errorf("txlog: %q: the chain of %q breaks at height %d", p.name, name, op.PrevHeight)
+	}
+	r := Record{Name: name, Exists: prev.Kind == OpSet, Hash: op.Prev, Height: op.PrevHeight}
+	if r.Exists {
+		r.Value = prev.Value
+	}
+	return r, nil
+}
+
+// beforeImaged reads record name from b, the before-image of height h.
+func beforeImaged(p *part, h uint64, name string, b []byte) (Record, error) {
+	d := codec.NewDecoder(b, errDecode)
+	for d.Left() > 0 && d.Err() == nil {
+		n, rec := d.String(), d.String()
+		if n == name && d.Err() == nil {
+			return decodeRecord(name, []byte(rec))
+		}
+	}
+	if err := d.Err(); err != nil {
+		return Record{}, fmt.Errorf("txlog: %q: before-image at %d: %w", p.name, h, err)
+	}
+	return Record{}, fmt.Errorf("txlog: %q: the before-image at %d lacks %q", p.name, h, name)
+}
+
+// recordAt returns record name as it was at height to (at most the
+// applied height), walking its versions back from its current one; a
+// record not written by then has a zero Height. p.mu must be held.
+func (ps *parts) recordAt(p *part, name string, to uint64) (Record, error) {
+	r, err := ps.record(p, name)
+	for err == nil && r.Height > to {
+		r, err = ps.before(p, r.Height, name)
+	}
+	return r, err
+}
+
+// clear empties p's replica: its records, index of writes and log go, and
+// its metadata keeps only the promised ballot, marked installing if a
+// snapshot is to fill the replica. p.mu must be held.
+func (ps *parts) clear(p *part, installing bool) error {
+	for _, prefix := range [][]byte{p.recPrefix(), p.idPrefix(), p.logPrefix(), p.beforePrefix()} {
+		if err := ps.deleteAll(prefix); err != nil {
+			return err
+		}
+	}
+	p.last, p.lastHash, p.lastBal, p.commit, p.applied = 0, Hash{}, Ballot{}, 0, 0
+	p.config, p.configAt, p.match = nil, 0, nil
+	p.base, p.baseHash, p.baseBal, p.baseConfig, p.baseConfigAt = 0, Hash{}, Ballot{}, nil, 0
+	m := p.metaLocked()
+	m.Installing = installing
+	return ps.db.Update(func(w store.Writer) error { return w.Set(p.metaKey(), encodeMeta(m)) })
 }
 
 // promise records a higher ballot durably. p.mu must be held.
@@ -514,9 +729,12 @@ func (ps *parts) promise(p *part, b Ballot) error {
 func (b Ballot) IsZero() bool { return b == Ballot{} }
 
 // configBefore finds the replica set in force just below height h: the
-// latest OpConfig below it, or nil.
+// latest OpConfig below it, or the one in force at the base, or nil.
 func (ps *parts) configBefore(p *part, h uint64) ([]string, uint64, error) {
-	for x := h - 1; x > 0; x-- {
+	if h <= p.base+1 {
+		return p.baseConfig, p.baseConfigAt, nil
+	}
+	for x := h - 1; x > p.base; x-- {
 		t, err := ps.entry(p, x)
 		if err != nil {
 			return nil, 0, err
@@ -527,5 +745,5 @@ func (ps *parts) configBefore(p *part, h uint64) ([]string, uint64, error) {
 			}
 		}
 	}
-	return nil, 0, nil
+	return p.baseConfig, p.baseConfigAt, nil
 }

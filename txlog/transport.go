@@ -28,6 +28,9 @@ var (
 	// the request was applied, and it may succeed once the ring names
 	// other replicas.
 	ErrTakeover = fmt.Errorf("%w: the leader could not take over", ErrUnavailable)
+	// ErrCompacted: the entries asked for were compacted into the
+	// replica's snapshot; the caller installs the snapshot instead.
+	ErrCompacted = errors.New("txlog: compacted")
 	// ErrCommittedShort is the ErrUnavailable of a write at level all
 	// that committed, but on fewer replicas than the level asks: it took
 	// effect.
@@ -57,6 +60,11 @@ type AppendRequest struct {
 	Txs        []*Tx
 	// Commit is the leader's commit height.
 	Commit uint64
+	// Install carries no entries: the replica's log lacks entries that
+	// the leader compacted, so it is to install the leader's snapshot at
+	// PrevHeight (the leader's commit point), whose entry has PrevHash,
+	// fetching it from the ballot's host.
+	Install bool
 }
 
 // AppendReply answers an Append.
@@ -177,6 +185,9 @@ type Transport interface {
 	Fetch(ctx context.Context, to, partition string, from uint64, limit int) ([]*Tx, error)
 	// ReadLocal returns the replica's committed state of a record.
 	ReadLocal(ctx context.Context, to, partition, name string) (Record, error)
+	// Snapshot returns a page of the replica's records at a committed
+	// height (see Service.HandleSnapshot).
+	Snapshot(ctx context.Context, to, partition string, height uint64, after string) (SnapshotPage, error)
 	// Forward runs a client request on the host at to, which leads.
 	Forward(ctx context.Context, to string, req Request) (Response, error)
 }
@@ -184,8 +195,9 @@ type Transport interface {
 // Handler serves the transaction log's calls; *Service implements it.
 type Handler interface {
 	HandlePrepare(partition string, b Ballot) (PrepareReply, error)
-	HandleAppend(req AppendRequest) (AppendReply, error)
+	HandleAppend(ctx context.Context, req AppendRequest) (AppendReply, error)
 	HandleFetch(partition string, from uint64, limit int) ([]*Tx, error)
 	HandleReadLocal(partition, name string) (Record, error)
+	HandleSnapshot(partition string, height uint64, after string) (SnapshotPage, error)
 	HandleForward(ctx context.Context, req Request) (Response, error)
 }

@@ -235,3 +235,14 @@ func configOp(members []string) Op {
 
 // members returns the replica set an OpConfig operation sets.
 func (op Op) members() []string { return strings.Split(string(op.Value), "\n") }
+
+// lastOp returns the last of t's operations that sets or deletes record
+// name: the one that decides the record's state after t.
+func (t *Tx) lastOp(name string) (Op, bool) {
+	for i := len(t.Ops) - 1; i >= 0; i-- {
+		if op := t.Ops[i]; op.Name == name && (op.Kind == OpSet || op.Kind == OpDelete) {
+			return op, true
+		}
+	}
+	return Op{}, false
+}

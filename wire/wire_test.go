@@ -22,7 +22,7 @@ var allTables = []table{
 	&fb.HealDigestsRequest{}, &fb.HealItem{}, &fb.HealItemsReply{}, &fb.HealItemsRequest{}, &fb.HealLeaveRequest{},
 	&fb.HealStats{}, &fb.LeavingRequest{}, &fb.LogEntry{}, &fb.NextReply{},
 	&fb.NextRequest{}, &fb.NodeInfo{}, &fb.PingReply{}, &fb.PingRequest{}, &fb.PrepareReply{},
-	&fb.PrepareRequest{}, &fb.ReadLocalRequest{}, &fb.Record{}, &fb.RectifyRequest{},
+	&fb.PrepareRequest{}, &fb.ReadLocalRequest{}, &fb.Record{}, &fb.RectifyRequest{}, &fb.SnapshotReply{}, &fb.SnapshotRequest{},
 	&fb.StateReply{}, &fb.StatusReply{}, &fb.StatusRequest{}, &fb.StoreStats{}, &fb.TxEntry{},
 	&fb.TxReply{}, &fb.TxRequest{}, &fb.VNodeRef{}, &fb.VNodeRequest{}, &fb.VNodeState{},
 	&fb.VNodesReply{}, &fb.VNodesRequest{},

@@ -31,6 +31,7 @@ import (
 	"github.com/difuse/difuse/node"
 	"github.com/difuse/difuse/ring"
 	"github.com/difuse/difuse/store"
+	"github.com/difuse/difuse/txlog"
 )
 
 // defaultGRPC is the node's default gRPC address; the client subcommands
@@ -89,6 +90,9 @@ Flags of difused:
 	gcInterval := fs.Duration("gc-interval", time.Hour, "how often the background garbage collector runs (one node of the cluster at a time); 0: never")
 	gcGrace := fs.Duration("gc-grace", time.Hour, "how long an unreferenced block is kept after its last use (longer than any write takes to commit)")
 	gcRate := fs.Int("gc-rate", 20000, "blocks a sweep examines per second on each node")
+	compactInterval := fs.Duration("compact-interval", 10*time.Minute, "how often the node compacts the transaction logs it holds; 0: never")
+	logKeep := fs.Int("log-keep", txlog.DefaultRetention.Keep, "versions of each record whose transactions compaction keeps (at least 1)")
+	logKeepFor := fs.Duration("log-keep-for", txlog.DefaultRetention.For, "how long compaction keeps every transaction (at least 30s: a client's retry must find the first attempt of its write)")
 	scrubMiB := fs.Int64("scrub-mib", 256, "block bytes each healing pass re-hashes to find damaged copies, in `MiB` (0: none)")
 	vnodes := fs.Int("vnodes", 8, "virtual nodes this node runs in the ring")
 	replicas := fs.Int("replicas", 3, "replica count N of every key (odd)")
@@ -131,6 +135,13 @@ Flags of difused:
 	if *gcInterval == 0 {
 		*gcInterval = -1 // gc.Config: none
 	}
+	if *compactInterval < 0 || *logKeep < 1 || *logKeepFor < 30*time.Second {
+		fmt.Fprintln(stderr, "difused: -compact-interval must not be negative, -log-keep at least 1, -log-keep-for at least 30s")
+		return cli.ExitUsage
+	}
+	if *compactInterval == 0 {
+		*compactInterval = -1 // node.Compaction: none
+	}
 	if *replicas < 1 || *replicas%2 == 0 || *vnodes < 1 {
 		fmt.Fprintln(stderr, "difused: -replicas must be odd and positive, -vnodes positive")
 		return cli.ExitUsage
@@ -149,7 +160,8 @@ Flags of difused:
 			BytesPerSecond: *healMiB << 20,
 			ScrubBytes:     scrubBytes(*scrubMiB),
 		},
-		GC: gc.Config{Interval: *gcInterval, Grace: *gcGrace, Rate: *gcRate},
+		GC:      gc.Config{Interval: *gcInterval, Grace: *gcGrace, Rate: *gcRate},
+		Compact: node.Compaction{Interval: *compactInterval, Retention: txlog.Retention{Keep: *logKeep, For: *logKeepFor}},
 		Ring: ring.Config{
 			VNodes:       *vnodes,
 			Replicas:     *replicas,

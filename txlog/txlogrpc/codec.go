@@ -118,6 +118,32 @@ func decodeRecord(t *fb.Record) (txlog.Record, error) {
 	return r, nil
 }
 
+// encodeRecords adds a vector of records.
+func encodeRecords(b *flatbuffers.Builder, recs []txlog.Record) flatbuffers.UOffsetT {
+	offs := make([]flatbuffers.UOffsetT, len(recs))
+	for i, r := range recs {
+		offs[i] = encodeRecord(b, r)
+	}
+	return wire.TableVector(b, offs)
+}
+
+// decodeRecords reads a vector of n records.
+func decodeRecords(n int, at func(*fb.Record, int) bool) ([]txlog.Record, error) {
+	var out []txlog.Record
+	var r fb.Record
+	for i := range n {
+		if !at(&r, i) {
+			return nil, fmt.Errorf("%w: record %d missing", txlog.ErrBadRequest, i)
+		}
+		rec, err := decodeRecord(&r)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, rec)
+	}
+	return out, nil
+}
+
 // EncodeRequest returns a request as a TxRequest message.
 func EncodeRequest(req txlog.Request) *flatbuffers.Builder {
 	size := 64 + len(req.Partition) + len(req.Name)
@@ -230,11 +256,7 @@ func EncodeResponse(resp txlog.Response) *flatbuffers.Builder {
 		history = encodeTxs(b, resp.History)
 	}
 	if resp.Records != nil {
-		offs := make([]flatbuffers.UOffsetT, len(resp.Records))
-		for i, r := range resp.Records {
-			offs[i] = encodeRecord(b, r)
-		}
-		records = wire.TableVector(b, offs)
+		records = encodeRecords(b, resp.Records)
 	}
 	var members flatbuffers.UOffsetT
 	if resp.Members != nil {
@@ -277,16 +299,8 @@ func DecodeResponse(t *fb.TxReply) (txlog.Response, error) {
 			return resp, err
 		}
 	}
-	var r fb.Record
-	for i := range t.RecordsLength() {
-		if !t.Records(&r, i) {
-			return resp, fmt.Errorf("%w: record %d missing", txlog.ErrBadRequest, i)
-		}
-		rec, err := decodeRecord(&r)
-		if err != nil {
-			return resp, err
-		}
-		resp.Records = append(resp.Records, rec)
+	if resp.Records, err = decodeRecords(t.RecordsLength(), t.Records); err != nil {
+		return resp, err
 	}
 	resp.More = t.More()
 	for i := range t.MembersLength() {

@@ -8,6 +8,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/difuse/difuse/txlog"
+	"github.com/difuse/difuse/wire"
 	"github.com/difuse/difuse/wire/fb"
 )
 
@@ -43,7 +44,7 @@ func (s server) Prepare(_ context.Context, r *fb.PrepareRequest) (*flatbuffers.B
 	return b, nil
 }
 
-func (s server) Append(_ context.Context, r *fb.AppendRequest) (*flatbuffers.Builder, error) {
+func (s server) Append(ctx context.Context, r *fb.AppendRequest) (*flatbuffers.Builder, error) {
 	prev, err := decodeHash("prev hash", r.PrevHashBytes())
 	if err != nil {
 		return nil, ToStatus(err)
@@ -59,8 +60,9 @@ func (s server) Append(_ context.Context, r *fb.AppendRequest) (*flatbuffers.Bui
 		PrevHash:   prev,
 		Txs:        txs,
 		Commit:     r.Commit(),
+		Install:    r.Install(),
 	}
-	rep, err := s.h.HandleAppend(req)
+	rep, err := s.h.HandleAppend(ctx, req)
 	if err != nil {
 		return nil, ToStatus(err)
 	}
@@ -98,6 +100,34 @@ func (s server) ReadLocal(_ context.Context, r *fb.ReadLocalRequest) (*flatbuffe
 	}
 	b := flatbuffers.NewBuilder(128 + len(rec.Value))
 	b.Finish(encodeRecord(b, rec))
+	return b, nil
+}
+
+func (s server) Snapshot(_ context.Context, r *fb.SnapshotRequest) (*flatbuffers.Builder, error) {
+	pg, err := s.h.HandleSnapshot(string(r.Partition()), r.Height(), string(r.After()))
+	if err != nil {
+		return nil, ToStatus(err)
+	}
+	size := 256
+	for _, rec := range pg.Records {
+		size += 128 + len(rec.Name) + len(rec.Value)
+	}
+	b := flatbuffers.NewBuilder(size)
+	hash := hashVector(b, pg.Hash)
+	ballot := encodeBallot(b, pg.Ballot)
+	config := wire.StringVector(b, pg.Config)
+	records := encodeRecords(b, pg.Records)
+	fb.SnapshotReplyStart(b)
+	fb.SnapshotReplyAddHeight(b, pg.Height)
+	if hash != 0 {
+		fb.SnapshotReplyAddHash(b, hash)
+	}
+	fb.SnapshotReplyAddBallot(b, ballot)
+	fb.SnapshotReplyAddConfig(b, config)
+	fb.SnapshotReplyAddConfigAt(b, pg.ConfigAt)
+	fb.SnapshotReplyAddRecords(b, records)
+	fb.SnapshotReplyAddMore(b, pg.More)
+	b.Finish(fb.SnapshotReplyEnd(b))
 	return b, nil
 }
 

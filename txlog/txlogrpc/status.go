@@ -30,6 +30,7 @@ var errorKinds = []struct {
 	{txlog.ErrBadRequest, "BAD_REQUEST", codes.InvalidArgument},
 	{txlog.ErrNotLeader, "NOT_LEADER", codes.Aborted},
 	{txlog.ErrStaleBallot, "STALE_BALLOT", codes.Aborted},
+	{txlog.ErrCompacted, "COMPACTED", codes.OutOfRange},
 	{store.ErrNoSpace, "NO_SPACE", codes.ResourceExhausted},
 }
 

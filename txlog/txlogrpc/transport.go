@@ -88,6 +88,7 @@ func (t *Transport) Append(ctx context.Context, to string, req txlog.AppendReque
 	}
 	fb.AppendRequestAddTxs(b, txs)
 	fb.AppendRequestAddCommit(b, req.Commit)
+	fb.AppendRequestAddInstall(b, req.Install)
 	b.Finish(fb.AppendRequestEnd(b))
 	r, err := c.Append(ctx, b)
 	if err != nil {
@@ -133,6 +134,36 @@ func (t *Transport) ReadLocal(ctx context.Context, to, partition, name string) (
 		return txlog.Record{}, FromStatus(to, err)
 	}
 	return decodeRecord(r)
+}
+
+// Snapshot reads a page of the replica's records at a committed height.
+func (t *Transport) Snapshot(ctx context.Context, to, partition string, height uint64, after string) (txlog.SnapshotPage, error) {
+	c, err := t.client(to)
+	if err != nil {
+		return txlog.SnapshotPage{}, err
+	}
+	b := flatbuffers.NewBuilder(64 + len(partition) + len(after))
+	p, a := b.CreateString(partition), b.CreateString(after)
+	fb.SnapshotRequestStart(b)
+	fb.SnapshotRequestAddPartition(b, p)
+	fb.SnapshotRequestAddHeight(b, height)
+	fb.SnapshotRequestAddAfter(b, a)
+	b.Finish(fb.SnapshotRequestEnd(b))
+	r, err := c.Snapshot(ctx, b)
+	if err != nil {
+		return txlog.SnapshotPage{}, FromStatus(to, err)
+	}
+	pg := txlog.SnapshotPage{Height: r.Height(), Ballot: decodeBallot(r.Ballot(nil)), ConfigAt: r.ConfigAt(), More: r.More()}
+	if pg.Hash, err = decodeHash("snapshot hash", r.HashBytes()); err != nil {
+		return txlog.SnapshotPage{}, err
+	}
+	for i := range r.ConfigLength() {
+		pg.Config = append(pg.Config, string(r.Config(i)))
+	}
+	if pg.Records, err = decodeRecords(r.RecordsLength(), r.Records); err != nil {
+		return txlog.SnapshotPage{}, err
+	}
+	return pg, nil
 }
 
 // Forward runs a client's request on the host at to, which leads the

@@ -182,6 +182,21 @@ func TestLargeValuesCatchUp(t *testing.T) {
 	if _, err := hosts[0].svc.Write(ctx, "big", set("x", "start"), txlog.All); err != nil {
 		t.Fatal(err)
 	}
+	res, follower, value := writeWithoutFollower(t, hosts)
+	// A fetch of the whole log is cut short to keep the message small.
+	txs, err := NewTransport(wire.NewPool()).Fetch(ctx, res.Replicas[0].Addr, "big", 1, 256)
+	if err != nil || len(txs) == 0 || len(txs) >= 12 {
+		t.Fatalf("fetch of 12 large entries returned %d, %v", len(txs), err)
+	}
+	catchUp(t, hosts, follower, value)
+}
+
+// writeWithoutFollower writes twelve 900 KiB values to partition "big"
+// while one of its followers is cut off, and returns the partition's
+// placement, that follower and the last value.
+func writeWithoutFollower(t *testing.T, hosts []*host) (ring.Result, *host, []byte) {
+	t.Helper()
+	ctx := ctxFor(t, 60*time.Second)
 	res, err := hosts[0].ring.Lookup(ctx, ring.HashKey([]byte("big")), 3)
 	if err != nil {
 		t.Fatal(err)
@@ -201,11 +216,14 @@ func TestLargeValuesCatchUp(t *testing.T) {
 			t.Fatalf("write %d with a replica down: %v", i, err)
 		}
 	}
-	// A fetch of the whole log is cut short to keep the message small.
-	txs, err := NewTransport(wire.NewPool()).Fetch(ctx, res.Replicas[0].Addr, "big", 1, 256)
-	if err != nil || len(txs) == 0 || len(txs) >= 12 {
-		t.Fatalf("fetch of 12 large entries returned %d, %v", len(txs), err)
-	}
+	return res, follower, value
+}
+
+// catchUp brings the follower back and reads the last value at all, then
+// from the follower's own copy.
+func catchUp(t *testing.T, hosts []*host, follower *host, value []byte) {
+	t.Helper()
+	ctx := ctxFor(t, 60*time.Second)
 	ln, err := net.Listen("tcp", follower.addr)
 	if err != nil {
 		t.Fatal(err)
@@ -228,6 +246,48 @@ func TestLargeValuesCatchUp(t *testing.T) {
 	rec, err := follower.svc.HandleReadLocal("big", "v11")
 	if err != nil || len(rec.Value) != len(value) {
 		t.Fatalf("the follower's own copy: %d bytes, %v", len(rec.Value), err)
+	}
+}
+
+// A follower that missed entries the others then compacted installs the
+// leader's snapshot, in pages (the values fill several), over gRPC.
+func TestSnapshotCatchUp(t *testing.T) {
+	hosts := startCluster(t, 3, false)
+	ctx := ctxFor(t, 60*time.Second)
+	if _, err := hosts[0].svc.Write(ctx, "big", set("x", "start"), txlog.All); err != nil {
+		t.Fatal(err)
+	}
+	res, follower, value := writeWithoutFollower(t, hosts)
+	for _, h := range hosts {
+		if h == follower {
+			continue
+		}
+		if st, err := h.svc.Compact(ctx, txlog.Retention{Keep: 1}); err != nil || st.Compacted != 1 {
+			t.Fatalf("compact %s: %+v, %v", h.addr, st, err)
+		}
+	}
+	if _, err := NewTransport(wire.NewPool()).Fetch(ctx, res.Replicas[0].Addr, "big", 1, 256); !errors.Is(err, txlog.ErrCompacted) {
+		t.Fatalf("fetch of compacted entries: %v, want ErrCompacted", err)
+	}
+	pg, err := NewTransport(wire.NewPool()).Snapshot(ctx, res.Replicas[0].Addr, "big", 0, "")
+	if err != nil || !pg.More || len(pg.Records) < 2 || pg.Height == 0 || len(pg.Config) != 3 {
+		t.Fatalf("first snapshot page: height %d, %d records, more %v, config %v: %v", pg.Height, len(pg.Records), pg.More, pg.Config, err)
+	}
+	catchUp(t, hosts, follower, value)
+	var base uint64
+	if err := follower.svc.Partitions(func(h txlog.Held) error {
+		if h.Name == "big" {
+			base = h.Base
+		}
+		return nil
+	}); err != nil || base < pg.Height {
+		t.Fatalf("the follower's base is %d (%v), want the snapshot's height %d or more", base, err, pg.Height)
+	}
+	for i := range 11 {
+		rec, err := follower.svc.HandleReadLocal("big", fmt.Sprintf("v%d", i))
+		if err != nil || len(rec.Value) != len(value) || rec.Value[0] != byte(i) {
+			t.Fatalf("the follower's copy of v%d: %d bytes, %v", i, len(rec.Value), err)
+		}
 	}
 }
 

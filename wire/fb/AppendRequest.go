@@ -132,8 +132,20 @@ func (rcv *AppendRequest) MutateCommit(n uint64) bool {
 	return rcv._tab.MutateUint64Slot(14, n)
 }
 
+func (rcv *AppendRequest) Install() bool {
+	o := flatbuffers.UOffsetT(rcv._tab.Offset(16))
+	if o != 0 {
+		return rcv._tab.GetBool(o + rcv._tab.Pos)
+	}
+	return false
+}
+
+func (rcv *AppendRequest) MutateInstall(n bool) bool {
+	return rcv._tab.MutateBoolSlot(16, n)
+}
+
 func AppendRequestStart(builder *flatbuffers.Builder) {
-	builder.StartObject(6)
+	builder.StartObject(7)
 }
 func AppendRequestAddPartition(builder *flatbuffers.Builder, partition flatbuffers.UOffsetT) {
 	builder.PrependUOffsetTSlot(0, flatbuffers.UOffsetT(partition), 0)
@@ -158,6 +170,9 @@ func AppendRequestStartTxsVector(builder *flatbuffers.Builder, numElems int) fla
 }
 func AppendRequestAddCommit(builder *flatbuffers.Builder, commit uint64) {
 	builder.PrependUint64Slot(5, commit, 0)
+}
+func AppendRequestAddInstall(builder *flatbuffers.Builder, install bool) {
+	builder.PrependBoolSlot(6, install, false)
 }
 func AppendRequestEnd(builder *flatbuffers.Builder) flatbuffers.UOffsetT {
 	return builder.EndObject()

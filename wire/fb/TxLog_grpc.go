@@ -24,6 +24,8 @@ type TxLogClient interface {
 		opts ...grpc.CallOption) (*FetchReply, error)
 	ReadLocal(ctx context.Context, in *flatbuffers.Builder,
 		opts ...grpc.CallOption) (*Record, error)
+	Snapshot(ctx context.Context, in *flatbuffers.Builder,
+		opts ...grpc.CallOption) (*SnapshotReply, error)
 	Forward(ctx context.Context, in *flatbuffers.Builder,
 		opts ...grpc.CallOption) (*TxReply, error)
 }
@@ -76,6 +78,16 @@ func (c *txLogClient) ReadLocal(ctx context.Context, in *flatbuffers.Builder,
 	return out, nil
 }
 
+func (c *txLogClient) Snapshot(ctx context.Context, in *flatbuffers.Builder,
+	opts ...grpc.CallOption) (*SnapshotReply, error) {
+	out := new(SnapshotReply)
+	err := c.cc.Invoke(ctx, "/fb.TxLog/Snapshot", in, out, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *txLogClient) Forward(ctx context.Context, in *flatbuffers.Builder,
 	opts ...grpc.CallOption) (*TxReply, error) {
 	out := new(TxReply)
@@ -92,6 +104,7 @@ type TxLogServer interface {
 	Append(context.Context, *AppendRequest) (*flatbuffers.Builder, error)
 	Fetch(context.Context, *FetchRequest) (*flatbuffers.Builder, error)
 	ReadLocal(context.Context, *ReadLocalRequest) (*flatbuffers.Builder, error)
+	Snapshot(context.Context, *SnapshotRequest) (*flatbuffers.Builder, error)
 	Forward(context.Context, *TxRequest) (*flatbuffers.Builder, error)
 	mustEmbedUnimplementedTxLogServer()
 }
@@ -113,6 +126,10 @@ func (UnimplementedTxLogServer) Fetch(context.Context, *FetchRequest) (*flatbuff
 
 func (UnimplementedTxLogServer) ReadLocal(context.Context, *ReadLocalRequest) (*flatbuffers.Builder, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method ReadLocal not implemented")
+}
+
+func (UnimplementedTxLogServer) Snapshot(context.Context, *SnapshotRequest) (*flatbuffers.Builder, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method Snapshot not implemented")
 }
 
 func (UnimplementedTxLogServer) Forward(context.Context, *TxRequest) (*flatbuffers.Builder, error) {
@@ -205,6 +222,25 @@ func _TxLog_ReadLocal_Handler(srv interface{}, ctx context.Context,
 	}
 	return interceptor(ctx, in, info, handler)
 }
+func _TxLog_Snapshot_Handler(srv interface{}, ctx context.Context,
+	dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SnapshotRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(TxLogServer).Snapshot(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: "/fb.TxLog/Snapshot",
+	}
+
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(TxLogServer).Snapshot(ctx, req.(*SnapshotRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
 func _TxLog_Forward_Handler(srv interface{}, ctx context.Context,
 	dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(TxRequest)
@@ -244,6 +280,10 @@ var _TxLog_serviceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ReadLocal",
 			Handler:    _TxLog_ReadLocal_Handler,
+		},
+		{
+			MethodName: "Snapshot",
+			Handler:    _TxLog_Snapshot_Handler,
 		},
 		{
 			MethodName: "Forward",
