@@ -347,8 +347,9 @@ func (s *Service) HandleSnapshot(partition string, height uint64, after string) 
 
 // installFrom replaces this host's replica p with the snapshot of the
 // replica at from, at height (0: whatever from has committed), unless p
-// has committed as far already; ok, called with p.mu held just before,
-// may refuse. It returns p's commit height after.
+// has committed as far already, or holds the snapshot's entry in its log;
+// ok, called with p.mu held just before, may refuse. It returns p's commit
+// height after.
 func (s *Service) installFrom(ctx context.Context, p *part, from string, height uint64, ok func() error) (uint64, error) {
 	p.install.Lock()
 	defer p.install.Unlock()
@@ -393,6 +394,15 @@ func (s *Service) installFrom(ctx context.Context, p *part, from string, height 
 		return 0, err
 	}
 	if p.commit >= height {
+		return p.commit, nil
+	}
+	if h, err := s.ps.hashAtLocked(p, height); err == nil && h == first.Hash && height <= p.last {
+		// The log has the snapshot's entry, and so everything before it
+		// (the entries it acknowledged since may be counted toward a
+		// commit, so they stay): it is committed up to there.
+		if err := s.ps.write(p, p.last+1, nil, p.promised, height, height, true); err != nil {
+			return 0, err
+		}
 		return p.commit, nil
 	}
 	if err := s.ps.install(p, first, recs); err != nil {
