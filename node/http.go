@@ -38,11 +38,17 @@ func (n *Node) httpHandler() http.Handler {
 	mux.HandleFunc("GET /v1/fs/{path...}", n.handleFSGet)
 	mux.HandleFunc("PUT /v1/fs/{path...}", n.handleFSPut)
 	mux.HandleFunc("DELETE /v1/fs/{path...}", n.handleFSDelete)
+	ServeProfiles(mux)
+	return n.metrics.countHTTP(mux)
+}
+
+// ServeProfiles adds Go's profiles (CPU, heap, allocations, goroutines,
+// traces) under /debug/pprof/ to mux.
+func ServeProfiles(mux *http.ServeMux) {
 	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
 	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
 	mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
-	return n.metrics.countHTTP(mux)
 }
 
 // handleLookup answers GET /v1/lookup?key=K&n=N with the key's hash and its

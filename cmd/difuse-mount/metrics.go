@@ -12,10 +12,12 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/difuse/difuse/inode"
+	"github.com/difuse/difuse/node"
 )
 
 // mountMetrics are what -metrics serves: the FUSE operations the kernel
-// asked for, their times and errors, and the block cache's hits.
+// asked for, their times and errors, and the block cache's hits; Go's
+// profiles are served beside them.
 type mountMetrics struct {
 	reg     *prometheus.Registry
 	ops     *prometheus.CounterVec
@@ -65,6 +67,7 @@ func (m *mountMetrics) observe(op string, took time.Duration, err error) {
 func (m *mountMetrics) serve(ln net.Listener) *http.Server {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{}))
+	node.ServeProfiles(mux)
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	go srv.Serve(ln)
 	return srv
