@@ -1,35 +1,52 @@
 #!/usr/bin/env bash
-# Benchmarks the filesystem through a FUSE mount of a 3-node cluster (N = 3
-# replicas, default levels) against the local disk, in the same run, and
-# prints one table with both and their ratio. Run as root (it mounts and
-# drops the page cache between write and read).
+# Benchmarks the filesystem on (a) the local disk, (b) go-fuse's loopback
+# over the local disk with the kernel's FUSE passthrough off (scripts/loopback:
+# the ceiling of a Go FUSE filesystem here) and (c) difuse, through a FUSE
+# mount of a 3-node cluster on this machine (N = 3, default levels), in the
+# same run. Every workload runs RUNS times on each; one table gives the
+# medians and the ratios c/a and c/b (above 1: difuse is faster). Run as
+# root: it mounts, and drops the page cache before the cold workloads (the
+# FUSE mounts are also remounted, so that their own caches are cold too).
 #
-# Usage: scripts/bench.sh [SIZE_MIB, default 1024] [FILES, default 10000]
+# Usage: scripts/bench.sh [-r RUNS] [-s SIZE_MIB] [-p PROFILE_DIR]
+#   -r RUNS      runs of each workload (default 3)
+#   -s SIZE_MIB  size of the sequential file (default 1024)
+#   -p DIR       keep CPU and allocation profiles of difuse's nodes and
+#                mount under each workload of the first run in DIR
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
-size_mib=${1:-1024}
-files=${2:-10000}
+runs=3 size_mib=1024 profdir=""
+while getopts r:s:p: opt; do
+  case $opt in
+    r) runs=$OPTARG ;;
+    s) size_mib=$OPTARG ;;
+    p) profdir=$(realpath -m "$OPTARG") ;;
+    *) sed -n '2,15p' "$0" >&2; exit 2 ;;
+  esac
+done
 [ "$(id -u)" -eq 0 ] || { echo "bench: run as root (it mounts FUSE and drops caches)" >&2; exit 2; }
-scripts/apt-install.sh fuse3
+scripts/apt-install.sh fuse3 bc curl python3
+files=5000       # the directory workloads
+tree_files=5000  # the tree workloads: about 150 MB in this many files
+tree_mb=150
 
 work=$(mktemp -d /var/tmp/difuse-bench.XXXXXX)
-pids=()
-mnt="$work/mnt"
+nodes=() mountpid="" lbpid=""
 cleanup() {
-  mountpoint -q "$mnt" 2>/dev/null && fusermount3 -uz "$mnt"
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  for m in "$work/mnt" "$work/lb"; do mountpoint -q "$m" 2>/dev/null && fusermount3 -uz "$m"; done
+  for p in $mountpid $lbpid "${nodes[@]}"; do kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
   rm -rf "$work"
 }
 trap cleanup EXIT
-go build -buildvcs=auto -o "$work/bin/" ./cmd/...
+go build -buildvcs=auto -o "$work/bin/" ./cmd/difused ./cmd/difuse-mount ./scripts/loopback
 
-# A 3-node cluster on its own ports, and a mount using it.
+# The cluster: three nodes on their own ports.
 for i in 0 1 2; do
   join=(); [ "$i" -gt 0 ] && join=(-j 127.0.0.1:4654)
   "$work/bin/difused" -b "127.0.0.1:$((4654 + i))" -a "127.0.0.1:$((9154 + i))" -d "$work/n$i" "${join[@]}" 2>"$work/n$i.log" &
-  pids+=($!)
+  nodes+=($!)
   for _ in $(seq 300); do grep -q 'msg="node serving"' "$work/n$i.log" && break; sleep 0.1; done
 done
 for _ in $(seq 300); do  # until every node places keys on 3 hosts
@@ -41,24 +58,78 @@ for _ in $(seq 300); do  # until every node places keys on 3 hosts
   [ "$ok" -eq 1 ] && break
   sleep 0.1
 done
-mkdir -p "$mnt" "$work/local"
-"$work/bin/difuse-mount" -j 127.0.0.1:4654 "$mnt" 2>"$work/mount.log" &
-pids+=($!)
-for _ in $(seq 300); do grep -q 'msg=mounted' "$work/mount.log" && break; sleep 0.1; done
+mkdir -p "$work/mnt" "$work/lb" "$work/lbsrc" "$work/local"
+
+# mount_difuse and mount_lb (re)start the FUSE mounts and wait for them.
+mount_difuse() {
+  if [ -n "$mountpid" ]; then kill "$mountpid"; wait "$mountpid" || true; fi
+  "$work/bin/difuse-mount" -j 127.0.0.1:4654 -metrics 127.0.0.1:9160 "$work/mnt" 2>"$work/mount.log" &
+  mountpid=$!
+  for _ in $(seq 300); do grep -q 'msg=mounted' "$work/mount.log" && return; sleep 0.1; done
+  echo "bench: the difuse mount did not come up" >&2; exit 1
+}
+mount_lb() {
+  if [ -n "$lbpid" ]; then kill "$lbpid"; wait "$lbpid" || true; fi
+  "$work/bin/loopback" "$work/lb" "$work/lbsrc" >"$work/lb.log" 2>&1 &
+  lbpid=$!
+  for _ in $(seq 300); do grep -q '^mounted' "$work/lb.log" && return; sleep 0.1; done
+  echo "bench: the loopback mount did not come up" >&2; exit 1
+}
+mount_difuse
+mount_lb
 
 now() { date +%s.%N; }
-drop() { sync; echo 3 > /proc/sys/vm/drop_caches; sleep 2; }  # also outlasts the mount's 1 s caches
-declare -A result
-
-# run NAME DIR: runs each workload in DIR and records its seconds.
-run() {
-  local name=$1 dir=$2 t
-  t=$(now); cp "$work/random" "$dir/big"; sync; result[$name,write]=$(echo "$(now) - $t" | bc)
-  drop
-  t=$(now); cat "$dir/big" > /dev/null; result[$name,read]=$(echo "$(now) - $t" | bc)
-  rm -f "$dir/big"
+# cold TARGET: empties the page cache and, for a FUSE target, the mount's
+# own caches by mounting it again.
+cold() {
+  sync
+  case $1 in difuse) mount_difuse ;; loopback) mount_lb ;; esac
+  echo 3 > /proc/sys/vm/drop_caches
+}
+# held: the block bytes the three nodes hold together.
+held() {
+  local sum=0 v
+  for i in 0 1 2; do
+    v=$(curl -fsS "http://127.0.0.1:$((9154 + i))/metrics" | awk '$1 == "difuse_block_bytes_held" {printf "%d", $2}')
+    sum=$((sum + v))
+  done
+  echo "$sum"
+}
+# profile_start NAME / profile_stop: CPU profiles of the nodes and the mount
+# while a workload runs (at most 60 s), then their allocation profiles.
+profs=()
+profile_start() {
+  [ -n "$profdir" ] && [ "$run" -eq 1 ] && [ "$target" = difuse ] || return 0
+  mkdir -p "$profdir"
+  prof_name=$1 profs=()
+  for a in 127.0.0.1:9154 127.0.0.1:9155 127.0.0.1:9156 127.0.0.1:9160; do
+    curl -fsS -o "$profdir/$prof_name-cpu-${a##*:}.pprof" "http://$a/debug/pprof/profile?seconds=60" &
+    profs+=($!)
+  done
+}
+profile_stop() {
+  [ ${#profs[@]} -gt 0 ] || return 0
+  sleep 1
+  for p in "${profs[@]}"; do kill "$p" 2>/dev/null || true; done  # a cut profile is still written
+  wait "${profs[@]}" 2>/dev/null || true
+  for a in 127.0.0.1:9154 127.0.0.1:9155 127.0.0.1:9156 127.0.0.1:9160; do
+    curl -fsS -o "$profdir/$prof_name-allocs-${a##*:}.pprof" "http://$a/debug/pprof/allocs" || true
+  done
+  profs=()
+}
+# timed WORKLOAD CMD...: runs CMD, then sync, and records its seconds.
+timed() {
+  local w=$1 t; shift
+  profile_start "$w"
   t=$(now)
-  python3 - "$dir/many" "$files" <<'PY'
+  "$@"
+  sync
+  echo "$target $w $run $(echo "$(now) - $t" | bc)" >> "$work/results"
+  profile_stop
+}
+
+mkfiles() {  # mkfiles DIR: 5,000 files of 4 KiB, one process
+  python3 - "$1" "$files" <<'PY'
 import os, sys
 d, n = sys.argv[1], int(sys.argv[2])
 os.mkdir(d)
@@ -67,37 +138,90 @@ for i in range(n):
     with open(os.path.join(d, "f%05d" % i), "wb") as f:
         f.write(data)
 PY
-  sync; result[$name,create]=$(echo "$(now) - $t" | bc)
-  drop
-  t=$(now); ls -l "$dir/many" > /dev/null; result[$name,ls]=$(echo "$(now) - $t" | bc)
-  t=$(now); rm -rf "$dir/many"; result[$name,rm]=$(echo "$(now) - $t" | bc)
-  t=$(now); cp -a "$GOROOT_SRC" "$dir/src"; sync; result[$name,cpa]=$(echo "$(now) - $t" | bc)
-  t=$(now); diff -r "$GOROOT_SRC" "$dir/src" > /dev/null; result[$name,diff]=$(echo "$(now) - $t" | bc)
 }
+tarcopy() { mkdir "$2" && tar -C "$1" -cf - . | tar -C "$2" -xf -; }
 
-scripts/apt-install.sh bc curl
-GOROOT_SRC="$(go env GOROOT)/src"
-src_mib=$(du -sm "$GOROOT_SRC" | cut -f1)
-src_files=$(find "$GOROOT_SRC" -type f | wc -l)
-echo "bench: $size_mib MiB random file, $files files of 4 KiB, Go src ($src_mib MiB, $src_files files)" >&2
+# The inputs: a random file, and a tree of about 150 MB in 5,000 files of
+# log-normal sizes in 100 directories.
 head -c "$((size_mib << 20))" /dev/urandom > "$work/random"
-run local "$work/local"
-run difuse "$mnt"
+python3 - "$work/tree" "$tree_files" "$tree_mb" <<'PY'
+import os, random, sys
+root, n, mb = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+rng = random.Random(11)
+sizes = [rng.lognormvariate(9, 1.6) for _ in range(n)]
+scale = mb * 1e6 / sum(sizes)
+for i, s in enumerate(sizes):
+    d = os.path.join(root, "d%02d" % (i % 10), "e%02d" % (i // 10 % 10))
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, "f%05d" % i), "wb") as f:
+        f.write(os.urandom(max(1, int(s * scale))))
+PY
+tree_bytes=$(du -sb --apparent-size "$work/tree" | cut -f1)
+echo "bench: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo); $size_mib MiB file, $files files of 4 KiB, a tree of $tree_bytes bytes in $tree_files files; $runs runs" >&2
 
-printf '\n%-36s %12s %12s %8s\n' "workload" "local disk" "difuse" "ratio"
-row() {  # row LABEL KEY UNIT AMOUNT: prints rates (AMOUNT per second) or seconds (AMOUNT empty)
-  local l=${result[local,$2]} d=${result[difuse,$2]}
-  if [ -n "$4" ]; then
-    printf '%-36s %12s %12s %8s\n' "$1" "$(echo "scale=1; $4 / $l" | bc) $3" "$(echo "scale=1; $4 / $d" | bc) $3" "$(echo "scale=3; $l / $d" | bc)"
-  else
-    printf '%-36s %12s %12s %8s\n' "$1" "$(printf %.2f "$l") s" "$(printf %.2f "$d") s" "$(echo "scale=3; $l / $d" | bc)"
-  fi
-}
-row "sequential write ($size_mib MiB, cp+sync)" write MiB/s "$size_mib"
-row "sequential read (cold)" read MiB/s "$size_mib"
-row "create $files x 4 KiB" create files/s "$files"
-row "ls -l of them (cold)" ls "" ""
-row "rm -rf of them" rm files/s "$files"
-row "cp -a Go src" cpa "" ""
-row "diff -r Go src" diff "" ""
-echo "(ratio: difuse speed / local speed; 1 is as fast as the local disk)"
+for run in $(seq "$runs"); do
+  for target in local loopback difuse; do
+    case $target in local) dir=$work/local ;; loopback) dir=$work/lb ;; difuse) dir=$work/mnt ;; esac
+    echo "bench: run $run, $target" >&2
+    timed write cp "$work/random" "$dir/big"
+    cold "$target"
+    timed read cat "$dir/big" > /dev/null
+    rm -f "$dir/big"
+    timed create mkfiles "$dir/many"
+    cold "$target"
+    timed ls ls -l "$dir/many" > /dev/null
+    timed rm rm -rf "$dir/many"
+    timed cpa cp -a "$work/tree" "$dir/t1"
+    timed tar tarcopy "$work/tree" "$dir/t2"
+    [ "$target" = difuse ] && before=$(held)
+    timed cpa2 cp -a "$work/tree" "$dir/t3"
+    if [ "$target" = difuse ]; then
+      echo "difuse newbytes $run $(( $(held) - before ))" >> "$work/results"
+    fi
+    rm -rf "$dir/t1" "$dir/t2" "$dir/t3"
+    sync
+  done
+done
+
+# Idle memory, after the workloads and a minute of rest.
+sleep 60
+rss() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
+node_rss=0
+for p in "${nodes[@]}"; do node_rss=$(( $(rss "$p") > node_rss ? $(rss "$p") : node_rss )); done
+echo "difuse noderss 1 $node_rss" >> "$work/results"
+echo "difuse mountrss 1 $(rss "$mountpid")" >> "$work/results"
+echo "loopback mountrss 1 $(rss "$lbpid")" >> "$work/results"
+
+python3 - "$work/results" "$size_mib" "$files" "$tree_bytes" <<'PY'
+import statistics, sys
+path, size_mib, files, tree = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+res = {}
+for line in open(path):
+    target, w, _, v = line.split()
+    res.setdefault((target, w), []).append(float(v))
+med = {k: statistics.median(v) for k, v in res.items()}
+rows = [  # workload, key, how a figure comes from the seconds, unit, target
+    (f"sequential write {size_mib} MiB (cp, sync)", "write", lambda s: size_mib / s, "MiB/s", ">= 300 MiB/s"),
+    ("sequential read, cold", "read", lambda s: size_mib / s, "MiB/s", ">= 600 MiB/s"),
+    (f"create {files} x 4 KiB, one dir", "create", lambda s: files / s, "files/s", ">= 1,500 files/s"),
+    ("ls -l of them, cold", "ls", lambda s: s, "s", "<= 0.5 s"),
+    ("rm -rf of them", "rm", lambda s: files / s, "files/s", ">= 2,000 files/s"),
+    (f"cp -a of the tree ({tree / 1e6:.0f} MB)", "cpa", lambda s: s, "s", "<= 2x loopback"),
+    ("tar c | tar x of the tree", "tar", lambda s: s, "s", "<= 2x loopback"),
+    ("second cp -a of the tree", "cpa2", lambda s: s, "s", ""),
+]
+def fmt(x):
+    return f"{x:,.0f}" if x >= 100 else f"{x:.2f}"
+print(f"| workload | local disk (a) | loopback (b) | difuse (c) | c/a | c/b | target |")
+print("| --- | ---: | ---: | ---: | ---: | ---: | --- |")
+for name, key, fig, unit, target in rows:
+    a, b, c = (med.get((t, key)) for t in ("local", "loopback", "difuse"))
+    fa, fb, fc = fig(a), fig(b), fig(c)
+    # A ratio is of speeds: difuse's speed over the other's.
+    ra, rb = (fc / fa, fc / fb) if unit != "s" else (a / c, b / c)
+    print(f"| {name} | {fmt(fa)} {unit} | {fmt(fb)} {unit} | {fmt(fc)} {unit} | {ra:.2f} | {rb:.2f} | {target} |")
+nb = med[("difuse", "newbytes")]
+print(f"| new block bytes stored by the second cp -a | | | {100 * nb / (3 * tree):.2f}% of 3 x the tree | | | <= 2% |")
+print(f"| idle RSS: largest node / mount | | {med[('loopback', 'mountrss')] / 1024:.0f} MiB | {med[('difuse', 'noderss')] / 1024:.0f} / {med[('difuse', 'mountrss')] / 1024:.0f} MiB | | | <= 150 MiB each |")
+print("(medians; c/a and c/b are difuse's speed over the local disk's and the loopback's: 1 is as fast)")
+PY
