@@ -84,8 +84,9 @@ func (s *Service) Compact(ctx context.Context, r Retention) (CompactStats, error
 // compact takes one step of p's compaction: it moves the base over at most
 // compactChunk entries older than cutoff, and deletes those (with the
 // entries kept below the old base, on the first step) that no record's
-// keep latest versions need. It reports how many entries it deleted and
-// whether the base moved.
+// keep latest versions need. On the first step it also drops the
+// before-images of committed entries. It reports how many entries it
+// deleted and whether the base moved.
 func (ps *parts) compact(p *part, keep int, cutoff int64, first bool) (int, bool, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -109,6 +110,13 @@ func (ps *parts) compact(p *part, keep int, cutoff int64, first bool) (int, bool
 		if err := ps.dropBeforeImages(p); err != nil {
 			return 0, false, err
 		}
+	}
+	if base == old {
+		// A log with nothing old enough is left alone: its kept
+		// entries are looked at again once its base moves.
+		return 0, false, nil
+	}
+	if first {
 		// Entries kept below the base for their records' history may
 		// have newer versions by now.
 		var kept []*Tx
@@ -127,9 +135,6 @@ func (ps *parts) compact(p *part, keep int, cutoff int64, first bool) (int, bool
 			return 0, false, fmt.Errorf("txlog: %q: list kept entries: %w", p.name, err)
 		}
 		txs = append(kept, txs...)
-	}
-	if base == p.base && !first {
-		return 0, false, nil
 	}
 	keepFrom := map[string]uint64{}
 	var drop []*Tx
@@ -153,18 +158,13 @@ func (ps *parts) compact(p *part, keep int, cutoff int64, first bool) (int, bool
 			drop = append(drop, t)
 		}
 	}
-	if len(drop) == 0 && base == old {
-		return 0, false, nil
-	}
 	m := p.metaLocked()
-	if base != p.base {
-		top := txs[len(txs)-1]
-		cfg, at, err := ps.configBefore(p, base+1)
-		if err != nil {
-			return 0, false, err
-		}
-		m.Base, m.BaseHash, m.BaseBal, m.BaseConfig, m.BaseConfigAt = base, top.Hash(), top.Ballot, cfg, at
+	top := txs[len(txs)-1]
+	cfg, at, err := ps.configBefore(p, base+1)
+	if err != nil {
+		return 0, false, err
 	}
+	m.Base, m.BaseHash, m.BaseBal, m.BaseConfig, m.BaseConfigAt = base, top.Hash(), top.Ballot, cfg, at
 	// The new base goes first: a crash after it leaves entries that the
 	// next compaction deletes, never a gap above the base.
 	for i := 0; i == 0 || i < len(drop); i += dropBatch {
@@ -194,7 +194,7 @@ func (ps *parts) compact(p *part, keep int, cutoff int64, first bool) (int, bool
 			p.base, p.baseHash, p.baseBal, p.baseConfig, p.baseConfigAt = m.Base, m.BaseHash, m.BaseBal, m.BaseConfig, m.BaseConfigAt
 		}
 	}
-	return len(drop), base != old, nil
+	return len(drop), true, nil
 }
 
 // dropBeforeImages deletes the before-images of committed entries, which
