@@ -163,6 +163,55 @@ type Node struct {
 	// readEnd is where the last read ended: a read that starts there is
 	// sequential, and fetches ahead.
 	readEnd int64
+	// changedAt is when the node last changed through this mount.
+	changedAt time.Time
+	// listing holds, for a directory, the entries its last listing read
+	// with their inodes' attributes, at listedAt: a lookup soon after
+	// takes its entry and attributes from there, once, instead of reading
+	// both again (ls -l). Changes to the directory through this mount
+	// drop it.
+	listing  map[string]inode.DirEntry
+	listedAt time.Time
+	// listChanged is when a change to the directory last began or ended:
+	// a listing that began before it is not kept.
+	listChanged time.Time
+}
+
+// listed takes name's entry from the directory's last listing, if that is
+// younger than the entry timeout (as recent as the kernel's own cache of
+// names), and returns it with the listing's time.
+func (n *Node) listed(name string) (inode.DirEntry, time.Time, bool) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	d, ok := n.listing[name]
+	if !ok || time.Since(n.listedAt) >= n.s.opts.EntryValid {
+		return inode.DirEntry{}, time.Time{}, false
+	}
+	delete(n.listing, name)
+	return d, n.listedAt, true
+}
+
+// forgetListing drops the directory's last listing: it is changing, or
+// changed. Changes call it as they begin and as they end.
+func (n *Node) forgetListing() {
+	n.mu.Lock()
+	n.listing, n.listChanged = nil, time.Now()
+	n.mu.Unlock()
+}
+
+// offer gives the node its inode's attributes as a listing read them at
+// at, for the kernel's attribute request that follows the lookup, unless
+// the node changed since or has buffered writes.
+func (n *Node) offer(a inode.Attr, at time.Time) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.w != nil || !n.changedAt.Before(at) {
+		return
+	}
+	n.given = &a
+	if n.lastAt.Before(at) {
+		n.last, n.lastAt = &a, at
+	}
 }
 
 // recentAttr returns the node's inode as last read if that is younger than
@@ -234,7 +283,7 @@ func (n *Node) flush(ctx context.Context) error {
 // changed forgets the node's inode as last read: it changed.
 func (n *Node) changed() {
 	n.mu.Lock()
-	n.lastAt, n.given = time.Time{}, nil
+	n.lastAt, n.given, n.changedAt = time.Time{}, nil, time.Now()
 	n.mu.Unlock()
 }
 
@@ -317,13 +366,18 @@ func (n *Node) Attr(ctx context.Context, out *fuse.Attr) (err error) {
 // Lookup finds a directory's entry.
 func (n *Node) Lookup(ctx context.Context, req *fuse.LookupRequest, resp *fuse.LookupResponse) (_ fs.Node, err error) {
 	defer n.s.observe("lookup", time.Now(), &err)
+	resp.EntryValid = n.s.opts.EntryValid
+	if d, at, ok := n.listed(req.Name); ok {
+		c := n.s.node(d.ID)
+		c.offer(*d.Attr, at)
+		return c, nil
+	}
 	ctx, cancel := n.s.ctx(ctx)
 	defer cancel()
 	e, err := n.s.fs.Lookup(ctx, n.id, req.Name)
 	if err != nil {
 		return nil, n.s.errno("lookup", err)
 	}
-	resp.EntryValid = n.s.opts.EntryValid
 	return n.s.node(e.ID), nil
 }
 
@@ -332,12 +386,17 @@ func (n *Node) ReadDirAll(ctx context.Context) (_ []fuse.Dirent, err error) {
 	defer n.s.observe("readdir", time.Now(), &err)
 	ctx, cancel := n.s.ctx(ctx)
 	defer cancel()
+	start := time.Now()
 	list, err := n.s.fs.Readdir(ctx, n.id)
 	if err != nil {
 		return nil, n.s.errno("readdir", err)
 	}
+	listing := map[string]inode.DirEntry{}
 	out := make([]fuse.Dirent, len(list))
 	for i, e := range list {
+		if e.Attr != nil {
+			listing[e.Name] = e
+		}
 		t := fuse.DT_File
 		switch e.Type {
 		case inode.TypeDir:
@@ -347,12 +406,19 @@ func (n *Node) ReadDirAll(ctx context.Context) (_ []fuse.Dirent, err error) {
 		}
 		out[i] = fuse.Dirent{Inode: (&Node{id: e.ID}).inum(), Type: t, Name: e.Name}
 	}
+	n.mu.Lock()
+	if n.listChanged.Before(start) {
+		n.listing, n.listedAt = listing, start
+	}
+	n.mu.Unlock()
 	return out, nil
 }
 
 func (n *Node) create(ctx context.Context, name string, na inode.NewAttr) (*Node, error) {
 	ctx, cancel := n.s.ctx(ctx)
 	defer cancel()
+	n.forgetListing()
+	defer n.forgetListing()
 	id, a, err := n.s.fs.Create(ctx, n.id, name, na)
 	if err != nil {
 		return nil, n.s.errno("create", err)
@@ -407,6 +473,8 @@ func (n *Node) Remove(ctx context.Context, req *fuse.RemoveRequest) (err error) 
 	defer n.s.observe("remove", time.Now(), &err)
 	ctx, cancel := n.s.ctx(ctx)
 	defer cancel()
+	n.forgetListing()
+	defer n.forgetListing()
 	if req.Dir {
 		return n.s.errno("rmdir", n.s.fs.Rmdir(ctx, n.id, req.Name))
 	}
@@ -422,6 +490,8 @@ func (n *Node) Link(ctx context.Context, req *fuse.LinkRequest, old fs.Node) (_ 
 	if !ok {
 		return nil, fuse.Errno(syscall.EXDEV)
 	}
+	n.forgetListing()
+	defer n.forgetListing()
 	if _, err := n.s.fs.Link(ctx, on.id, n.id, req.NewName); err != nil {
 		return nil, n.s.errno("link", err)
 	}
@@ -438,6 +508,10 @@ func (n *Node) Rename(ctx context.Context, req *fuse.RenameRequest, newDir fs.No
 	if !ok {
 		return fuse.Errno(syscall.EXDEV)
 	}
+	n.forgetListing()
+	nd.forgetListing()
+	defer n.forgetListing()
+	defer nd.forgetListing()
 	return n.s.errno("rename", n.s.fs.Rename(ctx, n.id, req.OldName, nd.id, req.NewName))
 }
 

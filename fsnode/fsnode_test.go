@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -13,6 +15,7 @@ import (
 
 	"github.com/difuse/difuse/inode"
 	"github.com/difuse/difuse/internal/memcluster"
+	"github.com/difuse/difuse/txlog"
 )
 
 // newFS returns the FUSE layer of a filesystem on each host of an
@@ -265,5 +268,87 @@ func TestAttrsWithBufferedWrites(t *testing.T) {
 	}
 	if got := attr(t, other); got.Mtime.Equal(mtime) || got.Size != 9 {
 		t.Errorf("after a later write: mtime %v, size %d", got.Mtime, got.Size)
+	}
+}
+
+// countingLog counts the transaction-log requests a filesystem makes.
+type countingLog struct {
+	inode.Log
+	n atomic.Int64
+}
+
+func (c *countingLog) Do(ctx context.Context, req txlog.Request) (txlog.Response, error) {
+	c.n.Add(1)
+	return c.Log.Do(ctx, req)
+}
+
+// A listing carries the attributes of the inodes created in the
+// directory, and lookups right after it (ls -l) take their entry and
+// attributes from it instead of reading them; a change through the mount,
+// or the entry timeout, makes them read again.
+func TestListingServesLookups(t *testing.T) {
+	hosts := memcluster.New(t, 3)
+	writer := New(inode.New(hosts[0].Log, hosts[0].Blocks, inode.Options{}), Options{})
+	ctx := ctxT(t)
+	if err := writer.fs.Init(ctx); err != nil {
+		t.Fatal(err)
+	}
+	d, err := root(t, writer).Mkdir(ctx, &fuse.MkdirRequest{Name: "d", Mode: 0o755})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 20 {
+		f := create(t, d.(*Node), fmt.Sprint("f", i))
+		if err := f.Write(ctx, &fuse.WriteRequest{Data: bytes.Repeat([]byte{1}, i)}, &fuse.WriteResponse{}); err != nil {
+			t.Fatal(err)
+		}
+		if err := f.Flush(ctx, &fuse.FlushRequest{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	log := &countingLog{Log: hosts[1].Log}
+	reader := New(inode.New(log, hosts[1].Blocks, inode.Options{}), Options{EntryValid: 500 * time.Millisecond})
+	dir, err := lookup(t, root(t, reader), "d")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := dir.ReadDirAll(ctx); err != nil {
+		t.Fatal(err)
+	}
+	before := log.n.Load()
+	for i := range 20 {
+		n, err := lookup(t, dir, fmt.Sprint("f", i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if a := attr(t, n); a.Size != uint64(i) {
+			t.Errorf("f%d: size %d from the listing", i, a.Size)
+		}
+	}
+	if n := log.n.Load() - before; n != 0 {
+		t.Errorf("20 lookups and getattrs after a listing made %d requests, want 0", n)
+	}
+	// Each name is taken from the listing once: a second lookup reads.
+	if _, err := lookup(t, dir, "f0"); err != nil || log.n.Load() == before {
+		t.Errorf("a second lookup of f0: %v, %d requests", err, log.n.Load()-before)
+	}
+	// A change through the mount drops the listing.
+	if _, err := dir.ReadDirAll(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := dir.Remove(ctx, &fuse.RemoveRequest{Name: "f1"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := lookup(t, dir, "f1"); !errors.Is(err, fuse.Errno(syscall.ENOENT)) {
+		t.Errorf("lookup of f1 after its unlink: %v", err)
+	}
+	// So does time.
+	if _, err := dir.ReadDirAll(ctx); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(600 * time.Millisecond)
+	before = log.n.Load()
+	if _, err := lookup(t, dir, "f2"); err != nil || log.n.Load() == before {
+		t.Errorf("a lookup after the entry timeout: %v, %d requests", err, log.n.Load()-before)
 	}
 }

@@ -167,7 +167,7 @@ func (c *checker) walk(ctx context.Context) error {
 		var entries []DirEntry
 		err = c.f.list(ctx, part, false, func(name string, e Entry) {
 			entries = append(entries, DirEntry{Name: name, Entry: e})
-		})
+		}, nil)
 		if err != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()

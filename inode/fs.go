@@ -182,33 +182,60 @@ func (f *FS) Lookup(ctx context.Context, dir ID, name string) (Entry, error) {
 type DirEntry struct {
 	Name string
 	Entry
+	// Attr is the inode's attributes as the listing read them, for the
+	// inodes that live in the directory's own partition (those created in
+	// it); nil for others.
+	Attr *Attr
 }
 
-// Readdir lists directory dir, in name order.
+// Readdir lists directory dir, in name order, with the attributes of the
+// inodes its partition holds: one listing of the partition gives both, so
+// that a listing with attributes (ls -l) need not read every inode.
 func (f *FS) Readdir(ctx context.Context, dir ID) ([]DirEntry, error) {
 	part, err := f.children(ctx, dir)
 	if err != nil {
 		return nil, err
 	}
 	var out []DirEntry
+	attrs := map[uint64]Attr{}
 	err = f.list(ctx, part, false, func(name string, e Entry) {
 		out = append(out, DirEntry{Name: name, Entry: e})
-	})
+	}, func(num uint64, a Attr) { attrs[num] = a })
+	for i, e := range out {
+		if a, ok := attrs[e.ID.Num]; ok && e.ID.Part == part {
+			out[i].Attr = &a
+		}
+	}
 	return out, err
 }
 
 // list calls fn with every entry of partition part, in name order, as
-// users see them (see liveEntry, which settles marked entries).
-func (f *FS) list(ctx context.Context, part uint64, settle bool, fn func(string, Entry)) error {
-	after := ""
+// users see them (see liveEntry, which settles marked entries); with
+// inodes set, it also calls that with every inode of the partition.
+func (f *FS) list(ctx context.Context, part uint64, settle bool, fn func(string, Entry), inodes func(uint64, Attr)) error {
+	after, prefix := "", entryPrefix
+	if inodes != nil {
+		prefix = ""
+	}
 	for {
-		resp, err := f.log.Do(ctx, txlog.Request{Partition: PartitionName(part), Level: f.levels.Read, Kind: txlog.KindList, Name: entryPrefix, After: after})
+		resp, err := f.log.Do(ctx, txlog.Request{Partition: PartitionName(part), Level: f.levels.Read, Kind: txlog.KindList, Name: prefix, After: after})
 		if err != nil {
 			return errno(err)
 		}
 		for _, r := range resp.Records {
 			after = r.Name
-			name, _ := EntryName(r.Name)
+			if num, ok := inodeNum(r.Name); ok && inodes != nil {
+				a, err := DecodeAttr(r.Value)
+				if err != nil {
+					return fmt.Errorf("inode %016x: %w: %v", num, syscall.EIO, err)
+				}
+				inodes(num, a)
+				continue
+			}
+			name, ok := EntryName(r.Name)
+			if !ok {
+				continue // the partition's other records
+			}
 			e, err := DecodeEntry(r.Value)
 			if err != nil {
 				return fmt.Errorf("%q: %w: %v", name, syscall.EIO, err)

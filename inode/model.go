@@ -49,6 +49,16 @@ const (
 // InodeRecord returns the record name of inode num in its partition.
 func InodeRecord(num uint64) string { return fmt.Sprintf("%s%016x", InodePrefix, num) }
 
+// inodeNum returns the number of the inode whose record is named record.
+func inodeNum(record string) (uint64, bool) {
+	digits, ok := strings.CutPrefix(record, InodePrefix)
+	if !ok || len(digits) != 16 {
+		return 0, false
+	}
+	num, err := strconv.ParseUint(digits, 16, 64)
+	return num, err == nil
+}
+
 // rawMark starts the record name of an entry whose name is not valid
 // UTF-8 (record names must be): the name follows in hex. No real name
 // starts with "/", so none can collide.

@@ -147,7 +147,7 @@ func (f *FS) bury(ctx context.Context, id ID, name string) error {
 
 // settleAll settles every entry of partition part that a rename marked.
 func (f *FS) settleAll(ctx context.Context, part uint64) error {
-	return f.list(ctx, part, true, func(string, Entry) {})
+	return f.list(ctx, part, true, func(string, Entry) {}, nil)
 }
 
 // Rename moves the entry name of directory dir to newName in directory
