@@ -300,9 +300,9 @@ func (s *Service) establish(ctx context.Context, p *part, ringSet []string) erro
 			if !higher.IsZero() {
 				break
 			}
-			if n, need := countIn(replies, members), quorumFor(replies, members); n < need {
-				return fmt.Errorf("%w: %q: %d of replica set %v promised (need %d): %v",
-					ErrTakeover, p.name, n, members, need, lastErr)
+			if set, need := s.quorumFor(replies, members, ringSet); countIn(replies, set) < need {
+				return fmt.Errorf("%w: %q: %d of replica set %v promised (need %d of %v): %v",
+					ErrTakeover, p.name, countIn(replies, members), members, need, set, lastErr)
 			}
 			best := s.cfg.Addr
 			for r, rep := range replies {
@@ -344,13 +344,17 @@ func (s *Service) establish(ctx context.Context, p *part, ringSet []string) erro
 			lastErr = fmt.Errorf("%w: deposed while taking over", ErrStaleBallot)
 			continue
 		}
-		need, creating := quorumFor(replies, members), !created(replies)
+		set, need := s.quorumFor(replies, members, ringSet)
+		creating := !created(replies)
 		if need := s.creationWidth(); creating && len(members) < need {
 			p.mu.Unlock()
 			return fmt.Errorf("txlog: %q: will not create the partition on %d replicas %v: the cluster has had %d hosts, and a set of fewer than %d may be one side of a split",
 				p.name, len(members), members, s.hosts.Load(), need)
 		}
-		p.leading, p.match, p.creating = b, map[string]uint64{}, creating
+		p.leading, p.match, p.creators = b, map[string]uint64{}, nil
+		if creating {
+			p.creators = set
+		}
 		first := p.config == nil
 		// The leader's records reflect its whole log.
 		err := s.ps.apply(p, p.last)
@@ -367,21 +371,23 @@ func (s *Service) establish(ctx context.Context, p *part, ringSet []string) erro
 		if first {
 			op = configOp(members)
 		}
-		enough := func(acked map[string]bool) bool { return countSet(acked, members) >= need }
+		enough := func(acked map[string]bool) bool { return countSet(acked, set) >= need }
 		if _, _, err := s.appendTx(ctx, p, WriteID{}, []Op{op}, members, enough, enough, true); err != nil {
 			return err
 		}
 		p.mu.Lock()
-		p.creating = false // created: the entry just committed is known to every member
+		p.creators = nil // created: the entry just committed is known to every creator
 		p.mu.Unlock()
 		return s.reconfigure(ctx, p, ringSet)
 	}
 	return fmt.Errorf("%w: %q: %v", ErrTakeover, p.name, lastErr)
 }
 
-// quorumFor returns how many members of the set in force a takeover needs
-// to promise and then to accept its first entry: a majority, once the
-// partition is known to exist; every member while it is being created.
+// quorumFor returns which members of the set in force a takeover needs
+// to promise and then to accept its first entry, and how many of them: a
+// majority of the set, once the partition is known to exist; while it is
+// being created, every member that the ring (ringSet) still names, if
+// those are at least creationWidth, else every member.
 //
 // A partition is known to exist once some replica that answered has
 // committed an entry. Until then the set in force comes from no committed
@@ -390,12 +396,26 @@ func (s *Service) establish(ctx context.Context, p *part, ringSet []string) erro
 // makes any two creators whose sets share a host meet at that host, which
 // promises only one of them and reports the other's entries to it; a
 // majority would not, since majorities of two different sets need not
-// meet.
-func quorumFor(replies map[string]PrepareReply, members []string) int {
+// meet. A member the ring no longer names (it died while the partition was
+// being created, and stays dead) is excused: the creators that remain
+// number at least creationWidth, a majority of the hosts the cluster has
+// had (below 2N hosts), and any two such groups meet all the same. Without
+// that, a creation whose first entry a member never acknowledged before it
+// died could never end.
+func (s *Service) quorumFor(replies map[string]PrepareReply, members, ringSet []string) ([]string, int) {
 	if created(replies) {
-		return majority(len(members))
+		return members, majority(len(members))
 	}
-	return len(members)
+	var named []string
+	for _, m := range members {
+		if slices.Contains(ringSet, m) {
+			named = append(named, m)
+		}
+	}
+	if len(named) < len(members) && len(named) >= s.creationWidth() {
+		return named, len(named)
+	}
+	return members, len(members)
 }
 
 // created reports whether a replica that answered has committed an entry,
@@ -872,8 +892,8 @@ func (s *Service) advance(p *part, to string, ballot Ballot, h uint64) {
 		p.match[to] = h
 	}
 	c := p.majorityMatch(s.cfg.Addr, p.config)
-	if p.creating {
-		c = p.allMatch(s.cfg.Addr, p.config)
+	if p.creators != nil {
+		c = p.allMatch(s.cfg.Addr, p.creators)
 	}
 	if p.joint != nil {
 		c = min(c, p.majorityMatch(s.cfg.Addr, p.joint))

@@ -57,9 +57,9 @@ type part struct {
 	// joint is the replica set being left while a change of set commits:
 	// until it does, commits need a majority of it too.
 	joint []string
-	// creating: the leader is creating the partition, and commits need
-	// every member of the set (see Service.quorumFor).
-	creating bool
+	// creators: the leader is creating the partition, and commits need
+	// every one of these members of the set (see Service.quorumFor).
+	creators []string
 }
 
 // meta is what is persisted of a partition besides its log and records.
