@@ -88,6 +88,8 @@ func TestCompaction(t *testing.T) {
 			want["warm"], want[fmt.Sprint("once", i)] = fmt.Sprintf("warm %d", i), "x"
 		}
 	}
+	write("a", Change{Name: "", Value: []byte("unnamed")}) // the record the key-value API uses
+	want[""] = "unnamed"
 	write("a", Change{Name: "gone", Value: []byte("g")})
 	write("a", Change{Name: "gone", Delete: true})
 	want["gone"] = ""
@@ -172,7 +174,7 @@ func TestCompaction(t *testing.T) {
 	// write is cut from c's log and its records go back.
 	compactAll("a", "b", "c")
 	faults.Partition([]string{"c"}, []string{"a", "b"})
-	if _, err := svcs["c"].Write(ctx, part, []Change{{Name: "hot", Value: []byte("lost")}, {Name: "phantom", Value: []byte("p")}}, Quorum); err == nil {
+	if _, err := svcs["c"].Write(ctx, part, []Change{{Name: "hot", Value: []byte("lost")}, {Name: "phantom", Value: []byte("p")}, {Name: "", Value: []byte("lost")}}, Quorum); err == nil {
 		t.Fatal("a write on a minority committed")
 	}
 	placer.lead("b")

@@ -576,7 +576,7 @@ func (ps *parts) undo(p *part, to uint64) ([]Record, error) {
 			return nil, err
 		}
 		for _, op := range t.Ops {
-			if op.Name == "" || seen[op.Name] || (op.Kind != OpSet && op.Kind != OpDelete) {
+			if seen[op.Name] || (op.Kind != OpSet && op.Kind != OpDelete) {
 				continue
 			}
 			seen[op.Name] = true
