@@ -1,9 +1,11 @@
 package blockstore
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
+	"sync"
 
 	chunkers "github.com/PlakarKorp/go-cdc-chunkers"
 	_ "github.com/PlakarKorp/go-cdc-chunkers/chunkers/fastcdc" // registers FastCDC
@@ -46,19 +48,72 @@ func (o *ChunkOptions) setDefaults() error {
 // around it.
 type Chunker struct {
 	c    *chunkers.Chunker
+	buf  []byte
 	done bool
 }
 
-// NewChunker returns a chunker reading r.
+// scanBufs pools the chunkers' read-ahead buffers (2×Max bytes, 8 MiB by
+// default): allocating and clearing one for every file cost a mount more
+// than all the rest of a small file's flush.
+var scanBufs sync.Pool // of *[]byte
+
+// NewChunker returns a chunker reading r. Close gives its buffer back.
 func NewChunker(r io.Reader, opts ChunkOptions) (*Chunker, error) {
 	if err := opts.setDefaults(); err != nil {
 		return nil, err
 	}
-	c, err := chunkers.NewChunker("fastcdc-v1.0.0", r, &chunkers.ChunkerOpts{MinSize: opts.Min, NormalSize: opts.Avg, MaxSize: opts.Max})
+	var buf []byte
+	if p, _ := scanBufs.Get().(*[]byte); p != nil && len(*p) >= 2*opts.Max {
+		buf = *p
+	} else {
+		buf = make([]byte, 2*opts.Max)
+	}
+	c, err := chunkers.NewChunkerBuffer("fastcdc-v1.0.0", r, &chunkers.ChunkerOpts{MinSize: opts.Min, NormalSize: opts.Avg, MaxSize: opts.Max}, buf)
 	if err != nil {
 		return nil, fmt.Errorf("blockstore: chunker: %w", err)
 	}
-	return &Chunker{c: c}, nil
+	return &Chunker{c: c, buf: buf}, nil
+}
+
+// Close ends the chunker's use of its buffer, for another chunker to
+// take; the blocks Next returned are no longer valid.
+func (c *Chunker) Close() {
+	if c.buf != nil {
+		buf := c.buf
+		scanBufs.Put(&buf)
+		c.buf, c.done = nil, true
+	}
+}
+
+// Cuts returns the lengths of the blocks data is cut into: those a
+// Chunker reading data returns. Data no longer than Min is one block,
+// found without a chunker.
+func Cuts(data []byte, opts ChunkOptions) ([]int, error) {
+	if err := opts.setDefaults(); err != nil {
+		return nil, err
+	}
+	if len(data) <= opts.Min {
+		if len(data) == 0 {
+			return nil, nil
+		}
+		return []int{len(data)}, nil
+	}
+	c, err := NewChunker(bytes.NewReader(data), opts)
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	var out []int
+	for {
+		b, err := c.Next()
+		if errors.Is(err, io.EOF) {
+			return out, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, len(b))
+	}
 }
 
 // Next returns the next block, valid until the next call, or io.EOF after

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"math/rand/v2"
+	"slices"
 	"testing"
 )
 
@@ -145,6 +147,28 @@ func BenchmarkChunkAndHash(b *testing.B) {
 				break
 			}
 			Sum(blk)
+		}
+	}
+}
+
+// Cuts gives the lengths the chunker's blocks have, short data included,
+// and chunkers reusing a pooled buffer cut as a fresh one does.
+func TestCuts(t *testing.T) {
+	data := make([]byte, 12<<20)
+	rand.NewChaCha8([32]byte{3, 4}).Read(data)
+	for _, n := range []int{0, 1, DefaultMinChunk - 1, DefaultMinChunk, DefaultMinChunk + 1, 3 << 20, len(data)} {
+		for range 2 { // the second time on a buffer from the pool
+			got, err := Cuts(data[:n], ChunkOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var want []int
+			for _, b := range chunks(t, data[:n], ChunkOptions{}) {
+				want = append(want, len(b))
+			}
+			if !slices.Equal(got, want) {
+				t.Fatalf("%d bytes: cuts %v, the chunker's blocks %v", n, got, want)
+			}
 		}
 	}
 }

@@ -1,7 +1,6 @@
 package inode
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -316,23 +315,17 @@ func (f *FS) rewrite(ctx context.Context, a Attr, dirty []span) (Attr, error) {
 		na.Inline, na.Extents = content, nil
 		return na, nil
 	}
-	c, err := blockstore.NewChunker(bytes.NewReader(content), f.chunk)
+	// Cut first, then store the blocks in parallel; each is a piece of
+	// content, which stays as it is.
+	cuts, err := blockstore.Cuts(content, f.chunk)
 	if err != nil {
 		return Attr{}, err
 	}
-	// Cut first, then store the blocks in parallel; each is a piece of
-	// content, which stays as it is.
 	var pieces []Extent
-	for off := uint64(from); ; {
-		b, err := c.Next()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			return Attr{}, err
-		}
-		pieces = append(pieces, Extent{Off: off, Len: uint64(len(b))})
-		off += uint64(len(b))
+	off := uint64(from)
+	for _, n := range cuts {
+		pieces = append(pieces, Extent{Off: off, Len: uint64(n)})
+		off += uint64(n)
 	}
 	if err := f.storeAll(ctx, pieces, func(e Extent) []byte { return content[e.Off-uint64(from) : e.Off-uint64(from)+e.Len] }); err != nil {
 		return Attr{}, err
