@@ -178,21 +178,24 @@ func TestCollect(t *testing.T) {
 // (the same blocks) and deleting other files never take a block a file
 // refers to: at the end every file reads back as written.
 func TestCollectUnderWrites(t *testing.T) {
-	w := newWorld(t, 300*time.Millisecond)
+	// The grace time must be longer than any write takes from storing its
+	// blocks to committing its inode, which under -race on a loaded
+	// machine can pass 300 ms.
+	w := newWorld(t, time.Second)
 	ctx := context.Background()
 	contents := [][]byte{random(300<<10, 11), random(300<<10, 12), random(300<<10, 13)}
 	done := make(chan struct{})
 	var freed int64
 	go func() {
 		defer close(done)
-		for range 8 {
+		for range 12 {
 			rep, err := w.collectors["h2"].Collect(ctx, false)
 			if err != nil {
 				t.Error(err)
 				return
 			}
 			freed += rep.Freed
-			time.Sleep(50 * time.Millisecond)
+			time.Sleep(250 * time.Millisecond)
 		}
 	}()
 	live := map[string][]byte{}
