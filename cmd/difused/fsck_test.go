@@ -18,10 +18,14 @@ import (
 // -repair copies it back; the next check passes again.
 func TestFsck(t *testing.T) {
 	dirs := []string{t.TempDir(), t.TempDir(), t.TempDir()}
-	_, m0 := startDaemon(t, dirs[0])
-	_, m1 := startDaemon(t, dirs[1], "-j", m0[2])
-	_, m2 := startDaemon(t, dirs[2], "-j", m1[2])
-	waitAllAgree(t, []string{m0[3], m1[3], m2[3]}, []string{m0[2], m1[2], m2[2]}, 100, 30*time.Second)
+	// Healing would mend the deleted block by itself, so its passes wait
+	// an hour and the test checks below that none is running.
+	slow := []string{"-heal-interval", "1h"}
+	_, m0 := startDaemon(t, dirs[0], slow...)
+	_, m1 := startDaemon(t, dirs[1], append(slow, "-j", m0[2])...)
+	_, m2 := startDaemon(t, dirs[2], append(slow, "-j", m1[2])...)
+	https := []string{m0[3], m1[3], m2[3]}
+	waitAllAgree(t, https, []string{m0[2], m1[2], m2[2]}, 100, 30*time.Second)
 
 	rng := rand.New(rand.NewPCG(1, 2))
 	for _, p := range []string{"a/", "a/b/"} {
@@ -47,6 +51,9 @@ func TestFsck(t *testing.T) {
 	if code, out := fsck(); code != 0 || !strings.Contains(out, "3 directories, 10 files") || !strings.Contains(out, "no problems found") {
 		t.Fatalf("fsck of a sound filesystem: exit %d", code)
 	}
+
+	// A ring change wakes a healing pass; wait until passes have stopped.
+	waitHealQuiet(t, https, 5*time.Second, time.Minute)
 
 	// Delete one block file from node 2's disk.
 	var victim string
@@ -80,4 +87,29 @@ func TestFsck(t *testing.T) {
 		t.Fatalf("read after repair: %v", err)
 	}
 	resp.Body.Close()
+}
+
+// waitHealQuiet waits until no node has started or ended a healing pass
+// for quiet.
+func waitHealQuiet(t *testing.T, httpAddrs []string, quiet, within time.Duration) {
+	t.Helper()
+	start, since := time.Now(), time.Now()
+	last := ""
+	for time.Since(since) < quiet {
+		if time.Since(start) > within {
+			t.Fatalf("healing passes did not stop within %s: %s", within, last)
+		}
+		var now strings.Builder
+		for _, a := range httpAddrs {
+			st, err := nodeStatus(a)
+			if err != nil {
+				t.Fatal(err)
+			}
+			fmt.Fprintf(&now, "%s %d; ", st.Heal.State, st.Heal.Passes)
+		}
+		if now.String() != last || strings.Contains(last, "healing") {
+			last, since = now.String(), time.Now()
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
 }

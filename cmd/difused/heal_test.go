@@ -116,7 +116,12 @@ func (c *hcluster) live() []int {
 }
 
 func (c *hcluster) status(i int) (client.Status, error) {
-	resp, err := (&http.Client{Timeout: 10 * time.Second}).Get("http://" + c.nodes[i].httpA + "/v1/status")
+	return nodeStatus(c.nodes[i].httpA)
+}
+
+// nodeStatus reads the /v1/status of the node serving HTTP at httpAddr.
+func nodeStatus(httpAddr string) (client.Status, error) {
+	resp, err := (&http.Client{Timeout: 10 * time.Second}).Get("http://" + httpAddr + "/v1/status")
 	if err != nil {
 		return client.Status{}, err
 	}
