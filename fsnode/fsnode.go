@@ -73,7 +73,20 @@ func New(f *inode.FS, opts Options) *FS {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &FS{fs: f, opts: opts, log: opts.Logger, nodes: map[inode.ID]*Node{}}
+	s := &FS{fs: f, opts: opts, log: opts.Logger, nodes: map[inode.ID]*Node{}}
+	f.OnChange(s.changed)
+	return s
+}
+
+// changed forgets what the node of inode id, if the kernel knows one, last
+// read of it: this mount changed it (an unlink of one of its names, say).
+func (s *FS) changed(id inode.ID) {
+	s.mu.Lock()
+	n := s.nodes[id]
+	s.mu.Unlock()
+	if n != nil {
+		n.changed()
+	}
 }
 
 // Root returns the root directory.
@@ -218,13 +231,21 @@ func (n *Node) offer(a inode.Attr, at time.Time) {
 // the attribute timeout (as recent as the kernel's own cache of it), else
 // reads it.
 func (n *Node) recentAttr(ctx context.Context) (inode.Attr, error) {
+	a, _, err := n.recentAttrAt(ctx)
+	return a, err
+}
+
+// recentAttrAt is recentAttr, also returning when the inode was read.
+func (n *Node) recentAttrAt(ctx context.Context) (inode.Attr, time.Time, error) {
 	n.mu.Lock()
-	last, fresh := n.last, time.Since(n.lastAt) < n.s.opts.AttrValid
+	last, at := n.last, n.lastAt
 	n.mu.Unlock()
-	if fresh && last != nil {
-		return *last, nil
+	if last != nil && time.Since(at) < n.s.opts.AttrValid {
+		return *last, at, nil
 	}
-	return n.attr(ctx)
+	at = time.Now()
+	a, err := n.attr(ctx)
+	return a, at, err
 }
 
 // remember keeps a as the node's inode as last read.
@@ -236,12 +257,14 @@ func (n *Node) remember(a inode.Attr) {
 
 // attr reads the node's inode.
 func (n *Node) attr(ctx context.Context) (inode.Attr, error) {
+	start := time.Now()
 	a, _, err := n.s.fs.GetAttr(ctx, n.id)
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	switch {
+	case err == nil && n.changedAt.Before(start) && n.lastAt.Before(start):
+		n.last, n.lastAt = &a, start // kept as read when it was asked for
 	case err == nil:
-		n.last, n.lastAt = &a, time.Now()
 	case errors.Is(err, syscall.ENOENT) && n.last != nil:
 		a, err = *n.last, nil
 		a.Nlink = 0
@@ -275,8 +298,11 @@ func (n *Node) flush(ctx context.Context) error {
 	if w == nil || !w.Dirty() {
 		return nil
 	}
-	_, err := w.Flush(ctx)
+	a, err := w.Flush(ctx)
 	n.changed()
+	if err == nil {
+		n.remember(a) // as committed: reads right after need not ask
+	}
 	return err
 }
 
@@ -291,11 +317,14 @@ func (n *Node) changed() {
 // changes shown on it.
 func (n *Node) fill(a inode.Attr, out *fuse.Attr) {
 	n.mu.Lock()
-	if n.w != nil {
-		a.Size = max(a.Size, n.w.End())
-		n.w.Apply(&a, time.Now().UnixNano())
-	}
+	w := n.w
 	n.mu.Unlock()
+	if w != nil {
+		// Not under n.mu: a flush holds the writer while it commits, and
+		// the commit calls changed.
+		a.Size = max(a.Size, w.End())
+		w.Apply(&a, time.Now().UnixNano())
+	}
 	out.Valid = n.s.opts.AttrValid
 	out.Inode = n.inum()
 	out.Size = a.Size
@@ -355,11 +384,15 @@ func (n *Node) Attr(ctx context.Context, out *fuse.Attr) (err error) {
 		n.fill(*given, out)
 		return nil
 	}
-	a, err := n.attr(ctx)
+	// The inode as last read, if recent: the kernel then keeps it only for
+	// what is left of the attribute timeout, so that no answer it gives is
+	// older than that.
+	a, at, err := n.recentAttrAt(ctx)
 	if err != nil {
 		return n.s.errno("getattr", err)
 	}
 	n.fill(a, out)
+	out.Valid = max(0, out.Valid-time.Since(at))
 	return nil
 }
 

@@ -352,3 +352,59 @@ func TestListingServesLookups(t *testing.T) {
 		t.Errorf("a lookup after the entry timeout: %v, %d requests", err, log.n.Load()-before)
 	}
 }
+
+// The kernel's attribute requests take the inode as this mount last read
+// or wrote it, while that is younger than the attribute timeout, and the
+// kernel may keep the answer only for what is left of it. A change this
+// mount makes to an inode through another of its names (an unlink of a
+// second link) makes the next request read.
+func TestAttrsFromRecentReads(t *testing.T) {
+	hosts := memcluster.New(t, 3)
+	log := &countingLog{Log: hosts[0].Log}
+	const valid = 500 * time.Millisecond
+	s := New(inode.New(log, hosts[0].Blocks, inode.Options{}), Options{AttrValid: valid})
+	other := New(inode.New(hosts[1].Log, hosts[1].Blocks, inode.Options{}), Options{})
+	ctx := ctxT(t)
+	if err := s.fs.Init(ctx); err != nil {
+		t.Fatal(err)
+	}
+	f := create(t, root(t, s), "f")
+	if err := f.Write(ctx, &fuse.WriteRequest{Data: []byte("data")}, &fuse.WriteResponse{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Flush(ctx, &fuse.FlushRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	before := log.n.Load()
+	a := attr(t, f)
+	if n := log.n.Load() - before; n != 0 || a.Size != 4 || a.Valid > valid {
+		t.Errorf("getattr after a flush: %d requests, size %d, valid %s; want 0, 4, at most %s", n, a.Size, a.Valid, valid)
+	}
+
+	// Another mount's change shows once the timeout is over.
+	of, err := lookup(t, root(t, other), "f")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := of.Setattr(ctx, &fuse.SetattrRequest{Valid: fuse.SetattrMode, Mode: 0o600}, &fuse.SetattrResponse{}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(valid)
+	if a := attr(t, f); a.Mode.Perm() != 0o600 {
+		t.Errorf("mode after another mount's chmod and the timeout: %v", a.Mode)
+	}
+
+	// A second name, and the first unlinked: one link left, at once.
+	if _, err := root(t, s).Link(ctx, &fuse.LinkRequest{NewName: "g"}, f); err != nil {
+		t.Fatal(err)
+	}
+	if a := attr(t, f); a.Nlink != 2 {
+		t.Errorf("links after link: %d", a.Nlink)
+	}
+	if err := root(t, s).Remove(ctx, &fuse.RemoveRequest{Name: "f"}); err != nil {
+		t.Fatal(err)
+	}
+	if a := attr(t, f); a.Nlink != 1 {
+		t.Errorf("links after unlinking one of two names: %d, want 1", a.Nlink)
+	}
+}

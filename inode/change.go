@@ -84,11 +84,16 @@ func (f *FS) Setattr(ctx context.Context, id ID, sa SetAttr) (Attr, error) {
 func (f *FS) updateInode(ctx context.Context, id ID, what string, fn func(*Attr) error) (Attr, error) {
 	var out Attr
 	err := retry(what+" "+id.String(), func() error {
-		a, h, err := f.GetAttr(ctx, id)
+		a, h, seen, err := f.attrToChange(ctx, id)
 		if err != nil {
 			return err
 		}
 		if err := fn(&a); err != nil {
+			if seen {
+				// Perhaps only because it is stale: read it.
+				f.known.forget(id.Part, InodeRecord(id.Num))
+				return errRaced
+			}
 			return fmt.Errorf("%s %s: %w", what, id, err)
 		}
 		if _, err := f.write(ctx, id.Part, txlog.Change{Name: InodeRecord(id.Num), Value: EncodeAttr(a), IfMatch: &h}); err != nil {
@@ -98,6 +103,16 @@ func (f *FS) updateInode(ctx context.Context, id ID, what string, fn func(*Attr)
 		return nil
 	})
 	return out, err
+}
+
+// attrToChange returns inode id as this FS last saw it (seen), for a
+// change conditional on its hash, else as read now.
+func (f *FS) attrToChange(ctx context.Context, id ID) (Attr, txlog.Hash, bool, error) {
+	if a, h, ok := knownRecord(f, id.Part, InodeRecord(id.Num), DecodeAttr); ok {
+		return a, h, true, nil
+	}
+	a, h, err := f.GetAttr(ctx, id)
+	return a, h, false, err
 }
 
 // resize sets a file's size, cutting inline bytes and extents past it.

@@ -68,8 +68,13 @@ type FS struct {
 	chunk  blockstore.ChunkOptions
 	cache  *lru.Cache[blockstore.Hash, []byte]
 	// dirs maps directories to their entries' partitions.
-	dirs  *lru.Cache[ID, uint64]
-	clock func() time.Time
+	dirs *lru.Cache[ID, uint64]
+	// known keeps records as last read or written, for changes to start
+	// from.
+	known known
+	// onChange, if set, hears of every inode this FS writes.
+	onChange func(ID)
+	clock    func() time.Time
 	// readAhead is Options.ReadAhead; inflight holds the block fetches
 	// under way, guarded by mu.
 	readAhead int
@@ -101,9 +106,14 @@ func New(log Log, blocks Blocks, opts Options) *FS {
 	}
 	cache, _ := lru.New[blockstore.Hash, []byte](opts.CacheBlocks) // fails only for a size below 1
 	dirs, _ := lru.New[ID, uint64](maxDirs)
-	return &FS{log: log, blocks: blocks, levels: levels, chunk: opts.Chunk, cache: cache, dirs: dirs, clock: time.Now,
+	return &FS{log: log, blocks: blocks, levels: levels, chunk: opts.Chunk, cache: cache, dirs: dirs, known: newKnown(), clock: time.Now,
 		readAhead: opts.ReadAhead, inflight: map[blockstore.Hash]*fetch{}}
 }
+
+// OnChange has fn called with every inode this FS changes or deletes,
+// once the write has ended (committed or not: either way what was known
+// of the inode before is stale). Call it before the FS is used.
+func (f *FS) OnChange(fn func(ID)) { f.onChange = fn }
 
 // Init creates the root directory if it does not exist yet.
 func (f *FS) Init(ctx context.Context) error {
@@ -131,15 +141,19 @@ func readRecord[T any](ctx context.Context, f *FS, part uint64, name, what strin
 	var zero T
 	resp, err := f.log.Do(ctx, txlog.Request{Partition: PartitionName(part), Level: f.levels.Read, Kind: txlog.KindRead, Name: name})
 	if err != nil {
+		f.known.forget(part, name)
 		return zero, txlog.Hash{}, errno(err)
 	}
 	if !resp.Record.Exists {
+		f.known.forget(part, name)
 		return zero, txlog.Hash{}, fmt.Errorf("%s: %w", what, syscall.ENOENT)
 	}
 	v, err := decode(resp.Record.Value)
 	if err != nil {
+		f.known.forget(part, name)
 		return zero, txlog.Hash{}, fmt.Errorf("%s: %w: %v", what, syscall.EIO, err)
 	}
+	f.known.note(part, name, resp.Record.Value, resp.Record.Hash)
 	return v, resp.Record.Hash, nil
 }
 
@@ -224,6 +238,7 @@ func (f *FS) list(ctx context.Context, part uint64, settle bool, fn func(string,
 		}
 		for _, r := range resp.Records {
 			after = r.Name
+			f.known.note(part, r.Name, r.Value, r.Hash)
 			if num, ok := inodeNum(r.Name); ok && inodes != nil {
 				a, err := DecodeAttr(r.Value)
 				if err != nil {

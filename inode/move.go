@@ -202,6 +202,14 @@ func (f *FS) dead(ctx context.Context, part uint64) (bool, error) {
 // failed condition is errRaced.
 func (f *FS) write(ctx context.Context, part uint64, changes ...txlog.Change) (txlog.Hash, error) {
 	resp, err := f.log.Do(ctx, txlog.Request{Partition: PartitionName(part), Level: f.levels.Write, Kind: txlog.KindWrite, Write: changes})
+	f.known.wrote(part, changes, resp.Tx.Hash, err)
+	if f.onChange != nil {
+		for _, c := range changes {
+			if num, ok := inodeNum(c.Name); ok && !c.Check {
+				f.onChange(ID{Part: part, Num: num})
+			}
+		}
+	}
 	if errors.Is(err, txlog.ErrConflict) {
 		return txlog.Hash{}, fmt.Errorf("%w: %v", errRaced, err)
 	}

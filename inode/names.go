@@ -35,9 +35,14 @@ func (f *FS) Unlink(ctx context.Context, dir ID, name string) error {
 		return err
 	}
 	return retry("unlink "+strconv.Quote(name), func() error {
-		e, eh, err := f.liveEntry(ctx, part, name, true)
-		if err != nil {
-			return err
+		// An entry as this FS last saw it is tried first when it names a
+		// file and no rename marks it: the change is conditional on it.
+		e, eh, seen := knownRecord(f, part, EntryRecord(name), DecodeEntry)
+		if !seen || e.Move != nil || e.Type == TypeDir {
+			var err error
+			if e, eh, err = f.liveEntry(ctx, part, name, true); err != nil {
+				return err
+			}
 		}
 		if e.Type == TypeDir {
 			return fmt.Errorf("unlink %q: %w", name, syscall.EISDIR)
@@ -67,7 +72,7 @@ func (f *FS) removeEntry(ctx context.Context, part uint64, name string, e Entry,
 // unlinkChange returns the change that drops a link of inode id: one link
 // fewer, or the inode gone with its last one (a directory has one).
 func (f *FS) unlinkChange(ctx context.Context, id ID) (txlog.Change, error) {
-	a, h, err := f.GetAttr(ctx, id)
+	a, h, _, err := f.attrToChange(ctx, id)
 	if err != nil {
 		return txlog.Change{}, err
 	}

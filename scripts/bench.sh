@@ -32,6 +32,7 @@ tree_files=5000  # the tree workloads: about 150 MB in this many files
 tree_mb=150
 
 work=$(mktemp -d /var/tmp/difuse-bench.XXXXXX)
+: > "$work/ops"
 nodes=() mountpid="" lbpid=""
 cleanup() {
   for m in "$work/mnt" "$work/lb"; do mountpoint -q "$m" 2>/dev/null && fusermount3 -uz "$m"; done
@@ -117,14 +118,29 @@ profile_stop() {
   done
   profs=()
 }
-# timed WORKLOAD CMD...: runs CMD, then sync, and records its seconds.
+# fuse_ops: the mount's FUSE operation counts and seconds so far, as lines
+# "op count seconds".
+fuse_ops() {
+  curl -fsS http://127.0.0.1:9160/metrics | awk '
+    /^difuse_fuse_operation_duration_seconds_count/ { split($1, a, "\""); n[a[2]] = $2 }
+    /^difuse_fuse_operation_duration_seconds_sum/ { split($1, a, "\""); s[a[2]] = $2 }
+    END { for (op in n) print op, n[op], s[op] }'
+}
+# timed WORKLOAD CMD...: runs CMD, then sync, and records its seconds; on
+# difuse's first run, also the FUSE operations it made and their seconds.
 timed() {
-  local w=$1 t; shift
+  local w=$1 t ops=""; shift
   profile_start "$w"
+  [ "$target" = difuse ] && [ "$run" -eq 1 ] && ops=$(fuse_ops)
   t=$(now)
   "$@"
   sync
   echo "$target $w $run $(echo "$(now) - $t" | bc)" >> "$work/results"
+  if [ -n "$ops" ]; then
+    { echo "$ops" | sed 's/^/before /'; fuse_ops | sed 's/^/after /'; } |
+      awk -v w="$w" '$1 == "before" { n[$2] -= $3; s[$2] -= $4; next } { n[$2] += $3; s[$2] += $4 }
+        END { for (op in n) if (n[op] > 0) print w, op, n[op], s[op] }' >> "$work/ops"
+  fi
   profile_stop
 }
 
@@ -232,3 +248,13 @@ print(f"| idle RSS (anonymous): largest node / mount | | {mib('loopback', 'mount
       f" | {mib('difuse', 'nodeVmRSS')} ({mib('difuse', 'nodeRssAnon')}) / {mib('difuse', 'mountVmRSS')} ({mib('difuse', 'mountRssAnon')}) MiB | | | <= 150 MiB each |")
 print("(medians; c/a and c/b are difuse's speed over the local disk's and the loopback's: 1 is as fast)")
 PY
+
+# Where the mount's time went in the first run: per workload, the FUSE
+# operations that took most, with their count and mean latency.
+echo
+echo "| workload | FUSE operations of difuse's mount, first run: count × mean = total |"
+echo "| --- | --- |"
+sort -k1,1 -k4,4gr "$work/ops" | awk '
+  $1 != w { if (w != "") print "| " w " | " line " |"; w = $1; line = ""; k = 0 }
+  k++ < 6 { line = line (line == "" ? "" : "; ") sprintf("%s %d × %.2f ms = %.1f s", $2, $3, 1000 * $4 / $3, $4) }
+  END { if (w != "") print "| " w " | " line " |" }'

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -25,6 +26,25 @@ type cluster struct {
 	mu      sync.Mutex
 	hosts   map[string]*host
 	addrs   []string
+	// gates, if set, stand between each host and its store.
+	gates map[string]*syncGate
+}
+
+// syncGate is a host's store whose syncs can be held (a slow disk) or made
+// to fail (a broken one).
+type syncGate struct {
+	kv
+	hold sync.RWMutex // a sync waits while it is locked
+	fail atomic.Bool
+}
+
+func (g *syncGate) Sync() error {
+	g.hold.RLock()
+	g.hold.RUnlock() // only waited for the holder
+	if g.fail.Load() {
+		return errors.New("sync: input/output error")
+	}
+	return g.kv.Sync()
 }
 
 type host struct {
@@ -38,9 +58,16 @@ type host struct {
 
 const testCallTimeout = 100 * time.Millisecond
 
-func newCluster(t *testing.T, n int) *cluster {
+func newCluster(t *testing.T, n int) *cluster { return newClusterGated(t, n, false) }
+
+// newClusterGated is newCluster, with a syncGate before each host's store
+// if gated.
+func newClusterGated(t *testing.T, n int, gated bool) *cluster {
 	faults := memnet.New(1)
 	c := &cluster{t: t, faults: faults, ringNet: ring.NewNetworkWith(faults), txNet: NewNetwork(faults), hosts: map[string]*host{}}
+	if gated {
+		c.gates = map[string]*syncGate{}
+	}
 	for i := range n {
 		addr := fmt.Sprintf("h%d", i)
 		c.addrs = append(c.addrs, addr)
@@ -97,7 +124,16 @@ func (c *cluster) tryStart(addr string, db *store.Mem, join bool) (*host, error)
 	} else if err := rh.Create(); err != nil {
 		return nil, err
 	}
-	svc, err := New(Config{Addr: addr, CallTimeout: testCallTimeout, Logger: testLogger}, rh, c.txNet.Transport(addr), db)
+	var d kv = db
+	if c.gates != nil {
+		g := c.gates[addr]
+		if g == nil {
+			g = &syncGate{kv: db}
+			c.gates[addr] = g
+		}
+		d = g
+	}
+	svc, err := New(Config{Addr: addr, CallTimeout: testCallTimeout, Logger: testLogger}, rh, c.txNet.Transport(addr), d)
 	if err != nil {
 		return nil, err
 	}

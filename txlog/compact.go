@@ -443,7 +443,7 @@ func (ps *parts) install(p *part, pg SnapshotPage, recs []Record) error {
 	if err := ps.db.Sync(); err != nil {
 		return err
 	}
-	p.last, p.lastHash, p.lastBal, p.commit, p.applied = m.Last, m.LastHash, m.LastBal, m.Commit, m.Applied
+	p.last, p.lastHash, p.lastBal, p.commit, p.applied, p.durable = m.Last, m.LastHash, m.LastBal, m.Commit, m.Applied, m.Last
 	p.config, p.configAt = m.Config, m.ConfigAt
 	p.base, p.baseHash, p.baseBal, p.baseConfig, p.baseConfigAt = m.Base, m.BaseHash, m.BaseBal, m.BaseConfig, m.BaseConfigAt
 	return nil

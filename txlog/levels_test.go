@@ -285,3 +285,51 @@ func TestChecksAndIfEmpty(t *testing.T) {
 		}
 	}
 }
+
+// A leader sends an entry to its followers while it syncs it, and counts
+// itself towards the commit only once its sync is done: with one follower
+// down and the leader's disk slow, a quorum write waits for the disk; with
+// the leader's disk broken, the two followers commit it.
+func TestLeaderCountsItselfOnceDurable(t *testing.T) {
+	c := newClusterGated(t, 3, true)
+	ctx := ctxFor(t, 20*time.Second)
+	if _, err := c.host("h0").svc.Write(ctx, "ld", set("a", "1"), All); err != nil {
+		t.Fatal(err)
+	}
+	res, err := c.host("h0").ring.Lookup(ctx, ring.HashKey([]byte("ld")), 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leader, follower, victim := res.Replicas[0].Addr, res.Replicas[1].Addr, res.Replicas[2].Addr
+	gate := c.gates[leader]
+
+	// Slow disk, one follower down: no commit before the sync.
+	gate.hold.Lock()
+	c.kill(victim)
+	done := make(chan error, 1)
+	go func() {
+		_, err := c.host(follower).svc.Write(ctx, "ld", set("a", "2"), Quorum)
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		t.Fatalf("a quorum write returned (%v) while the leader's sync and one follower were missing", err)
+	case <-time.After(300 * time.Millisecond):
+	}
+	gate.hold.Unlock()
+	if err := <-done; err != nil {
+		t.Fatalf("the quorum write once the sync was done: %v", err)
+	}
+
+	// Broken disk on the leader, both followers up: committed by them.
+	c.restart(victim)
+	c.settle()
+	gate.fail.Store(true)
+	if _, err := c.host(follower).svc.Write(ctx, "ld", set("a", "3"), Quorum); err != nil {
+		t.Fatalf("a quorum write with the leader's disk broken and both followers up: %v", err)
+	}
+	gate.fail.Store(false)
+	if r, err := c.host(victim).svc.Read(ctx, "ld", "a", Quorum); err != nil || string(r.Value) != "3" {
+		t.Errorf("quorum read: %q, %v; want 3", r.Value, err)
+	}
+}

@@ -599,7 +599,7 @@ func (s *Service) reaffirm(ctx context.Context, p *part, t *Tx, level Level) err
 	members := slices.Clone(p.config)
 	p.mu.Unlock()
 	need, quorum := levelNeeds(level, members)
-	acked, err := s.replicate(ctx, p, members, t.Height, need)
+	acked, err := s.replicate(ctx, p, members, t.Height, need, func() error { return s.ps.syncTo(p, t) })
 	switch {
 	case need(acked):
 		err = nil
@@ -673,12 +673,18 @@ func (s *Service) appendTx(ctx context.Context, p *part, id WriteID, ops []Op, t
 		return nil, nil, fmt.Errorf("%w: %q: no longer leading", ErrStaleBallot, p.name)
 	}
 	t := &Tx{Partition: p.name, Height: p.last + 1, Prev: p.lastHash, Ballot: p.leading, Time: s.clock().UnixNano(), ID: id, Ops: ops}
-	err := s.ps.write(p, t.Height, []*Tx{t}, p.promised, p.commit, t.Height, sync)
+	// The entry goes to disk here while it goes to the followers: this
+	// host counts among the replicas holding it once it is synced.
+	err := s.ps.write(p, t.Height, []*Tx{t}, p.promised, p.commit, t.Height, false)
 	p.mu.Unlock()
 	if err != nil {
 		return nil, nil, err
 	}
-	acked, err := s.replicate(ctx, p, targets, t.Height, enough)
+	self := held
+	if sync {
+		self = func() error { return s.ps.syncTo(p, t) }
+	}
+	acked, err := s.replicate(ctx, p, targets, t.Height, enough, self)
 	if acked[s.cfg.Addr] {
 		// The transaction must still be in this host's log where it was put.
 		p.mu.Lock()
@@ -710,10 +716,11 @@ func (s *Service) appendTx(ctx context.Context, p *part, id WriteID, ops []Op, t
 }
 
 // replicate brings the logs of targets up to height target and returns the
-// replicas that hold it (this host included) as soon as enough says so, or
-// when every target has answered or failed. Followers still catching up
-// when it returns go on in the background.
-func (s *Service) replicate(ctx context.Context, p *part, targets []string, target uint64, enough func(map[string]bool) bool) (map[string]bool, error) {
+// replicas that hold it (this host included once self, run meanwhile, has
+// made its own log hold it) as soon as enough says so, or when every
+// target has answered or failed. Followers still catching up when it
+// returns go on in the background.
+func (s *Service) replicate(ctx context.Context, p *part, targets []string, target uint64, enough func(map[string]bool) bool, self func() error) (map[string]bool, error) {
 	type result struct {
 		addr string
 		err  error
@@ -721,8 +728,9 @@ func (s *Service) replicate(ctx context.Context, p *part, targets []string, targ
 	p.mu.Lock()
 	ballot := p.leading
 	p.mu.Unlock()
-	results := make(chan result, len(targets))
-	n := 0
+	results := make(chan result, len(targets)+1)
+	n := 1
+	go func() { results <- result{s.cfg.Addr, self()} }()
 	for _, r := range targets {
 		if r == s.cfg.Addr {
 			continue
@@ -735,7 +743,7 @@ func (s *Service) replicate(ctx context.Context, p *part, targets []string, targ
 			results <- result{r, s.push(rctx, p, r, target)}
 		}()
 	}
-	acked := map[string]bool{s.cfg.Addr: true}
+	acked := map[string]bool{}
 	var lastErr error
 	for range n {
 		if enough(acked) {
@@ -758,6 +766,10 @@ func (s *Service) replicate(ctx context.Context, p *part, targets []string, targ
 	p.mu.Unlock()
 	return acked, lastErr
 }
+
+// held is replicate's self for a leader whose log already holds what it
+// replicates.
+func held() error { return nil }
 
 // countSet counts the members of set in acked.
 func countSet(acked map[string]bool, set []string) int {
@@ -977,7 +989,7 @@ func (p *part) allMatch(self string, set []string) uint64 {
 			h = min(h, p.match[r])
 		}
 	}
-	return h
+	return min(h, p.durable)
 }
 
 // majorityMatch returns the highest height that a majority of set holds,
@@ -986,7 +998,7 @@ func (p *part) majorityMatch(self string, set []string) uint64 {
 	heights := make([]uint64, 0, len(set))
 	for _, r := range set {
 		if r == self {
-			heights = append(heights, p.last)
+			heights = append(heights, min(p.last, p.durable))
 		} else {
 			heights = append(heights, p.match[r])
 		}

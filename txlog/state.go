@@ -36,6 +36,9 @@ type part struct {
 	lastBal  Ballot // ballot of the last log entry
 	commit   uint64 // highest height known committed
 	applied  uint64 // records reflect the log up to here
+	// durable is the height up to which this host's log is known to be
+	// on disk: a leader counts itself towards a commit only up to it.
+	durable uint64
 	// config is the replica set in force: the one the latest OpConfig in
 	// the log sets (nil if the log has none yet), written at configAt.
 	config   []string
@@ -252,6 +255,7 @@ func (ps *parts) get(name string) (*part, error) {
 			return nil, fmt.Errorf("txlog: partition %q: bad metadata: %w", name, err)
 		}
 		p.promised, p.last, p.lastHash, p.lastBal, p.commit, p.applied = m.Promised, m.Last, m.LastHash, m.LastBal, m.Commit, m.Applied
+		p.durable = p.last // as read from disk
 		p.config, p.configAt = m.Config, m.ConfigAt
 		p.base, p.baseHash, p.baseBal, p.baseConfig, p.baseConfigAt = m.Base, m.BaseHash, m.BaseBal, m.BaseConfig, m.BaseConfigAt
 		if m.Installing {
@@ -502,6 +506,9 @@ func (ps *parts) write(p *part, from uint64, txs []*Tx, promised Ballot, commit,
 	}
 	p.promised, p.last, p.lastHash, p.lastBal, p.commit = m.Promised, m.Last, m.LastHash, m.LastBal, m.Commit
 	p.config, p.configAt, p.applied = m.Config, m.ConfigAt, m.Applied
+	if truncateFrom != 0 {
+		p.durable = min(p.durable, truncateFrom-1)
+	}
 	if err := ps.apply(p, min(applyTo, p.last)); err != nil {
 		return err
 	}
@@ -509,7 +516,31 @@ func (ps *parts) write(p *part, from uint64, txs []*Tx, promised Ballot, commit,
 		if err := ps.db.Sync(); err != nil {
 			return fmt.Errorf("txlog: %q: sync: %w", p.name, err)
 		}
+		p.durable = p.last
 	}
+	return nil
+}
+
+// syncTo makes this host's log durable up to t, unless it is already,
+// and records it. A t no longer in the log at its height is an error.
+func (ps *parts) syncTo(p *part, t *Tx) error {
+	p.mu.Lock()
+	done := p.durable >= t.Height
+	p.mu.Unlock()
+	if done {
+		return nil
+	}
+	if err := ps.db.Sync(); err != nil {
+		return fmt.Errorf("txlog: %q: sync: %w", p.name, err)
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	// The sync covers what was written before it began: t, if it is still
+	// where it was put.
+	if h, err := ps.hashAtLocked(p, t.Height); err != nil || h != t.Hash() {
+		return fmt.Errorf("txlog: %q: entry %d replaced before it was synced", p.name, t.Height)
+	}
+	p.durable = max(p.durable, t.Height)
 	return nil
 }
 
@@ -697,7 +728,7 @@ func (ps *parts) clear(p *part, installing bool) error {
 			return err
 		}
 	}
-	p.last, p.lastHash, p.lastBal, p.commit, p.applied = 0, Hash{}, Ballot{}, 0, 0
+	p.last, p.lastHash, p.lastBal, p.commit, p.applied, p.durable = 0, Hash{}, Ballot{}, 0, 0, 0
 	p.config, p.configAt, p.match = nil, 0, nil
 	p.base, p.baseHash, p.baseBal, p.baseConfig, p.baseConfigAt = 0, Hash{}, Ballot{}, nil, 0
 	m := p.metaLocked()
