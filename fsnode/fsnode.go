@@ -299,7 +299,6 @@ func (n *Node) flush(ctx context.Context) error {
 		return nil
 	}
 	a, err := w.Flush(ctx)
-	n.changed()
 	if err == nil {
 		n.remember(a) // as committed: reads right after need not ask
 	}
@@ -528,7 +527,6 @@ func (n *Node) Link(ctx context.Context, req *fuse.LinkRequest, old fs.Node) (_ 
 	if _, err := n.s.fs.Link(ctx, on.id, n.id, req.NewName); err != nil {
 		return nil, n.s.errno("link", err)
 	}
-	on.changed()
 	return on, nil
 }
 
@@ -737,7 +735,6 @@ func (n *Node) Setxattr(ctx context.Context, req *fuse.SetxattrRequest) (err err
 	defer n.s.observe("setxattr", time.Now(), &err)
 	ctx, cancel := n.s.ctx(ctx)
 	defer cancel()
-	defer n.changed()
 	return n.s.errno("setxattr", n.s.fs.SetXattr(ctx, n.id, req.Name, slices.Clone(req.Xattr), req.Flags))
 }
 
@@ -746,7 +743,6 @@ func (n *Node) Removexattr(ctx context.Context, req *fuse.RemovexattrRequest) (e
 	defer n.s.observe("removexattr", time.Now(), &err)
 	ctx, cancel := n.s.ctx(ctx)
 	defer cancel()
-	defer n.changed()
 	err = n.s.fs.RemoveXattr(ctx, n.id, req.Name)
 	if errors.Is(err, syscall.ENODATA) {
 		return fuse.ErrNoXattr
