@@ -129,14 +129,15 @@ fuse_ops() {
 # timed WORKLOAD CMD...: runs CMD, then sync, and records its seconds; on
 # difuse's first run, also the FUSE operations it made and their seconds.
 timed() {
-  local w=$1 t ops=""; shift
+  local w=$1 t ops="" count=""; shift
   profile_start "$w"
-  [ "$target" = difuse ] && [ "$run" -eq 1 ] && ops=$(fuse_ops)
+  # A mount just started has no operations yet: ops is then empty.
+  [ "$target" = difuse ] && [ "$run" -eq 1 ] && count=1 && ops=$(fuse_ops)
   t=$(now)
   "$@"
   sync
   echo "$target $w $run $(echo "$(now) - $t" | bc)" >> "$work/results"
-  if [ -n "$ops" ]; then
+  if [ -n "$count" ]; then
     { echo "$ops" | sed 's/^/before /'; fuse_ops | sed 's/^/after /'; } |
       awk -v w="$w" '$1 == "before" { n[$2] -= $3; s[$2] -= $4; next } { n[$2] += $3; s[$2] += $4 }
         END { for (op in n) if (n[op] > 0) print w, op, n[op], s[op] }' >> "$work/ops"

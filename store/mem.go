@@ -78,6 +78,11 @@ func (m *Mem) Update(fn func(w Writer) error) error {
 // until fn returns an error, which Scan then returns. It works on a snapshot
 // of the matching keys, so fn may write to the store.
 func (m *Mem) Scan(prefix []byte, fn func(key, val []byte) error) error {
+	return m.ScanFrom(prefix, prefix, fn)
+}
+
+// ScanFrom is Scan, starting at the first key at or after from.
+func (m *Mem) ScanFrom(prefix, from []byte, fn func(key, val []byte) error) error {
 	m.mu.RLock()
 	if m.closed {
 		m.mu.RUnlock()
@@ -85,7 +90,7 @@ func (m *Mem) Scan(prefix []byte, fn func(key, val []byte) error) error {
 	}
 	var keys []string
 	for k := range m.kv {
-		if bytes.HasPrefix([]byte(k), prefix) {
+		if bytes.HasPrefix([]byte(k), prefix) && k >= string(from) {
 			keys = append(keys, k)
 		}
 	}

@@ -368,11 +368,19 @@ func (w *txnWriter) Delete(key []byte) error {
 // until fn returns an error, which Scan then returns. key and val are valid
 // only until fn returns.
 func (db *DB) Scan(prefix []byte, fn func(key, val []byte) error) error {
+	return db.ScanFrom(prefix, prefix, fn)
+}
+
+// ScanFrom is Scan, starting at the first key at or after from.
+func (db *DB) ScanFrom(prefix, from []byte, fn func(key, val []byte) error) error {
+	if bytes.Compare(from, prefix) < 0 {
+		from = prefix
+	}
 	err := db.bdb.View(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix, PrefetchValues: false})
 		defer it.Close()
 		var val []byte
-		for it.Seek(prefix); it.ValidForPrefix(prefix); it.Next() {
+		for it.Seek(from); it.ValidForPrefix(prefix); it.Next() {
 			item := it.Item()
 			var err error
 			if val, err = item.ValueCopy(val[:0]); err != nil {

@@ -316,31 +316,24 @@ func (s *Service) HandleSnapshot(partition string, height uint64, after string) 
 			return SnapshotPage{}, err
 		}
 	}
-	var names []string
-	skip := len(p.recPrefix())
-	err = s.ps.db.Scan(p.recPrefix(), func(k, _ []byte) error {
-		if name := string(k[skip:]); name > after || after == "" {
-			names = append(names, name)
-		}
-		return nil
-	})
-	if err != nil {
-		return SnapshotPage{}, fmt.Errorf("txlog: %q: snapshot: %w", p.name, err)
-	}
-	size := 0
-	for i, name := range names {
+	skip, size := len(p.recPrefix()), 0
+	err = s.ps.db.ScanFrom(p.recPrefix(), p.recsAfter(after), func(k, _ []byte) error {
 		if len(pg.Records) == snapshotRecords || size >= snapshotBytes {
-			pg.More = i < len(names)
-			break
+			pg.More = true
+			return errStopScan
 		}
-		r, err := s.ps.recordAt(p, name, height)
+		r, err := s.ps.recordAt(p, string(k[skip:]), height)
 		if err != nil {
-			return SnapshotPage{}, err
+			return err
 		}
 		if r.Height != 0 {
 			pg.Records = append(pg.Records, r)
 			size += len(r.Name) + len(r.Value)
 		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, errStopScan) {
+		return SnapshotPage{}, fmt.Errorf("txlog: %q: snapshot: %w", p.name, err)
 	}
 	return pg, nil
 }

@@ -17,6 +17,7 @@ type kv interface {
 	Get(key []byte) ([]byte, error)
 	Update(fn func(w store.Writer) error) error
 	Scan(prefix []byte, fn func(key, val []byte) error) error
+	ScanFrom(prefix, from []byte, fn func(key, val []byte) error) error
 	Sync() error
 }
 
@@ -376,6 +377,15 @@ func (ps *parts) record(p *part, name string) (Record, error) {
 	return decodeRecord(name, b)
 }
 
+// recsAfter returns the key a scan of p's records that sort after the
+// name after starts at: all of them if after is empty.
+func (p *part) recsAfter(after string) []byte {
+	if after == "" {
+		return p.recPrefix()
+	}
+	return append(p.recKey(after), 0)
+}
+
 // errStopScan ends a scan early.
 var errStopScan = errors.New("stop")
 
@@ -386,11 +396,8 @@ func (ps *parts) list(p *part, prefix, after string, limit int) ([]Record, bool,
 	var out []Record
 	more := false
 	skip := len(p.recPrefix())
-	err := ps.db.Scan(p.recKey(prefix), func(k, v []byte) error {
+	err := ps.db.ScanFrom(p.recKey(prefix), p.recsAfter(after), func(k, v []byte) error {
 		name := string(k[skip:])
-		if after != "" && name <= after {
-			return nil
-		}
 		r, err := decodeRecord(name, v)
 		if err != nil || !r.Exists {
 			return err

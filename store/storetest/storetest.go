@@ -17,6 +17,7 @@ type KV interface {
 	Get(key []byte) ([]byte, error)
 	Update(fn func(w store.Writer) error) error
 	Scan(prefix []byte, fn func(key, val []byte) error) error
+	ScanFrom(prefix, from []byte, fn func(key, val []byte) error) error
 	Size(key []byte) (int64, error)
 	ScanSizes(prefix []byte, fn func(key []byte, size int64) error) error
 	Sync() error
@@ -122,6 +123,16 @@ func Run(t *testing.T, open func(t *testing.T) KV) {
 		}
 		if fmt.Sprint(got) != "[p/1 p/2 p/3]" {
 			t.Fatalf("Scan = %v", got)
+		}
+		for from, want := range map[string]string{"p/2": "[p/2 p/3]", "p/1\x00": "[p/2 p/3]", "a": "[p/1 p/2 p/3]", "p/4": "[]"} {
+			got = nil
+			err := kv.ScanFrom([]byte("p/"), []byte(from), func(k, v []byte) error {
+				got = append(got, string(k))
+				return nil
+			})
+			if err != nil || fmt.Sprint(got) != want {
+				t.Fatalf("ScanFrom(p/, %q) = %v, %v; want %s", from, got, err, want)
+			}
 		}
 		stop := errors.New("stop")
 		n := 0

@@ -31,6 +31,7 @@ type host struct {
 		Get([]byte) ([]byte, error)
 		Update(func(store.Writer) error) error
 		Scan([]byte, func(k, v []byte) error) error
+		ScanFrom(prefix, from []byte, fn func(k, v []byte) error) error
 		Sync() error
 	}
 }
