@@ -182,13 +182,20 @@ type Node struct {
 	// with their inodes' attributes, at listedAt: a lookup soon after
 	// takes its entry and attributes from there, once, instead of reading
 	// both again (ls -l). Changes to the directory through this mount
-	// drop it.
+	// drop the names they change. listUses counts the lookups it served.
 	listing  map[string]inode.DirEntry
 	listedAt time.Time
+	listUses int
 	// listChanged is when a change to the directory last began or ended:
 	// a listing that began before it is not kept.
 	listChanged time.Time
 }
+
+// walkUses is how many lookups a listing must have served for a lookup
+// that finds it expired to list the directory again: something is going
+// through the whole directory (ls -l, rm -rf of a large one), and one
+// listing is cheaper than a request per name.
+const walkUses = 64
 
 // listed takes name's entry from the directory's last listing, if that is
 // younger than the entry timeout (as recent as the kernel's own cache of
@@ -201,15 +208,49 @@ func (n *Node) listed(name string) (inode.DirEntry, time.Time, bool) {
 		return inode.DirEntry{}, time.Time{}, false
 	}
 	delete(n.listing, name)
+	n.listUses++
 	return d, n.listedAt, true
 }
 
-// forgetListing drops the directory's last listing: it is changing, or
-// changed. Changes call it as they begin and as they end.
-func (n *Node) forgetListing() {
+// walked reports whether the directory's last listing has expired after
+// serving a walk through it.
+func (n *Node) walked() bool {
 	n.mu.Lock()
-	n.listing, n.listChanged = nil, time.Now()
+	defer n.mu.Unlock()
+	return n.listing != nil && n.listUses >= walkUses && time.Since(n.listedAt) >= n.s.opts.EntryValid
+}
+
+// unlist drops names from the directory's last listing: they are
+// changing, or changed. Changes call it as they begin and as they end.
+func (n *Node) unlist(names ...string) {
+	n.mu.Lock()
+	for _, name := range names {
+		delete(n.listing, name)
+	}
+	n.listChanged = time.Now()
 	n.mu.Unlock()
+}
+
+// list reads the directory's entries and keeps those with attributes as
+// its listing, unless a change began or ended meanwhile.
+func (n *Node) list(ctx context.Context) ([]inode.DirEntry, error) {
+	start := time.Now()
+	list, err := n.s.fs.Readdir(ctx, n.id)
+	if err != nil {
+		return nil, err
+	}
+	listing := map[string]inode.DirEntry{}
+	for _, e := range list {
+		if e.Attr != nil {
+			listing[e.Name] = e
+		}
+	}
+	n.mu.Lock()
+	if n.listChanged.Before(start) {
+		n.listing, n.listedAt, n.listUses = listing, start, 0
+	}
+	n.mu.Unlock()
+	return list, nil
 }
 
 // offer gives the node its inode's attributes as a listing read them at
@@ -399,13 +440,18 @@ func (n *Node) Attr(ctx context.Context, out *fuse.Attr) (err error) {
 func (n *Node) Lookup(ctx context.Context, req *fuse.LookupRequest, resp *fuse.LookupResponse) (_ fs.Node, err error) {
 	defer n.s.observe("lookup", time.Now(), &err)
 	resp.EntryValid = n.s.opts.EntryValid
+	ctx, cancel := n.s.ctx(ctx)
+	defer cancel()
+	if n.walked() {
+		if _, err := n.list(ctx); err != nil {
+			return nil, n.s.errno("readdir", err)
+		}
+	}
 	if d, at, ok := n.listed(req.Name); ok {
 		c := n.s.node(d.ID)
 		c.offer(*d.Attr, at)
 		return c, nil
 	}
-	ctx, cancel := n.s.ctx(ctx)
-	defer cancel()
 	e, err := n.s.fs.Lookup(ctx, n.id, req.Name)
 	if err != nil {
 		return nil, n.s.errno("lookup", err)
@@ -418,17 +464,12 @@ func (n *Node) ReadDirAll(ctx context.Context) (_ []fuse.Dirent, err error) {
 	defer n.s.observe("readdir", time.Now(), &err)
 	ctx, cancel := n.s.ctx(ctx)
 	defer cancel()
-	start := time.Now()
-	list, err := n.s.fs.Readdir(ctx, n.id)
+	list, err := n.list(ctx)
 	if err != nil {
 		return nil, n.s.errno("readdir", err)
 	}
-	listing := map[string]inode.DirEntry{}
 	out := make([]fuse.Dirent, len(list))
 	for i, e := range list {
-		if e.Attr != nil {
-			listing[e.Name] = e
-		}
 		t := fuse.DT_File
 		switch e.Type {
 		case inode.TypeDir:
@@ -438,19 +479,14 @@ func (n *Node) ReadDirAll(ctx context.Context) (_ []fuse.Dirent, err error) {
 		}
 		out[i] = fuse.Dirent{Inode: (&Node{id: e.ID}).inum(), Type: t, Name: e.Name}
 	}
-	n.mu.Lock()
-	if n.listChanged.Before(start) {
-		n.listing, n.listedAt = listing, start
-	}
-	n.mu.Unlock()
 	return out, nil
 }
 
 func (n *Node) create(ctx context.Context, name string, na inode.NewAttr) (*Node, error) {
 	ctx, cancel := n.s.ctx(ctx)
 	defer cancel()
-	n.forgetListing()
-	defer n.forgetListing()
+	n.unlist(name)
+	defer n.unlist(name)
 	id, a, err := n.s.fs.Create(ctx, n.id, name, na)
 	if err != nil {
 		return nil, n.s.errno("create", err)
@@ -505,8 +541,8 @@ func (n *Node) Remove(ctx context.Context, req *fuse.RemoveRequest) (err error) 
 	defer n.s.observe("remove", time.Now(), &err)
 	ctx, cancel := n.s.ctx(ctx)
 	defer cancel()
-	n.forgetListing()
-	defer n.forgetListing()
+	n.unlist(req.Name)
+	defer n.unlist(req.Name)
 	if req.Dir {
 		return n.s.errno("rmdir", n.s.fs.Rmdir(ctx, n.id, req.Name))
 	}
@@ -522,8 +558,8 @@ func (n *Node) Link(ctx context.Context, req *fuse.LinkRequest, old fs.Node) (_ 
 	if !ok {
 		return nil, fuse.Errno(syscall.EXDEV)
 	}
-	n.forgetListing()
-	defer n.forgetListing()
+	n.unlist(req.NewName)
+	defer n.unlist(req.NewName)
 	if _, err := n.s.fs.Link(ctx, on.id, n.id, req.NewName); err != nil {
 		return nil, n.s.errno("link", err)
 	}
@@ -539,10 +575,10 @@ func (n *Node) Rename(ctx context.Context, req *fuse.RenameRequest, newDir fs.No
 	if !ok {
 		return fuse.Errno(syscall.EXDEV)
 	}
-	n.forgetListing()
-	nd.forgetListing()
-	defer n.forgetListing()
-	defer nd.forgetListing()
+	n.unlist(req.OldName)
+	nd.unlist(req.NewName)
+	defer n.unlist(req.OldName)
+	defer nd.unlist(req.NewName)
 	return n.s.errno("rename", n.s.fs.Rename(ctx, n.id, req.OldName, nd.id, req.NewName))
 }
 

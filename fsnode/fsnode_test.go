@@ -408,3 +408,64 @@ func TestAttrsFromRecentReads(t *testing.T) {
 		t.Errorf("links after unlinking one of two names: %d, want 1", a.Nlink)
 	}
 }
+
+// A walk through a directory (rm -rf, ls -l) keeps its listing: an unlink
+// drops only its own name, and once the listing has expired after serving
+// many lookups, the next lookup lists the directory again instead of
+// reading each name.
+func TestListingFollowsAWalk(t *testing.T) {
+	hosts := memcluster.New(t, 3)
+	log := &countingLog{Log: hosts[0].Log}
+	const valid = 300 * time.Millisecond
+	s := New(inode.New(log, hosts[0].Blocks, inode.Options{}), Options{EntryValid: valid})
+	ctx := ctxT(t)
+	if err := s.fs.Init(ctx); err != nil {
+		t.Fatal(err)
+	}
+	d, err := root(t, s).Mkdir(ctx, &fuse.MkdirRequest{Name: "d", Mode: 0o755})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := d.(*Node)
+	const files = 2 * walkUses
+	for i := range files {
+		create(t, dir, fmt.Sprint("f", i))
+	}
+	if _, err := dir.ReadDirAll(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// requests returns the requests op made.
+	requests := func(op func()) int64 {
+		before := log.n.Load()
+		op()
+		return log.n.Load() - before
+	}
+	// rm: lookup, unlink; only the unlinks make requests.
+	for i := range walkUses {
+		name := fmt.Sprint("f", i)
+		if n := requests(func() {
+			if _, err := lookup(t, dir, name); err != nil {
+				t.Fatal(err)
+			}
+		}); n != 0 {
+			t.Fatalf("lookup of %s after unlinks of others: %d requests, want 0", name, n)
+		}
+		if err := dir.Remove(ctx, &fuse.RemoveRequest{Name: name}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := lookup(t, dir, "f0"); !errors.Is(err, fuse.Errno(syscall.ENOENT)) {
+		t.Errorf("lookup of an unlinked name: %v", err)
+	}
+	time.Sleep(valid)
+	// The expired listing served a walk: one listing for the rest.
+	if n := requests(func() {
+		for i := walkUses; i < files; i++ {
+			if _, err := lookup(t, dir, fmt.Sprint("f", i)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}); n != 1 {
+		t.Errorf("%d lookups after the listing expired: %d requests, want 1 (a listing)", files-walkUses, n)
+	}
+}
