@@ -146,41 +146,14 @@ func (s *Service) Seed(ctx context.Context, partition, leader string) error {
 	if from > resp.Tx.Height {
 		return nil // as far as the head already
 	}
-	var txs []*Tx
-	for h := from; h <= resp.Tx.Height; {
-		cctx, cancel := context.WithTimeout(ctx, s.cfg.CallTimeout)
-		batch, err := s.tr.Fetch(cctx, leader, partition, h, batchEntries)
-		cancel()
-		if errors.Is(err, ErrCompacted) && len(txs) == 0 {
-			// The leader compacted what this host lacks: take its
-			// snapshot, then the entries after it.
-			c, err := s.installFrom(ctx, p, leader, 0, func() error {
-				if !p.leading.IsZero() || p.last+1 != from {
-					return fmt.Errorf("%w: %q: the host took part meanwhile", ErrUnavailable, partition)
-				}
-				return nil
-			})
-			if err != nil {
-				return err
-			}
-			if c >= resp.Tx.Height {
-				return nil
-			}
-			from, h = c+1, c+1
-			continue
+	from, txs, err := s.fetchLog(ctx, p, leader, from, resp.Tx.Height, func() error {
+		if !p.leading.IsZero() || p.last+1 != from {
+			return fmt.Errorf("%w: %q: the host took part meanwhile", ErrUnavailable, partition)
 		}
-		if err != nil {
-			return fmt.Errorf("txlog: %q: fetch from %s: %w", partition, leader, err)
-		}
-		if len(batch) == 0 {
-			break
-		}
-		for _, t := range batch {
-			if t.Height <= resp.Tx.Height {
-				txs = append(txs, t)
-			}
-		}
-		h += uint64(len(batch))
+		return nil
+	})
+	if err != nil || from > resp.Tx.Height {
+		return err // failed, or a snapshot took it as far as the head
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()

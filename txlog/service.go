@@ -530,32 +530,9 @@ func (s *Service) adopt(ctx context.Context, p *part, best string, head PrepareR
 	p.mu.Lock()
 	from := p.commit + 1
 	p.mu.Unlock()
-	var txs []*Tx
-	for h := from; h <= head.Last; {
-		cctx, cancel := context.WithTimeout(ctx, s.cfg.CallTimeout)
-		batch, err := s.tr.Fetch(cctx, best, p.name, h, batchEntries)
-		cancel()
-		if errors.Is(err, ErrCompacted) && len(txs) == 0 {
-			// best compacted what this host lacks: take its snapshot,
-			// then the entries after it.
-			c, err := s.installFrom(ctx, p, best, 0, func() error { return nil })
-			if err != nil {
-				return err
-			}
-			if c < from {
-				return fmt.Errorf("%w: %q: %s compacted past its snapshot", ErrUnavailable, p.name, best)
-			}
-			from, h = c+1, c+1
-			continue
-		}
-		if err != nil {
-			return fmt.Errorf("txlog: %q: fetch the log from %s: %w", p.name, best, err)
-		}
-		if len(batch) == 0 {
-			break
-		}
-		txs = append(txs, batch...)
-		h += uint64(len(batch))
+	from, txs, err := s.fetchLog(ctx, p, best, from, head.Last, func() error { return nil })
+	if err != nil {
+		return err
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -573,6 +550,44 @@ func (s *Service) adopt(ctx context.Context, p *part, best string, head PrepareR
 		return fmt.Errorf("txlog: %q: the log fetched from %s ends in another hash than it announced", p.name, best)
 	}
 	return s.ps.write(p, from, txs, p.promised, p.commit, p.applied, true)
+}
+
+// fetchLog fetches p's entries from height from up to to from the replica
+// addr, in batches. If addr has compacted entries this host lacks, it
+// installs addr's snapshot first (vetted by ok, see installFrom) and
+// fetches the entries after it. It returns the height the entries start
+// at, and the entries, for the caller to check and write.
+func (s *Service) fetchLog(ctx context.Context, p *part, addr string, from, to uint64, ok func() error) (uint64, []*Tx, error) {
+	var txs []*Tx
+	for h := from; h <= to; {
+		cctx, cancel := context.WithTimeout(ctx, s.cfg.CallTimeout)
+		batch, err := s.tr.Fetch(cctx, addr, p.name, h, batchEntries)
+		cancel()
+		if errors.Is(err, ErrCompacted) && len(txs) == 0 {
+			c, err := s.installFrom(ctx, p, addr, 0, ok)
+			if err != nil {
+				return 0, nil, err
+			}
+			if c < from {
+				return 0, nil, fmt.Errorf("%w: %q: %s compacted past its snapshot", ErrUnavailable, p.name, addr)
+			}
+			from, h = c+1, c+1
+			continue
+		}
+		if err != nil {
+			return 0, nil, fmt.Errorf("txlog: %q: fetch the log from %s: %w", p.name, addr, err)
+		}
+		if len(batch) == 0 {
+			break
+		}
+		for _, t := range batch {
+			if t.Height <= to {
+				txs = append(txs, t)
+			}
+		}
+		h += uint64(len(batch))
+	}
+	return from, txs, nil
 }
 
 // appendAndReplicate appends a transaction of ops made by the write id at
