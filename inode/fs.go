@@ -71,7 +71,7 @@ type FS struct {
 	dirs *lru.Cache[ID, uint64]
 	// known keeps records as last read or written, for changes to start
 	// from.
-	known known
+	known *known
 	// onChange, if set, hears of every inode this FS writes.
 	onChange func(ID)
 	clock    func() time.Time

@@ -1,7 +1,9 @@
 package inode
 
 import (
-	lru "github.com/hashicorp/golang-lru/v2"
+	"sync"
+
+	"github.com/hashicorp/golang-lru/v2/simplelru"
 
 	"github.com/difuse/difuse/txlog"
 )
@@ -10,8 +12,11 @@ import (
 // so that a change can start from them without reading first. A change
 // made on a stale one fails its condition (IfMatch) at the leader, which
 // drops it here, and the retry reads; nothing is ever answered from it.
+// It is bounded by count and by bytes, oldest out first.
 type known struct {
-	c *lru.Cache[recordKey, version]
+	mu    sync.Mutex
+	c     *simplelru.LRU[recordKey, version]
+	bytes int
 }
 
 // recordKey names a record: its partition and its name there.
@@ -26,31 +31,53 @@ type version struct {
 	hash  txlog.Hash
 }
 
-// maxKnown bounds how many records an FS keeps: entries and inodes of a
-// few directories' worth of recent changes, a few MiB.
-const maxKnown = 1 << 15
+// Bounds of known: records, bytes of their values, and the largest value
+// kept (a large file's inode, whose flush costs more than a read anyway).
+const (
+	maxKnown      = 1 << 15
+	maxKnownBytes = 8 << 20
+	maxKnownValue = 64 << 10
+)
 
-func newKnown() known {
-	c, _ := lru.New[recordKey, version](maxKnown) // fails only for a size below 1
-	return known{c}
+func newKnown() *known {
+	k := &known{}
+	k.c, _ = simplelru.NewLRU(maxKnown, func(_ recordKey, v version) { k.bytes -= len(v.value) }) // fails only for a size below 1
+	return k
 }
 
 // note keeps a record's value and hash as just read or written.
-func (k known) note(part uint64, name string, value []byte, hash txlog.Hash) {
-	k.c.Add(recordKey{part, name}, version{value, hash})
+func (k *known) note(part uint64, name string, value []byte, hash txlog.Hash) {
+	key := recordKey{part, name}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.c.Remove(key)
+	if len(value) > maxKnownValue {
+		return
+	}
+	k.c.Add(key, version{value, hash})
+	k.bytes += len(value)
+	for k.bytes > maxKnownBytes {
+		k.c.RemoveOldest()
+	}
 }
 
 // forget drops a record: it is gone, or its state is not known.
-func (k known) forget(part uint64, name string) { k.c.Remove(recordKey{part, name}) }
+func (k *known) forget(part uint64, name string) {
+	k.mu.Lock()
+	k.c.Remove(recordKey{part, name})
+	k.mu.Unlock()
+}
 
 // get returns a record as last seen, if kept.
-func (k known) get(part uint64, name string) (version, bool) {
+func (k *known) get(part uint64, name string) (version, bool) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
 	return k.c.Get(recordKey{part, name})
 }
 
 // wrote updates the records a write changed: kept with the write's hash
 // if it committed, dropped if it failed (its outcome may be unknown).
-func (k known) wrote(part uint64, changes []txlog.Change, hash txlog.Hash, err error) {
+func (k *known) wrote(part uint64, changes []txlog.Change, hash txlog.Hash, err error) {
 	for _, c := range changes {
 		switch {
 		case c.Check && err == nil:

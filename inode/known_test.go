@@ -3,6 +3,7 @@ package inode
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -125,5 +126,34 @@ func TestChangesStartFromKnown(t *testing.T) {
 	}
 	if _, err := a.Lookup(ctx, dir, "k2"); err != nil {
 		t.Errorf("the second name: %v", err)
+	}
+}
+
+// known stays within its bounds: bytes, count and the largest value, and
+// replacing a record counts only its new value.
+func TestKnownBounds(t *testing.T) {
+	k := newKnown()
+	value := make([]byte, 4<<10)
+	for i := range maxKnownBytes / len(value) * 2 {
+		k.note(1, fmt.Sprint(i), value, txlog.Hash{1})
+	}
+	if k.bytes > maxKnownBytes || k.c.Len() != maxKnownBytes/len(value) {
+		t.Errorf("after twice the budget: %d bytes in %d records; want at most %d", k.bytes, k.c.Len(), maxKnownBytes)
+	}
+	k.note(1, "0x", value, txlog.Hash{2})
+	before := k.bytes
+	k.note(1, "0x", value[:10], txlog.Hash{3})
+	if v, ok := k.get(1, "0x"); !ok || v.hash != (txlog.Hash{3}) || k.bytes != before-len(value)+10 {
+		t.Errorf("a replaced record: %v %v, %d bytes (was %d)", v.hash, ok, k.bytes, before)
+	}
+	k.note(1, "big", make([]byte, maxKnownValue+1), txlog.Hash{4})
+	if _, ok := k.get(1, "big"); ok {
+		t.Error("a value above maxKnownValue was kept")
+	}
+	for i := range maxKnown + 10 {
+		k.note(2, fmt.Sprint(i), nil, txlog.Hash{5})
+	}
+	if k.c.Len() != maxKnown {
+		t.Errorf("%d records, want %d", k.c.Len(), maxKnown)
 	}
 }
