@@ -170,9 +170,6 @@ type Node struct {
 	// and reads use while it is younger than AttrValid.
 	last   *inode.Attr
 	lastAt time.Time
-	// given is the inode as its create returned it, for the kernel's
-	// attribute request that follows at once.
-	given *inode.Attr
 	// readEnd is where the last read ended: a read that starts there is
 	// sequential, and fetches ahead.
 	readEnd int64
@@ -255,14 +252,13 @@ func (n *Node) list(ctx context.Context) ([]inode.DirEntry, error) {
 
 // offer gives the node its inode's attributes as a listing read them at
 // at, for the kernel's attribute request that follows the lookup, unless
-// the node changed since or has buffered writes.
+// the node changed since, has buffered writes, or knows a later state.
 func (n *Node) offer(a inode.Attr, at time.Time) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if n.w != nil || !n.changedAt.Before(at) {
 		return
 	}
-	n.given = &a
 	if n.lastAt.Before(at) {
 		n.last, n.lastAt = &a, at
 	}
@@ -349,7 +345,7 @@ func (n *Node) flush(ctx context.Context) error {
 // changed forgets the node's inode as last read: it changed.
 func (n *Node) changed() {
 	n.mu.Lock()
-	n.lastAt, n.given, n.changedAt = time.Time{}, nil, time.Now()
+	n.lastAt, n.changedAt = time.Time{}, time.Now()
 	n.mu.Unlock()
 }
 
@@ -416,14 +412,6 @@ func (n *Node) Attr(ctx context.Context, out *fuse.Attr) (err error) {
 	defer n.s.observe("attr", time.Now(), &err)
 	ctx, cancel := n.s.ctx(ctx)
 	defer cancel()
-	n.mu.Lock()
-	given := n.given
-	n.given = nil
-	n.mu.Unlock()
-	if given != nil {
-		n.fill(*given, out)
-		return nil
-	}
 	// The inode as last read, if recent: the kernel then keeps it only for
 	// what is left of the attribute timeout, so that no answer it gives is
 	// older than that.
@@ -493,9 +481,6 @@ func (n *Node) create(ctx context.Context, name string, na inode.NewAttr) (*Node
 	}
 	c := n.s.node(id)
 	c.remember(a)
-	c.mu.Lock()
-	c.given = &a
-	c.mu.Unlock()
 	return c, nil
 }
 
