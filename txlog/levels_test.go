@@ -287,9 +287,10 @@ func TestChecksAndIfEmpty(t *testing.T) {
 }
 
 // A leader sends an entry to its followers while it syncs it, and counts
-// itself towards the commit only once its sync is done: with one follower
-// down and the leader's disk slow, a quorum write waits for the disk; with
-// the leader's disk broken, the two followers commit it.
+// itself towards the commit only once its sync is done: with the leader's
+// disk slow, a quorum write commits through both followers without
+// waiting for it, but with one follower down it waits; with the leader's
+// disk broken, the two followers commit it.
 func TestLeaderCountsItselfOnceDurable(t *testing.T) {
 	c := newClusterGated(t, 3, true)
 	ctx := ctxFor(t, 20*time.Second)
@@ -302,15 +303,30 @@ func TestLeaderCountsItselfOnceDurable(t *testing.T) {
 	}
 	leader, follower, victim := res.Replicas[0].Addr, res.Replicas[1].Addr, res.Replicas[2].Addr
 	gate := c.gates[leader]
+	write := func(v string) chan error {
+		done := make(chan error, 1)
+		go func() {
+			_, err := c.host(follower).svc.Write(ctx, "ld", set("a", v), Quorum)
+			done <- err
+		}()
+		return done
+	}
+
+	// Slow disk, both followers up: committed without the leader's sync.
+	gate.hold.Lock()
+	select {
+	case err := <-write("2"):
+		if err != nil {
+			t.Errorf("a quorum write while the leader's sync is held: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		gate.hold.Unlock()
+		t.Fatal("a quorum write waited for the leader's sync with both followers up")
+	}
 
 	// Slow disk, one follower down: no commit before the sync.
-	gate.hold.Lock()
 	c.kill(victim)
-	done := make(chan error, 1)
-	go func() {
-		_, err := c.host(follower).svc.Write(ctx, "ld", set("a", "2"), Quorum)
-		done <- err
-	}()
+	done := write("3")
 	select {
 	case err := <-done:
 		t.Fatalf("a quorum write returned (%v) while the leader's sync and one follower were missing", err)
@@ -325,11 +341,11 @@ func TestLeaderCountsItselfOnceDurable(t *testing.T) {
 	c.restart(victim)
 	c.settle()
 	gate.fail.Store(true)
-	if _, err := c.host(follower).svc.Write(ctx, "ld", set("a", "3"), Quorum); err != nil {
+	if err := <-write("4"); err != nil {
 		t.Fatalf("a quorum write with the leader's disk broken and both followers up: %v", err)
 	}
 	gate.fail.Store(false)
-	if r, err := c.host(victim).svc.Read(ctx, "ld", "a", Quorum); err != nil || string(r.Value) != "3" {
-		t.Errorf("quorum read: %q, %v; want 3", r.Value, err)
+	if r, err := c.host(victim).svc.Read(ctx, "ld", "a", Quorum); err != nil || string(r.Value) != "4" {
+		t.Errorf("quorum read: %q, %v; want 4", r.Value, err)
 	}
 }
