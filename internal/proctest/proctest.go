@@ -65,10 +65,12 @@ type Proc struct {
 }
 
 // Start runs the named binary with args. The process is killed when the
-// test ends, if it is still running.
+// test ends, if it is still running, and when the test binary dies (a
+// timeout's panic skips the test's cleanups).
 func Start(t testing.TB, name string, args ...string) *Proc {
 	t.Helper()
 	p := &Proc{Cmd: exec.Command(Binary(t, name), args...), done: make(chan struct{})}
+	p.Cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	stderr, err := p.Cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
