@@ -2,6 +2,7 @@ package store
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -468,11 +469,17 @@ func (db *DB) Close() error {
 // routine (compactions, replay progress), so they go out at debug level.
 type badgerLogger struct{ log *slog.Logger }
 
-func (l badgerLogger) Errorf(f string, a ...any)   { l.log.Error(l.msg(f, a), "component", "badger") }
-func (l badgerLogger) Warningf(f string, a ...any) { l.log.Warn(l.msg(f, a), "component", "badger") }
-func (l badgerLogger) Infof(f string, a ...any)    { l.log.Debug(l.msg(f, a), "component", "badger") }
-func (l badgerLogger) Debugf(f string, a ...any)   { l.log.Debug(l.msg(f, a), "component", "badger") }
+func (l badgerLogger) Errorf(f string, a ...any)   { l.emit(slog.LevelError, f, a) }
+func (l badgerLogger) Warningf(f string, a ...any) { l.emit(slog.LevelWarn, f, a) }
+func (l badgerLogger) Infof(f string, a ...any)    { l.emit(slog.LevelDebug, f, a) }
+func (l badgerLogger) Debugf(f string, a ...any)   { l.emit(slog.LevelDebug, f, a) }
 
-func (badgerLogger) msg(f string, a []any) string {
-	return string(bytes.TrimSpace(fmt.Appendf(nil, f, a...)))
+// emit formats a message only for a level the logger keeps: Badger logs
+// at debug level on every write.
+func (l badgerLogger) emit(level slog.Level, f string, a []any) {
+	ctx := context.Background()
+	if !l.log.Enabled(ctx, level) {
+		return
+	}
+	l.log.Log(ctx, level, string(bytes.TrimSpace(fmt.Appendf(nil, f, a...))), "component", "badger")
 }
