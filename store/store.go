@@ -410,18 +410,37 @@ func (db *DB) Sync() error {
 	return nil
 }
 
-// Stats describes the database's size on disk.
+// Stats describes the database's size on disk: the space its files take,
+// not their lengths (Badger's open logs are sparse files).
 type Stats struct {
-	LSMBytes  int64 `json:"lsm_bytes"`
+	// LSMBytes is the space of the LSM tree's tables.
+	LSMBytes int64 `json:"lsm_bytes"`
+	// VlogBytes is the space of the value log and the memtables' logs.
 	VlogBytes int64 `json:"vlog_bytes"`
+	// FreeBytes is the space left on the data directory's file system.
 	FreeBytes int64 `json:"free_bytes"`
 }
 
-// Stats returns the database's current size and the free space left.
+// Stats returns the database's current size and the free space left. It
+// reads the directory: Badger's own figures lag by up to a minute.
 func (db *DB) Stats() Stats {
-	lsm, vlog := db.bdb.Size()
-	free, _ := FreeBytes(db.dir)
-	return Stats{LSMBytes: lsm, VlogBytes: vlog, FreeBytes: free}
+	var st Stats
+	dir := filepath.Join(db.dir, "db")
+	ents, _ := os.ReadDir(dir)
+	for _, e := range ents {
+		var fi syscall.Stat_t
+		if syscall.Stat(filepath.Join(dir, e.Name()), &fi) != nil {
+			continue // compacted away meanwhile
+		}
+		switch filepath.Ext(e.Name()) {
+		case ".sst":
+			st.LSMBytes += fi.Blocks * 512
+		case ".vlog", ".mem":
+			st.VlogBytes += fi.Blocks * 512
+		}
+	}
+	st.FreeBytes, _ = FreeBytes(db.dir)
+	return st
 }
 
 // Dir returns the absolute path of the data directory.

@@ -187,3 +187,21 @@ func TestFullWhileRunning(t *testing.T) {
 		}
 	}
 }
+
+func TestStatsCountWritesAtOnce(t *testing.T) {
+	db := openDB(t, t.TempDir())
+	val := make([]byte, 64<<10)
+	for i := range 64 {
+		rand.Read(val)
+		if err := db.Update(func(w store.Writer) error { return w.Set(fmt.Appendf(nil, "k%03d", i), val) }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := db.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	// 4 MiB written: all of it is in the memtables' log until a flush.
+	if st := db.Stats(); st.LSMBytes+st.VlogBytes < 4<<20 || st.FreeBytes <= 0 {
+		t.Fatalf("stats after writing 4 MiB: %+v", st)
+	}
+}
