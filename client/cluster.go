@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -152,20 +153,42 @@ func (c *Cluster) add(addr string) error {
 	return nil
 }
 
+// HostStatus is one node's status, or why it could not be had.
+type HostStatus struct {
+	Addr   string
+	Status Status
+	Err    error
+}
+
+// Statuses asks every node it knows for its status at once, each within
+// a second, and returns them in address order.
+func (c *Cluster) Statuses(ctx context.Context) []HostStatus {
+	c.mu.Lock()
+	conns := slices.Clone(c.conns)
+	c.mu.Unlock()
+	out := make([]HostStatus, len(conns))
+	var wg sync.WaitGroup
+	for i, conn := range conns {
+		wg.Go(func() {
+			sctx, cancel := context.WithTimeout(ctx, time.Second)
+			defer cancel()
+			out[i].Addr = conn.addr
+			out[i].Status, out[i].Err = conn.Status(sctx)
+		})
+	}
+	wg.Wait()
+	slices.SortFunc(out, func(a, b HostStatus) int { return strings.Compare(a.Addr, b.Addr) })
+	return out
+}
+
 // Capacity asks every node it knows for its status and reports the space
 // files take and have left in the cluster (see the function Capacity).
 // Nodes that do not answer are left out.
 func (c *Cluster) Capacity(ctx context.Context) (used, free uint64, err error) {
-	c.mu.Lock()
-	conns := slices.Clone(c.conns)
-	c.mu.Unlock()
 	var sts []Status
-	for _, conn := range conns {
-		sctx, cancel := context.WithTimeout(ctx, time.Second)
-		st, err := conn.Status(sctx)
-		cancel()
-		if err == nil {
-			sts = append(sts, st)
+	for _, h := range c.Statuses(ctx) {
+		if h.Err == nil {
+			sts = append(sts, h.Status)
 		}
 	}
 	if len(sts) == 0 {

@@ -1,14 +1,18 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"slices"
 	"strings"
+	"text/tabwriter"
 	"time"
 
+	"github.com/difuse/difuse/blockstore"
 	"github.com/difuse/difuse/client"
 	"github.com/difuse/difuse/heal"
 	"github.com/difuse/difuse/internal/cli"
@@ -42,28 +46,137 @@ func withTimeout(d time.Duration) (context.Context, context.CancelFunc) {
 
 func cmdStatus(args []string, stdout, stderr io.Writer) int {
 	fs, timeout := clientFlags("status", stderr)
-	addr := fs.String("b", defaultGRPC, "gRPC `address` of the node to ask")
+	addr := fs.String("b", defaultGRPC, "gRPC `address` of a node of the cluster")
+	verbose := fs.Bool("v", false, "list the node's vnodes with their successors and fingers")
 	if err := fs.Parse(args); err != nil {
 		return cli.ExitUsage
 	}
-	c, err := client.Dial(*addr)
+	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
+	defer cancel()
+	c, err := client.DialCluster(ctx, []string{*addr})
 	if err != nil {
 		fmt.Fprintf(stderr, "difused status: %v\n", err)
 		return cli.ExitFailure
 	}
 	defer c.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
-	defer cancel()
-	st, err := c.Status(ctx)
-	if err != nil {
-		fmt.Fprintf(stderr, "difused status: %v\n", err)
-		return cli.ExitFailure
+	hosts := uniqueHosts(c.Statuses(ctx), *addr)
+	printCluster(stdout, hosts)
+	if h := hosts[0]; h.Err == nil { // the node asked comes first
+		fmt.Fprintf(stdout, "\nthe node asked, %s:\n", h.Addr)
+		printStatus(stdout, h.Status, *verbose)
 	}
-	printStatus(stdout, st)
 	return 0
 }
 
-func printStatus(w io.Writer, st client.Status) {
+// uniqueHosts puts the node at asked first and drops a node answering
+// under a second address; nodes that do not answer stay.
+func uniqueHosts(hosts []client.HostStatus, asked string) []client.HostStatus {
+	first := func(h client.HostStatus) int {
+		if h.Addr == asked {
+			return 0
+		}
+		return 1
+	}
+	slices.SortStableFunc(hosts, func(a, b client.HostStatus) int { return cmp.Compare(first(a), first(b)) })
+	seen := map[string]bool{}
+	return slices.DeleteFunc(hosts, func(h client.HostStatus) bool {
+		if h.Err != nil {
+			return false
+		}
+		dup := seen[h.Status.Node.ID]
+		seen[h.Status.Node.ID] = true
+		return dup
+	})
+}
+
+// printCluster prints a person's summary of the cluster from its nodes'
+// statuses: how many answer, missing copies, space and deduplication,
+// garbage collection, a line per node and the latest warnings.
+func printCluster(w io.Writer, hosts []client.HostStatus) {
+	var up []client.Status
+	waiting := map[string]bool{}
+	for _, h := range hosts {
+		if h.Err == nil {
+			up = append(up, h.Status)
+			for _, a := range h.Status.Heal.Waiting {
+				waiting[a] = true
+			}
+		}
+	}
+	for _, h := range hosts {
+		delete(waiting, h.Addr)
+	}
+	vnodes, replicas := 0, 0
+	var missingParts, missingBlocks, copies, stored, written, added, freed, freedBytes int64
+	var recent []hostEntry
+	for _, st := range up {
+		vnodes += len(st.VNodes)
+		replicas = max(replicas, st.Replicas)
+		missingParts += st.Heal.MissingPartitions
+		missingBlocks += st.Heal.MissingBlocks
+		copies += st.Blocks.Blocks
+		stored += st.Blocks.StoredBytes
+		written += st.Blocks.WrittenBytes
+		added += st.Blocks.NewBytes
+		freed += st.GC.FreedBlocks
+		freedBytes += st.GC.FreedBytes
+		for _, e := range st.Recent {
+			recent = append(recent, hostEntry{st.Node.GRPCAddr, e})
+		}
+	}
+	fmt.Fprintf(w, "cluster     %d nodes, %d up", len(hosts)+len(waiting), len(up))
+	if len(waiting) > 0 {
+		fmt.Fprintf(w, " (healing waits for %s)", strings.Join(slices.Sorted(maps.Keys(waiting)), ", "))
+	}
+	fmt.Fprintf(w, "; %d vnodes; %d copies of every key\n", vnodes, replicas)
+	if missingParts+missingBlocks == 0 {
+		fmt.Fprintln(w, "copies      none missing (as the last healing pass of each node found)")
+	} else {
+		fmt.Fprintf(w, "copies      %d partition and %d block copies missing or behind (the last healing passes)\n", missingParts, missingBlocks)
+	}
+	used, free := client.Capacity(up)
+	fmt.Fprintf(w, "space       files take %s, %s left (each counted once, not per copy)\n", mib(int64(used)), mib(int64(free)))
+	dedup := "-"
+	if st := blockstore.NewStats(copies, stored, written, added); st.DedupRatio > 0 {
+		dedup = fmt.Sprintf("%.2f", st.DedupRatio)
+	}
+	fmt.Fprintf(w, "blocks      %d copies, %s; since the nodes started %s written, %s new (dedup ratio %s)\n", copies, mib(stored), mib(written), mib(added), dedup)
+	fmt.Fprintf(w, "gc          %d blocks (%s) freed since the nodes started\n", freed, mib(freedBytes))
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "\nnode\tstate\tup\tmemory\tstore\tfree\tblocks\tpartitions\thealing")
+	for _, h := range hosts {
+		if h.Err != nil {
+			fmt.Fprintf(tw, "%s\tdown\t\t\t\t\t\t\t%v\n", h.Addr, h.Err)
+			continue
+		}
+		st := h.Status
+		fmt.Fprintf(tw, "%s\tup\t%s\t%s\t%s\t%s\t%d (%s)\t%d\t%s\n", h.Addr, time.Since(st.Started).Round(time.Second),
+			mib(st.RSSBytes), mib(st.Store.LSMBytes+st.Store.VlogBytes), mib(st.Store.FreeBytes),
+			st.Blocks.Blocks, mib(st.Blocks.StoredBytes), st.Heal.Partitions, st.Heal.State)
+	}
+	for _, a := range slices.Sorted(maps.Keys(waiting)) {
+		fmt.Fprintf(tw, "%s\tdown\t\t\t\t\t\t\thealing waits for it\n", a)
+	}
+	tw.Flush()
+	if len(recent) > 0 {
+		slices.SortStableFunc(recent, func(a, b hostEntry) int { return a.Time.Compare(b.Time) })
+		recent = recent[max(0, len(recent)-5):]
+		fmt.Fprintln(w, "\nthe latest warnings and errors:")
+		for _, e := range recent {
+			fmt.Fprintf(w, "  %s %s %-5s %s\n", e.Time.Format(time.DateTime), e.host, e.Level, e.Message)
+		}
+	}
+}
+
+// hostEntry is a node's log entry with the node's address.
+type hostEntry struct {
+	host string
+	client.LogEntry
+}
+
+// printStatus prints one node's view of itself; verbose adds its vnodes'
+// successors and fingers.
+func printStatus(w io.Writer, st client.Status, verbose bool) {
 	fmt.Fprintf(w, "node        %s (version %s)\n", st.Node.ID, st.Node.Version)
 	fmt.Fprintf(w, "gRPC        %s\n", st.Node.GRPCAddr)
 	fmt.Fprintf(w, "HTTP        http://%s/\n", st.Node.HTTPAddr)
@@ -98,7 +211,14 @@ func printStatus(w io.Writer, st client.Status) {
 	}
 	fmt.Fprintf(w, "ring        %d vnodes (ids shortened to 8 hex digits)\n", len(st.VNodes))
 	for _, v := range st.VNodes {
-		fmt.Fprintf(w, "  vnode %s  pred %s\n", v.Self.ID.Short(), v.Pred)
+		succ := "none"
+		if len(v.Succs) > 0 {
+			succ = v.Succs[0].String()
+		}
+		fmt.Fprintf(w, "  vnode %s  pred %s  succ %s\n", v.Self.ID.Short(), v.Pred, succ)
+		if !verbose {
+			continue
+		}
 		fmt.Fprintf(w, "    successors %s\n", refList(v.Succs))
 		fingers := make([]ring.Ref, len(v.Fingers))
 		for i, f := range v.Fingers {

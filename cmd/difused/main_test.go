@@ -108,3 +108,49 @@ func TestClientSubcommands(t *testing.T) {
 		t.Fatalf("status of a dead node: exit %d", code)
 	}
 }
+
+// difused status sums up the cluster: its nodes, up or down, and a line
+// for each; then the node asked.
+func TestStatusSummary(t *testing.T) {
+	_, m0 := startDaemon(t, t.TempDir())
+	_, m1 := startDaemon(t, t.TempDir(), "-j", m0[2])
+	p2, m2 := startDaemon(t, t.TempDir(), "-j", m1[2], "-heal-grace", "10m")
+	grpcs := []string{m0[2], m1[2], m2[2]}
+	waitAllAgree(t, []string{m0[3], m1[3], m2[3]}, grpcs, 100, 30*time.Second)
+	status := func() string {
+		var out, errb strings.Builder
+		if code := run([]string{"status", "-b", m1[2]}, &out, &errb); code != 0 {
+			t.Fatalf("status: exit %d: %s", code, errb.String())
+		}
+		return out.String()
+	}
+	row := func(out, addr, state string) bool {
+		return regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(addr) + ` +` + state + `\b`).MatchString(out)
+	}
+	out := status()
+	if !strings.HasPrefix(out, "cluster     3 nodes, 3 up; 24 vnodes; 3 copies of every key\n") {
+		t.Errorf("summary line:\n%s", out)
+	}
+	for _, g := range grpcs {
+		if !row(out, g, "up") {
+			t.Errorf("no row of %s up:\n%s", g, out)
+		}
+	}
+	if !strings.Contains(out, "the node asked, "+m1[2]+":\nnode        "+m1[1]) {
+		t.Errorf("no details of the node asked:\n%s", out)
+	}
+
+	if err := p2.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	p2.Wait(10 * time.Second)
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(time.Second) {
+		out = status()
+		if strings.HasPrefix(out, "cluster     3 nodes, 2 up") && row(out, m2[2], "down") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("30 s after a kill -9, status does not show the node down:\n%s", out)
+		}
+	}
+}
