@@ -212,9 +212,11 @@ func (l *Local) Touch(h Hash) (bool, error) {
 	return true, nil
 }
 
-// SweepStats counts what a sweep did.
+// SweepStats counts what a sweep did: the blocks examined, those freed
+// (or a dry run would free), and those unreferenced but kept because they
+// were used after the cutoff (Recent).
 type SweepStats struct {
-	Examined, Freed, FreedBytes int64
+	Examined, Freed, FreedBytes, Recent, RecentBytes int64
 }
 
 // Sweep deletes the blocks that keep rejects and that were last used (put
@@ -226,13 +228,17 @@ func (l *Local) Sweep(keep func(Hash) bool, cutoff time.Time, dryRun bool, each 
 	err := l.Walk(func(h Hash) error {
 		st.Examined++
 		if !keep(h) {
-			freed, size, err := l.sweepOne(h, cutoff, dryRun)
+			out, size, err := l.sweepOne(h, cutoff, dryRun)
 			if err != nil {
 				return err
 			}
-			if freed {
+			switch out {
+			case swept:
 				st.Freed++
 				st.FreedBytes += size
+			case recent:
+				st.Recent++
+				st.RecentBytes += size
 			}
 		}
 		if each != nil {
@@ -243,8 +249,18 @@ func (l *Local) Sweep(keep func(Hash) bool, cutoff time.Time, dryRun bool, each 
 	return st, err
 }
 
-// sweepOne deletes block h if it was last used before cutoff.
-func (l *Local) sweepOne(h Hash, cutoff time.Time, dryRun bool) (bool, int64, error) {
+// sweepOutcome is what sweepOne did with a block.
+type sweepOutcome int
+
+const (
+	gone   sweepOutcome = iota // deleted meanwhile
+	recent                     // used after the cutoff: kept
+	swept                      // deleted (or would be, in a dry run)
+)
+
+// sweepOne deletes block h if it was last used before cutoff, and returns
+// what it did and the block's size.
+func (l *Local) sweepOne(h Hash, cutoff time.Time, dryRun bool) (sweepOutcome, int64, error) {
 	mu := l.lock(h)
 	mu.Lock()
 	defer mu.Unlock()
@@ -252,20 +268,20 @@ func (l *Local) sweepOne(h Hash, cutoff time.Time, dryRun bool) (bool, int64, er
 	info, err := os.Stat(path)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
-		return false, 0, nil
+		return gone, 0, nil
 	case err != nil:
-		return false, 0, fmt.Errorf("blockstore: sweep %s: %w", h, err)
+		return gone, 0, fmt.Errorf("blockstore: sweep %s: %w", h, err)
 	case !info.ModTime().Before(cutoff):
-		return false, 0, nil
+		return recent, info.Size(), nil
 	case dryRun:
-		return true, info.Size(), nil
+		return swept, info.Size(), nil
 	}
 	if err := os.Remove(path); err != nil {
-		return false, 0, fmt.Errorf("blockstore: sweep %s: %w", h, err)
+		return gone, 0, fmt.Errorf("blockstore: sweep %s: %w", h, err)
 	}
 	l.blocks.Add(-1)
 	l.stored.Add(-info.Size())
-	return true, info.Size(), nil
+	return swept, info.Size(), nil
 }
 
 // Get returns the block of hash h after checking that its bytes hash to h:

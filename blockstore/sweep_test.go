@@ -41,7 +41,8 @@ func TestSweep(t *testing.T) {
 	keep := func(h Hash) bool { return h == kept }
 	cutoff := time.Now().Add(-time.Hour)
 	st, err := l.Sweep(keep, cutoff, true, nil)
-	if err != nil || st.Examined != 4 || st.Freed != 1 || st.FreedBytes != int64(len("garbage")) {
+	if err != nil || st.Examined != 4 || st.Freed != 1 || st.FreedBytes != int64(len("garbage")) ||
+		st.Recent != 2 || st.RecentBytes != int64(len("touchedput again")) {
 		t.Fatalf("dry run: %+v, %v", st, err)
 	}
 	if ok, _ := l.Has(garbage); !ok {

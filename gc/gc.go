@@ -107,6 +107,9 @@ type Report struct {
 	Examined   int64 `json:"examined"`
 	Freed      int64 `json:"freed"`
 	FreedBytes int64 `json:"freed_bytes"`
+	// Recent blocks were unreferenced but kept: used within the grace time.
+	Recent      int64 `json:"recent"`
+	RecentBytes int64 `json:"recent_bytes"`
 	// Failed names the hosts whose sweep failed, with the reason.
 	Failed []string `json:"failed,omitempty"`
 }
@@ -220,6 +223,8 @@ func (c *Collector) Collect(ctx context.Context, dryRun bool) (Report, error) {
 			rep.Examined += st.Examined
 			rep.Freed += st.Freed
 			rep.FreedBytes += st.FreedBytes
+			rep.Recent += st.Recent
+			rep.RecentBytes += st.RecentBytes
 			c.update(func(s *Stats) { s.Done++ })
 		})
 	}
@@ -229,7 +234,7 @@ func (c *Collector) Collect(ctx context.Context, dryRun bool) (Report, error) {
 	c.update(func(s *Stats) { s.Cycles, s.Last = s.Cycles+1, &rep })
 	c.cfg.Logger.Info("garbage collection", "dry_run", dryRun, "partitions", rep.Partitions, "inodes", rep.Inodes,
 		"referenced", rep.Referenced, "hosts", rep.Hosts, "examined", rep.Examined, "freed", rep.Freed,
-		"freed_bytes", rep.FreedBytes, "failed", len(rep.Failed), "took", rep.End.Sub(rep.Start).Round(time.Millisecond))
+		"freed_bytes", rep.FreedBytes, "recent", rep.Recent, "failed", len(rep.Failed), "took", rep.End.Sub(rep.Start).Round(time.Millisecond))
 	return rep, nil
 }
 

@@ -137,6 +137,10 @@ func TestCollect(t *testing.T) {
 	if err != nil || rep.Freed != 0 || rep.Hosts != 3 || rep.Partitions == 0 || rep.Referenced == 0 {
 		t.Fatalf("within the grace time: %+v, %v", rep, err)
 	}
+	// b's blocks are garbage, kept only for the grace time, on 3 replicas.
+	if rep.Recent == 0 || rep.RecentBytes != 3*int64(len(b)) {
+		t.Fatalf("within the grace time: %d recent block copies of %d bytes, want %d bytes", rep.Recent, rep.RecentBytes, 3*len(b))
+	}
 
 	w2 := newWorld(t, time.Nanosecond)
 	w2.write(t, "a", a)

@@ -82,6 +82,9 @@ func printReport(w io.Writer, r gc.Report) {
 	fmt.Fprintf(w, "marked %d blocks referenced by %d inodes in %d partitions\n", r.Referenced, r.Inodes, r.Partitions)
 	fmt.Fprintf(w, "%d nodes examined %d block copies and %s %d (%s) in %s\n", r.Hosts, r.Examined, verb, r.Freed, mib(r.FreedBytes),
 		r.End.Sub(r.Start).Round(time.Millisecond))
+	if r.Recent > 0 {
+		fmt.Fprintf(w, "%d unreferenced block copies (%s) were kept: used within the grace time (-gc-grace)\n", r.Recent, mib(r.RecentBytes))
+	}
 	for _, f := range r.Failed {
 		fmt.Fprintf(w, "failed: %s\n", f)
 	}

@@ -48,6 +48,8 @@ func (s server) Sweep(ctx context.Context, r *fb.GCSweepRequest) (*flatbuffers.B
 	fb.GCSweepReplyAddExamined(b, st.Examined)
 	fb.GCSweepReplyAddFreed(b, st.Freed)
 	fb.GCSweepReplyAddFreedBytes(b, st.FreedBytes)
+	fb.GCSweepReplyAddRecent(b, st.Recent)
+	fb.GCSweepReplyAddRecentBytes(b, st.RecentBytes)
 	b.Finish(fb.GCSweepReplyEnd(b))
 	return b, nil
 }
@@ -77,6 +79,8 @@ func EncodeReport(b *flatbuffers.Builder, r gc.Report) flatbuffers.UOffsetT {
 	fb.GCReportAddFreed(b, r.Freed)
 	fb.GCReportAddFreedBytes(b, r.FreedBytes)
 	fb.GCReportAddFailed(b, failed)
+	fb.GCReportAddRecent(b, r.Recent)
+	fb.GCReportAddRecentBytes(b, r.RecentBytes)
 	return fb.GCReportEnd(b)
 }
 
@@ -84,7 +88,7 @@ func EncodeReport(b *flatbuffers.Builder, r gc.Report) flatbuffers.UOffsetT {
 func DecodeReport(t *fb.GCReport) gc.Report {
 	r := gc.Report{Start: time.Unix(0, t.StartUnixNano()), End: time.Unix(0, t.EndUnixNano()), DryRun: t.DryRun(),
 		Partitions: t.Partitions(), Inodes: t.Inodes(), Referenced: t.Referenced(), Hosts: int(t.Hosts()),
-		Examined: t.Examined(), Freed: t.Freed(), FreedBytes: t.FreedBytes()}
+		Examined: t.Examined(), Freed: t.Freed(), FreedBytes: t.FreedBytes(), Recent: t.Recent(), RecentBytes: t.RecentBytes()}
 	for i := range t.FailedLength() {
 		r.Failed = append(r.Failed, string(t.Failed(i)))
 	}
@@ -118,7 +122,7 @@ func (t *Transport) Sweep(ctx context.Context, to string, req gc.SweepRequest) (
 	if err != nil {
 		return blockstore.SweepStats{}, fmt.Errorf("gc: sweep %s: %w", to, err)
 	}
-	return blockstore.SweepStats{Examined: r.Examined(), Freed: r.Freed(), FreedBytes: r.FreedBytes()}, nil
+	return blockstore.SweepStats{Examined: r.Examined(), Freed: r.Freed(), FreedBytes: r.FreedBytes(), Recent: r.Recent(), RecentBytes: r.RecentBytes()}, nil
 }
 
 // Collect asks the node at the other end of cc to run a cycle.

@@ -22,12 +22,12 @@ type fake struct{ got gc.SweepRequest }
 
 func (f *fake) HandleSweep(_ context.Context, req gc.SweepRequest) (blockstore.SweepStats, error) {
 	f.got = req
-	return blockstore.SweepStats{Examined: 10, Freed: 3, FreedBytes: 300}, nil
+	return blockstore.SweepStats{Examined: 10, Freed: 3, FreedBytes: 300, Recent: 2, RecentBytes: 200}, nil
 }
 
 func (f *fake) Collect(_ context.Context, dryRun bool) (gc.Report, error) {
 	return gc.Report{Start: time.Unix(100, 0), End: time.Unix(101, 0), DryRun: dryRun, Partitions: 2, Inodes: 5,
-		Referenced: 7, Hosts: 3, Examined: 30, Freed: 4, FreedBytes: 400, Failed: []string{"h2: gone"}}, nil
+		Referenced: 7, Hosts: 3, Examined: 30, Freed: 4, FreedBytes: 400, Recent: 6, RecentBytes: 600, Failed: []string{"h2: gone"}}, nil
 }
 
 // Sweeps and cycles travel intact; a malformed filter is refused and the
@@ -51,7 +51,7 @@ func TestRoundTrip(t *testing.T) {
 	keep := gc.NewBloom(100, 0.01)
 	keep.Add(blockstore.Sum([]byte("x")))
 	st, err := NewTransport(pool).Sweep(ctx, addr, gc.SweepRequest{Keep: keep, Cutoff: time.Unix(0, 42), DryRun: true})
-	if err != nil || st.Freed != 3 || st.FreedBytes != 300 || st.Examined != 10 {
+	if err != nil || st.Freed != 3 || st.FreedBytes != 300 || st.Examined != 10 || st.Recent != 2 || st.RecentBytes != 200 {
 		t.Fatalf("sweep: %+v, %v", st, err)
 	}
 	if !f.got.DryRun || f.got.Cutoff.UnixNano() != 42 || !f.got.Keep.Contains(blockstore.Sum([]byte("x"))) || f.got.Keep.K != keep.K {
@@ -63,7 +63,7 @@ func TestRoundTrip(t *testing.T) {
 		t.Fatal(err)
 	}
 	rep, err := Collect(ctx, cc, true)
-	if err != nil || !rep.DryRun || rep.Freed != 4 || rep.Hosts != 3 || len(rep.Failed) != 1 || !rep.End.Equal(time.Unix(101, 0)) {
+	if err != nil || !rep.DryRun || rep.Freed != 4 || rep.Recent != 6 || rep.RecentBytes != 600 || rep.Hosts != 3 || len(rep.Failed) != 1 || !rep.End.Equal(time.Unix(101, 0)) {
 		t.Fatalf("collect: %+v, %v", rep, err)
 	}
 

@@ -170,8 +170,32 @@ func (rcv *GCReport) FailedLength() int {
 	return 0
 }
 
+func (rcv *GCReport) Recent() int64 {
+	o := flatbuffers.UOffsetT(rcv._tab.Offset(26))
+	if o != 0 {
+		return rcv._tab.GetInt64(o + rcv._tab.Pos)
+	}
+	return 0
+}
+
+func (rcv *GCReport) MutateRecent(n int64) bool {
+	return rcv._tab.MutateInt64Slot(26, n)
+}
+
+func (rcv *GCReport) RecentBytes() int64 {
+	o := flatbuffers.UOffsetT(rcv._tab.Offset(28))
+	if o != 0 {
+		return rcv._tab.GetInt64(o + rcv._tab.Pos)
+	}
+	return 0
+}
+
+func (rcv *GCReport) MutateRecentBytes(n int64) bool {
+	return rcv._tab.MutateInt64Slot(28, n)
+}
+
 func GCReportStart(builder *flatbuffers.Builder) {
-	builder.StartObject(11)
+	builder.StartObject(13)
 }
 func GCReportAddStartUnixNano(builder *flatbuffers.Builder, startUnixNano int64) {
 	builder.PrependInt64Slot(0, startUnixNano, 0)
@@ -208,6 +232,12 @@ func GCReportAddFailed(builder *flatbuffers.Builder, failed flatbuffers.UOffsetT
 }
 func GCReportStartFailedVector(builder *flatbuffers.Builder, numElems int) flatbuffers.UOffsetT {
 	return builder.StartVector(4, numElems, 4)
+}
+func GCReportAddRecent(builder *flatbuffers.Builder, recent int64) {
+	builder.PrependInt64Slot(11, recent, 0)
+}
+func GCReportAddRecentBytes(builder *flatbuffers.Builder, recentBytes int64) {
+	builder.PrependInt64Slot(12, recentBytes, 0)
 }
 func GCReportEnd(builder *flatbuffers.Builder) flatbuffers.UOffsetT {
 	return builder.EndObject()

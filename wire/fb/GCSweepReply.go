@@ -69,8 +69,32 @@ func (rcv *GCSweepReply) MutateFreedBytes(n int64) bool {
 	return rcv._tab.MutateInt64Slot(8, n)
 }
 
+func (rcv *GCSweepReply) Recent() int64 {
+	o := flatbuffers.UOffsetT(rcv._tab.Offset(10))
+	if o != 0 {
+		return rcv._tab.GetInt64(o + rcv._tab.Pos)
+	}
+	return 0
+}
+
+func (rcv *GCSweepReply) MutateRecent(n int64) bool {
+	return rcv._tab.MutateInt64Slot(10, n)
+}
+
+func (rcv *GCSweepReply) RecentBytes() int64 {
+	o := flatbuffers.UOffsetT(rcv._tab.Offset(12))
+	if o != 0 {
+		return rcv._tab.GetInt64(o + rcv._tab.Pos)
+	}
+	return 0
+}
+
+func (rcv *GCSweepReply) MutateRecentBytes(n int64) bool {
+	return rcv._tab.MutateInt64Slot(12, n)
+}
+
 func GCSweepReplyStart(builder *flatbuffers.Builder) {
-	builder.StartObject(3)
+	builder.StartObject(5)
 }
 func GCSweepReplyAddExamined(builder *flatbuffers.Builder, examined int64) {
 	builder.PrependInt64Slot(0, examined, 0)
@@ -80,6 +104,12 @@ func GCSweepReplyAddFreed(builder *flatbuffers.Builder, freed int64) {
 }
 func GCSweepReplyAddFreedBytes(builder *flatbuffers.Builder, freedBytes int64) {
 	builder.PrependInt64Slot(2, freedBytes, 0)
+}
+func GCSweepReplyAddRecent(builder *flatbuffers.Builder, recent int64) {
+	builder.PrependInt64Slot(3, recent, 0)
+}
+func GCSweepReplyAddRecentBytes(builder *flatbuffers.Builder, recentBytes int64) {
+	builder.PrependInt64Slot(4, recentBytes, 0)
 }
 func GCSweepReplyEnd(builder *flatbuffers.Builder) flatbuffers.UOffsetT {
 	return builder.EndObject()
