@@ -148,6 +148,10 @@ type Config struct {
 	// ScrubBytes is how many bytes of blocks each pass re-hashes, going
 	// round the store. Default 256 MiB; negative turns scrubbing off.
 	ScrubBytes int64
+	// LeftAt, if set, returns when the ring last heard that the host at
+	// addr left it gracefully (ring.Host.LeftAt): passes do not wait for a
+	// host that left within the grace time, as it hands its data off.
+	LeftAt func(addr string) time.Time
 	// CallTimeout bounds one call to another host. Default 10 s.
 	CallTimeout time.Duration
 	// Logger receives repairs; nil discards them.
@@ -442,6 +446,8 @@ func (h *Healer) waiting(refs []ring.Ref) []string {
 	for host, at := range h.seen {
 		switch {
 		case present[host]:
+		case h.leftLately(host, now):
+			delete(h.seen, host) // it left, handing its data off
 		case now.Sub(at) < h.cfg.Grace:
 			out = append(out, host)
 		default:
@@ -450,6 +456,17 @@ func (h *Healer) waiting(refs []ring.Ref) []string {
 	}
 	slices.Sort(out)
 	return out
+}
+
+// leftLately reports whether the ring heard within the grace time that
+// host left gracefully. A host that comes back within it and dies is then
+// not waited for: its data is copied at once, which is only wasteful.
+func (h *Healer) leftLately(host string, now time.Time) bool {
+	if h.cfg.LeftAt == nil {
+		return false
+	}
+	at := h.cfg.LeftAt(host)
+	return !at.IsZero() && now.Sub(at) < h.cfg.Grace
 }
 
 func sameRefs(a, b []ring.Ref) bool {

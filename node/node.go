@@ -243,7 +243,7 @@ func New(cfg Config) (_ *Node, err error) {
 	}
 	n.fs = inode.New(n.txlog, n.blocks, inode.Options{})
 	hc := cfg.Heal
-	hc.Addr, hc.Replicas, hc.Logger = advertise, rc.Replicas, n.log.With("component", "heal")
+	hc.Addr, hc.Replicas, hc.Logger, hc.LeftAt = advertise, rc.Replicas, n.log.With("component", "heal"), n.ring.LeftAt
 	healTr := healrpc.NewTransport(n.pool)
 	if n.healer, err = heal.New(hc, n.members, places, n.txlog, n.blocks, blockrpc.NewTransport(n.pool), healTr); err != nil {
 		return nil, err

@@ -127,6 +127,9 @@ type Host struct {
 	// seen holds every other host this one has reached: after a partition
 	// heals, the merge check looks for them outside the ring.
 	seen map[string]bool
+	// left maps the address of a host whose vnode said it was leaving to
+	// when it said so.
+	left map[string]time.Time
 	// mergeNext counts merge checks, to take hosts and vnodes in turn.
 	mergeNext int
 }
@@ -145,7 +148,7 @@ func New(cfg Config, tr Transport) (*Host, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	return &Host{cfg: cfg, tr: tr, log: cfg.Logger, vnodes: map[ID]*vnode{}, failed: map[string]int{}, seen: map[string]bool{}}, nil
+	return &Host{cfg: cfg, tr: tr, log: cfg.Logger, vnodes: map[ID]*vnode{}, failed: map[string]int{}, seen: map[string]bool{}, left: map[string]time.Time{}}, nil
 }
 
 // Config returns the host's configuration with defaults filled in.
@@ -369,6 +372,14 @@ func (h *Host) heard(addr string, ok bool) {
 	} else {
 		h.failed[addr] = h.ticks
 	}
+}
+
+// LeftAt returns when a vnode of the host at addr last told this host it
+// was leaving the ring gracefully, or the zero time if none has.
+func (h *Host) LeftAt(addr string) time.Time {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.left[addr]
 }
 
 // Remember adds hosts known from elsewhere (a node's remembered peers) to

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"maps"
 	"slices"
+	"time"
 )
 
 // Tick runs one round of maintenance on every vnode of the host, in id
@@ -433,5 +434,8 @@ func (h *Host) HandleLeaving(ctx context.Context, target ID, note LeaveNote) err
 		})
 	}
 	h.forget(note.Leaving)
+	h.mu.Lock()
+	h.left[note.Leaving.Addr] = time.Now()
+	h.mu.Unlock()
 	return nil
 }

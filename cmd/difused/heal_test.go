@@ -44,6 +44,7 @@ type hnode struct {
 type hcluster struct {
 	t     *testing.T
 	nodes []*hnode
+	flags []string // after healFlags, for every node
 }
 
 // start starts node i: new if i == len(nodes), joining through node 0
@@ -71,7 +72,7 @@ func (c *hcluster) launch(i int) {
 		c.nodes = append(c.nodes, &hnode{dir: c.t.TempDir(), grpc: "127.0.0.1:0", httpA: "127.0.0.1:0"})
 	}
 	n := c.nodes[i]
-	args := append([]string{"-b", n.grpc, "-a", n.httpA, "-d", n.dir}, healFlags...)
+	args := append(append([]string{"-b", n.grpc, "-a", n.httpA, "-d", n.dir}, healFlags...), c.flags...)
 	if i > 0 && n.grpc == "127.0.0.1:0" {
 		// A new node joins through node 0; a restarted one rejoins through
 		// the peers it remembers.
@@ -342,11 +343,11 @@ func (c *hcluster) checkData(kv map[string]string, blocks map[string][]byte) {
 	}
 }
 
-func newHCluster(t *testing.T, n int) *hcluster {
+func newHCluster(t *testing.T, n int, flags ...string) *hcluster {
 	if testing.Short() {
 		t.Skip("up to 5 nodes for a minute: scripts/test.sh runs it in its full pass, alone")
 	}
-	c := &hcluster{t: t}
+	c := &hcluster{t: t, flags: flags}
 	for i := range n {
 		c.start(i)
 	}
@@ -500,8 +501,10 @@ func blockPath(dir, hash string) string { return filepath.Join(dir, "blocks", ha
 // TestGracefulLeave: one of 4 nodes leaves with `difused leave` while
 // clients write and read through the others: no request fails, the node
 // exits, nothing is lost, and everything is on exactly 3 of the 3 left.
+// The others' healing settles without waiting out the grace time (10 min
+// here) for the node that left.
 func TestGracefulLeave(t *testing.T) {
-	c := newHCluster(t, 4)
+	c := newHCluster(t, 4, "-heal-grace", "10m")
 	kv := c.kvData(100, "g")
 	blocks := c.blockData(40, 3)
 	var mu sync.Mutex
