@@ -68,12 +68,22 @@ func TestLocal(t *testing.T) {
 	if _, err := l.Get(h); !errors.Is(err, ErrCorrupt) {
 		t.Errorf("Get of a damaged block: %v, want ErrCorrupt", err)
 	}
+	buf := make([]byte, 4096) // smaller than the block: read in pieces
+	if _, err := l.Verify(h, buf); !errors.Is(err, ErrCorrupt) {
+		t.Errorf("Verify of a damaged block: %v, want ErrCorrupt", err)
+	}
+	if _, err := l.Verify(Sum([]byte("absent")), buf); !errors.Is(err, ErrNotFound) {
+		t.Errorf("Verify of an absent block: %v, want ErrNotFound", err)
+	}
 	// Putting it again replaces the damaged copy.
 	if _, err := l.PutHashed(h, data, true); err != nil {
 		t.Fatal(err)
 	}
 	if got, err := l.Get(h); err != nil || string(got) != string(data) {
 		t.Fatalf("Get after the repair: %v", err)
+	}
+	if n, err := l.Verify(h, buf); err != nil || n != int64(len(data)) {
+		t.Fatalf("Verify after the repair: %d bytes, %v", n, err)
 	}
 	// A write the process did not finish is swept away on open; counts
 	// survive a reopen; Delete removes.
