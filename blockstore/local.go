@@ -286,11 +286,23 @@ func (l *Local) sweepOne(h Hash, cutoff time.Time, dryRun bool) (sweepOutcome, i
 	return swept, info.Size(), nil
 }
 
-// Verify checks that block h is here and that its bytes hash to h, reading
-// it through buf, and returns its size: ErrNotFound if it is not here,
-// ErrCorrupt if it is damaged. Unlike Get it keeps none of the block, so
-// scrubbing a store allocates nothing per block.
-func (l *Local) Verify(h Hash, buf []byte) (int64, error) {
+// A Verifier checks blocks against their hashes with one buffer and one
+// hasher, which it reuses: a scrub that checks many blocks allocates
+// nothing per block. It is for one goroutine at a time.
+type Verifier struct {
+	buf    []byte
+	hasher *blake3.Hasher
+}
+
+// NewVerifier returns a Verifier that reads blocks 1 MiB at a time.
+func NewVerifier() *Verifier {
+	return &Verifier{buf: make([]byte, 1<<20), hasher: blake3.New()}
+}
+
+// Verify checks that block h is here and that its bytes hash to h, and
+// returns its size: ErrNotFound if it is not here, ErrCorrupt if it is
+// damaged. Unlike Get it keeps none of the block.
+func (l *Local) Verify(h Hash, v *Verifier) (int64, error) {
 	f, err := os.Open(l.Path(h))
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
@@ -299,17 +311,27 @@ func (l *Local) Verify(h Hash, buf []byte) (int64, error) {
 		return 0, fmt.Errorf("blockstore: verify %s: %w", h, err)
 	}
 	defer f.Close()
-	hasher := blake3.New()
-	n, err := io.CopyBuffer(hasher, f, buf)
-	if err != nil {
-		return 0, fmt.Errorf("blockstore: verify %s: %w", h, err)
+	v.hasher.Reset()
+	var size int64
+	for {
+		// A plain read loop: io.Copy would take os.File's WriteTo, which
+		// brings its own buffer.
+		n, err := f.Read(v.buf)
+		v.hasher.Write(v.buf[:n])
+		size += int64(n)
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return 0, fmt.Errorf("blockstore: verify %s: %w", h, err)
+		}
 	}
 	var got Hash
-	hasher.Sum(got[:0])
+	v.hasher.Sum(got[:0])
 	if got != h {
-		return n, fmt.Errorf("%w: %s holds %d bytes hashing to %s", ErrCorrupt, h, n, got)
+		return size, fmt.Errorf("%w: %s holds %d bytes hashing to %s", ErrCorrupt, h, size, got)
 	}
-	return n, nil
+	return size, nil
 }
 
 // Get returns the block of hash h after checking that its bytes hash to h:

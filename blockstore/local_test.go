@@ -4,10 +4,12 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sync"
 	"testing"
 
 	"github.com/difuse/difuse/store"
+	"github.com/zeebo/blake3"
 )
 
 // The space check refuses a write that would eat the reserve.
@@ -68,11 +70,11 @@ func TestLocal(t *testing.T) {
 	if _, err := l.Get(h); !errors.Is(err, ErrCorrupt) {
 		t.Errorf("Get of a damaged block: %v, want ErrCorrupt", err)
 	}
-	buf := make([]byte, 4096) // smaller than the block: read in pieces
-	if _, err := l.Verify(h, buf); !errors.Is(err, ErrCorrupt) {
+	v := &Verifier{buf: make([]byte, 4096), hasher: blake3.New()} // read in pieces
+	if _, err := l.Verify(h, v); !errors.Is(err, ErrCorrupt) {
 		t.Errorf("Verify of a damaged block: %v, want ErrCorrupt", err)
 	}
-	if _, err := l.Verify(Sum([]byte("absent")), buf); !errors.Is(err, ErrNotFound) {
+	if _, err := l.Verify(Sum([]byte("absent")), v); !errors.Is(err, ErrNotFound) {
 		t.Errorf("Verify of an absent block: %v, want ErrNotFound", err)
 	}
 	// Putting it again replaces the damaged copy.
@@ -82,8 +84,18 @@ func TestLocal(t *testing.T) {
 	if got, err := l.Get(h); err != nil || string(got) != string(data) {
 		t.Fatalf("Get after the repair: %v", err)
 	}
-	if n, err := l.Verify(h, buf); err != nil || n != int64(len(data)) {
+	if n, err := l.Verify(h, v); err != nil || n != int64(len(data)) {
 		t.Fatalf("Verify after the repair: %d bytes, %v", n, err)
+	}
+	// Verifying keeps no block bytes: a few small allocations per block.
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	for range 10 {
+		l.Verify(h, v)
+	}
+	runtime.ReadMemStats(&after)
+	if per := (after.TotalAlloc - before.TotalAlloc) / 10; per > 4<<10 {
+		t.Errorf("Verify of a %d-byte block allocated %d bytes", len(data), per)
 	}
 	// A write the process did not finish is swept away on open; counts
 	// survive a reopen; Delete removes.

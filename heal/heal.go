@@ -848,10 +848,10 @@ func (h *Healer) scrub(ctx context.Context) error {
 	local := h.blocks.Local()
 	start := sort.Search(len(ix.byHash), func(i int) bool { return ring.ID(ix.byHash[i]).Cmp(ring.ID(from)) > 0 })
 	var done int64
-	buf := make([]byte, 1<<20)
+	v := blockstore.NewVerifier()
 	for n := 0; n < len(ix.byHash) && done < h.cfg.ScrubBytes; n++ {
 		hash := ix.byHash[(start+n)%len(ix.byHash)]
-		size, err := local.Verify(hash, buf)
+		size, err := local.Verify(hash, v)
 		switch {
 		case errors.Is(err, blockstore.ErrNotFound):
 		case errors.Is(err, blockstore.ErrCorrupt):
