@@ -337,7 +337,6 @@ func (n *Node) run(ctx context.Context) error {
 		wg.Go(func() { n.healer.Run(rctx) })
 		wg.Go(func() { n.gc.Run(rctx) })
 		wg.Go(func() { n.compactLoop(rctx) })
-		wg.Go(func() { n.releaseWhenIdle(rctx) })
 		leave := n.cfg.Leave
 		select {
 		case <-ctx.Done():
