@@ -431,6 +431,15 @@ func (h *Healer) Pass(ctx context.Context) (bool, error) {
 	return settled, nil
 }
 
+// Hosts returns the hosts healing keeps track of: those its passes saw in
+// the ring, until they have been gone from it for the grace time. A host
+// just killed stays among them while the ring already leaves it out.
+func (h *Healer) Hosts() []string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return slices.Sorted(maps.Keys(h.seen))
+}
+
 // waiting returns the hosts gone from the ring within their grace time,
 // and notes the hosts in it now.
 func (h *Healer) waiting(refs []ring.Ref) []string {

@@ -20,9 +20,9 @@ type ClusterView struct {
 	// VNodes are the ring's vnodes in ring order; empty if the ring could
 	// not be learned (Error says why).
 	VNodes []VNodeView `json:"vnodes"`
-	// Nodes are the hosts of the ring and those this node knows of that
-	// no longer answer (healing waits for them within their grace time),
-	// by address.
+	// Nodes are the hosts of the ring, those this node's vnodes point to,
+	// and those its healing keeps track of (a host just killed, which the
+	// ring soon leaves out, until its grace time ends), by address.
 	Nodes []NodeView `json:"nodes"`
 	Error string     `json:"error,omitempty"`
 }
@@ -63,7 +63,7 @@ func (n *Node) Cluster(ctx context.Context) ClusterView {
 		inRing[r.Addr] = true
 	}
 	hosts := append(n.ring.KnownHosts(), n.ring.Addr())
-	hosts = append(hosts, n.healer.Stats().Waiting...)
+	hosts = append(hosts, n.healer.Hosts()...)
 	for a := range inRing {
 		hosts = append(hosts, a)
 	}

@@ -55,20 +55,28 @@ func TestStatusPage(t *testing.T) {
 	}
 	_, m0 := startDaemon(t, t.TempDir())
 	_, m1 := startDaemon(t, t.TempDir(), "-j", m0[2])
-	p2, m2 := startDaemon(t, t.TempDir(), "-j", m1[2], "-heal-grace", "10m")
+	p2, m2 := startDaemon(t, t.TempDir(), "-j", m1[2])
 	grpcs := []string{m0[2], m1[2], m2[2]}
 	waitAllAgree(t, []string{m0[3], m1[3], m2[3]}, grpcs, 100, 30*time.Second)
 
-	resp, err := http.Get("http://" + m0[3] + "/v1/cluster")
-	if err != nil {
-		t.Fatal(err)
+	cluster := func() node.ClusterView {
+		t.Helper()
+		resp, err := http.Get("http://" + m0[3] + "/v1/cluster")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var view node.ClusterView
+		if err := json.NewDecoder(resp.Body).Decode(&view); err != nil {
+			t.Fatal(err)
+		}
+		return view
 	}
-	var view node.ClusterView
-	err = json.NewDecoder(resp.Body).Decode(&view)
-	resp.Body.Close()
-	if err != nil || len(view.Nodes) != 3 || len(view.VNodes) == 0 {
-		t.Fatalf("/v1/cluster: %d nodes, %d vnodes, %v", len(view.Nodes), len(view.VNodes), err)
+	view := cluster()
+	if len(view.Nodes) != 3 || len(view.VNodes) == 0 {
+		t.Fatalf("/v1/cluster: %d nodes, %d vnodes", len(view.Nodes), len(view.VNodes))
 	}
+	waitHealPass(t, m0[3])
 
 	shot := filepath.Join(artifacts, "status-page.png")
 	dom := browse(t, "http://"+m0[3]+"/", shot)
@@ -94,10 +102,21 @@ func TestStatusPage(t *testing.T) {
 		t.Fatal(err)
 	}
 	p2.Wait(10 * time.Second)
+	// The dead node stays in the view all along: the ring soon leaves it
+	// out, but healing keeps track of it for its grace time.
+	for end := time.Now().Add(10 * time.Second); time.Now().Before(end); time.Sleep(250 * time.Millisecond) {
+		listed := false
+		for _, nv := range cluster().Nodes {
+			listed = listed || nv.Addr == m2[2]
+		}
+		if !listed {
+			t.Fatalf("after a kill -9, /v1/cluster no longer lists %s", m2[2])
+		}
+	}
 	shot = filepath.Join(artifacts, "status-page-one-down.png")
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		dom = browse(t, "http://"+m0[3]+"/", shot)
+		dom = browse(t, "http://"+m0[3]+"/", "")
 		if strings.Contains(dom, "2 / 3 up") && strings.Contains(dom, "down: no answer") {
 			break
 		}
@@ -106,5 +125,28 @@ func TestStatusPage(t *testing.T) {
 		}
 		time.Sleep(time.Second)
 	}
+	if dom = browse(t, "http://"+m0[3]+"/", shot); !strings.Contains(dom, "2 / 3 up") {
+		t.Errorf("the page no longer shows 2 / 3 up")
+	}
 	t.Logf("screenshot with one node down: %s", shot)
+}
+
+// waitHealPass waits until the node at httpAddr has run a whole healing
+// pass that started after the call.
+func waitHealPass(t *testing.T, httpAddr string) {
+	t.Helper()
+	var first int64 = -1
+	for deadline := time.Now().Add(90 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+		st, err := nodeStatus(httpAddr)
+		if err != nil {
+			continue
+		}
+		if first < 0 {
+			first = st.Heal.Passes
+		}
+		if st.Heal.Passes >= first+2 {
+			return
+		}
+	}
+	t.Fatalf("%s ran no whole healing pass in 90 s", httpAddr)
 }
