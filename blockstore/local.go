@@ -329,9 +329,15 @@ func (l *Local) Verify(h Hash, v *Verifier) (int64, error) {
 	var got Hash
 	v.hasher.Sum(got[:0])
 	if got != h {
-		return size, fmt.Errorf("%w: %s holds %d bytes hashing to %s", ErrCorrupt, h, size, got)
+		return size, damaged(h, size, got)
 	}
 	return size, nil
+}
+
+// damaged is the error for block h found holding size bytes that hash to
+// got instead.
+func damaged(h Hash, size int64, got Hash) error {
+	return fmt.Errorf("%w: %s holds %d bytes hashing to %s", ErrCorrupt, h, size, got)
 }
 
 // Get returns the block of hash h after checking that its bytes hash to h:
@@ -345,7 +351,7 @@ func (l *Local) Get(h Hash) ([]byte, error) {
 		return nil, fmt.Errorf("blockstore: get %s: %w", h, err)
 	}
 	if got := Sum(data); got != h {
-		return nil, fmt.Errorf("%w: %s holds %d bytes hashing to %s", ErrCorrupt, h, len(data), got)
+		return nil, damaged(h, int64(len(data)), got)
 	}
 	return data, nil
 }
