@@ -13,10 +13,11 @@ import (
 	"github.com/difuse/difuse/level"
 )
 
-// BlockSet stores data as a block on its replica set at level l, through
-// the node, and returns its hash. Errors wrapping blockstore.ErrNotFound
-// or ErrCorrupt keep that identity.
-func (c *Conn) BlockSet(ctx context.Context, data []byte, l level.Level) (blockstore.Hash, error) {
+// BlockSet stores data, whose hash is h, as a block on its replica set
+// at level l, through the node, and returns h once the node names the
+// block so too. Errors wrapping blockstore.ErrNotFound or ErrCorrupt keep
+// that identity.
+func (c *Conn) BlockSet(ctx context.Context, h blockstore.Hash, data []byte, l level.Level) (blockstore.Hash, error) {
 	stream, err := c.client.BlockPut(ctx, grpc.WaitForReady(true))
 	if err != nil {
 		return blockstore.Hash{}, blockrpc.FromStatus(c.addr, err)
@@ -28,12 +29,12 @@ func (c *Conn) BlockSet(ctx context.Context, data []byte, l level.Level) (blocks
 	if err != nil {
 		return blockstore.Hash{}, blockrpc.FromStatus(c.addr, err)
 	}
-	h, err := blockstore.HashFromBytes(r.HashBytes())
+	named, err := blockstore.HashFromBytes(r.HashBytes())
 	if err != nil {
 		return h, fmt.Errorf("%s: %w", c.addr, err)
 	}
-	if h != blockstore.Sum(data) {
-		return h, fmt.Errorf("%w: %s named the block %s", blockstore.ErrCorrupt, c.addr, h)
+	if named != h {
+		return h, fmt.Errorf("%w: %s named the block %s", blockstore.ErrCorrupt, c.addr, named)
 	}
 	return h, nil
 }

@@ -299,7 +299,8 @@ func (c *Cluster) Do(ctx context.Context, req txlog.Request) (txlog.Response, er
 
 // Set stores a block at level l.
 func (c *Cluster) Set(ctx context.Context, data []byte, l level.Level) (blockstore.Hash, error) {
-	return try(ctx, c, ring.ID(blockstore.Sum(data)), blockFinal, func(ctx context.Context, conn *Conn) (blockstore.Hash, error) { return conn.BlockSet(ctx, data, l) })
+	h := blockstore.Sum(data)
+	return try(ctx, c, ring.ID(h), blockFinal, func(ctx context.Context, conn *Conn) (blockstore.Hash, error) { return conn.BlockSet(ctx, h, data, l) })
 }
 
 // Status returns the status of the first node that answers.

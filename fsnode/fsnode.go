@@ -22,8 +22,9 @@ type Options struct {
 	// AttrValid and EntryValid are how long the kernel may cache
 	// attributes and names. Default 1s each.
 	AttrValid, EntryValid time.Duration
-	// FlushBytes is how much an open file buffers before it commits.
-	// Default 64 MiB.
+	// FlushBytes is how much an open file buffers before it commits in
+	// the background while the next writes collect, so a file being
+	// written holds up to twice this. Default 64 MiB.
 	FlushBytes int
 	// OpTimeout bounds every operation, so that nothing hangs when the
 	// cluster does not answer. Default 30s.
@@ -608,7 +609,13 @@ func (n *Node) Setattr(ctx context.Context, req *fuse.SetattrRequest, resp *fuse
 	n.mu.Lock()
 	w := n.w
 	n.mu.Unlock()
-	if w != nil && w.SetAttr(sa) {
+	held := false
+	if w != nil {
+		if held, err = w.SetAttr(ctx, sa); err != nil {
+			return n.s.errno("setattr", err)
+		}
+	}
+	if held {
 		// Committed with the buffered writes (cp -a sets owner, mode and
 		// times before it closes): one transaction instead of several.
 		a, err := n.recentAttr(ctx)
@@ -662,7 +669,8 @@ func (n *Node) Read(ctx context.Context, req *fuse.ReadRequest, resp *fuse.ReadR
 	return nil
 }
 
-// Write buffers a write, committing once the buffer is large.
+// Write buffers a write, starting a background commit once the buffer is
+// large.
 func (n *Node) Write(ctx context.Context, req *fuse.WriteRequest, resp *fuse.WriteResponse) (err error) {
 	defer n.s.observe("write", time.Now(), &err)
 	w := n.writer()
@@ -671,7 +679,7 @@ func (n *Node) Write(ctx context.Context, req *fuse.WriteRequest, resp *fuse.Wri
 	if w.Buffered() >= n.s.opts.FlushBytes {
 		ctx, cancel := n.s.ctx(ctx)
 		defer cancel()
-		if _, err := w.Flush(ctx); err != nil {
+		if err := w.FlushBehind(ctx, n.s.opts.OpTimeout); err != nil {
 			return n.s.errno("flush", err)
 		}
 	}

@@ -141,6 +141,8 @@ func (f *FS) Prefetch(a Attr, off uint64) {
 
 // Writer collects the writes of an open file in memory until Flush
 // commits them as one transaction of the inode (new blocks stored first).
+// FlushBehind commits them in the background instead, while the next
+// writes collect: one such commit runs at a time, and Flush waits for it.
 // It is safe for concurrent use.
 type Writer struct {
 	fs *FS
@@ -152,28 +154,68 @@ type Writer struct {
 	// pending holds attribute changes made while writes were buffered,
 	// committed with them.
 	pending *SetAttr
+	// behind is the commit running in the background, if any.
+	behind *batch
+	// failed is the error of the last background commit, whose writes
+	// are in dirty again; FlushBehind reports it.
+	failed error
+	// spare is the buffer of a background commit that is done with it,
+	// for the next run of writes: a file written from start to end then
+	// fills one buffer while the other is committed, with neither
+	// allocated again. Flush drops it.
+	spare []byte
+}
+
+// batch is buffered writes taken out for a background commit.
+type batch struct {
+	dirty   []span
+	pending *SetAttr
+	done    chan struct{}
+}
+
+// lockIdle locks w once no background commit runs.
+func (w *Writer) lockIdle(ctx context.Context) error {
+	for {
+		w.mu.Lock()
+		if w.behind == nil {
+			return nil
+		}
+		done := w.behind.done
+		w.mu.Unlock()
+		select {
+		case <-done:
+		case <-ctx.Done():
+			return fmt.Errorf("wait for a commit of %s: %w", w.id, ctx.Err())
+		}
+	}
 }
 
 // SetAttr records attribute changes (not a size) to commit in the same
 // transaction as the buffered writes, and reports whether it did: with
-// nothing buffered, or a size to set, the caller commits them itself.
-func (w *Writer) SetAttr(sa SetAttr) bool {
-	w.mu.Lock()
+// nothing buffered, or a size to set, the caller commits them itself,
+// after any background commit (whose times must not overwrite them).
+func (w *Writer) SetAttr(ctx context.Context, sa SetAttr) (bool, error) {
+	if err := w.lockIdle(ctx); err != nil {
+		return false, err
+	}
 	defer w.mu.Unlock()
 	if len(w.dirty) == 0 || sa.Size != nil {
-		return false
+		return false, nil
 	}
 	if w.pending == nil {
 		w.pending = &SetAttr{}
 	}
 	*w.pending = w.pending.merge(sa)
-	return true
+	return true, nil
 }
 
 // Apply shows the writer's pending attribute changes on a, at time now.
 func (w *Writer) Apply(a *Attr, now int64) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	if w.behind != nil && w.behind.pending != nil {
+		w.behind.pending.apply(a, now)
+	}
 	if w.pending != nil {
 		w.pending.apply(a, now)
 	}
@@ -199,12 +241,22 @@ func (w *Writer) WriteAt(p []byte, off int64) {
 	}
 	// The common case, a sequential write, extends the last span in place.
 	if k := len(w.dirty) - 1; k >= 0 && w.dirty[k].off+int64(len(w.dirty[k].data)) == off {
-		w.dirty[k].data = append(w.dirty[k].data, p...)
+		w.dirty[k].data = appendDoubling(w.dirty[k].data, p)
 		w.bytes += len(p)
 		return
 	}
-	n := span{off, slices.Clone(p)}
-	// Merge with every span n touches or overlaps.
+	var data []byte
+	if len(w.dirty) == 0 && w.spare != nil {
+		data, w.spare = append(w.spare, p...), nil
+	} else {
+		data = slices.Clone(p)
+	}
+	w.add(span{off, data})
+}
+
+// add records n over the buffered writes, merging it with every span it
+// touches or overlaps; n's bytes win.
+func (w *Writer) add(n span) {
 	var out []span
 	for _, s := range w.dirty {
 		if s.off+int64(len(s.data)) < n.off || n.off+int64(len(n.data)) < s.off {
@@ -215,7 +267,7 @@ func (w *Writer) WriteAt(p []byte, off int64) {
 		hi := max(s.off+int64(len(s.data)), n.off+int64(len(n.data)))
 		merged := make([]byte, hi-lo)
 		copy(merged[s.off-lo:], s.data)
-		copy(merged[n.off-lo:], n.data) // the newer write wins
+		copy(merged[n.off-lo:], n.data)
 		w.bytes -= len(s.data)
 		n = span{lo, merged}
 	}
@@ -225,61 +277,156 @@ func (w *Writer) WriteAt(p []byte, off int64) {
 	w.bytes += len(n.data)
 }
 
-// Buffered returns how many bytes wait for Flush.
+// appendDoubling appends p to b, at least doubling b's capacity when it
+// must grow. append grows a large slice by only a quarter, so a
+// sequential write of 64 MiB in 128 KiB pieces would copy it five times
+// over, and clear as much again.
+func appendDoubling(b, p []byte) []byte {
+	if need := len(b) + len(p); need > cap(b) {
+		grown := make([]byte, len(b), max(need, 2*cap(b)))
+		copy(grown, b)
+		b = grown
+	}
+	return append(b, p...)
+}
+
+// Buffered returns how many bytes wait for a commit to start.
 func (w *Writer) Buffered() int {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return w.bytes
 }
 
-// End returns the end of the furthest buffered write, 0 if none.
+// End returns the end of the furthest write not yet committed, 0 if none.
 func (w *Writer) End() uint64 {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if len(w.dirty) == 0 {
+	end := spansEnd(w.dirty)
+	if w.behind != nil {
+		end = max(end, spansEnd(w.behind.dirty))
+	}
+	return end
+}
+
+// spansEnd returns where the last of sorted spans ends, 0 if none.
+func spansEnd(spans []span) uint64 {
+	if len(spans) == 0 {
 		return 0
 	}
-	last := w.dirty[len(w.dirty)-1]
+	last := spans[len(spans)-1]
 	return uint64(last.off) + uint64(len(last.data))
 }
 
-// Dirty reports whether anything waits for Flush.
+// Dirty reports whether anything waits for Flush: writes buffered or
+// being committed in the background.
 func (w *Writer) Dirty() bool {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	return len(w.dirty) > 0
+	return len(w.dirty) > 0 || w.behind != nil
 }
 
-// Flush commits the buffered writes: it rebuilds the file's content from
-// the first block a write touches to the end, cuts it into blocks, stores
-// those, and writes the inode with its new extents (or inline bytes) and
-// size, under the condition that the inode did not change meanwhile (it
-// reads it again and redoes the work if it did).
+// Flush commits the buffered writes, after any background commit: it
+// rebuilds the file's content from the first block a write touches to
+// the end, cuts it into blocks, stores those, and writes the inode with
+// its new extents (or inline bytes) and size, under the condition that
+// the inode did not change meanwhile (it reads it again and redoes the
+// work if it did).
 func (w *Writer) Flush(ctx context.Context) (Attr, error) {
-	w.mu.Lock()
+	if err := w.lockIdle(ctx); err != nil {
+		return Attr{}, err
+	}
 	defer w.mu.Unlock()
 	if len(w.dirty) == 0 {
 		a, _, err := w.fs.GetAttr(ctx, w.id)
 		return a, err
 	}
-	na, err := w.fs.updateInode(ctx, w.id, "flush", func(a *Attr) error {
-		na, err := w.fs.rewrite(ctx, *a, w.dirty)
+	na, err := w.fs.commit(ctx, w.id, w.dirty, w.pending)
+	if err != nil {
+		return Attr{}, err
+	}
+	w.dirty, w.bytes, w.pending, w.failed, w.spare = nil, 0, nil, nil, nil
+	return na, nil
+}
+
+// FlushBehind starts committing the buffered writes in the background,
+// bounded by timeout, and returns: the writes that follow collect
+// meanwhile, so a file written sequentially is cut, hashed and stored
+// while the kernel hands over the next bytes. It first waits for the
+// commit it started before (ctx bounds the wait). If that one failed, it
+// returns its error and starts nothing: those writes are buffered again,
+// under any made since, for the next commit to retry.
+func (w *Writer) FlushBehind(ctx context.Context, timeout time.Duration) error {
+	if err := w.lockIdle(ctx); err != nil {
+		return err
+	}
+	defer w.mu.Unlock()
+	if err := w.failed; err != nil {
+		w.failed = nil
+		return err
+	}
+	if len(w.dirty) == 0 {
+		return nil
+	}
+	b := &batch{dirty: w.dirty, pending: w.pending, done: make(chan struct{})}
+	w.dirty, w.bytes, w.pending, w.behind = nil, 0, nil, b
+	bg, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
+	go func() {
+		defer cancel()
+		_, err := w.fs.commit(bg, w.id, b.dirty, b.pending)
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		if err != nil {
+			// Buffer the writes again, under those made since, which
+			// also set the time.
+			newer, pending := w.dirty, w.pending
+			w.dirty, w.bytes, w.pending = b.dirty, 0, nil
+			for _, s := range w.dirty {
+				w.bytes += len(s.data)
+			}
+			for _, s := range newer {
+				w.add(s)
+			}
+			if b.pending != nil {
+				restored := *b.pending
+				if len(newer) > 0 {
+					restored.Mtime = nil
+				}
+				w.pending = &restored
+			}
+			if pending != nil {
+				if w.pending == nil {
+					w.pending = &SetAttr{}
+				}
+				*w.pending = w.pending.merge(*pending)
+			}
+			w.failed = err
+		} else if len(b.dirty) == 1 && len(b.dirty[0].data) > InlineMax {
+			// Stored and sent: nothing refers to these bytes now (inline
+			// bytes, which the inode would keep, are never this many).
+			w.spare = b.dirty[0].data[:0]
+		}
+		w.behind = nil
+		close(b.done)
+	}()
+	return nil
+}
+
+// commit writes dirty, and the attribute changes in pending, to inode id
+// and returns the inode as written.
+func (f *FS) commit(ctx context.Context, id ID, dirty []span, pending *SetAttr) (Attr, error) {
+	return f.updateInode(ctx, id, "flush", func(a *Attr) error {
+		na, err := f.rewrite(ctx, *a, dirty)
 		if err != nil {
 			return err
 		}
-		now := w.fs.clock().UnixNano()
+		now := f.clock().UnixNano()
 		na.Mtime, na.Ctime = now, now
-		if w.pending != nil {
-			w.pending.apply(&na, now)
+		if pending != nil {
+			pending.apply(&na, now)
 		}
 		*a = na
 		return nil
 	})
-	if err != nil {
-		return Attr{}, err
-	}
-	w.dirty, w.bytes, w.pending = nil, 0, nil
-	return na, nil
 }
 
 // rewrite returns a with the writes in dirty applied: the content from the
@@ -300,14 +447,22 @@ func (f *FS) rewrite(ctx context.Context, a Attr, dirty []span) (Attr, error) {
 			}
 		}
 	}
-	content := make([]byte, size-from)
-	if from < int64(a.Size) {
-		if _, err := f.ReadAt(ctx, a, content[:int64(a.Size)-from], from); err != nil && !errors.Is(err, io.EOF) {
-			return Attr{}, err
+	var content []byte
+	if only := dirty[0].data; len(dirty) == 1 && dirty[0].off == from && int64(len(only)) == size-from {
+		// One write covers all there is to rebuild, the common case of
+		// a file written from start to end: its bytes are the content,
+		// without a copy or a read of what it overwrites.
+		content = only[:len(only):len(only)]
+	} else {
+		content = make([]byte, size-from)
+		if from < int64(a.Size) {
+			if _, err := f.ReadAt(ctx, a, content[:int64(a.Size)-from], from); err != nil && !errors.Is(err, io.EOF) {
+				return Attr{}, err
+			}
 		}
-	}
-	for _, s := range dirty {
-		copy(content[s.off-from:], s.data)
+		for _, s := range dirty {
+			copy(content[s.off-from:], s.data)
+		}
 	}
 	na := a
 	na.Size, na.Inline, na.Extents = uint64(size), nil, kept

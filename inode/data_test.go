@@ -225,3 +225,127 @@ type fullBlocks struct{ Blocks }
 func (fullBlocks) Set(context.Context, []byte, level.Level) (blockstore.Hash, error) {
 	return blockstore.Hash{}, fmt.Errorf("h1: %w", store.ErrNoSpace)
 }
+
+// FlushBehind commits in the background while the next writes collect;
+// Flush waits for it. A background commit that fails buffers its writes
+// again, under those made since, and the next FlushBehind reports it.
+func TestFlushBehind(t *testing.T) {
+	fss := newFS(t, 3)
+	fs := fss[0]
+	ctx := ctxT(t)
+	id, _, err := fs.Create(ctx, Root, "f", NewAttr{Type: TypeFile, Mode: 0o644})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := random(3<<20, 4)
+	gate := &gatedBlocks{Blocks: fs.blocks, open: make(chan struct{})}
+	fs.blocks = gate
+	w := fs.NewWriter(id)
+	w.WriteAt(want[:2<<20], 0)
+	if err := w.FlushBehind(ctx, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	w.WriteAt(want[2<<20:], 2<<20) // collects while the commit waits
+	if w.Buffered() != 1<<20 || w.End() != 3<<20 || !w.Dirty() {
+		t.Fatalf("%d buffered, end %d, dirty %v", w.Buffered(), w.End(), w.Dirty())
+	}
+	// An attribute change waits for the commit, whose times would
+	// otherwise land after it.
+	set := make(chan bool)
+	go func() {
+		held, err := w.SetAttr(ctx, SetAttr{Mode: new(uint32(0o600))})
+		if err != nil {
+			t.Error(err)
+		}
+		set <- gate.opened.Load() && held
+	}()
+	time.Sleep(20 * time.Millisecond)
+	gate.opened.Store(true)
+	close(gate.open)
+	if ok := <-set; !ok {
+		t.Error("SetAttr returned before the background commit ended, or did not hold the change")
+	}
+	a, err := w.Flush(ctx)
+	if err != nil || a.Size != uint64(len(want)) || a.Mode&0o777 != 0o600 {
+		t.Fatalf("flush: size %d, mode %o, %v", a.Size, a.Mode, err)
+	}
+	if got := readAll(t, fss[1], id); !bytes.Equal(got, want) {
+		t.Fatal("the file reads back different")
+	}
+
+	// A failed background commit: its writes stay, under the newer ones.
+	fs.blocks = fullBlocks{gate.Blocks}
+	w.WriteAt(random(1<<20, 5), 0)
+	if err := w.FlushBehind(ctx, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	copy(want, random(1<<20, 5))
+	patch := random(100, 6)
+	w.WriteAt(patch, 1000)
+	copy(want[1000:], patch)
+	if err := w.FlushBehind(ctx, 10*time.Second); !errors.Is(err, syscall.ENOSPC) {
+		t.Fatalf("FlushBehind after a failed commit: %v, want ENOSPC", err)
+	}
+	if w.Buffered() != 1<<20 || !w.Dirty() {
+		t.Fatalf("%d bytes buffered after a failed commit, want %d", w.Buffered(), 1<<20)
+	}
+	fs.blocks = gate.Blocks
+	if _, err := w.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := readAll(t, fss[2], id); !bytes.Equal(got, want) {
+		t.Fatal("the file reads back different after the retried commit")
+	}
+}
+
+// A file written from start to end, committed behind every 2 MiB as the
+// mount does, fills one buffer while the other is committed and reads
+// back whole.
+func TestFlushBehindStreams(t *testing.T) {
+	fss := newFS(t, 3)
+	ctx := ctxT(t)
+	id, _, err := fss[0].Create(ctx, Root, "f", NewAttr{Type: TypeFile, Mode: 0o644})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := random(9<<20+123, 7)
+	w := fss[0].NewWriter(id)
+	reused := 0
+	for off := 0; off < len(want); off += 128 << 10 {
+		spare := w.spare
+		w.WriteAt(want[off:min(off+128<<10, len(want))], int64(off))
+		if spare != nil && w.spare == nil && &w.dirty[0].data[0] == &spare[:1][0] {
+			reused++
+		}
+		if w.Buffered() >= 2<<20 {
+			if err := w.FlushBehind(ctx, 10*time.Second); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if a, err := w.Flush(ctx); err != nil || a.Size != uint64(len(want)) {
+		t.Fatalf("flush: size %d, %v", a.Size, err)
+	}
+	if reused < 2 || w.spare != nil {
+		t.Errorf("a committed buffer was reused %d times, want at least 2; kept after Flush: %v", reused, w.spare != nil)
+	}
+	if got := readAll(t, fss[1], id); !bytes.Equal(got, want) {
+		t.Fatal("the file reads back different")
+	}
+}
+
+// gatedBlocks holds every Set until open is closed.
+type gatedBlocks struct {
+	Blocks
+	open   chan struct{}
+	opened atomic.Bool
+}
+
+func (g *gatedBlocks) Set(ctx context.Context, data []byte, l level.Level) (blockstore.Hash, error) {
+	select {
+	case <-g.open:
+	case <-ctx.Done():
+		return blockstore.Hash{}, ctx.Err()
+	}
+	return g.Blocks.Set(ctx, data, l)
+}
