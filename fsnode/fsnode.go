@@ -657,15 +657,14 @@ func (n *Node) Read(ctx context.Context, req *fuse.ReadRequest, resp *fuse.ReadR
 	if err != nil {
 		return n.s.errno("read", err)
 	}
-	buf := make([]byte, req.Size)
-	got, err := n.s.fs.ReadAt(ctx, a, buf, req.Offset)
+	data, err := n.s.fs.Slice(ctx, a, req.Offset, req.Size)
 	if err != nil && !errors.Is(err, io.EOF) {
 		return n.s.errno("read", err)
 	}
 	if sequential {
-		n.s.fs.Prefetch(a, uint64(req.Offset)+uint64(got))
+		n.s.fs.Prefetch(a, uint64(req.Offset)+uint64(len(data)))
 	}
-	resp.Data = buf[:got]
+	resp.Data = data // the reply copies it
 	return nil
 }
 

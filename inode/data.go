@@ -49,12 +49,9 @@ func (f *FS) ReadAt(ctx context.Context, a Attr, p []byte, off int64) (int, erro
 		if e.Off >= end || e.Off+e.Len <= uint64(off) {
 			continue
 		}
-		data, err := f.block(ctx, e.Block)
+		data, err := f.extentBytes(ctx, e)
 		if err != nil {
 			return 0, err
-		}
-		if uint64(len(data)) < e.Len {
-			return 0, fmt.Errorf("block %s has %d bytes, its extent %d: %w", e.Block, len(data), e.Len, syscall.EIO)
 		}
 		lo, hi := max(e.Off, uint64(off)), min(e.Off+e.Len, end)
 		copy(p[lo-uint64(off):hi-uint64(off)], data[lo-e.Off:hi-e.Off])
@@ -63,6 +60,50 @@ func (f *FS) ReadAt(ctx context.Context, a Attr, p []byte, off int64) (int, erro
 		return n, io.EOF
 	}
 	return n, nil
+}
+
+// Slice returns up to n bytes of a file whose attributes are a, from
+// offset off: fewer only at the end of the file, with io.EOF. Bytes that
+// one block holds are that block's, as the cache keeps it, not a copy:
+// the caller must not change them.
+func (f *FS) Slice(ctx context.Context, a Attr, off int64, n int) ([]byte, error) {
+	if a.Type == TypeFile && a.Inline == nil && off >= 0 && uint64(off) < a.Size {
+		end := min(uint64(off)+uint64(n), a.Size)
+		i, _ := slices.BinarySearchFunc(a.Extents, uint64(off), func(e Extent, off uint64) int {
+			if e.Off+e.Len <= off {
+				return -1
+			}
+			return 0
+		})
+		if i < len(a.Extents) {
+			if e := a.Extents[i]; e.Off <= uint64(off) && end <= e.Off+e.Len {
+				data, err := f.extentBytes(ctx, e)
+				if err != nil {
+					return nil, err
+				}
+				p := data[uint64(off)-e.Off : end-e.Off]
+				if len(p) < n {
+					return p, io.EOF
+				}
+				return p, nil
+			}
+		}
+	}
+	p := make([]byte, n)
+	got, err := f.ReadAt(ctx, a, p, off)
+	return p[:got], err
+}
+
+// extentBytes returns the block of extent e, which must hold its length.
+func (f *FS) extentBytes(ctx context.Context, e Extent) ([]byte, error) {
+	data, err := f.block(ctx, e.Block)
+	if err != nil {
+		return nil, err
+	}
+	if uint64(len(data)) < e.Len {
+		return nil, fmt.Errorf("block %s has %d bytes, its extent %d: %w", e.Block, len(data), e.Len, syscall.EIO)
+	}
+	return data, nil
 }
 
 // fetchTimeout bounds one block fetch, which readers share.

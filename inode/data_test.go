@@ -349,3 +349,65 @@ func (g *gatedBlocks) Set(ctx context.Context, data []byte, l level.Level) (bloc
 	}
 	return g.Blocks.Set(ctx, data, l)
 }
+
+// Slice hands out a block's own bytes where one block holds the range,
+// and otherwise reads as ReadAt does, down to the end of the file.
+func TestSlice(t *testing.T) {
+	fss := newFS(t, 3)
+	fs := fss[0]
+	ctx := ctxT(t)
+	id, _, err := fs.Create(ctx, Root, "f", NewAttr{Type: TypeFile, Mode: 0o644})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := random(1<<20+5, 8)
+	w := fs.NewWriter(id)
+	w.WriteAt(want, 0)
+	a, err := w.Flush(ctx)
+	if err != nil || len(a.Extents) < 3 {
+		t.Fatalf("flush: %d extents, %v", len(a.Extents), err)
+	}
+	r := fss[1]
+	e := a.Extents[1]
+	inside, err := r.Slice(ctx, a, int64(e.Off)+10, 100)
+	if err != nil || !bytes.Equal(inside, want[e.Off+10:e.Off+110]) {
+		t.Fatalf("a range inside block 1: %v", err)
+	}
+	if cached, ok := r.cache.Get(e.Block); !ok || &cached[10] != &inside[0] {
+		t.Error("a range inside one block is not that block's bytes")
+	}
+	across, err := r.Slice(ctx, a, int64(e.Off)-50, 100)
+	if err != nil || !bytes.Equal(across, want[e.Off-50:e.Off+50]) {
+		t.Fatalf("a range across two blocks: %v", err)
+	}
+	last := a.Extents[len(a.Extents)-1]
+	for _, off := range []int64{int64(last.Off) + 1, int64(len(want)) - 3000} { // in the last block, across into it
+		tail, err := r.Slice(ctx, a, off, 1<<20)
+		if !errors.Is(err, io.EOF) || !bytes.Equal(tail, want[off:]) {
+			t.Errorf("the tail from %d: %d bytes, %v", off, len(tail), err)
+		}
+	}
+	if b, err := r.Slice(ctx, a, int64(len(want)), 10); len(b) != 0 || !errors.Is(err, io.EOF) {
+		t.Errorf("at the end: %d bytes, %v", len(b), err)
+	}
+	// Past the end after a truncate up: a hole, which reads as zeros.
+	a, err = fs.Setattr(ctx, id, SetAttr{Size: new(uint64(len(want) + 10))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if hole, err := r.Slice(ctx, a, int64(len(want))-1, 20); !errors.Is(err, io.EOF) || len(hole) != 11 || hole[0] != want[len(want)-1] || !bytes.Equal(hole[1:], make([]byte, 10)) {
+		t.Errorf("across the end into a hole: %v, %v", hole, err)
+	}
+	small, _, err := fs.Create(ctx, Root, "small", NewAttr{Type: TypeFile, Mode: 0o644})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w = fs.NewWriter(small)
+	w.WriteAt([]byte("inline bytes"), 0)
+	if a, err = w.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := r.Slice(ctx, a, 7, 100); string(b) != "bytes" || !errors.Is(err, io.EOF) {
+		t.Errorf("an inline file: %q, %v", b, err)
+	}
+}
