@@ -77,7 +77,7 @@ func newFlags(o *options, stderr io.Writer) *flag.FlagSet {
 	flags.StringVar(&o.blockReadLevel, "block-read-level", "leader", "consistency `level` of block reads")
 	flags.StringVar(&o.blockWriteLevel, "block-write-level", "quorum", "consistency `level` of block writes")
 	flags.IntVar(&o.cacheBlocks, "cache-blocks", 32, "how many blocks (about 1 MiB each) reads keep in memory")
-	flags.IntVar(&o.flushMiB, "flush-mib", 64, "MiB an open file buffers before it commits")
+	flags.IntVar(&o.flushMiB, "flush-mib", 64, "MiB an open file buffers before it commits them in the background while the next collect (so it holds up to twice this)")
 	flags.BoolVar(&o.allowOther, "allow-other", false, "let users other than the one mounting use the mount (as root, for system mounts)")
 	flags.StringVar(&o.logLevel, "log-level", "info", "log `level`: debug, info, warn or error")
 	flags.StringVar(&o.metricsAddr, "metrics", "", "serve Prometheus metrics of the mount (FUSE operations, block cache) at http://`address`/metrics; none: do not")
