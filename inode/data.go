@@ -418,9 +418,10 @@ func (w *Writer) FlushBehind(ctx context.Context, timeout time.Duration) error {
 		defer w.mu.Unlock()
 		if err != nil {
 			// Buffer the writes again, under those made since, which
-			// also set the time.
-			newer, pending := w.dirty, w.pending
-			w.dirty, w.bytes, w.pending = b.dirty, 0, nil
+			// also set the time. Attribute changes wait for this commit
+			// (SetAttr), so none were recorded meanwhile.
+			newer := w.dirty
+			w.dirty, w.bytes = b.dirty, 0
 			for _, s := range w.dirty {
 				w.bytes += len(s.data)
 			}
@@ -433,12 +434,6 @@ func (w *Writer) FlushBehind(ctx context.Context, timeout time.Duration) error {
 					restored.Mtime = nil
 				}
 				w.pending = &restored
-			}
-			if pending != nil {
-				if w.pending == nil {
-					w.pending = &SetAttr{}
-				}
-				*w.pending = w.pending.merge(*pending)
 			}
 			w.failed = err
 		} else if len(b.dirty) == 1 && len(b.dirty[0].data) > InlineMax {

@@ -208,7 +208,7 @@ func run(args []string, stderr io.Writer) int {
 
 	// The kernel checks permissions against the modes and owners the
 	// filesystem reports (default_permissions).
-	mountOpts := []fuse.MountOption{fuse.FSName("difuse"), fuse.Subtype("difuse"), fuse.MaxReadahead(1 << 20), fuse.AsyncRead(), fuse.DefaultPermissions()}
+	mountOpts := []fuse.MountOption{fuse.FSName("difuse"), fuse.Subtype("difuse"), fuse.MaxReadahead(1 << 20), fuse.DefaultPermissions()}
 	if o.allowOther {
 		mountOpts = append(mountOpts, fuse.AllowOther())
 	}
