@@ -150,28 +150,6 @@ func replicaHosts(t *testing.T, hosts []*testHost, h Hash) []*testHost {
 	return out
 }
 
-// A small block is sent without asking first (TestSetTouchesHeldBlocks
-// checks that the second Set marks the copies used). Set twice, it is
-// stored once on each replica and counted new once: the replicas say
-// whether it was new to them.
-func TestSetSmallBlockTwice(t *testing.T) {
-	hosts, _ := newCluster(t, 3)
-	data := randomBytes(1000, 8)
-	for range 2 {
-		if _, err := hosts[0].svc.Set(ctxFor(t), data, level.All); err != nil {
-			t.Fatal(err)
-		}
-	}
-	for _, x := range hosts {
-		if st := x.svc.Stats(); st.Blocks != 1 || st.StoredBytes != 1000 {
-			t.Errorf("%s: %+v", x.addr, st)
-		}
-	}
-	if st := hosts[0].svc.Stats(); st.WrittenBytes != 2000 || st.NewBytes != 1000 {
-		t.Errorf("writer's stats: %+v", st)
-	}
-}
-
 // The same file written twice is stored once on each replica, and the
 // second write sends no block anywhere.
 func TestSetTwiceStoresOnce(t *testing.T) {

@@ -38,8 +38,9 @@ func (t memTransport) Has(_ context.Context, to string, hashes []Hash, touch boo
 	return call(t, to, func(h Handler) ([]bool, error) { return h.HandleHas(hashes, touch) })
 }
 
-func (t memTransport) Put(_ context.Context, to string, hash Hash, data []byte, sync bool) (bool, error) {
-	return call(t, to, func(h Handler) (bool, error) { return h.HandlePut(hash, bytes.Clone(data), sync) })
+func (t memTransport) Put(_ context.Context, to string, hash Hash, data []byte, sync bool) error {
+	_, err := call(t, to, func(h Handler) (struct{}, error) { return struct{}{}, h.HandlePut(hash, bytes.Clone(data), sync) })
+	return err
 }
 
 func (t memTransport) Get(_ context.Context, to string, hash Hash) ([]byte, error) {

@@ -156,7 +156,7 @@ func (s *Service) has(ctx context.Context, to string, h Hash, touch bool) (bool,
 	return got[0], nil
 }
 
-func (s *Service) put(ctx context.Context, to string, h Hash, data []byte, sync bool) (bool, error) {
+func (s *Service) put(ctx context.Context, to string, h Hash, data []byte, sync bool) error {
 	if to == s.cfg.Addr {
 		return s.HandlePut(h, data, sync)
 	}
@@ -222,28 +222,18 @@ func (s *Service) Set(ctx context.Context, data []byte, l level.Level) (_ Hash, 
 	err = s.onReplicas(ctx, h, l, "have it", func(ctx context.Context, r string) error {
 		// A replica that holds the block marks it used now, which keeps
 		// the garbage collector off it until the write that uses it has
-		// committed (see package gc). A small block is sent at once, which
-		// costs less than asking first: a replica that has it keeps its
-		// copy, marks it so and says so.
-		if len(data) > askFirst {
-			held, err := s.has(ctx, r, h, true)
-			if err != nil || held {
-				return err
-			}
+		// committed (see package gc).
+		held, err := s.has(ctx, r, h, true)
+		if err != nil || held {
+			return err
 		}
-		added, err := s.put(ctx, r, h, data, sync)
-		if added && counted.CompareAndSwap(false, true) {
+		if counted.CompareAndSwap(false, true) {
 			s.fresh.Add(int64(len(data)))
 		}
-		return err
+		return s.put(ctx, r, h, data, sync)
 	})
 	return h, err
 }
-
-// askFirst is the size above which Set asks a replica whether it holds a
-// block before sending it: below it, a round trip costs more than the
-// bytes.
-const askFirst = 64 << 10
 
 // onReplicas runs fn on every replica of block h and waits until as many
 // have succeeded as level l needs (the leader among them at leader); the
@@ -361,7 +351,7 @@ func (s *Service) Get(ctx context.Context, h Hash, l level.Level) (_ []byte, err
 			}
 		}
 		for _, r := range lacking {
-			if _, err := s.put(ctx, r, h, data, true); err != nil {
+			if err := s.put(ctx, r, h, data, true); err != nil {
 				errs = append(errs, fmt.Errorf("repair %s: %w", r, err))
 				continue
 			}
@@ -375,7 +365,7 @@ func (s *Service) Get(ctx context.Context, h Hash, l level.Level) (_ []byte, err
 	}
 	for _, r := range lacking {
 		s.background("repair "+h.String()+" on "+r, func(ctx context.Context) error {
-			if _, err := s.put(ctx, r, h, data, true); err != nil {
+			if err := s.put(ctx, r, h, data, true); err != nil {
 				return err
 			}
 			s.log.Info("repaired a block", "block", h.String(), "replica", r)
@@ -466,10 +456,10 @@ func (s *Service) HandleHas(hashes []Hash, touch bool) ([]bool, error) {
 }
 
 // HandlePut stores a block sent as h after checking its hash, syncing it if
-// asked, and reports whether it was new; a sound copy already held is
-// kept and marked used.
-func (s *Service) HandlePut(h Hash, data []byte, sync bool) (bool, error) {
-	return s.local.PutHashed(h, data, sync)
+// asked.
+func (s *Service) HandlePut(h Hash, data []byte, sync bool) error {
+	_, err := s.local.PutHashed(h, data, sync)
+	return err
 }
 
 // HandleGet returns a block after checking its hash.

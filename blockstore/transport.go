@@ -10,9 +10,8 @@ type Transport interface {
 	// those it holds as used now (see Local.Touch).
 	Has(ctx context.Context, to string, hashes []Hash, touch bool) ([]bool, error)
 	// Put gives the host a block, synced to its disk before the call
-	// returns if sync is set, and reports whether it was new there. A
-	// host that holds it already marks it used now, as Has with touch.
-	Put(ctx context.Context, to string, h Hash, data []byte, sync bool) (bool, error)
+	// returns if sync is set.
+	Put(ctx context.Context, to string, h Hash, data []byte, sync bool) error
 	// Get fetches a block; the host checks its hash first.
 	Get(ctx context.Context, to string, h Hash) ([]byte, error)
 	// Delete removes a block from the host.
@@ -22,7 +21,7 @@ type Transport interface {
 // Handler serves the block store's calls; *Service implements it.
 type Handler interface {
 	HandleHas(hashes []Hash, touch bool) ([]bool, error)
-	HandlePut(h Hash, data []byte, sync bool) (bool, error)
+	HandlePut(h Hash, data []byte, sync bool) error
 	HandleGet(h Hash) ([]byte, error)
 	HandleDelete(h Hash, sync bool) error
 }

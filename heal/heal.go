@@ -111,7 +111,7 @@ type Blocks interface {
 // BlockTransport reaches other hosts' block stores (blockrpc.Transport).
 type BlockTransport interface {
 	Has(ctx context.Context, to string, hashes []blockstore.Hash, touch bool) ([]bool, error)
-	Put(ctx context.Context, to string, h blockstore.Hash, data []byte, sync bool) (bool, error)
+	Put(ctx context.Context, to string, h blockstore.Hash, data []byte, sync bool) error
 	Get(ctx context.Context, from string, h blockstore.Hash) ([]byte, error)
 }
 
@@ -764,7 +764,7 @@ func (h *Healer) sendBlock(ctx context.Context, peer string, hash blockstore.Has
 	}
 	cctx, cancel := context.WithTimeout(ctx, h.cfg.CallTimeout)
 	defer cancel()
-	if _, err := h.btr.Put(cctx, peer, hash, data, true); err != nil {
+	if err := h.btr.Put(cctx, peer, hash, data, true); err != nil {
 		return fmt.Errorf("send block %s: %w", hash, err)
 	}
 	h.count(func(s *Stats) { s.BlocksSent++; s.BytesSent += int64(len(data)) })

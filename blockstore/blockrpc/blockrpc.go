@@ -132,25 +132,23 @@ func (t *Transport) Has(ctx context.Context, to string, hashes []blockstore.Hash
 	return out, nil
 }
 
-// Put sends a block to the host at to, in pieces, and reports whether it
-// was new there.
-func (t *Transport) Put(ctx context.Context, to string, h blockstore.Hash, data []byte, sync bool) (bool, error) {
+// Put sends a block to the host at to, in pieces.
+func (t *Transport) Put(ctx context.Context, to string, h blockstore.Hash, data []byte, sync bool) error {
 	c, err := t.client(to)
 	if err != nil {
-		return false, err
+		return err
 	}
 	stream, err := c.Put(ctx)
 	if err != nil {
-		return false, FromStatus(to, err)
+		return FromStatus(to, err)
 	}
 	if err := SendBlock(stream.Send, h, data, sync, 0); err != nil && !errors.Is(err, io.EOF) {
-		return false, FromStatus(to, err) // io.EOF: the server ended the call; CloseAndRecv has its error
+		return FromStatus(to, err) // io.EOF: the server ended the call; CloseAndRecv has its error
 	}
-	ack, err := stream.CloseAndRecv()
-	if err != nil {
-		return false, FromStatus(to, err)
+	if _, err := stream.CloseAndRecv(); err != nil {
+		return FromStatus(to, err)
 	}
-	return ack.Added(), nil
+	return nil
 }
 
 // pieceMessage builds one BlockPiece; the first names the block.
@@ -250,13 +248,11 @@ func (s server) Put(stream fb.Blocks_PutServer) error {
 	if err != nil {
 		return ToStatus(err)
 	}
-	added, err := s.h.HandlePut(h, data, sync)
-	if err != nil {
+	if err := s.h.HandlePut(h, data, sync); err != nil {
 		return ToStatus(err)
 	}
 	b := flatbuffers.NewBuilder(16)
 	fb.BlockAckStart(b)
-	fb.BlockAckAddAdded(b, added)
 	b.Finish(fb.BlockAckEnd(b))
 	return stream.SendAndClose(b)
 }

@@ -33,23 +33,8 @@ func (rcv *BlockAck) Table() flatbuffers.Table {
 	return rcv._tab
 }
 
-func (rcv *BlockAck) Added() bool {
-	o := flatbuffers.UOffsetT(rcv._tab.Offset(4))
-	if o != 0 {
-		return rcv._tab.GetBool(o + rcv._tab.Pos)
-	}
-	return false
-}
-
-func (rcv *BlockAck) MutateAdded(n bool) bool {
-	return rcv._tab.MutateBoolSlot(4, n)
-}
-
 func BlockAckStart(builder *flatbuffers.Builder) {
-	builder.StartObject(1)
-}
-func BlockAckAddAdded(builder *flatbuffers.Builder, added bool) {
-	builder.PrependBoolSlot(0, added, false)
+	builder.StartObject(0)
 }
 func BlockAckEnd(builder *flatbuffers.Builder) flatbuffers.UOffsetT {
 	return builder.EndObject()
