@@ -23,6 +23,16 @@ func random(n int, seed byte) []byte {
 	return b
 }
 
+// newFile creates an empty file called name in the root through fs.
+func newFile(t *testing.T, fs *FS, name string) ID {
+	t.Helper()
+	id, _, err := fs.Create(ctxT(t), Root, name, NewAttr{Type: TypeFile, Mode: 0o644})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
+
 // readAll reads a whole file through fs.
 func readAll(t *testing.T, fs *FS, id ID) []byte {
 	t.Helper()
@@ -42,10 +52,7 @@ func TestWriteRead(t *testing.T) {
 	fss := newFS(t, 3)
 	fs := fss[0]
 	ctx := ctxT(t)
-	small, _, err := fs.Create(ctx, Root, "small", NewAttr{Type: TypeFile, Mode: 0o644})
-	if err != nil {
-		t.Fatal(err)
-	}
+	small := newFile(t, fs, "small")
 	w := fs.NewWriter(small)
 	w.WriteAt([]byte("hello, "), 0)
 	w.WriteAt([]byte("world"), 7)
@@ -57,10 +64,7 @@ func TestWriteRead(t *testing.T) {
 		t.Fatalf("small file reads %q", got)
 	}
 
-	big, _, err := fs.Create(ctx, Root, "big", NewAttr{Type: TypeFile, Mode: 0o644})
-	if err != nil {
-		t.Fatal(err)
-	}
+	big := newFile(t, fs, "big")
 	want := random(3<<20+777, 1)
 	w = fs.NewWriter(big)
 	for off := 0; off < len(want); off += 100 << 10 { // the kernel writes in pieces
@@ -148,10 +152,7 @@ func TestWriterMergesWrites(t *testing.T) {
 func TestPrefetch(t *testing.T) {
 	fss := newFS(t, 3)
 	ctx := ctxT(t)
-	id, _, err := fss[0].Create(ctx, Root, "f", NewAttr{Type: TypeFile, Mode: 0o644})
-	if err != nil {
-		t.Fatal(err)
-	}
+	id := newFile(t, fss[0], "f")
 	want := random(2<<20, 2)
 	w := fss[0].NewWriter(id)
 	w.WriteAt(want, 0)
@@ -207,10 +208,7 @@ func (c *countingBlocks) Get(ctx context.Context, h blockstore.Hash, l level.Lev
 func TestFlushOnFullDisk(t *testing.T) {
 	fs := newFS(t, 3)[0]
 	ctx := ctxT(t)
-	id, _, err := fs.Create(ctx, Root, "f", NewAttr{Type: TypeFile, Mode: 0o644})
-	if err != nil {
-		t.Fatal(err)
-	}
+	id := newFile(t, fs, "f")
 	fs.blocks = fullBlocks{fs.blocks}
 	w := fs.NewWriter(id)
 	w.WriteAt(random(1<<20, 3), 0)
@@ -233,10 +231,7 @@ func TestFlushBehind(t *testing.T) {
 	fss := newFS(t, 3)
 	fs := fss[0]
 	ctx := ctxT(t)
-	id, _, err := fs.Create(ctx, Root, "f", NewAttr{Type: TypeFile, Mode: 0o644})
-	if err != nil {
-		t.Fatal(err)
-	}
+	id := newFile(t, fs, "f")
 	want := random(3<<20, 4)
 	gate := &gatedBlocks{Blocks: fs.blocks, open: make(chan struct{})}
 	fs.blocks = gate
@@ -304,10 +299,7 @@ func TestFlushBehind(t *testing.T) {
 func TestFlushBehindStreams(t *testing.T) {
 	fss := newFS(t, 3)
 	ctx := ctxT(t)
-	id, _, err := fss[0].Create(ctx, Root, "f", NewAttr{Type: TypeFile, Mode: 0o644})
-	if err != nil {
-		t.Fatal(err)
-	}
+	id := newFile(t, fss[0], "f")
 	want := random(9<<20+123, 7)
 	w := fss[0].NewWriter(id)
 	reused := 0
@@ -356,10 +348,7 @@ func TestSlice(t *testing.T) {
 	fss := newFS(t, 3)
 	fs := fss[0]
 	ctx := ctxT(t)
-	id, _, err := fs.Create(ctx, Root, "f", NewAttr{Type: TypeFile, Mode: 0o644})
-	if err != nil {
-		t.Fatal(err)
-	}
+	id := newFile(t, fs, "f")
 	want := random(1<<20+5, 8)
 	w := fs.NewWriter(id)
 	w.WriteAt(want, 0)
@@ -398,10 +387,7 @@ func TestSlice(t *testing.T) {
 	if hole, err := r.Slice(ctx, a, int64(len(want))-1, 20); !errors.Is(err, io.EOF) || len(hole) != 11 || hole[0] != want[len(want)-1] || !bytes.Equal(hole[1:], make([]byte, 10)) {
 		t.Errorf("across the end into a hole: %v, %v", hole, err)
 	}
-	small, _, err := fs.Create(ctx, Root, "small", NewAttr{Type: TypeFile, Mode: 0o644})
-	if err != nil {
-		t.Fatal(err)
-	}
+	small := newFile(t, fs, "small")
 	w = fs.NewWriter(small)
 	w.WriteAt([]byte("inline bytes"), 0)
 	if a, err = w.Flush(ctx); err != nil {
