@@ -14,29 +14,28 @@ import (
 )
 
 // BlockSet stores data, whose hash is h, as a block on its replica set
-// at level l, through the node, and returns h once the node names the
-// block so too. Errors wrapping blockstore.ErrNotFound or ErrCorrupt keep
-// that identity.
-func (c *Conn) BlockSet(ctx context.Context, h blockstore.Hash, data []byte, l level.Level) (blockstore.Hash, error) {
+// at level l, through the node, which must name the block h too. Errors
+// wrapping blockstore.ErrNotFound or ErrCorrupt keep that identity.
+func (c *Conn) BlockSet(ctx context.Context, h blockstore.Hash, data []byte, l level.Level) error {
 	stream, err := c.client.BlockPut(ctx, grpc.WaitForReady(true))
 	if err != nil {
-		return blockstore.Hash{}, blockrpc.FromStatus(c.addr, err)
+		return blockrpc.FromStatus(c.addr, err)
 	}
 	if err := blockrpc.SendBlock(stream.Send, blockstore.Hash{}, data, false, l); err != nil && !errors.Is(err, io.EOF) {
-		return blockstore.Hash{}, blockrpc.FromStatus(c.addr, err)
+		return blockrpc.FromStatus(c.addr, err)
 	}
 	r, err := stream.CloseAndRecv()
 	if err != nil {
-		return blockstore.Hash{}, blockrpc.FromStatus(c.addr, err)
+		return blockrpc.FromStatus(c.addr, err)
 	}
 	named, err := blockstore.HashFromBytes(r.HashBytes())
 	if err != nil {
-		return h, fmt.Errorf("%s: %w", c.addr, err)
+		return fmt.Errorf("%s: %w", c.addr, err)
 	}
 	if named != h {
-		return h, fmt.Errorf("%w: %s named the block %s", blockstore.ErrCorrupt, c.addr, named)
+		return fmt.Errorf("%w: %s named the block %s", blockstore.ErrCorrupt, c.addr, named)
 	}
-	return h, nil
+	return nil
 }
 
 // BlockGet reads block h from its replica set at level l, through the

@@ -300,7 +300,12 @@ func (c *Cluster) Do(ctx context.Context, req txlog.Request) (txlog.Response, er
 // Set stores a block at level l.
 func (c *Cluster) Set(ctx context.Context, data []byte, l level.Level) (blockstore.Hash, error) {
 	h := blockstore.Sum(data)
-	return try(ctx, c, ring.ID(h), blockFinal, func(ctx context.Context, conn *Conn) (blockstore.Hash, error) { return conn.BlockSet(ctx, h, data, l) })
+	if _, err := try(ctx, c, ring.ID(h), blockFinal, func(ctx context.Context, conn *Conn) (struct{}, error) {
+		return struct{}{}, conn.BlockSet(ctx, h, data, l)
+	}); err != nil {
+		return blockstore.Hash{}, err
+	}
+	return h, nil
 }
 
 // Status returns the status of the first node that answers.
