@@ -10,6 +10,16 @@ scripts/setup.sh
 scripts/apt-install.sh chromium
 export DIFUSE_ARTIFACTS="$PWD/artifacts"
 
+echo "== no large files tracked"
+# A tracked file over 1 MiB is a mistake (a built binary, a data dump) unless
+# it is named in scripts/large-files.txt, one path a line.
+large=$(git ls-files -z | xargs -0 -r stat -c '%s %n' -- 2>/dev/null \
+  | awk '$1 > 1048576 { $1=""; sub(/^ /, ""); print }' \
+  | grep -vxF -f <(grep -v '^#' scripts/large-files.txt) || true)
+if [ -n "$large" ]; then
+  echo "files over 1 MiB are tracked and not listed in scripts/large-files.txt:"; echo "$large"; exit 1
+fi
+
 echo "== gofmt"
 unformatted=$(gofmt -l $(git ls-files '*.go'))
 if [ -n "$unformatted" ]; then
