@@ -25,6 +25,7 @@ import (
 	"github.com/difuse/difuse/ring"
 	"github.com/difuse/difuse/ring/ringrpc"
 	"github.com/difuse/difuse/store"
+	"github.com/difuse/difuse/store/badgerdb"
 	"github.com/difuse/difuse/txlog"
 	"github.com/difuse/difuse/txlog/txlogrpc"
 	"github.com/difuse/difuse/wire"
@@ -64,7 +65,7 @@ type Config struct {
 	// Ring configures the ring; its Addr and Logger are set by the node.
 	Ring ring.Config
 	// Store configures the local database; Store.Dir is required.
-	Store store.Options
+	Store badgerdb.Options
 	// MaxValueBytes bounds one key-value value, and the values of one
 	// transaction together. Default 1 MiB.
 	MaxValueBytes int
@@ -137,7 +138,7 @@ type Node struct {
 	log     *slog.Logger
 	recent  *recentLog // the latest warnings and errors logged
 	metrics *metrics
-	db      *store.DB
+	db      *badgerdb.DB
 	id      string
 	start   time.Time
 	grpcLn  net.Listener
@@ -182,7 +183,7 @@ func New(cfg Config) (_ *Node, err error) {
 			n.closeResources()
 		}
 	}()
-	if n.db, err = store.Open(cfg.Store); err != nil {
+	if n.db, err = badgerdb.Open(cfg.Store); err != nil {
 		return nil, err
 	}
 	if n.id, err = loadID(n.db); err != nil {
@@ -270,7 +271,7 @@ var idKey = []byte("node/id")
 
 // loadID returns the node's identity, choosing and storing a random one on
 // the first start.
-func loadID(db *store.DB) (string, error) {
+func loadID(db *badgerdb.DB) (string, error) {
 	id, err := db.Get(idKey)
 	if err == nil {
 		return string(id), nil

@@ -17,6 +17,7 @@ import (
 	"github.com/difuse/difuse/node"
 	"github.com/difuse/difuse/ring"
 	"github.com/difuse/difuse/store"
+	"github.com/difuse/difuse/store/badgerdb"
 )
 
 // startNode starts a node on loopback with ephemeral ports and stops it when
@@ -47,7 +48,7 @@ func testConfig(dir, join string) node.Config {
 		Join:        join,
 		JoinTimeout: 5 * time.Second,
 		Ring:        ring.Config{TickInterval: 20 * time.Millisecond},
-		Store:       store.Options{Dir: dir, MinFreeBytes: -1},
+		Store:       badgerdb.Options{Dir: dir, MinFreeBytes: -1},
 	}
 }
 

@@ -6,7 +6,7 @@ import (
 	"sync"
 )
 
-// Mem is an in-memory twin of DB with the same contract, for tests of the
+// Mem is an in-memory twin of badgerdb.DB with the same contract, for tests of the
 // packages built on the store. Sync is a no-op: nothing it holds survives
 // the process.
 type Mem struct {

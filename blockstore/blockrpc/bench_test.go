@@ -10,6 +10,7 @@ import (
 	"github.com/difuse/difuse/blockstore"
 	"github.com/difuse/difuse/level"
 	"github.com/difuse/difuse/store"
+	"github.com/difuse/difuse/store/badgerdb"
 )
 
 // BenchmarkSetBlock measures storing distinct 1 MiB blocks durably: into
@@ -21,7 +22,7 @@ func BenchmarkSetBlock(b *testing.B) {
 	const size = 1 << 20
 	for _, writers := range []int{1, 4} {
 		b.Run(fmt.Sprintf("badger/writers=%d", writers), func(b *testing.B) {
-			db, err := store.Open(store.Options{Dir: b.TempDir(), MinFreeBytes: -1, GCInterval: -1})
+			db, err := badgerdb.Open(badgerdb.Options{Dir: b.TempDir(), MinFreeBytes: -1, GCInterval: -1})
 			if err != nil {
 				b.Fatal(err)
 			}

@@ -21,6 +21,7 @@ import (
 	"github.com/difuse/difuse/ring"
 	"github.com/difuse/difuse/ring/ringrpc"
 	"github.com/difuse/difuse/store"
+	"github.com/difuse/difuse/store/badgerdb"
 	"github.com/difuse/difuse/wire"
 	"github.com/difuse/difuse/wire/fb"
 )
@@ -54,7 +55,7 @@ func startCluster(t testing.TB, n int, onDisk bool) []*host {
 		var space func(int64) error
 		if onDisk {
 			// The node's database sits beside the blocks and keeps the reserve.
-			bdb, err := store.Open(store.Options{Dir: t.TempDir(), MinFreeBytes: -1, GCInterval: -1})
+			bdb, err := badgerdb.Open(badgerdb.Options{Dir: t.TempDir(), MinFreeBytes: -1, GCInterval: -1})
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -37,7 +37,7 @@ import (
 	"github.com/difuse/difuse/level"
 	"github.com/difuse/difuse/node"
 	"github.com/difuse/difuse/ring"
-	"github.com/difuse/difuse/store"
+	"github.com/difuse/difuse/store/badgerdb"
 )
 
 func main() {
@@ -170,7 +170,7 @@ func run(args []string, stderr io.Writer) int {
 				return cli.ExitDataDir
 			}
 		}
-		n, err := node.New(node.Config{GRPCAddr: o.grpcAddr, HTTPAddr: o.httpAddr, Store: store.Options{Dir: o.dir}, Ring: ring.Config{}, Logger: log})
+		n, err := node.New(node.Config{GRPCAddr: o.grpcAddr, HTTPAddr: o.httpAddr, Store: badgerdb.Options{Dir: o.dir}, Ring: ring.Config{}, Logger: log})
 		if err != nil {
 			log.Error("cannot start the embedded node", "err", err)
 			return cli.ExitCode(err)

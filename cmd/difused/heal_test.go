@@ -25,7 +25,7 @@ import (
 	"github.com/difuse/difuse/internal/cli"
 	"github.com/difuse/difuse/internal/proctest"
 	"github.com/difuse/difuse/ring"
-	"github.com/difuse/difuse/store"
+	"github.com/difuse/difuse/store/badgerdb"
 	"github.com/difuse/difuse/txlog"
 )
 
@@ -203,7 +203,7 @@ func (c *hcluster) checkPlacement() (parts, blocks int) {
 	blockHolders := map[blockstore.Hash][]string{}
 	for _, i := range live {
 		n := c.nodes[i]
-		db, err := store.Open(store.Options{Dir: n.dir, MinFreeBytes: -1, GCInterval: -1})
+		db, err := badgerdb.Open(badgerdb.Options{Dir: n.dir, MinFreeBytes: -1, GCInterval: -1})
 		if err != nil {
 			c.t.Fatal(err)
 		}

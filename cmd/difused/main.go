@@ -30,7 +30,7 @@ import (
 	"github.com/difuse/difuse/internal/cli"
 	"github.com/difuse/difuse/node"
 	"github.com/difuse/difuse/ring"
-	"github.com/difuse/difuse/store"
+	"github.com/difuse/difuse/store/badgerdb"
 	"github.com/difuse/difuse/txlog"
 )
 
@@ -168,7 +168,7 @@ Flags of difused:
 			TickInterval: *tick,
 			CallTimeout:  *callTimeout,
 		},
-		Store:  store.Options{Dir: *dir, MinFreeBytes: *minFree << 20},
+		Store:  badgerdb.Options{Dir: *dir, MinFreeBytes: *minFree << 20},
 		Logger: log,
 		// A planted bug for the Jepsen harness's test that it catches one;
 		// an environment variable, so that no flag offers it.

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/difuse/difuse/store"
+	"github.com/difuse/difuse/store/badgerdb"
 	"github.com/difuse/difuse/txlog"
 )
 
@@ -22,7 +23,7 @@ var benchValue = make([]byte, 256)
 func BenchmarkWrite(b *testing.B) {
 	for _, clients := range []int{1, 16} {
 		b.Run(fmt.Sprintf("badger/clients=%d", clients), func(b *testing.B) {
-			db, err := store.Open(store.Options{Dir: b.TempDir(), MinFreeBytes: -1, GCInterval: -1})
+			db, err := badgerdb.Open(badgerdb.Options{Dir: b.TempDir(), MinFreeBytes: -1, GCInterval: -1})
 			if err != nil {
 				b.Fatal(err)
 			}

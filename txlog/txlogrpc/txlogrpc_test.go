@@ -16,6 +16,7 @@ import (
 	"github.com/difuse/difuse/ring"
 	"github.com/difuse/difuse/ring/ringrpc"
 	"github.com/difuse/difuse/store"
+	"github.com/difuse/difuse/store/badgerdb"
 	"github.com/difuse/difuse/txlog"
 	"github.com/difuse/difuse/wire"
 	"github.com/difuse/difuse/wire/fb"
@@ -49,7 +50,7 @@ func startCluster(tb testing.TB, n int, onDisk bool) []*host {
 		}
 		h := &host{addr: ln.Addr().String()}
 		if onDisk {
-			db, err := store.Open(store.Options{Dir: tb.TempDir(), MinFreeBytes: -1, GCInterval: -1})
+			db, err := badgerdb.Open(badgerdb.Options{Dir: tb.TempDir(), MinFreeBytes: -1, GCInterval: -1})
 			if err != nil {
 				tb.Fatal(err)
 			}
