@@ -11,6 +11,7 @@ import (
 
 	"github.com/difuse/difuse/blockstore"
 	"github.com/difuse/difuse/level"
+	"github.com/difuse/difuse/nodestatus"
 	"github.com/difuse/difuse/ring"
 	"github.com/difuse/difuse/txlog"
 )
@@ -28,10 +29,10 @@ type Cluster struct {
 	mu    sync.Mutex
 	conns []*Conn
 	next  int
-	// vnodes is the ring as last learned, sorted by id.
-	vnodes []ring.Ref
-	done   chan struct{}
-	wg     sync.WaitGroup
+	// ring is the ring's membership as last learned.
+	ring ring.Cache
+	done chan struct{}
+	wg   sync.WaitGroup
 }
 
 // refreshEvery is how often a Cluster relearns the ring.
@@ -96,10 +97,7 @@ func (c *Cluster) learn(ctx context.Context) {
 	if len(vnodes) == 0 {
 		return // keep the last view
 	}
-	slices.SortFunc(vnodes, func(a, b ring.Ref) int { return a.ID.Cmp(b.ID) })
-	c.mu.Lock()
-	c.vnodes = vnodes
-	c.mu.Unlock()
+	c.ring.Update(vnodes)
 }
 
 // refresh relearns the ring until the Cluster closes.
@@ -117,15 +115,15 @@ func (c *Cluster) refresh() {
 }
 
 // leader returns the index of the connection to the node that leads key
-// in the last view of the ring (the first vnode at or after it), or -1.
+// in the last view of the ring, or -1.
 func (c *Cluster) leader(key ring.ID) int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if len(c.vnodes) == 0 {
+	res, ok := c.ring.Lookup(key, 1)
+	if !ok {
 		return -1
 	}
-	i, _ := slices.BinarySearchFunc(c.vnodes, key, func(r ring.Ref, k ring.ID) int { return r.ID.Cmp(k) })
-	addr := c.vnodes[i%len(c.vnodes)].Addr
+	addr := res.Replicas[0].Addr
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	for k, conn := range c.conns {
 		if conn.addr == addr {
 			if time.Since(time.Unix(0, conn.failedAt.Load())) < 2*refreshEvery {
@@ -156,7 +154,7 @@ func (c *Cluster) add(addr string) error {
 // HostStatus is one node's status, or why it could not be had.
 type HostStatus struct {
 	Addr   string
-	Status Status
+	Status nodestatus.Status
 	Err    error
 }
 
@@ -182,10 +180,10 @@ func (c *Cluster) Statuses(ctx context.Context) []HostStatus {
 }
 
 // Capacity asks every node it knows for its status and reports the space
-// files take and have left in the cluster (see the function Capacity).
+// files take and have left in the cluster (see nodestatus.Capacity).
 // Nodes that do not answer are left out.
 func (c *Cluster) Capacity(ctx context.Context) (used, free uint64, err error) {
-	var sts []Status
+	var sts []nodestatus.Status
 	for _, h := range c.Statuses(ctx) {
 		if h.Err == nil {
 			sts = append(sts, h.Status)
@@ -194,22 +192,8 @@ func (c *Cluster) Capacity(ctx context.Context) (used, free uint64, err error) {
 	if len(sts) == 0 {
 		return 0, 0, errors.New("client: no node answered a status request")
 	}
-	used, free = Capacity(sts)
+	used, free = nodestatus.Capacity(sts)
 	return used, free, nil
-}
-
-// Capacity sums nodes' space: the bytes their blocks and stores take, and
-// those left on their disks, each divided by the number of copies kept,
-// so that free is what files can still take. Nodes that share a disk
-// count its free space once each: the sum is then an upper bound.
-func Capacity(sts []Status) (used, free uint64) {
-	copies := 1
-	for _, st := range sts {
-		used += uint64(max(st.Blocks.StoredBytes+st.Store.LSMBytes+st.Store.VlogBytes, 0))
-		free += uint64(max(st.Store.FreeBytes, 0))
-		copies = max(copies, min(st.Replicas, len(sts)))
-	}
-	return used / uint64(copies), free / uint64(copies)
 }
 
 // Close stops relearning the ring and closes every connection.
@@ -309,8 +293,8 @@ func (c *Cluster) Set(ctx context.Context, data []byte, l level.Level) (blocksto
 }
 
 // Status returns the status of the first node that answers.
-func (c *Cluster) Status(ctx context.Context) (Status, error) {
-	return try(ctx, c, ring.ID{}, func(error) bool { return false }, func(ctx context.Context, conn *Conn) (Status, error) {
+func (c *Cluster) Status(ctx context.Context) (nodestatus.Status, error) {
+	return try(ctx, c, ring.ID{}, func(error) bool { return false }, func(ctx context.Context, conn *Conn) (nodestatus.Status, error) {
 		return conn.Status(ctx)
 	})
 }

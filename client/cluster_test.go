@@ -16,27 +16,12 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/difuse/difuse/blockstore"
 	"github.com/difuse/difuse/ring"
 	"github.com/difuse/difuse/txlog"
 	"github.com/difuse/difuse/txlog/txlogrpc"
 	"github.com/difuse/difuse/wire"
 	"github.com/difuse/difuse/wire/fb"
 )
-
-func TestCapacity(t *testing.T) {
-	node := func(stored, lsm, free int64) Status {
-		return Status{Replicas: 3, Blocks: blockstore.Stats{StoredBytes: stored}, Store: StoreStats{LSMBytes: lsm, FreeBytes: free}}
-	}
-	used, free := Capacity([]Status{node(300, 30, 3000), node(300, 30, 3000), node(300, 30, 3000)})
-	if used != 330 || free != 3000 {
-		t.Errorf("3 nodes, 3 copies: used %d, free %d; want 330 and 3000", used, free)
-	}
-	// One node alone keeps one copy, whatever N is.
-	if used, free := Capacity([]Status{node(100, 0, 500)}); used != 100 || free != 500 {
-		t.Errorf("one node: used %d, free %d", used, free)
-	}
-}
 
 // A request goes first to the node whose vnode follows its key on the
 // ring, unless that node failed lately.
@@ -49,7 +34,7 @@ func TestLeader(t *testing.T) {
 		}
 	}
 	id := func(b byte) ring.ID { var x ring.ID; x[0] = b; return x }
-	c.vnodes = []ring.Ref{{ID: id(10), Addr: "127.0.0.1:1"}, {ID: id(20), Addr: "127.0.0.1:2"}, {ID: id(30), Addr: "127.0.0.1:1"}}
+	c.ring.Update([]ring.Ref{{ID: id(10), Addr: "127.0.0.1:1"}, {ID: id(20), Addr: "127.0.0.1:2"}, {ID: id(30), Addr: "127.0.0.1:1"}})
 	for _, tc := range []struct {
 		key  byte
 		want int

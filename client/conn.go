@@ -10,9 +10,9 @@ import (
 
 	flatbuffers "github.com/google/flatbuffers/go"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/status"
 
-	"github.com/difuse/difuse/gc"
-	"github.com/difuse/difuse/gc/gcrpc"
+	"github.com/difuse/difuse/nodestatus"
 	"github.com/difuse/difuse/wire"
 	"github.com/difuse/difuse/wire/fb"
 )
@@ -55,43 +55,50 @@ func (c *Conn) Leave(ctx context.Context) error {
 func (c *Conn) Close() error { return c.cc.Close() }
 
 // Ping asks the node to prove it is alive and returns who it is.
-func (c *Conn) Ping(ctx context.Context) (NodeInfo, error) {
+func (c *Conn) Ping(ctx context.Context) (nodestatus.NodeInfo, error) {
 	r, err := c.peer.Ping(ctx, pingRequest(0, nil), grpc.WaitForReady(true))
 	if err != nil {
-		return NodeInfo{}, fmt.Errorf("ping %s: %w", c.addr, err)
+		return nodestatus.NodeInfo{}, fmt.Errorf("ping %s: %w", c.addr, err)
 	}
-	return DecodeNodeInfo(r.Node(nil)), nil
+	return nodestatus.DecodeNodeInfo(r.Node(nil)), nil
 }
 
 // Status returns the node's view of itself.
-func (c *Conn) Status(ctx context.Context) (Status, error) {
+func (c *Conn) Status(ctx context.Context) (nodestatus.Status, error) {
 	st, err := StatusVia(ctx, c.cc, grpc.WaitForReady(true))
 	if err != nil {
-		return Status{}, fmt.Errorf("status of %s: %w", c.addr, err)
+		return nodestatus.Status{}, fmt.Errorf("status of %s: %w", c.addr, err)
 	}
 	return st, nil
 }
 
 // Collect has the node run a garbage collection cycle now (with dryRun,
 // one that frees nothing) and returns its report.
-func (c *Conn) Collect(ctx context.Context, dryRun bool) (gc.Report, error) {
-	rep, err := gcrpc.Collect(ctx, c.cc, dryRun)
+func (c *Conn) Collect(ctx context.Context, dryRun bool) (nodestatus.GCReport, error) {
+	b := flatbuffers.NewBuilder(32)
+	fb.GCCollectRequestStart(b)
+	fb.GCCollectRequestAddDryRun(b, dryRun)
+	b.Finish(fb.GCCollectRequestEnd(b))
+	r, err := fb.NewGCClient(c.cc).Collect(ctx, b, grpc.WaitForReady(true))
 	if err != nil {
-		return rep, fmt.Errorf("collect at %s: %w", c.addr, err)
+		if s, ok := status.FromError(err); ok {
+			err = errors.New(s.Message())
+		}
+		return nodestatus.GCReport{}, fmt.Errorf("collect at %s: %w", c.addr, err)
 	}
-	return rep, nil
+	return nodestatus.DecodeGCReport(r), nil
 }
 
 // StatusVia asks the node at the other end of cc for its view of itself.
-func StatusVia(ctx context.Context, cc grpc.ClientConnInterface, opts ...grpc.CallOption) (Status, error) {
+func StatusVia(ctx context.Context, cc grpc.ClientConnInterface, opts ...grpc.CallOption) (nodestatus.Status, error) {
 	b := flatbuffers.NewBuilder(16)
 	fb.StatusRequestStart(b)
 	b.Finish(fb.StatusRequestEnd(b))
 	r, err := fb.NewClientClient(cc).Status(ctx, b, opts...)
 	if err != nil {
-		return Status{}, err
+		return nodestatus.Status{}, err
 	}
-	return DecodeStatus(r)
+	return nodestatus.DecodeStatus(r)
 }
 
 // PingStream sends count pings carrying size bytes each over one stream,

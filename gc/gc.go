@@ -31,6 +31,7 @@ import (
 	"github.com/difuse/difuse/blockstore"
 	"github.com/difuse/difuse/heal"
 	"github.com/difuse/difuse/inode"
+	"github.com/difuse/difuse/nodestatus"
 	"github.com/difuse/difuse/ring"
 	"github.com/difuse/difuse/txlog"
 )
@@ -93,46 +94,6 @@ type SweepRequest struct {
 	DryRun bool
 }
 
-// Report is what a cycle did.
-type Report struct {
-	Start  time.Time `json:"start"`
-	End    time.Time `json:"end"`
-	DryRun bool      `json:"dry_run"`
-	// Partitions and Inodes scanned; Referenced blocks marked.
-	Partitions int64 `json:"partitions"`
-	Inodes     int64 `json:"inodes"`
-	Referenced int64 `json:"referenced"`
-	// Hosts swept; blocks they examined, and freed (or would free).
-	Hosts      int   `json:"hosts"`
-	Examined   int64 `json:"examined"`
-	Freed      int64 `json:"freed"`
-	FreedBytes int64 `json:"freed_bytes"`
-	// Recent blocks were unreferenced but kept: used within the grace time.
-	Recent      int64 `json:"recent"`
-	RecentBytes int64 `json:"recent_bytes"`
-	// Failed names the hosts whose sweep failed, with the reason.
-	Failed []string `json:"failed,omitempty"`
-}
-
-// Stats is the collector's state, for status and metrics.
-type Stats struct {
-	// State is "idle", "marking" or "sweeping".
-	State string `json:"state"`
-	// Progress of the current phase: partitions scanned of those found,
-	// then hosts swept of those asked.
-	Done  int64 `json:"done"`
-	Total int64 `json:"total"`
-	// Cycles counts the cycles this host ran; Last is the latest's report.
-	Cycles int64   `json:"cycles"`
-	Last   *Report `json:"last,omitempty"`
-	// FreedBlocks and FreedBytes total what this host's own sweeps
-	// deleted since it started, for every collector that asked.
-	FreedBlocks int64  `json:"freed_blocks"`
-	FreedBytes  int64  `json:"freed_bytes"`
-	Errors      int64  `json:"errors"`
-	LastError   string `json:"last_error,omitempty"`
-}
-
 // Collector runs collection cycles and sweeps this host's blocks when a
 // collector asks. It is safe for concurrent use.
 type Collector struct {
@@ -145,7 +106,7 @@ type Collector struct {
 	limiter  *rate.Limiter
 	cycle    sync.Mutex // one cycle at a time on this host
 	mu       sync.Mutex
-	stats    Stats
+	stats    nodestatus.GC
 	clock    func() time.Time
 }
 
@@ -157,11 +118,11 @@ func New(cfg Config, members func(context.Context) ([]ring.Ref, error), lister L
 	}
 	cfg.setDefaults()
 	return &Collector{cfg: cfg, members: members, lister: lister, log: log, sweepers: sweepers, local: local,
-		limiter: rate.NewLimiter(rate.Limit(cfg.Rate), max(cfg.Rate/10, 1)), stats: Stats{State: "idle"}, clock: time.Now}, nil
+		limiter: rate.NewLimiter(rate.Limit(cfg.Rate), max(cfg.Rate/10, 1)), stats: nodestatus.GC{State: "idle"}, clock: time.Now}, nil
 }
 
 // Stats returns the collector's state.
-func (c *Collector) Stats() Stats {
+func (c *Collector) Stats() nodestatus.GC {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	s := c.stats
@@ -173,14 +134,14 @@ func (c *Collector) Stats() Stats {
 	return s
 }
 
-func (c *Collector) update(fn func(s *Stats)) {
+func (c *Collector) update(fn func(s *nodestatus.GC)) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	fn(&c.stats)
 }
 
 func (c *Collector) fail(err error) {
-	c.update(func(s *Stats) { s.Errors, s.LastError = s.Errors+1, err.Error() })
+	c.update(func(s *nodestatus.GC) { s.Errors, s.LastError = s.Errors+1, err.Error() })
 }
 
 // listLimit is how many items or records one listing call returns.
@@ -189,18 +150,18 @@ const listLimit = 1000
 // Collect runs one cycle: mark, then sweep every host of the ring. A mark
 // that cannot see every host or every filesystem partition stops the
 // cycle before anything is deleted.
-func (c *Collector) Collect(ctx context.Context, dryRun bool) (Report, error) {
+func (c *Collector) Collect(ctx context.Context, dryRun bool) (nodestatus.GCReport, error) {
 	c.cycle.Lock()
 	defer c.cycle.Unlock()
-	rep := Report{Start: c.clock(), DryRun: dryRun}
+	rep := nodestatus.GCReport{Start: c.clock(), DryRun: dryRun}
 	cutoff := rep.Start.Add(-c.cfg.Grace)
-	defer c.update(func(s *Stats) { s.State, s.Done, s.Total = "idle", 0, 0 })
+	defer c.update(func(s *nodestatus.GC) { s.State, s.Done, s.Total = "idle", 0, 0 })
 	keep, hosts, err := c.mark(ctx, &rep)
 	if err != nil {
 		c.fail(err)
 		return rep, err
 	}
-	c.update(func(s *Stats) { s.State, s.Done, s.Total = "sweeping", 0, int64(len(hosts)) })
+	c.update(func(s *nodestatus.GC) { s.State, s.Done, s.Total = "sweeping", 0, int64(len(hosts)) })
 	req := SweepRequest{Keep: keep, Cutoff: cutoff, DryRun: dryRun}
 	var mu sync.Mutex
 	var wg sync.WaitGroup
@@ -225,13 +186,13 @@ func (c *Collector) Collect(ctx context.Context, dryRun bool) (Report, error) {
 			rep.FreedBytes += st.FreedBytes
 			rep.Recent += st.Recent
 			rep.RecentBytes += st.RecentBytes
-			c.update(func(s *Stats) { s.Done++ })
+			c.update(func(s *nodestatus.GC) { s.Done++ })
 		})
 	}
 	wg.Wait()
 	slices.Sort(rep.Failed)
 	rep.End = c.clock()
-	c.update(func(s *Stats) { s.Cycles, s.Last = s.Cycles+1, &rep })
+	c.update(func(s *nodestatus.GC) { s.Cycles, s.Last = s.Cycles+1, &rep })
 	c.cfg.Logger.Info("garbage collection", "dry_run", dryRun, "partitions", rep.Partitions, "inodes", rep.Inodes,
 		"referenced", rep.Referenced, "hosts", rep.Hosts, "examined", rep.Examined, "freed", rep.Freed,
 		"freed_bytes", rep.FreedBytes, "recent", rep.Recent, "failed", len(rep.Failed), "took", rep.End.Sub(rep.Start).Round(time.Millisecond))
@@ -240,8 +201,8 @@ func (c *Collector) Collect(ctx context.Context, dryRun bool) (Report, error) {
 
 // mark returns the filter of every block an inode refers to, and the
 // hosts of the ring.
-func (c *Collector) mark(ctx context.Context, rep *Report) (*Bloom, []string, error) {
-	c.update(func(s *Stats) { s.State, s.Done, s.Total = "marking", 0, 0 })
+func (c *Collector) mark(ctx context.Context, rep *nodestatus.GCReport) (*Bloom, []string, error) {
+	c.update(func(s *nodestatus.GC) { s.State, s.Done, s.Total = "marking", 0, 0 })
 	refs, err := c.members(ctx)
 	if err != nil {
 		return nil, nil, fmt.Errorf("gc: learn the ring: %w", err)
@@ -270,7 +231,7 @@ func (c *Collector) mark(ctx context.Context, rep *Report) (*Bloom, []string, er
 			}
 		}
 	}
-	c.update(func(s *Stats) { s.Total = int64(len(parts)) })
+	c.update(func(s *nodestatus.GC) { s.Total = int64(len(parts)) })
 	var blocks []blockstore.Hash
 	for _, part := range slices.Sorted(maps.Keys(parts)) {
 		for after := ""; ; {
@@ -294,7 +255,7 @@ func (c *Collector) mark(ctx context.Context, rep *Report) (*Bloom, []string, er
 			}
 		}
 		rep.Partitions++
-		c.update(func(s *Stats) { s.Done++ })
+		c.update(func(s *nodestatus.GC) { s.Done++ })
 	}
 	slices.SortFunc(blocks, func(a, b blockstore.Hash) int { return slices.Compare(a[:], b[:]) })
 	blocks = slices.Compact(blocks)
@@ -375,7 +336,9 @@ func (c *Collector) HandleSweep(ctx context.Context, req SweepRequest) (blocksto
 	}
 	st, err := c.local.Sweep(req.Keep.Contains, req.Cutoff, req.DryRun, func() error { return c.limiter.Wait(ctx) })
 	if !req.DryRun {
-		c.update(func(s *Stats) { s.FreedBlocks, s.FreedBytes = s.FreedBlocks+st.Freed, s.FreedBytes+st.FreedBytes })
+		c.update(func(s *nodestatus.GC) {
+			s.FreedBlocks, s.FreedBytes = s.FreedBlocks+st.Freed, s.FreedBytes+st.FreedBytes
+		})
 	}
 	return st, err
 }

@@ -24,6 +24,7 @@ import (
 
 	"github.com/difuse/difuse/blockstore"
 	"github.com/difuse/difuse/level"
+	"github.com/difuse/difuse/nodestatus"
 	"github.com/difuse/difuse/ring"
 	"github.com/difuse/difuse/txlog"
 )
@@ -174,7 +175,7 @@ type Healer struct {
 	clock   func() time.Time
 
 	mu      sync.Mutex
-	stats   Stats
+	stats   nodestatus.Heal
 	seen    map[string]time.Time // host → when a pass last saw it in the ring
 	scrubAt blockstore.Hash      // where the next scrub starts
 	index   map[Kind]*index      // the items held, as last listed
@@ -224,50 +225,8 @@ func New(cfg Config, members func(context.Context) ([]ring.Ref, error), placer P
 	}, nil
 }
 
-// Stats describes the healer's work, for /v1/status.
-type Stats struct {
-	// State is "idle" between passes, "healing" during one, "waiting" while
-	// a host that left is within its grace time, "joining" while a new
-	// node copies its share, "leaving" during a hand-off.
-	State string `json:"state"`
-	// Waiting names the hosts gone from the ring within their grace time.
-	Waiting []string `json:"waiting,omitempty"`
-	// Passes counts the passes completed.
-	Passes int64 `json:"passes"`
-	// Settled says that the last pass found every item this host holds
-	// where the ring places it and level with the other replicas, and
-	// changed nothing; it started after the ring last changed.
-	Settled   bool      `json:"settled"`
-	PassStart time.Time `json:"pass_start"`
-	PassEnd   time.Time `json:"pass_end"`
-	// Progress is the share of the current pass done, from 0 to 1.
-	Progress float64 `json:"progress"`
-	// Partitions and Blocks are what the last pass found held.
-	Partitions int64 `json:"partitions"`
-	Blocks     int64 `json:"blocks"`
-	// MissingPartitions and MissingBlocks count the copies the last
-	// complete pass found missing or behind on a replica of the ring's (or
-	// a partition's replica set in force not yet the ring's); the pass then
-	// made them. They are the under-replicated items a pass sees.
-	MissingPartitions int64 `json:"missing_partitions"`
-	MissingBlocks     int64 `json:"missing_blocks"`
-	// Arcs compared with other replicas, and how many differed.
-	ArcsCompared int64 `json:"arcs_compared"`
-	ArcsDiffered int64 `json:"arcs_differed"`
-	// Totals since the node started.
-	PartitionsSynced  int64  `json:"partitions_synced"`
-	PartitionsDropped int64  `json:"partitions_dropped"`
-	BlocksSent        int64  `json:"blocks_sent"`
-	BytesSent         int64  `json:"bytes_sent"`
-	BlocksDropped     int64  `json:"blocks_dropped"`
-	BlocksScrubbed    int64  `json:"blocks_scrubbed"`
-	BlocksCorrupt     int64  `json:"blocks_corrupt"`
-	Errors            int64  `json:"errors"`
-	LastError         string `json:"last_error,omitempty"`
-}
-
 // Stats returns the healer's counters.
-func (h *Healer) Stats() Stats {
+func (h *Healer) Stats() nodestatus.Heal {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	s := h.stats
@@ -278,7 +237,7 @@ func (h *Healer) Stats() Stats {
 	return s
 }
 
-func (h *Healer) count(fn func(s *Stats)) {
+func (h *Healer) count(fn func(s *nodestatus.Heal)) {
 	h.mu.Lock()
 	fn(&h.stats)
 	h.mu.Unlock()
@@ -286,7 +245,7 @@ func (h *Healer) count(fn func(s *Stats)) {
 
 func (h *Healer) fail(err error) {
 	h.log.Warn("healing", "err", err)
-	h.count(func(s *Stats) { s.Errors++; s.LastError = err.Error() })
+	h.count(func(s *nodestatus.Heal) { s.Errors++; s.LastError = err.Error() })
 }
 
 // Expect notes hosts that belong to the cluster (the peers a restarted
@@ -378,7 +337,7 @@ func (h *Healer) Pass(ctx context.Context) (bool, error) {
 	h.mu.Unlock()
 	if !leaving {
 		if waiting := h.waiting(refs); len(waiting) > 0 {
-			h.count(func(s *Stats) { s.State, s.Waiting, s.Settled = "waiting", waiting, false })
+			h.count(func(s *nodestatus.Heal) { s.State, s.Waiting, s.Settled = "waiting", waiting, false })
 			return false, nil
 		}
 	}
@@ -387,7 +346,7 @@ func (h *Healer) Pass(ctx context.Context) (bool, error) {
 	if leaving {
 		state = "leaving"
 	}
-	h.count(func(s *Stats) { s.State, s.Waiting, s.PassStart, s.Progress = state, nil, start, 0 })
+	h.count(func(s *nodestatus.Heal) { s.State, s.Waiting, s.PassStart, s.Progress = state, nil, start, 0 })
 	p := h.plan(refs, leaving)
 	h.mu.Lock()
 	p.stable = sameRefs(refs, h.last)
@@ -398,14 +357,14 @@ func (h *Healer) Pass(ctx context.Context) (bool, error) {
 		if err != nil {
 			return false, err
 		}
-		h.count(func(s *Stats) {
+		h.count(func(s *nodestatus.Heal) {
 			if kind == KindPartition {
 				s.Partitions = int64(len(ix.items))
 			} else {
 				s.Blocks = int64(len(ix.items))
 			}
 		})
-		p.progress = func(f float64) { h.count(func(s *Stats) { s.Progress = (float64(i) + f) / 3 }) }
+		p.progress = func(f float64) { h.count(func(s *nodestatus.Heal) { s.Progress = (float64(i) + f) / 3 }) }
 		if err := h.heal(ctx, p, kind, ix); err != nil {
 			return false, err
 		}
@@ -417,7 +376,7 @@ func (h *Healer) Pass(ctx context.Context) (bool, error) {
 	}
 	after, err := h.members(ctx)
 	settled := err == nil && p.stable && sameRefs(refs, after) && p.changed == 0 && p.pending == 0
-	h.count(func(s *Stats) {
+	h.count(func(s *nodestatus.Heal) {
 		s.State, s.Passes, s.Settled, s.PassEnd, s.Progress = "idle", s.Passes+1, settled, h.clock(), 1
 		s.MissingPartitions, s.MissingBlocks = p.missingParts, p.missingBlocks
 		if leaving {
@@ -632,7 +591,7 @@ func (h *Healer) compare(ctx context.Context, p *pass, kind Kind, peer string, a
 	if len(theirs) != len(arcs) {
 		return fmt.Errorf("%d digests for %d arcs", len(theirs), len(arcs))
 	}
-	h.count(func(s *Stats) { s.ArcsCompared += int64(len(arcs)) })
+	h.count(func(s *nodestatus.Heal) { s.ArcsCompared += int64(len(arcs)) })
 	for j, i := range arcs {
 		var ours Digest
 		for _, e := range byArc[i] {
@@ -641,7 +600,7 @@ func (h *Healer) compare(ctx context.Context, p *pass, kind Kind, peer string, a
 		if ours == theirs[j] {
 			continue
 		}
-		h.count(func(s *Stats) { s.ArcsDiffered++ })
+		h.count(func(s *nodestatus.Heal) { s.ArcsDiffered++ })
 		have, err := h.listPeer(ctx, peer, kind, p.arcs[i])
 		if err != nil {
 			return err
@@ -719,7 +678,7 @@ func (h *Healer) sync(ctx context.Context, p *pass, name string, set []string) (
 	}
 	if !p.synced[name] {
 		p.synced[name] = true
-		h.count(func(s *Stats) { s.PartitionsSynced++ })
+		h.count(func(s *nodestatus.Heal) { s.PartitionsSynced++ })
 	}
 	return resp, nil
 }
@@ -767,7 +726,7 @@ func (h *Healer) sendBlock(ctx context.Context, peer string, hash blockstore.Has
 	if err := h.btr.Put(cctx, peer, hash, data, true); err != nil {
 		return fmt.Errorf("send block %s: %w", hash, err)
 	}
-	h.count(func(s *Stats) { s.BlocksSent++; s.BytesSent += int64(len(data)) })
+	h.count(func(s *nodestatus.Heal) { s.BlocksSent++; s.BytesSent += int64(len(data)) })
 	return nil
 }
 
@@ -800,7 +759,7 @@ func (h *Healer) handOff(ctx context.Context, p *pass, kind Kind, set []string, 
 				return err
 			}
 			p.changed++
-			h.count(func(s *Stats) { s.PartitionsDropped++ })
+			h.count(func(s *nodestatus.Heal) { s.PartitionsDropped++ })
 		}
 		return nil
 	}
@@ -835,7 +794,7 @@ func (h *Healer) handOff(ctx context.Context, p *pass, kind Kind, set []string, 
 			return err
 		}
 		p.changed++
-		h.count(func(s *Stats) { s.BlocksDropped++ })
+		h.count(func(s *nodestatus.Heal) { s.BlocksDropped++ })
 	}
 	return nil
 }
@@ -864,7 +823,7 @@ func (h *Healer) scrub(ctx context.Context) error {
 		switch {
 		case errors.Is(err, blockstore.ErrNotFound):
 		case errors.Is(err, blockstore.ErrCorrupt):
-			h.count(func(s *Stats) { s.BlocksCorrupt++ })
+			h.count(func(s *nodestatus.Heal) { s.BlocksCorrupt++ })
 			h.log.Warn("damaged block found", "block", hash.String(), "err", err)
 			cctx, cancel := context.WithTimeout(ctx, h.cfg.CallTimeout)
 			good, gerr := h.blocks.Get(cctx, hash, level.Quorum)
@@ -880,7 +839,7 @@ func (h *Healer) scrub(ctx context.Context) error {
 		default:
 			done += size
 		}
-		h.count(func(s *Stats) { s.BlocksScrubbed++ })
+		h.count(func(s *nodestatus.Heal) { s.BlocksScrubbed++ })
 		h.mu.Lock()
 		h.scrubAt = hash
 		h.mu.Unlock()
@@ -958,8 +917,8 @@ func (h *Healer) Join(ctx context.Context, current, mine []ring.Ref) (copied, mi
 			arcs = append(arcs, i)
 		}
 	}
-	h.count(func(s *Stats) { s.State, s.Progress = "joining", 0 })
-	defer h.count(func(s *Stats) { s.State = "idle" })
+	h.count(func(s *nodestatus.Heal) { s.State, s.Progress = "joining", 0 })
+	defer h.count(func(s *nodestatus.Heal) { s.State = "idle" })
 	for n, i := range arcs {
 		res, _ := old.Lookup(p.arcs[i].Hi, h.cfg.Replicas)
 		var holders []string
@@ -968,7 +927,7 @@ func (h *Healer) Join(ctx context.Context, current, mine []ring.Ref) (copied, mi
 		}
 		c, m := h.copyArc(ctx, p.arcs[i], holders)
 		copied, missed = copied+c, missed+m
-		h.count(func(s *Stats) { s.Progress = float64(n+1) / float64(len(arcs)) })
+		h.count(func(s *nodestatus.Heal) { s.Progress = float64(n+1) / float64(len(arcs)) })
 	}
 	return copied, missed
 }

@@ -8,13 +8,14 @@ import (
 	"syscall"
 
 	"errors"
-	"github.com/difuse/difuse/blockstore"
-	"github.com/difuse/difuse/level"
-	"github.com/difuse/difuse/store"
 	"io"
 	"math/rand/v2"
 	"testing"
 	"time"
+
+	"github.com/difuse/difuse/blockstore"
+	"github.com/difuse/difuse/level"
+	"github.com/difuse/difuse/store"
 )
 
 func random(n int, seed byte) []byte {

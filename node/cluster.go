@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/difuse/difuse/client"
+	"github.com/difuse/difuse/nodestatus"
 )
 
 // ClusterView is the cluster as one node sees it, which /v1/cluster serves
@@ -35,11 +36,11 @@ type VNodeView struct {
 
 // NodeView is one host: its status, or why it could not be had.
 type NodeView struct {
-	Addr   string         `json:"addr"`
-	Up     bool           `json:"up"`
-	InRing bool           `json:"in_ring"`
-	Error  string         `json:"error,omitempty"`
-	Status *client.Status `json:"status,omitempty"`
+	Addr   string             `json:"addr"`
+	Up     bool               `json:"up"`
+	InRing bool               `json:"in_ring"`
+	Error  string             `json:"error,omitempty"`
+	Status *nodestatus.Status `json:"status,omitempty"`
 }
 
 // statusTimeout bounds how long the cluster view waits for a host.

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"sync"
 	"time"
@@ -22,6 +23,7 @@ import (
 	"github.com/difuse/difuse/heal"
 	"github.com/difuse/difuse/heal/healrpc"
 	"github.com/difuse/difuse/inode"
+	"github.com/difuse/difuse/internal/cli"
 	"github.com/difuse/difuse/ring"
 	"github.com/difuse/difuse/ring/ringrpc"
 	"github.com/difuse/difuse/store"
@@ -130,6 +132,21 @@ var ErrListen = errors.New("cannot listen")
 // ErrJoin wraps the error of a node that cannot join the cluster it was
 // told to join.
 var ErrJoin = errors.New("cannot join")
+
+// ExitCode returns the exit code of a command whose node could not start
+// or run with err.
+func ExitCode(err error) int {
+	switch {
+	case errors.Is(err, store.ErrNoDir), errors.Is(err, store.ErrLocked), errors.Is(err, store.ErrNoSpace),
+		errors.Is(err, os.ErrPermission):
+		return cli.ExitDataDir
+	case errors.Is(err, ErrListen):
+		return cli.ExitListen
+	case errors.Is(err, ErrJoin):
+		return cli.ExitJoin
+	}
+	return cli.ExitFailure
+}
 
 // Node is one difused: a local store, a place in the ring, and the
 // transaction logs and blocks it replicates, served over gRPC and HTTP.

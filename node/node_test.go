@@ -15,6 +15,7 @@ import (
 
 	"github.com/difuse/difuse/client"
 	"github.com/difuse/difuse/node"
+	"github.com/difuse/difuse/nodestatus"
 	"github.com/difuse/difuse/ring"
 	"github.com/difuse/difuse/store"
 	"github.com/difuse/difuse/store/badgerdb"
@@ -158,7 +159,7 @@ func TestHTTPStatus(t *testing.T) {
 	if resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "application/json" {
 		t.Fatalf("status %d, content type %q", resp.StatusCode, resp.Header.Get("Content-Type"))
 	}
-	var st client.Status
+	var st nodestatus.Status
 	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
 		t.Fatal(err)
 	}

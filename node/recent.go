@@ -7,7 +7,7 @@ import (
 	"strings"
 	"sync"
 
-	"github.com/difuse/difuse/client"
+	"github.com/difuse/difuse/nodestatus"
 )
 
 // recentEntries is how many warnings and errors a node keeps for its
@@ -17,17 +17,17 @@ const recentEntries = 20
 // recentLog keeps the latest warnings and errors a node logged.
 type recentLog struct {
 	mu      sync.Mutex
-	entries []client.LogEntry // oldest first, at most recentEntries
+	entries []nodestatus.LogEntry // oldest first, at most recentEntries
 }
 
 // list returns the entries, oldest first.
-func (r *recentLog) list() []client.LogEntry {
+func (r *recentLog) list() []nodestatus.LogEntry {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return slices.Clone(r.entries)
 }
 
-func (r *recentLog) add(e client.LogEntry) {
+func (r *recentLog) add(e nodestatus.LogEntry) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if len(r.entries) == recentEntries {
@@ -58,7 +58,7 @@ func (h recentHandler) Handle(ctx context.Context, r slog.Record) error {
 			writeAttr(&b, h.group, a)
 			return true
 		})
-		h.log.add(client.LogEntry{Time: r.Time, Level: r.Level.String(), Message: b.String()})
+		h.log.add(nodestatus.LogEntry{Time: r.Time, Level: r.Level.String(), Message: b.String()})
 	}
 	if h.next.Enabled(ctx, r.Level) {
 		return h.next.Handle(ctx, r)

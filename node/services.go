@@ -17,28 +17,28 @@ import (
 
 	"github.com/difuse/difuse/blockstore"
 	"github.com/difuse/difuse/blockstore/blockrpc"
-	"github.com/difuse/difuse/client"
 	"github.com/difuse/difuse/heal"
 	"github.com/difuse/difuse/level"
+	"github.com/difuse/difuse/nodestatus"
 	"github.com/difuse/difuse/txlog"
 	"github.com/difuse/difuse/txlog/txlogrpc"
 	"github.com/difuse/difuse/wire/fb"
 )
 
 // info returns the node's identity and addresses.
-func (n *Node) info() client.NodeInfo {
-	return client.NodeInfo{ID: n.id, GRPCAddr: n.ring.Addr(), HTTPAddr: n.HTTPAddr(), Version: Version()}
+func (n *Node) info() nodestatus.NodeInfo {
+	return nodestatus.NodeInfo{ID: n.id, GRPCAddr: n.ring.Addr(), HTTPAddr: n.HTTPAddr(), Version: Version()}
 }
 
 // Status returns the node's view of itself.
-func (n *Node) Status() client.Status {
+func (n *Node) Status() nodestatus.Status {
 	st := n.db.Stats()
-	return client.Status{
+	return nodestatus.Status{
 		Node:       n.info(),
 		Started:    n.start,
 		DataDir:    n.db.Dir(),
 		JoinedVia:  n.cfg.Join,
-		Store:      client.StoreStats{LSMBytes: st.LSMBytes, VlogBytes: st.VlogBytes, FreeBytes: st.FreeBytes},
+		Store:      nodestatus.Store{LSMBytes: st.LSMBytes, VlogBytes: st.VlogBytes, FreeBytes: st.FreeBytes},
 		RSSBytes:   rssBytes(),
 		Goroutines: runtime.NumGoroutine(),
 		Blocks:     n.blocks.Stats(),
@@ -51,9 +51,9 @@ func (n *Node) Status() client.Status {
 }
 
 // Capacity reports the space files take and have left, as this node alone
-// sees it (see client.Capacity).
+// sees it (see nodestatus.Capacity).
 func (n *Node) Capacity(context.Context) (used, free uint64, err error) {
-	used, free = client.Capacity([]client.Status{n.Status()})
+	used, free = nodestatus.Capacity([]nodestatus.Status{n.Status()})
 	return used, free, nil
 }
 
@@ -80,7 +80,7 @@ type peerService struct {
 
 func (s peerService) pingReply(req *fb.PingRequest) *flatbuffers.Builder {
 	b := flatbuffers.NewBuilder(128 + req.PayloadLength())
-	info := client.EncodeNodeInfo(b, s.n.info())
+	info := nodestatus.EncodeNodeInfo(b, s.n.info())
 	var payload flatbuffers.UOffsetT
 	if req.PayloadLength() > 0 {
 		payload = b.CreateByteVector(req.PayloadBytes())
@@ -122,7 +122,7 @@ type clientService struct {
 }
 
 func (s clientService) Status(context.Context, *fb.StatusRequest) (*flatbuffers.Builder, error) {
-	return client.EncodeStatus(s.n.Status()), nil
+	return nodestatus.EncodeStatus(s.n.Status()), nil
 }
 
 // Txn runs a transaction-log request at the partition's leader.

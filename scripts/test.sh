@@ -47,6 +47,13 @@ if [ -n "$(git status --porcelain -- wire/fb)" ]; then
   echo "wire/fb differs from what scripts/gen.sh generates: run it and commit"; exit 1
 fi
 
+echo "== imports point down, and the mount's packages link no database"
+scripts/imports.sh -check
+if go list -deps ./client ./inode ./fsnode | grep -q 'dgraph-io/badger'; then
+  go list -deps ./client ./inode ./fsnode | grep 'dgraph-io/badger'
+  echo "client, inode or fsnode links Badger: only node and the commands may import store/badgerdb"; exit 1
+fi
+
 echo "== tests with -race (-short: the deterministic simulations run smaller), all but the Jepsen harness"
 go test -race -short -count=1 -timeout 30m $(go list ./... | grep -v /jepsen)
 

@@ -22,8 +22,8 @@ import (
 
 	"github.com/hanwen/go-fuse/v2/posixtest"
 
-	"github.com/difuse/difuse/client"
 	"github.com/difuse/difuse/internal/proctest"
+	"github.com/difuse/difuse/nodestatus"
 )
 
 var serving = regexp.MustCompile(`msg="node serving" id=\w+ grpc=(\S+) http=(\S+)`)
@@ -67,15 +67,15 @@ func (c *cluster) mount(t *testing.T, i int, mnt string) *proctest.Proc {
 }
 
 // status returns every live node's status.
-func (c *cluster) status(t *testing.T) []client.Status {
+func (c *cluster) status(t *testing.T) []nodestatus.Status {
 	t.Helper()
-	var out []client.Status
+	var out []nodestatus.Status
 	for _, h := range c.https {
 		resp, err := http.Get("http://" + h + "/v1/status")
 		if err != nil {
 			continue // a node the test killed
 		}
-		var st client.Status
+		var st nodestatus.Status
 		err = json.NewDecoder(resp.Body).Decode(&st)
 		resp.Body.Close()
 		if err != nil {

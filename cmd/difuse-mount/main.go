@@ -173,7 +173,7 @@ func run(args []string, stderr io.Writer) int {
 		n, err := node.New(node.Config{GRPCAddr: o.grpcAddr, HTTPAddr: o.httpAddr, Store: badgerdb.Options{Dir: o.dir}, Ring: ring.Config{}, Logger: log})
 		if err != nil {
 			log.Error("cannot start the embedded node", "err", err)
-			return cli.ExitCode(err)
+			return node.ExitCode(err)
 		}
 		nodeDone = make(chan error, 1)
 		go func() { nodeDone <- n.Run(ctx) }()

@@ -14,8 +14,8 @@ import (
 
 	"github.com/difuse/difuse/blockstore"
 	"github.com/difuse/difuse/client"
-	"github.com/difuse/difuse/heal"
 	"github.com/difuse/difuse/internal/cli"
+	"github.com/difuse/difuse/nodestatus"
 	"github.com/difuse/difuse/ring"
 )
 
@@ -93,7 +93,7 @@ func uniqueHosts(hosts []client.HostStatus, asked string) []client.HostStatus {
 // statuses: how many answer, missing copies, space and deduplication,
 // garbage collection, a line per node and the latest warnings.
 func printCluster(w io.Writer, hosts []client.HostStatus) {
-	var up []client.Status
+	var up []nodestatus.Status
 	waiting := map[string]bool{}
 	for _, h := range hosts {
 		if h.Err == nil {
@@ -134,7 +134,7 @@ func printCluster(w io.Writer, hosts []client.HostStatus) {
 	} else {
 		fmt.Fprintf(w, "copies      %d partition and %d block copies missing or behind (the last healing passes)\n", missingParts, missingBlocks)
 	}
-	used, free := client.Capacity(up)
+	used, free := nodestatus.Capacity(up)
 	fmt.Fprintf(w, "space       files take %s, %s left (each counted once, not per copy)\n", mib(int64(used)), mib(int64(free)))
 	dedup := "-"
 	if st := blockstore.NewStats(copies, stored, written, added); st.DedupRatio > 0 {
@@ -171,12 +171,12 @@ func printCluster(w io.Writer, hosts []client.HostStatus) {
 // hostEntry is a node's log entry with the node's address.
 type hostEntry struct {
 	host string
-	client.LogEntry
+	nodestatus.LogEntry
 }
 
 // printStatus prints one node's view of itself; verbose adds its vnodes'
 // successors and fingers.
-func printStatus(w io.Writer, st client.Status, verbose bool) {
+func printStatus(w io.Writer, st nodestatus.Status, verbose bool) {
 	fmt.Fprintf(w, "node        %s (version %s)\n", st.Node.ID, st.Node.Version)
 	fmt.Fprintf(w, "gRPC        %s\n", st.Node.GRPCAddr)
 	fmt.Fprintf(w, "HTTP        http://%s/\n", st.Node.HTTPAddr)
@@ -334,7 +334,7 @@ func cmdLeave(args []string, stdout, stderr io.Writer) int {
 	}
 }
 
-func printHeal(w io.Writer, h heal.Stats) {
+func printHeal(w io.Writer, h nodestatus.Heal) {
 	state := h.State
 	switch {
 	case state == "waiting":

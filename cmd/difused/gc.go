@@ -7,8 +7,8 @@ import (
 	"time"
 
 	"github.com/difuse/difuse/client"
-	"github.com/difuse/difuse/gc"
 	"github.com/difuse/difuse/internal/cli"
+	"github.com/difuse/difuse/nodestatus"
 )
 
 // cmdGC has a node run a garbage collection cycle now and prints what it
@@ -29,7 +29,7 @@ func cmdGC(args []string, stdout, stderr io.Writer) int {
 	}
 	defer c.Close()
 	type result struct {
-		rep gc.Report
+		rep nodestatus.GCReport
 		err error
 	}
 	done := make(chan result, 1)
@@ -74,7 +74,7 @@ func cmdGC(args []string, stdout, stderr io.Writer) int {
 	}
 }
 
-func printReport(w io.Writer, r gc.Report) {
+func printReport(w io.Writer, r nodestatus.GCReport) {
 	verb := "freed"
 	if r.DryRun {
 		verb = "would free"

@@ -21,9 +21,9 @@ import (
 	"time"
 
 	"github.com/difuse/difuse/blockstore"
-	"github.com/difuse/difuse/client"
 	"github.com/difuse/difuse/internal/cli"
 	"github.com/difuse/difuse/internal/proctest"
+	"github.com/difuse/difuse/nodestatus"
 	"github.com/difuse/difuse/ring"
 	"github.com/difuse/difuse/store/badgerdb"
 	"github.com/difuse/difuse/txlog"
@@ -116,18 +116,18 @@ func (c *hcluster) live() []int {
 	return out
 }
 
-func (c *hcluster) status(i int) (client.Status, error) {
+func (c *hcluster) status(i int) (nodestatus.Status, error) {
 	return nodeStatus(c.nodes[i].httpA)
 }
 
 // nodeStatus reads the /v1/status of the node serving HTTP at httpAddr.
-func nodeStatus(httpAddr string) (client.Status, error) {
+func nodeStatus(httpAddr string) (nodestatus.Status, error) {
 	resp, err := (&http.Client{Timeout: 10 * time.Second}).Get("http://" + httpAddr + "/v1/status")
 	if err != nil {
-		return client.Status{}, err
+		return nodestatus.Status{}, err
 	}
 	defer resp.Body.Close()
-	var st client.Status
+	var st nodestatus.Status
 	return st, json.NewDecoder(resp.Body).Decode(&st)
 }
 

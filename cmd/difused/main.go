@@ -176,13 +176,13 @@ Flags of difused:
 	})
 	if err != nil {
 		log.Error("cannot start", "err", err)
-		return cli.ExitCode(err)
+		return node.ExitCode(err)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	if err := n.Run(ctx); err != nil {
 		log.Error("stopped with an error", "err", err)
-		return cli.ExitCode(err)
+		return node.ExitCode(err)
 	}
 	return 0
 }

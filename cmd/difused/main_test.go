@@ -11,9 +11,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/difuse/difuse/client"
 	"github.com/difuse/difuse/internal/cli"
 	"github.com/difuse/difuse/internal/proctest"
+	"github.com/difuse/difuse/nodestatus"
 )
 
 var serving = regexp.MustCompile(`msg="node serving" id=(\w+) grpc=(\S+) http=(\S+)`)
@@ -40,7 +40,7 @@ func TestServeStopRestart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var st client.Status
+	var st nodestatus.Status
 	err = json.NewDecoder(resp.Body).Decode(&st)
 	resp.Body.Close()
 	if err != nil || st.Node.ID != m[1] {

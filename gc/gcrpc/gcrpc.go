@@ -5,7 +5,6 @@ package gcrpc
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"time"
 
@@ -16,6 +15,7 @@ import (
 
 	"github.com/difuse/difuse/blockstore"
 	"github.com/difuse/difuse/gc"
+	"github.com/difuse/difuse/nodestatus"
 	"github.com/difuse/difuse/wire"
 	"github.com/difuse/difuse/wire/fb"
 )
@@ -23,7 +23,7 @@ import (
 // Handler serves the GC service; *gc.Collector implements it.
 type Handler interface {
 	HandleSweep(ctx context.Context, req gc.SweepRequest) (blockstore.SweepStats, error)
-	Collect(ctx context.Context, dryRun bool) (gc.Report, error)
+	Collect(ctx context.Context, dryRun bool) (nodestatus.GCReport, error)
 }
 
 // Register serves h as the GC service on s.
@@ -60,39 +60,8 @@ func (s server) Collect(ctx context.Context, r *fb.GCCollectRequest) (*flatbuffe
 		return nil, status.Error(codes.Unavailable, err.Error())
 	}
 	b := flatbuffers.NewBuilder(256)
-	b.Finish(EncodeReport(b, rep))
+	b.Finish(nodestatus.EncodeGCReport(b, rep))
 	return b, nil
-}
-
-// EncodeReport adds a cycle's report to b and returns its offset.
-func EncodeReport(b *flatbuffers.Builder, r gc.Report) flatbuffers.UOffsetT {
-	failed := wire.StringVector(b, r.Failed)
-	fb.GCReportStart(b)
-	fb.GCReportAddStartUnixNano(b, r.Start.UnixNano())
-	fb.GCReportAddEndUnixNano(b, r.End.UnixNano())
-	fb.GCReportAddDryRun(b, r.DryRun)
-	fb.GCReportAddPartitions(b, r.Partitions)
-	fb.GCReportAddInodes(b, r.Inodes)
-	fb.GCReportAddReferenced(b, r.Referenced)
-	fb.GCReportAddHosts(b, int32(r.Hosts))
-	fb.GCReportAddExamined(b, r.Examined)
-	fb.GCReportAddFreed(b, r.Freed)
-	fb.GCReportAddFreedBytes(b, r.FreedBytes)
-	fb.GCReportAddFailed(b, failed)
-	fb.GCReportAddRecent(b, r.Recent)
-	fb.GCReportAddRecentBytes(b, r.RecentBytes)
-	return fb.GCReportEnd(b)
-}
-
-// DecodeReport reads a verified GCReport.
-func DecodeReport(t *fb.GCReport) gc.Report {
-	r := gc.Report{Start: time.Unix(0, t.StartUnixNano()), End: time.Unix(0, t.EndUnixNano()), DryRun: t.DryRun(),
-		Partitions: t.Partitions(), Inodes: t.Inodes(), Referenced: t.Referenced(), Hosts: int(t.Hosts()),
-		Examined: t.Examined(), Freed: t.Freed(), FreedBytes: t.FreedBytes(), Recent: t.Recent(), RecentBytes: t.RecentBytes()}
-	for i := range t.FailedLength() {
-		r.Failed = append(r.Failed, string(t.Failed(i)))
-	}
-	return r
 }
 
 // Transport calls other hosts' GC services on connections from a pool.
@@ -123,20 +92,4 @@ func (t *Transport) Sweep(ctx context.Context, to string, req gc.SweepRequest) (
 		return blockstore.SweepStats{}, fmt.Errorf("gc: sweep %s: %w", to, err)
 	}
 	return blockstore.SweepStats{Examined: r.Examined(), Freed: r.Freed(), FreedBytes: r.FreedBytes(), Recent: r.Recent(), RecentBytes: r.RecentBytes()}, nil
-}
-
-// Collect asks the node at the other end of cc to run a cycle.
-func Collect(ctx context.Context, cc grpc.ClientConnInterface, dryRun bool) (gc.Report, error) {
-	b := flatbuffers.NewBuilder(32)
-	fb.GCCollectRequestStart(b)
-	fb.GCCollectRequestAddDryRun(b, dryRun)
-	b.Finish(fb.GCCollectRequestEnd(b))
-	r, err := fb.NewGCClient(cc).Collect(ctx, b, grpc.WaitForReady(true))
-	if err != nil {
-		if s, ok := status.FromError(err); ok {
-			return gc.Report{}, errors.New(s.Message())
-		}
-		return gc.Report{}, err
-	}
-	return DecodeReport(r), nil
 }

@@ -12,7 +12,9 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/difuse/difuse/blockstore"
+	"github.com/difuse/difuse/client"
 	"github.com/difuse/difuse/gc"
+	"github.com/difuse/difuse/nodestatus"
 	"github.com/difuse/difuse/wire"
 	"github.com/difuse/difuse/wire/fb"
 )
@@ -25,8 +27,8 @@ func (f *fake) HandleSweep(_ context.Context, req gc.SweepRequest) (blockstore.S
 	return blockstore.SweepStats{Examined: 10, Freed: 3, FreedBytes: 300, Recent: 2, RecentBytes: 200}, nil
 }
 
-func (f *fake) Collect(_ context.Context, dryRun bool) (gc.Report, error) {
-	return gc.Report{Start: time.Unix(100, 0), End: time.Unix(101, 0), DryRun: dryRun, Partitions: 2, Inodes: 5,
+func (f *fake) Collect(_ context.Context, dryRun bool) (nodestatus.GCReport, error) {
+	return nodestatus.GCReport{Start: time.Unix(100, 0), End: time.Unix(101, 0), DryRun: dryRun, Partitions: 2, Inodes: 5,
 		Referenced: 7, Hosts: 3, Examined: 30, Freed: 4, FreedBytes: 400, Recent: 6, RecentBytes: 600, Failed: []string{"h2: gone"}}, nil
 }
 
@@ -62,7 +64,12 @@ func TestRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rep, err := Collect(ctx, cc, true)
+	conn, err := client.Dial(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	rep, err := conn.Collect(ctx, true)
 	if err != nil || !rep.DryRun || rep.Freed != 4 || rep.Recent != 6 || rep.RecentBytes != 600 || rep.Hosts != 3 || len(rep.Failed) != 1 || !rep.End.Equal(time.Unix(101, 0)) {
 		t.Fatalf("collect: %+v, %v", rep, err)
 	}
@@ -76,7 +83,7 @@ func TestRoundTrip(t *testing.T) {
 	if _, err := fb.NewGCClient(cc).Sweep(ctx, b); status.Code(err) != codes.InvalidArgument {
 		t.Fatalf("a malformed filter: %v, want InvalidArgument", err)
 	}
-	if _, err := Collect(ctx, cc, false); err != nil {
+	if _, err := conn.Collect(ctx, false); err != nil {
 		t.Fatalf("after a malformed request: %v", err)
 	}
 }

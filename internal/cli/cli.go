@@ -1,17 +1,14 @@
 // Package cli holds what the commands share: the default data directory,
-// the logger their flags describe, and their exit codes.
+// the logger their flags describe, and their exit codes (node.ExitCode maps
+// a node's errors to them).
 package cli
 
 import (
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
-
-	"github.com/difuse/difuse/node"
-	"github.com/difuse/difuse/store"
 )
 
 // DataDir returns $XDG_DATA_HOME/difuse/NAME, or ~/.local/share/difuse/NAME,
@@ -55,17 +52,3 @@ const (
 	ExitJoin    = 5 // cluster unreachable
 	ExitMount   = 6 // mountpoint or FUSE unusable
 )
-
-// ExitCode returns the exit code for a node that could not start or run.
-func ExitCode(err error) int {
-	switch {
-	case errors.Is(err, store.ErrNoDir), errors.Is(err, store.ErrLocked), errors.Is(err, store.ErrNoSpace),
-		errors.Is(err, os.ErrPermission):
-		return ExitDataDir
-	case errors.Is(err, node.ErrListen):
-		return ExitListen
-	case errors.Is(err, node.ErrJoin):
-		return ExitJoin
-	}
-	return ExitFailure
-}

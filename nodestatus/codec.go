@@ -1,4 +1,4 @@
-package client
+package nodestatus
 
 import (
 	"fmt"
@@ -7,61 +7,11 @@ import (
 	flatbuffers "github.com/google/flatbuffers/go"
 
 	"github.com/difuse/difuse/blockstore"
-	"github.com/difuse/difuse/gc"
-	"github.com/difuse/difuse/gc/gcrpc"
-	"github.com/difuse/difuse/heal"
 	"github.com/difuse/difuse/ring"
 	"github.com/difuse/difuse/ring/ringrpc"
 	"github.com/difuse/difuse/wire"
 	"github.com/difuse/difuse/wire/fb"
 )
-
-// NodeInfo identifies a node and says where to reach it.
-type NodeInfo struct {
-	ID       string `json:"id"`
-	GRPCAddr string `json:"grpc_addr"`
-	HTTPAddr string `json:"http_addr"`
-	Version  string `json:"version"`
-}
-
-// StoreStats describes a node's local database.
-type StoreStats struct {
-	LSMBytes  int64 `json:"lsm_bytes"`
-	VlogBytes int64 `json:"vlog_bytes"`
-	FreeBytes int64 `json:"free_bytes"`
-}
-
-// Status is a node's view of itself, as /v1/status and the Status call
-// return it.
-type Status struct {
-	Node       NodeInfo   `json:"node"`
-	Started    time.Time  `json:"started"`
-	DataDir    string     `json:"data_dir"`
-	JoinedVia  string     `json:"joined_via,omitempty"`
-	Store      StoreStats `json:"store"`
-	RSSBytes   int64      `json:"rss_bytes"`
-	Goroutines int        `json:"goroutines"`
-	// Replicas is N, how many copies the cluster keeps of every key.
-	Replicas int `json:"replicas"`
-	// Blocks describes the blocks the node holds.
-	Blocks blockstore.Stats `json:"blocks"`
-	// Heal is the state of healing: rebalancing, anti-entropy, scrubbing.
-	Heal heal.Stats `json:"heal"`
-	// VNodes is the state of the node's virtual nodes; empty until the node
-	// has joined or created a ring.
-	VNodes []ring.VNodeStatus `json:"vnodes"`
-	// Recent holds the node's latest warnings and errors, oldest first.
-	Recent []LogEntry `json:"recent"`
-	// GC is the state of garbage collection.
-	GC gc.Stats `json:"gc"`
-}
-
-// LogEntry is a warning or error a node logged.
-type LogEntry struct {
-	Time    time.Time `json:"time"`
-	Level   string    `json:"level"`
-	Message string    `json:"message"`
-}
 
 // EncodeNodeInfo adds n to b and returns its offset.
 func EncodeNodeInfo(b *flatbuffers.Builder, n NodeInfo) flatbuffers.UOffsetT {
@@ -197,7 +147,7 @@ func DecodeStatus(r *fb.StatusReply) (Status, error) {
 		Replicas:   int(r.Replicas()),
 	}
 	if st := r.Store(nil); st != nil {
-		s.Store = StoreStats{LSMBytes: st.LsmBytes(), VlogBytes: st.VlogBytes(), FreeBytes: st.FreeBytes()}
+		s.Store = Store{LSMBytes: st.LsmBytes(), VlogBytes: st.VlogBytes(), FreeBytes: st.FreeBytes()}
 	}
 	if bs := r.Blocks(nil); bs != nil {
 		s.Blocks = blockstore.NewStats(bs.Blocks(), bs.StoredBytes(), bs.WrittenBytes(), bs.NewBytes())
@@ -226,7 +176,7 @@ func DecodeStatus(r *fb.StatusReply) (Status, error) {
 }
 
 // encodeHealStats adds the healer's stats to b and returns their offset.
-func encodeHealStats(b *flatbuffers.Builder, h heal.Stats) flatbuffers.UOffsetT {
+func encodeHealStats(b *flatbuffers.Builder, h Heal) flatbuffers.UOffsetT {
 	state, waiting, lastErr := b.CreateString(h.State), wire.StringVector(b, h.Waiting), b.CreateString(h.LastError)
 	fb.HealStatsStart(b)
 	fb.HealStatsAddState(b, state)
@@ -269,8 +219,8 @@ func fromUnixNano(n int64) time.Time {
 }
 
 // decodeHealStats reads a verified HealStats table.
-func decodeHealStats(t *fb.HealStats) heal.Stats {
-	h := heal.Stats{
+func decodeHealStats(t *fb.HealStats) Heal {
+	h := Heal{
 		State: string(t.State()), Passes: t.Passes(), Settled: t.Settled(),
 		PassStart: fromUnixNano(t.PassStartUnixNano()), PassEnd: fromUnixNano(t.PassEndUnixNano()), Progress: t.Progress(),
 		Partitions: t.Partitions(), Blocks: t.Blocks(), ArcsCompared: t.ArcsCompared(), ArcsDiffered: t.ArcsDiffered(),
@@ -286,10 +236,10 @@ func decodeHealStats(t *fb.HealStats) heal.Stats {
 }
 
 // encodeGCStats adds the collector's stats to b and returns their offset.
-func encodeGCStats(b *flatbuffers.Builder, g gc.Stats) flatbuffers.UOffsetT {
+func encodeGCStats(b *flatbuffers.Builder, g GC) flatbuffers.UOffsetT {
 	var last flatbuffers.UOffsetT
 	if g.Last != nil {
-		last = gcrpc.EncodeReport(b, *g.Last)
+		last = EncodeGCReport(b, *g.Last)
 	}
 	state, lastErr := b.CreateString(g.State), b.CreateString(g.LastError)
 	fb.GCStatsStart(b)
@@ -308,12 +258,43 @@ func encodeGCStats(b *flatbuffers.Builder, g gc.Stats) flatbuffers.UOffsetT {
 }
 
 // decodeGCStats reads a verified GCStats table.
-func decodeGCStats(t *fb.GCStats) gc.Stats {
-	g := gc.Stats{State: string(t.State()), Done: t.Done(), Total: t.Total(), Cycles: t.Cycles(),
+func decodeGCStats(t *fb.GCStats) GC {
+	g := GC{State: string(t.State()), Done: t.Done(), Total: t.Total(), Cycles: t.Cycles(),
 		FreedBlocks: t.FreedBlocks(), FreedBytes: t.FreedBytes(), Errors: t.Errors(), LastError: string(t.LastError())}
 	if r := t.Last(nil); r != nil {
-		rep := gcrpc.DecodeReport(r)
+		rep := DecodeGCReport(r)
 		g.Last = &rep
 	}
 	return g
+}
+
+// EncodeGCReport adds a garbage collection cycle's report to b and returns its offset.
+func EncodeGCReport(b *flatbuffers.Builder, r GCReport) flatbuffers.UOffsetT {
+	failed := wire.StringVector(b, r.Failed)
+	fb.GCReportStart(b)
+	fb.GCReportAddStartUnixNano(b, r.Start.UnixNano())
+	fb.GCReportAddEndUnixNano(b, r.End.UnixNano())
+	fb.GCReportAddDryRun(b, r.DryRun)
+	fb.GCReportAddPartitions(b, r.Partitions)
+	fb.GCReportAddInodes(b, r.Inodes)
+	fb.GCReportAddReferenced(b, r.Referenced)
+	fb.GCReportAddHosts(b, int32(r.Hosts))
+	fb.GCReportAddExamined(b, r.Examined)
+	fb.GCReportAddFreed(b, r.Freed)
+	fb.GCReportAddFreedBytes(b, r.FreedBytes)
+	fb.GCReportAddFailed(b, failed)
+	fb.GCReportAddRecent(b, r.Recent)
+	fb.GCReportAddRecentBytes(b, r.RecentBytes)
+	return fb.GCReportEnd(b)
+}
+
+// DecodeGCReport reads a verified GCReport.
+func DecodeGCReport(t *fb.GCReport) GCReport {
+	r := GCReport{Start: time.Unix(0, t.StartUnixNano()), End: time.Unix(0, t.EndUnixNano()), DryRun: t.DryRun(),
+		Partitions: t.Partitions(), Inodes: t.Inodes(), Referenced: t.Referenced(), Hosts: int(t.Hosts()),
+		Examined: t.Examined(), Freed: t.Freed(), FreedBytes: t.FreedBytes(), Recent: t.Recent(), RecentBytes: t.RecentBytes()}
+	for i := range t.FailedLength() {
+		r.Failed = append(r.Failed, string(t.Failed(i)))
+	}
+	return r
 }
