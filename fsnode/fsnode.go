@@ -657,12 +657,12 @@ func (n *Node) Read(ctx context.Context, req *fuse.ReadRequest, resp *fuse.ReadR
 	if err != nil {
 		return n.s.errno("read", err)
 	}
-	data, err := n.s.fs.Slice(ctx, a, req.Offset, req.Size)
+	data, err := n.s.fs.Slice(ctx, n.id, a, req.Offset, req.Size)
 	if err != nil && !errors.Is(err, io.EOF) {
 		return n.s.errno("read", err)
 	}
 	if sequential {
-		n.s.fs.Prefetch(a, uint64(req.Offset)+uint64(len(data)))
+		n.s.fs.Prefetch(ctx, n.id, a, uint64(req.Offset)+uint64(len(data)))
 	}
 	resp.Data = data // the reply copies it
 	return nil

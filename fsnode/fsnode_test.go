@@ -20,11 +20,21 @@ import (
 
 // newFS returns the FUSE layer of a filesystem on each host of an
 // in-memory 3-host cluster, for calls on nodes without the kernel.
+// mustInode returns the inode layer over log and blocks.
+func mustInode(t testing.TB, log inode.Log, blocks inode.Blocks, opts inode.Options) *inode.FS {
+	t.Helper()
+	f, err := inode.New(log, blocks, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
 func newFS(t *testing.T, opts Options) []*FS {
 	t.Helper()
 	var out []*FS
 	for _, h := range memcluster.New(t, 3) {
-		out = append(out, New(inode.New(h.Log, h.Blocks, inode.Options{}), opts))
+		out = append(out, New(mustInode(t, h.Log, h.Blocks, inode.Options{}), opts))
 	}
 	if err := out[0].fs.Init(ctxT(t)); err != nil {
 		t.Fatal(err)
@@ -295,7 +305,7 @@ func (c *countingLog) Do(ctx context.Context, req txlog.Request) (txlog.Response
 // or the entry timeout, makes them read again.
 func TestListingServesLookups(t *testing.T) {
 	hosts := memcluster.New(t, 3)
-	writer := New(inode.New(hosts[0].Log, hosts[0].Blocks, inode.Options{}), Options{})
+	writer := New(mustInode(t, hosts[0].Log, hosts[0].Blocks, inode.Options{}), Options{})
 	ctx := ctxT(t)
 	if err := writer.fs.Init(ctx); err != nil {
 		t.Fatal(err)
@@ -314,7 +324,7 @@ func TestListingServesLookups(t *testing.T) {
 		}
 	}
 	log := &countingLog{Log: hosts[1].Log}
-	reader := New(inode.New(log, hosts[1].Blocks, inode.Options{}), Options{EntryValid: 500 * time.Millisecond})
+	reader := New(mustInode(t, log, hosts[1].Blocks, inode.Options{}), Options{EntryValid: 500 * time.Millisecond})
 	dir, err := lookup(t, root(t, reader), "d")
 	if err != nil {
 		t.Fatal(err)
@@ -369,8 +379,8 @@ func TestAttrsFromRecentReads(t *testing.T) {
 	hosts := memcluster.New(t, 3)
 	log := &countingLog{Log: hosts[0].Log}
 	const valid = 500 * time.Millisecond
-	s := New(inode.New(log, hosts[0].Blocks, inode.Options{}), Options{AttrValid: valid})
-	other := New(inode.New(hosts[1].Log, hosts[1].Blocks, inode.Options{}), Options{})
+	s := New(mustInode(t, log, hosts[0].Blocks, inode.Options{}), Options{AttrValid: valid})
+	other := New(mustInode(t, hosts[1].Log, hosts[1].Blocks, inode.Options{}), Options{})
 	ctx := ctxT(t)
 	if err := s.fs.Init(ctx); err != nil {
 		t.Fatal(err)
@@ -424,7 +434,7 @@ func TestListingFollowsAWalk(t *testing.T) {
 	hosts := memcluster.New(t, 3)
 	log := &countingLog{Log: hosts[0].Log}
 	const valid = time.Minute // long enough for a loaded machine; expired by hand below
-	s := New(inode.New(log, hosts[0].Blocks, inode.Options{}), Options{EntryValid: valid})
+	s := New(mustInode(t, log, hosts[0].Blocks, inode.Options{}), Options{EntryValid: valid})
 	ctx := ctxT(t)
 	if err := s.fs.Init(ctx); err != nil {
 		t.Fatal(err)

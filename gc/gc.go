@@ -234,25 +234,35 @@ func (c *Collector) mark(ctx context.Context, rep *nodestatus.GCReport) (*Bloom,
 	c.update(func(s *nodestatus.GC) { s.Total = int64(len(parts)) })
 	var blocks []blockstore.Hash
 	for _, part := range slices.Sorted(maps.Keys(parts)) {
-		for after := ""; ; {
-			resp, err := c.log.Do(ctx, txlog.Request{Partition: part, Level: txlog.Quorum, Kind: txlog.KindList, Name: inode.InodePrefix, After: after, Limit: listLimit})
+		// Inodes hold the extents of small files, pages those of large
+		// ones. Every page is marked, those no inode names too: a page is
+		// written before the inode that names it, and it is garbage only
+		// after a crash (fsck finds it).
+		err := c.list(ctx, part, inode.InodePrefix, func(name string, value []byte) error {
+			a, err := inode.DecodeAttr(value)
 			if err != nil {
-				return nil, nil, fmt.Errorf("gc: list the inodes of %s: %w", part, err)
+				return fmt.Errorf("inode %s: %w", name, err)
 			}
-			for _, r := range resp.Records {
-				after = r.Name
-				a, err := inode.DecodeAttr(r.Value)
+			rep.Inodes++
+			for _, e := range a.Extents {
+				blocks = append(blocks, e.Block)
+			}
+			return nil
+		})
+		if err == nil {
+			err = c.list(ctx, part, inode.PagePrefix, func(name string, value []byte) error {
+				ext, err := inode.DecodePage(value)
 				if err != nil {
-					return nil, nil, fmt.Errorf("gc: %s: inode %s: %w", part, r.Name, err)
+					return fmt.Errorf("page %s: %w", name, err)
 				}
-				rep.Inodes++
-				for _, e := range a.Extents {
+				for _, e := range ext {
 					blocks = append(blocks, e.Block)
 				}
-			}
-			if !resp.More {
-				break
-			}
+				return nil
+			})
+		}
+		if err != nil {
+			return nil, nil, fmt.Errorf("gc: %s: %w", part, err)
 		}
 		rep.Partitions++
 		c.update(func(s *nodestatus.GC) { s.Done++ })
@@ -265,6 +275,26 @@ func (c *Collector) mark(ctx context.Context, rep *nodestatus.GCReport) (*Bloom,
 		keep.Add(h)
 	}
 	return keep, hosts, nil
+}
+
+// list calls fn with every record of partition part whose name starts
+// with prefix, read at quorum.
+func (c *Collector) list(ctx context.Context, part, prefix string, fn func(name string, value []byte) error) error {
+	for after := ""; ; {
+		resp, err := c.log.Do(ctx, txlog.Request{Partition: part, Level: txlog.Quorum, Kind: txlog.KindList, Name: prefix, After: after, Limit: listLimit})
+		if err != nil {
+			return fmt.Errorf("list %s: %w", prefix, err)
+		}
+		for _, r := range resp.Records {
+			after = r.Name
+			if err := fn(r.Name, r.Value); err != nil {
+				return err
+			}
+		}
+		if !resp.More {
+			return nil
+		}
+	}
 }
 
 // leasePartition and leaseRecord hold the background collector's lease:

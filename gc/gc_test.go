@@ -56,7 +56,10 @@ func newWorld(t *testing.T, grace time.Duration) *world {
 		w.collectors[h.Addr] = c
 	}
 	h0 := w.c.Hosts[0]
-	w.fs = inode.New(h0.Log, h0.Blocks, inode.Options{Chunk: blockstore.ChunkOptions{Min: 16 << 10, Avg: 64 << 10, Max: 256 << 10}})
+	var err error
+	if w.fs, err = inode.New(h0.Log, h0.Blocks, inode.Options{Chunk: blockstore.ChunkOptions{Min: 16 << 10, Avg: 64 << 10, Max: 256 << 10}, PageShift: 20}); err != nil {
+		t.Fatal(err)
+	}
 	if err := w.fs.Init(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -89,7 +92,7 @@ func (w *world) read(t *testing.T, name string) []byte {
 		t.Fatal(err)
 	}
 	buf := make([]byte, a.Size)
-	if _, err := w.fs.ReadAt(ctx, a, buf, 0); err != nil && err != io.EOF {
+	if _, err := w.fs.ReadAt(ctx, e.ID, a, buf, 0); err != nil && err != io.EOF {
 		t.Fatal(err)
 	}
 	return buf
@@ -299,8 +302,12 @@ func TestCollectRacingWrite(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	ext, err := w.fs.Extents(ctx, e.ID, a, 0, a.Size)
+	if err != nil || len(ext) == 0 {
+		t.Fatalf("the new file's extents: %d, %v", len(ext), err)
+	}
 	var hashes []blockstore.Hash
-	for _, x := range a.Extents {
+	for _, x := range ext {
 		hashes = append(hashes, x.Block)
 	}
 	held, of, err := h.Blocks.Count(ctx, hashes)

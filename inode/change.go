@@ -2,6 +2,7 @@ package inode
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"syscall"
@@ -74,7 +75,101 @@ const maxRetries = 8
 // A new size cuts inline bytes and extents past it; growing leaves a hole
 // of zeros.
 func (f *FS) Setattr(ctx context.Context, id ID, sa SetAttr) (Attr, error) {
-	return f.updateInode(ctx, id, "setattr", func(a *Attr) error { return sa.apply(a, f.clock().UnixNano()) })
+	var garbage []string
+	a, err := f.updateFile(ctx, id, "setattr", func(a *Attr) ([]txlog.Change, error) {
+		var changes []txlog.Change
+		if sa.Size != nil && a.Paged() && a.Type == TypeFile {
+			var err error
+			if changes, garbage, err = f.truncatePages(ctx, id, a, *sa.Size); err != nil {
+				return nil, err
+			}
+		}
+		return changes, sa.apply(a, f.clock().UnixNano())
+	})
+	if err == nil {
+		f.deleteGarbage(ctx, id.Part, garbage)
+	}
+	return a, err
+}
+
+// maxPageDeletes bounds the page records one transaction deletes beside
+// its other changes; a change that drops more (a large file truncated or
+// removed) deletes the rest after it, in transactions of their own. Until
+// then they are garbage: records no inode names, which nothing reads.
+const maxPageDeletes = 512
+
+// truncatePages cuts the pages of paged file id (attributes a) at size:
+// extents past it go, one across it is shortened, and pages left empty
+// are dropped from a. It returns the changes that go with a's write and
+// the page records to delete after it.
+func (f *FS) truncatePages(ctx context.Context, id ID, a *Attr, size uint64) ([]txlog.Change, []string, error) {
+	if size >= a.Size {
+		return nil, nil, nil
+	}
+	last := size >> a.PageShift // the page size falls in; those after it go
+	touched := map[uint64][]Extent{}
+	var dropped []string
+	for _, p := range a.Pages {
+		switch {
+		case p.Index > last:
+			dropped = append(dropped, PageRecord(id.Num, p.Index, p.Ver))
+		case p.Index+1 >= last:
+			// The page size falls in, or the one before, whose last
+			// extent may reach into it.
+			ext, err := f.page(ctx, id, p)
+			if err != nil {
+				return nil, nil, err
+			}
+			cut := cutExtents(ext, size)
+			if len(cut) != len(ext) || len(cut) > 0 && cut[len(cut)-1] != ext[len(cut)-1] {
+				touched[p.Index] = cut
+			}
+		}
+	}
+	kept := a.Pages[:0:0]
+	for _, p := range a.Pages {
+		if p.Index <= last {
+			kept = append(kept, p)
+		}
+	}
+	a.Pages = kept
+	changes := pageChanges(id.Num, a, touched)
+	n := min(len(dropped), maxPageDeletes)
+	for _, name := range dropped[:n] {
+		changes = append(changes, txlog.Change{Name: name, Delete: true})
+	}
+	return changes, dropped[n:], nil
+}
+
+// cutExtents returns sorted extents cut at size: those past it dropped,
+// one across it shortened.
+func cutExtents(ext []Extent, size uint64) []Extent {
+	var out []Extent
+	for _, e := range ext {
+		if e.Off >= size {
+			break
+		}
+		e.Len = min(e.Len, size-e.Off)
+		out = append(out, e)
+	}
+	return out
+}
+
+// deleteGarbage deletes records no inode names any more, in transactions
+// of their own. It is best effort: what it leaves is garbage that nothing
+// reads and fsck finds.
+func (f *FS) deleteGarbage(ctx context.Context, part uint64, names []string) {
+	for len(names) > 0 {
+		n := min(len(names), txlog.MaxChanges)
+		changes := make([]txlog.Change, n)
+		for i, name := range names[:n] {
+			changes[i] = txlog.Change{Name: name, Delete: true}
+		}
+		if _, err := f.write(ctx, part, changes...); err != nil {
+			return
+		}
+		names = names[n:]
+	}
 }
 
 // updateInode reads inode id, changes it with fn and writes it back under
@@ -82,23 +177,33 @@ func (f *FS) Setattr(ctx context.Context, id ID, sa SetAttr) (Attr, error) {
 // something did; what names the operation in errors. It returns the inode
 // as written.
 func (f *FS) updateInode(ctx context.Context, id ID, what string, fn func(*Attr) error) (Attr, error) {
+	return f.updateFile(ctx, id, what, func(a *Attr) ([]txlog.Change, error) { return nil, fn(a) })
+}
+
+// updateFile is updateInode for a change that writes more records of the
+// inode's partition with it (a paged file's pages): fn returns those
+// changes, which commit in the inode's transaction.
+func (f *FS) updateFile(ctx context.Context, id ID, what string, fn func(*Attr) ([]txlog.Change, error)) (Attr, error) {
 	var out Attr
 	err := retry(what+" "+id.String(), func() error {
 		a, h, seen, err := f.attrToChange(ctx, id)
 		if err != nil {
 			return err
 		}
-		if err := fn(&a); err != nil {
-			if seen {
+		more, err := fn(&a)
+		if err != nil {
+			if seen || errors.Is(err, errStalePage) {
 				// Perhaps only because it is stale: read it.
 				f.known.forget(id.Part, InodeRecord(id.Num))
 				return errRaced
 			}
 			return fmt.Errorf("%s %s: %w", what, id, err)
 		}
-		if _, err := f.write(ctx, id.Part, txlog.Change{Name: InodeRecord(id.Num), Value: EncodeAttr(a), IfMatch: &h}); err != nil {
+		changes := append(more, txlog.Change{Name: InodeRecord(id.Num), Value: EncodeAttr(a), IfMatch: &h})
+		if _, err := f.write(ctx, id.Part, changes...); err != nil {
 			return err
 		}
+		progressed(ctx)
 		out = a
 		return nil
 	})
@@ -115,20 +220,13 @@ func (f *FS) attrToChange(ctx context.Context, id ID) (Attr, txlog.Hash, bool, e
 	return a, h, false, err
 }
 
-// resize sets a file's size, cutting inline bytes and extents past it.
+// resize sets a file's size, cutting inline bytes and extents past it (a
+// paged file's pages are truncatePages').
 func resize(a *Attr, size uint64) {
 	if uint64(len(a.Inline)) > size {
 		a.Inline = a.Inline[:size]
 	}
-	var kept []Extent
-	for _, e := range a.Extents {
-		if e.Off >= size {
-			continue
-		}
-		e.Len = min(e.Len, size-e.Off)
-		kept = append(kept, e)
-	}
-	a.Extents = kept
+	a.Extents = cutExtents(a.Extents, size)
 	a.Size = size
 }
 

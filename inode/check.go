@@ -228,7 +228,13 @@ func (c *checker) walk(ctx context.Context) error {
 				continue
 			}
 			c.report.Files++
-			for _, x := range a.Extents {
+			ext, err := c.f.Extents(ctx, e.ID, a, 0, a.Size)
+			if err != nil {
+				c.problem(p, fmt.Sprintf("pages of inode %s unreadable: %v", e.ID, err), nil)
+				c.partial = true
+				continue
+			}
+			for _, x := range ext {
 				if _, ok := c.blocks[x.Block]; !ok {
 					c.blocks[x.Block] = p
 				}

@@ -23,7 +23,7 @@ func (h holders) BlockCheck(ctx context.Context, hashes []blockstore.Hash) (held
 // second check finds nothing.
 func TestCheck(t *testing.T) {
 	hosts := memcluster.New(t, 3)
-	fs := New(hosts[0].Log, hosts[0].Blocks, Options{Chunk: blockstore.ChunkOptions{Min: 16 << 10, Avg: 64 << 10, Max: 256 << 10}})
+	fs := mustFS(t, hosts[0].Log, hosts[0].Blocks, Options{Chunk: testChunks, PageShift: testPageShift})
 	ctx := ctxT(t)
 	if err := fs.Init(ctx); err != nil {
 		t.Fatal(err)
@@ -36,8 +36,9 @@ func TestCheck(t *testing.T) {
 	w := fs.NewWriter(big)
 	w.WriteAt(random(1<<20, 7), 0)
 	a, err := w.Flush(ctx)
-	if err != nil || len(a.Extents) < 2 {
-		t.Fatalf("write: %d extents, %v", len(a.Extents), err)
+	ext := extentsOf(t, fs, big, a)
+	if err != nil || len(ext) < 2 {
+		t.Fatalf("write: %d extents, %v", len(ext), err)
 	}
 	linked := mkT(t, fs, Root, "linked", TypeFile)
 	if _, err := fs.Link(ctx, linked, d, "linked2"); err != nil {
@@ -51,7 +52,7 @@ func TestCheck(t *testing.T) {
 		h.Blocks.Wait() // the third replica of each block, sent in the background
 	}
 	clean := func() CheckOptions { return CheckOptions{Replicas: 3, Blocks: holders{hosts[1].Blocks}} }
-	if rep, err := fs.Check(ctx, clean()); err != nil || len(rep.Problems) != 0 || rep.Files != 4 || rep.Dirs != 2 || rep.Symlinks != 1 || rep.Blocks != int64(len(a.Extents)) {
+	if rep, err := fs.Check(ctx, clean()); err != nil || len(rep.Problems) != 0 || rep.Files != 4 || rep.Dirs != 2 || rep.Symlinks != 1 || rep.Blocks != int64(len(ext)) {
 		t.Fatalf("check of a sound filesystem: %+v, %v", rep, err)
 	}
 
@@ -73,7 +74,7 @@ func TestCheck(t *testing.T) {
 	}
 	setNlink(linked, 1)
 	setNlink(high, 3)
-	block := a.Extents[0].Block
+	block := ext[0].Block
 	deleted := 0
 	for _, h := range hosts {
 		if ok, _ := h.Blocks.Local().Has(block); ok && deleted == 0 {

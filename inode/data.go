@@ -12,6 +12,7 @@ import (
 
 	"github.com/difuse/difuse/blockstore"
 	"github.com/difuse/difuse/level"
+	"github.com/difuse/difuse/txlog"
 )
 
 // Blocks stores and fetches blocks; *blockstore.Service implements it.
@@ -24,10 +25,23 @@ type Blocks interface {
 // record instead of in blocks.
 const InlineMax = 4096
 
-// ReadAt reads the bytes of a file whose attributes are a into p from
+// ReadAt reads the bytes of file id, whose attributes are a, into p from
 // offset off, and returns how many it read: fewer than len(p) only at the
-// end of the file, with io.EOF.
-func (f *FS) ReadAt(ctx context.Context, a Attr, p []byte, off int64) (int, error) {
+// end of the file, with io.EOF. If the file changed since a was read so
+// that a's pages are gone, it reads the file as it is now.
+func (f *FS) ReadAt(ctx context.Context, id ID, a Attr, p []byte, off int64) (int, error) {
+	for try := 0; ; try++ {
+		n, err := f.readAt(ctx, id, a, p, off)
+		if !errors.Is(err, errStalePage) || try == 3 {
+			return n, err
+		}
+		if a, _, err = f.GetAttr(ctx, id); err != nil {
+			return 0, err
+		}
+	}
+}
+
+func (f *FS) readAt(ctx context.Context, id ID, a Attr, p []byte, off int64) (int, error) {
 	if a.Type != TypeFile {
 		return 0, fmt.Errorf("read: %w", syscall.EISDIR)
 	}
@@ -45,10 +59,11 @@ func (f *FS) ReadAt(ctx context.Context, a Attr, p []byte, off int64) (int, erro
 		}
 	}
 	end := uint64(off) + uint64(n)
-	for _, e := range a.Extents {
-		if e.Off >= end || e.Off+e.Len <= uint64(off) {
-			continue
-		}
+	ext, err := f.Extents(ctx, id, a, uint64(off), end)
+	if err != nil {
+		return 0, err
+	}
+	for _, e := range ext {
 		data, err := f.extentBytes(ctx, e)
 		if err != nil {
 			return 0, err
@@ -62,35 +77,32 @@ func (f *FS) ReadAt(ctx context.Context, a Attr, p []byte, off int64) (int, erro
 	return n, nil
 }
 
-// Slice returns up to n bytes of a file whose attributes are a, from
+// Slice returns up to n bytes of file id, whose attributes are a, from
 // offset off: fewer only at the end of the file, with io.EOF. Bytes that
 // one block holds are that block's, as the cache keeps it, not a copy:
 // the caller must not change them.
-func (f *FS) Slice(ctx context.Context, a Attr, off int64, n int) ([]byte, error) {
+func (f *FS) Slice(ctx context.Context, id ID, a Attr, off int64, n int) ([]byte, error) {
 	if a.Type == TypeFile && a.Inline == nil && off >= 0 && uint64(off) < a.Size {
 		end := min(uint64(off)+uint64(n), a.Size)
-		i, _ := slices.BinarySearchFunc(a.Extents, uint64(off), func(e Extent, off uint64) int {
-			if e.Off+e.Len <= off {
-				return -1
+		ext, err := f.Extents(ctx, id, a, uint64(off), uint64(off)+1)
+		if err != nil && !errors.Is(err, errStalePage) {
+			return nil, err
+		}
+		if len(ext) == 1 && end <= ext[0].Off+ext[0].Len {
+			e := ext[0]
+			data, err := f.extentBytes(ctx, e)
+			if err != nil {
+				return nil, err
 			}
-			return 0
-		})
-		if i < len(a.Extents) {
-			if e := a.Extents[i]; e.Off <= uint64(off) && end <= e.Off+e.Len {
-				data, err := f.extentBytes(ctx, e)
-				if err != nil {
-					return nil, err
-				}
-				p := data[uint64(off)-e.Off : end-e.Off]
-				if len(p) < n {
-					return p, io.EOF
-				}
-				return p, nil
+			p := data[uint64(off)-e.Off : end-e.Off]
+			if len(p) < n {
+				return p, io.EOF
 			}
+			return p, nil
 		}
 	}
 	p := make([]byte, n)
-	got, err := f.ReadAt(ctx, a, p, off)
+	got, err := f.ReadAt(ctx, id, a, p, off)
 	return p[:got], err
 }
 
@@ -103,6 +115,7 @@ func (f *FS) extentBytes(ctx context.Context, e Extent) ([]byte, error) {
 	if uint64(len(data)) < e.Len {
 		return nil, fmt.Errorf("block %s has %d bytes, its extent %d: %w", e.Block, len(data), e.Len, syscall.EIO)
 	}
+	progressed(ctx)
 	return data, nil
 }
 
@@ -167,16 +180,17 @@ func (f *FS) startFetch(h blockstore.Hash) (data []byte, fe *fetch, started bool
 	return nil, fe, true
 }
 
-// Prefetch starts fetching, in the background, the blocks of the file
-// whose attributes are a that hold the bytes from off up to its read-ahead
-// window: a reader going through the file sequentially then finds them
-// ready.
-func (f *FS) Prefetch(a Attr, off uint64) {
-	end := off + uint64(f.readAhead)
-	for _, e := range a.Extents {
-		if e.Off+e.Len > off && e.Off < end {
-			f.startFetch(e.Block)
-		}
+// Prefetch starts fetching, in the background, the blocks of file id,
+// whose attributes are a, that hold the bytes from off up to its
+// read-ahead window: a reader going through the file sequentially then
+// finds them ready. A paged file's pages are read now, if need be.
+func (f *FS) Prefetch(ctx context.Context, id ID, a Attr, off uint64) {
+	ext, err := f.Extents(ctx, id, a, off, min(off+uint64(f.readAhead), a.Size))
+	if err != nil {
+		return // the read that needs them will say why
+	}
+	for _, e := range ext {
+		f.startFetch(e.Block)
 	}
 }
 
@@ -450,10 +464,10 @@ func (w *Writer) FlushBehind(ctx context.Context, timeout time.Duration) error {
 // commit writes dirty, and the attribute changes in pending, to inode id
 // and returns the inode as written.
 func (f *FS) commit(ctx context.Context, id ID, dirty []span, pending *SetAttr) (Attr, error) {
-	return f.updateInode(ctx, id, "flush", func(a *Attr) error {
-		na, err := f.rewrite(ctx, *a, dirty)
+	return f.updateFile(ctx, id, "flush", func(a *Attr) ([]txlog.Change, error) {
+		na, changes, err := f.rewrite(ctx, id, *a, dirty)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		now := f.clock().UnixNano()
 		na.Mtime, na.Ctime = now, now
@@ -461,95 +475,6 @@ func (f *FS) commit(ctx context.Context, id ID, dirty []span, pending *SetAttr) 
 			pending.apply(&na, now)
 		}
 		*a = na
-		return nil
+		return changes, nil
 	})
-}
-
-// rewrite returns a with the writes in dirty applied: the content from the
-// first extent they touch to the end is read, overlaid, cut into blocks
-// and stored; extents before it are kept.
-func (f *FS) rewrite(ctx context.Context, a Attr, dirty []span) (Attr, error) {
-	first := dirty[0].off
-	last := dirty[len(dirty)-1]
-	size := max(int64(a.Size), last.off+int64(len(last.data)))
-	// Keep the extents that end before the first write; rebuild from there.
-	from := int64(0)
-	var kept []Extent
-	if a.Inline == nil {
-		for _, e := range a.Extents {
-			if int64(e.Off+e.Len) <= first {
-				kept = append(kept, e)
-				from = int64(e.Off + e.Len)
-			}
-		}
-	}
-	var content []byte
-	if only := dirty[0].data; len(dirty) == 1 && dirty[0].off == from && int64(len(only)) == size-from {
-		// One write covers all there is to rebuild, the common case of
-		// a file written from start to end: its bytes are the content,
-		// without a copy or a read of what it overwrites.
-		content = only[:len(only):len(only)]
-	} else {
-		content = make([]byte, size-from)
-		if from < int64(a.Size) {
-			if _, err := f.ReadAt(ctx, a, content[:int64(a.Size)-from], from); err != nil && !errors.Is(err, io.EOF) {
-				return Attr{}, err
-			}
-		}
-		for _, s := range dirty {
-			copy(content[s.off-from:], s.data)
-		}
-	}
-	na := a
-	na.Size, na.Inline, na.Extents = uint64(size), nil, kept
-	if size <= InlineMax && from == 0 {
-		na.Inline, na.Extents = content, nil
-		return na, nil
-	}
-	// Cut first, then store the blocks in parallel; each is a piece of
-	// content, which stays as it is.
-	cuts, err := blockstore.Cuts(content, f.chunk)
-	if err != nil {
-		return Attr{}, err
-	}
-	var pieces []Extent
-	off := uint64(from)
-	for _, n := range cuts {
-		pieces = append(pieces, Extent{Off: off, Len: uint64(n)})
-		off += uint64(n)
-	}
-	if err := f.storeAll(ctx, pieces, func(e Extent) []byte { return content[e.Off-uint64(from) : e.Off-uint64(from)+e.Len] }); err != nil {
-		return Attr{}, err
-	}
-	na.Extents = append(na.Extents, pieces...)
-	return na, nil
-}
-
-// uploads bounds the block uploads one flush runs at once.
-const uploads = 4
-
-// storeAll stores the bytes of every extent (data gives them), up to
-// uploads at once, and fills in their hashes.
-func (f *FS) storeAll(ctx context.Context, extents []Extent, data func(Extent) []byte) error {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	sem := make(chan struct{}, uploads)
-	errs := make(chan error, len(extents))
-	var wg sync.WaitGroup
-	for i := range extents {
-		sem <- struct{}{}
-		wg.Go(func() {
-			defer func() { <-sem }()
-			h, err := f.blocks.Set(ctx, data(extents[i]), f.levels.BlockWrite)
-			if err != nil {
-				errs <- fmt.Errorf("store a block: %w", errno(err))
-				cancel()
-				return
-			}
-			extents[i].Block = h
-		})
-	}
-	wg.Wait()
-	close(errs)
-	return <-errs // nil if none failed
 }

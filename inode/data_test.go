@@ -42,11 +42,21 @@ func readAll(t *testing.T, fs *FS, id ID) []byte {
 		t.Fatal(err)
 	}
 	buf := make([]byte, a.Size+10)
-	n, err := fs.ReadAt(ctxT(t), a, buf, 0)
+	n, err := fs.ReadAt(ctxT(t), id, a, buf, 0)
 	if !errors.Is(err, io.EOF) || uint64(n) != a.Size {
 		t.Fatalf("ReadAt of %d bytes = %d, %v", a.Size, n, err)
 	}
 	return buf[:n]
+}
+
+// extentsOf returns every extent of file id, whose attributes are a.
+func extentsOf(t *testing.T, fs *FS, id ID, a Attr) []Extent {
+	t.Helper()
+	ext, err := fs.Extents(ctxT(t), id, a, 0, a.Size)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ext
 }
 
 func TestWriteRead(t *testing.T) {
@@ -72,14 +82,14 @@ func TestWriteRead(t *testing.T) {
 		w.WriteAt(want[off:min(off+100<<10, len(want))], int64(off))
 	}
 	a, err = w.Flush(ctx)
-	if err != nil || a.Size != uint64(len(want)) || len(a.Extents) < 10 {
-		t.Fatalf("big file: %d extents, size %d, %v", len(a.Extents), a.Size, err)
+	if err != nil || a.Size != uint64(len(want)) || len(extentsOf(t, fs, big, a)) < 10 || !a.Paged() {
+		t.Fatalf("big file: %d extents, size %d, paged %v, %v", len(extentsOf(t, fs, big, a)), a.Size, a.Paged(), err)
 	}
 	if got := readAll(t, fss[2], big); !bytes.Equal(got, want) {
 		t.Fatal("big file reads back different")
 	}
 	// Overwrite the middle and append: the extents before the change stay.
-	before := a.Extents
+	before := extentsOf(t, fs, big, a)
 	w = fs.NewWriter(big)
 	copy(want[2<<20:], []byte("patched"))
 	w.WriteAt([]byte("patched"), 2<<20)
@@ -91,7 +101,7 @@ func TestWriteRead(t *testing.T) {
 		t.Fatal(err)
 	}
 	kept := 0
-	for _, e := range a.Extents {
+	for _, e := range extentsOf(t, fs, big, a) {
 		for _, b := range before {
 			if e == b {
 				kept++
@@ -107,7 +117,7 @@ func TestWriteRead(t *testing.T) {
 	// A partial read in the middle, and a write past the end leaves a hole
 	// of zeros.
 	buf := make([]byte, 10)
-	if n, err := fs.ReadAt(ctx, a, buf, 2<<20); err != nil || n != 10 || string(buf[:7]) != "patched" {
+	if n, err := fs.ReadAt(ctx, big, a, buf, 2<<20); err != nil || n != 10 || string(buf[:7]) != "patched" {
 		t.Errorf("ReadAt = %q, %v", buf[:n], err)
 	}
 	w = fs.NewWriter(big)
@@ -158,15 +168,17 @@ func TestPrefetch(t *testing.T) {
 	w := fss[0].NewWriter(id)
 	w.WriteAt(want, 0)
 	a, err := w.Flush(ctx)
-	if err != nil || len(a.Extents) < 4 {
-		t.Fatalf("flush: %d extents, %v", len(a.Extents), err)
+	ext := extentsOf(t, fss[0], id, a)
+	if err != nil || len(ext) < 4 {
+		t.Fatalf("flush: %d extents, %v", len(ext), err)
 	}
 	r := fss[1]
+	r.Extents(ctx, id, a, 0, a.Size) // the pages, so that only blocks are counted
 	counted := &countingBlocks{Blocks: r.blocks}
 	r.blocks = counted
-	r.readAhead = int(a.Extents[2].Off) // the first two extents
-	r.Prefetch(a, 0)
-	r.Prefetch(a, 0) // again, while in flight or cached: no second fetch
+	r.readAhead = int(ext[2].Off) // the first two extents
+	r.Prefetch(ctx, id, a, 0)
+	r.Prefetch(ctx, id, a, 0) // again, while in flight or cached: no second fetch
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
 		r.mu.Lock()
 		pending := len(r.inflight)
@@ -178,7 +190,7 @@ func TestPrefetch(t *testing.T) {
 			t.Fatal("prefetches still in flight after 10 s")
 		}
 	}
-	for i, e := range a.Extents {
+	for i, e := range ext {
 		if got, want := r.cache.Contains(e.Block), i < 2; got != want {
 			t.Errorf("extent %d cached: %v, want %v", i, got, want)
 		}
@@ -189,8 +201,8 @@ func TestPrefetch(t *testing.T) {
 	if got := readAll(t, r, id); !bytes.Equal(got, want) {
 		t.Error("the file reads back different")
 	}
-	if n := counted.gets.Load(); n != int64(len(a.Extents)) {
-		t.Errorf("%d block fetches after reading all %d extents", n, len(a.Extents))
+	if n := counted.gets.Load(); n != int64(len(ext)) {
+		t.Errorf("%d block fetches after reading all %d extents", n, len(ext))
 	}
 }
 
@@ -354,30 +366,31 @@ func TestSlice(t *testing.T) {
 	w := fs.NewWriter(id)
 	w.WriteAt(want, 0)
 	a, err := w.Flush(ctx)
-	if err != nil || len(a.Extents) < 3 {
-		t.Fatalf("flush: %d extents, %v", len(a.Extents), err)
+	ext := extentsOf(t, fs, id, a)
+	if err != nil || len(ext) < 3 {
+		t.Fatalf("flush: %d extents, %v", len(ext), err)
 	}
 	r := fss[1]
-	e := a.Extents[1]
-	inside, err := r.Slice(ctx, a, int64(e.Off)+10, 100)
+	e := ext[1]
+	inside, err := r.Slice(ctx, id, a, int64(e.Off)+10, 100)
 	if err != nil || !bytes.Equal(inside, want[e.Off+10:e.Off+110]) {
 		t.Fatalf("a range inside block 1: %v", err)
 	}
 	if cached, ok := r.cache.Get(e.Block); !ok || &cached[10] != &inside[0] {
 		t.Error("a range inside one block is not that block's bytes")
 	}
-	across, err := r.Slice(ctx, a, int64(e.Off)-50, 100)
+	across, err := r.Slice(ctx, id, a, int64(e.Off)-50, 100)
 	if err != nil || !bytes.Equal(across, want[e.Off-50:e.Off+50]) {
 		t.Fatalf("a range across two blocks: %v", err)
 	}
-	last := a.Extents[len(a.Extents)-1]
+	last := ext[len(ext)-1]
 	for _, off := range []int64{int64(last.Off) + 1, int64(len(want)) - 3000} { // in the last block, across into it
-		tail, err := r.Slice(ctx, a, off, 1<<20)
+		tail, err := r.Slice(ctx, id, a, off, 1<<20)
 		if !errors.Is(err, io.EOF) || !bytes.Equal(tail, want[off:]) {
 			t.Errorf("the tail from %d: %d bytes, %v", off, len(tail), err)
 		}
 	}
-	if b, err := r.Slice(ctx, a, int64(len(want)), 10); len(b) != 0 || !errors.Is(err, io.EOF) {
+	if b, err := r.Slice(ctx, id, a, int64(len(want)), 10); len(b) != 0 || !errors.Is(err, io.EOF) {
 		t.Errorf("at the end: %d bytes, %v", len(b), err)
 	}
 	// Past the end after a truncate up: a hole, which reads as zeros.
@@ -385,7 +398,7 @@ func TestSlice(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if hole, err := r.Slice(ctx, a, int64(len(want))-1, 20); !errors.Is(err, io.EOF) || len(hole) != 11 || hole[0] != want[len(want)-1] || !bytes.Equal(hole[1:], make([]byte, 10)) {
+	if hole, err := r.Slice(ctx, id, a, int64(len(want))-1, 20); !errors.Is(err, io.EOF) || len(hole) != 11 || hole[0] != want[len(want)-1] || !bytes.Equal(hole[1:], make([]byte, 10)) {
 		t.Errorf("across the end into a hole: %v, %v", hole, err)
 	}
 	small := newFile(t, fs, "small")
@@ -394,7 +407,7 @@ func TestSlice(t *testing.T) {
 	if a, err = w.Flush(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if b, err := r.Slice(ctx, a, 7, 100); string(b) != "bytes" || !errors.Is(err, io.EOF) {
+	if b, err := r.Slice(ctx, small, a, 7, 100); string(b) != "bytes" || !errors.Is(err, io.EOF) {
 		t.Errorf("an inline file: %q, %v", b, err)
 	}
 }

@@ -57,6 +57,10 @@ type Options struct {
 	// ReadAhead is how many bytes past a sequential read Prefetch fetches.
 	// Default 4 MiB.
 	ReadAhead int
+	// PageShift sets the span of a page of the files that become paged
+	// here (1<<PageShift bytes; see Attr.PageShift). Default
+	// DefaultPageShift; a page spans at least Chunk.Max.
+	PageShift uint8
 }
 
 // FS runs the filesystem's operations as transactions of the logs, and
@@ -70,10 +74,15 @@ type FS struct {
 	// dirs maps directories to their entries' partitions.
 	dirs *lru.Cache[ID, uint64]
 	// known keeps records as last read or written, for changes to start
-	// from.
+	// from; pages keeps pages of paged files as read or written.
 	known *known
-	// onChange, if set, hears of every inode this FS writes.
+	pages *pageCache
+	// pageShift is Options.PageShift.
+	pageShift uint8
+	// onChange, if set, hears of every inode this FS writes; isOpen, if
+	// set, says whether the kernel has a file open here (KeepOpen).
 	onChange func(ID)
+	isOpen   func(ID) bool
 	clock    func() time.Time
 	// readAhead is Options.ReadAhead; inflight holds the block fetches
 	// under way, guarded by mu.
@@ -92,8 +101,9 @@ func (f *FS) CacheStats() (hits, misses int64) { return f.hits.Load(), f.misses.
 // maxDirs bounds how many directories' partitions an FS remembers.
 const maxDirs = 1 << 16
 
-// New returns the filesystem kept in log and blocks.
-func New(log Log, blocks Blocks, opts Options) *FS {
+// New returns the filesystem kept in log and blocks. Options that cannot
+// work together are an error.
+func New(log Log, blocks Blocks, opts Options) (*FS, error) {
 	levels := DefaultLevels
 	if opts.Levels != nil {
 		levels = *opts.Levels
@@ -104,10 +114,21 @@ func New(log Log, blocks Blocks, opts Options) *FS {
 	if opts.ReadAhead <= 0 {
 		opts.ReadAhead = 4 << 20
 	}
+	if opts.PageShift == 0 {
+		opts.PageShift = DefaultPageShift
+	}
+	maxChunk := opts.Chunk.Max
+	if maxChunk == 0 {
+		maxChunk = blockstore.DefaultMaxChunk
+	}
+	if opts.PageShift < minPageShift || opts.PageShift > maxPageShift || maxChunk > 1<<opts.PageShift {
+		return nil, fmt.Errorf("inode: a page of 1<<%d bytes for blocks of up to %d: want a shift from %d to %d, and blocks no larger than a page",
+			opts.PageShift, maxChunk, minPageShift, maxPageShift)
+	}
 	cache, _ := lru.New[blockstore.Hash, []byte](opts.CacheBlocks) // fails only for a size below 1
 	dirs, _ := lru.New[ID, uint64](maxDirs)
-	return &FS{log: log, blocks: blocks, levels: levels, chunk: opts.Chunk, cache: cache, dirs: dirs, known: newKnown(), clock: time.Now,
-		readAhead: opts.ReadAhead, inflight: map[blockstore.Hash]*fetch{}}
+	return &FS{log: log, blocks: blocks, levels: levels, chunk: opts.Chunk, cache: cache, dirs: dirs, known: newKnown(), pages: newPageCache(),
+		pageShift: opts.PageShift, clock: time.Now, readAhead: opts.ReadAhead, inflight: map[blockstore.Hash]*fetch{}}, nil
 }
 
 // OnChange has fn called with every inode this FS changes or deletes,

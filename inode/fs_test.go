@@ -20,12 +20,27 @@ func newFS(t *testing.T, n int) []*FS {
 	var out []*FS
 	for _, h := range memcluster.New(t, n) {
 		// Small blocks, so that small test files span several.
-		out = append(out, New(h.Log, h.Blocks, Options{Chunk: blockstore.ChunkOptions{Min: 16 << 10, Avg: 64 << 10, Max: 256 << 10}}))
+		out = append(out, mustFS(t, h.Log, h.Blocks, Options{Chunk: testChunks, PageShift: testPageShift}))
 	}
 	if err := out[0].Init(ctxT(t)); err != nil {
 		t.Fatal(err)
 	}
 	return out
+}
+
+// Small blocks and pages, so that small test files span several.
+var testChunks = blockstore.ChunkOptions{Min: 16 << 10, Avg: 64 << 10, Max: 256 << 10}
+
+const testPageShift = 20
+
+// mustFS returns a filesystem over log and blocks.
+func mustFS(t testing.TB, log Log, blocks Blocks, opts Options) *FS {
+	t.Helper()
+	f, err := New(log, blocks, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f
 }
 
 func ctxT(t *testing.T) context.Context {

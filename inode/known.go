@@ -1,6 +1,7 @@
 package inode
 
 import (
+	"strings"
 	"sync"
 
 	"github.com/hashicorp/golang-lru/v2/simplelru"
@@ -80,6 +81,8 @@ func (k *known) get(part uint64, name string) (version, bool) {
 func (k *known) wrote(part uint64, changes []txlog.Change, hash txlog.Hash, err error) {
 	for _, c := range changes {
 		switch {
+		case strings.HasPrefix(c.Name, PagePrefix):
+			// Pages are kept by version, in the page cache.
 		case c.Check && err == nil:
 		case err != nil || c.Delete:
 			k.forget(part, c.Name)

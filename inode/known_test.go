@@ -35,7 +35,7 @@ func (c *countingLog) Do(ctx context.Context, req txlog.Request) (txlog.Response
 func TestChangesStartFromKnown(t *testing.T) {
 	hosts := memcluster.New(t, 3)
 	log := &countingLog{Log: hosts[0].Log}
-	a, b := New(log, hosts[0].Blocks, Options{}), New(hosts[1].Log, hosts[1].Blocks, Options{})
+	a, b := mustFS(t, log, hosts[0].Blocks, Options{}), mustFS(t, hosts[1].Log, hosts[1].Blocks, Options{})
 	ctx := ctxT(t)
 	if err := a.Init(ctx); err != nil {
 		t.Fatal(err)

@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"strconv"
 	"strings"
@@ -89,11 +90,17 @@ func EntryName(record string) (string, bool) {
 // Type is an inode's file type.
 type Type uint8
 
-// File types.
+// File types. Fifos, sockets and devices are inodes like any other, with
+// no content: what they stand for is the kernel's (a device's is Rdev).
 const (
 	TypeFile Type = iota + 1
 	TypeDir
 	TypeSymlink
+	TypeFifo
+	TypeSocket
+	TypeCharDev
+	TypeBlockDev
+	lastType = TypeBlockDev
 )
 
 // Extent maps Len bytes of a file, from Off, to a block.
@@ -115,14 +122,40 @@ type Attr struct {
 	Children uint64
 	// Target is a symlink's target.
 	Target string
+	// Rdev is a character or block device's number.
+	Rdev uint64
 	// Inline holds a small file's bytes; a larger one has Extents, sorted
-	// by offset, not overlapping; bytes between extents (and past the last,
-	// up to Size) are zeros.
+	// by offset, not overlapping, each at most a page span long; bytes
+	// between extents (and past the last, up to Size) are zeros: holes.
 	Inline  []byte
 	Extents []Extent
+	// PageShift, when set, makes the file paged: its extents are kept in
+	// page records of their own (see PageRecord) instead of Extents, one
+	// page for each span of 1<<PageShift bytes of the file that holds
+	// any, so that a change to a large file rewrites the pages it touches
+	// and not the whole list. An extent is in the page of its offset.
+	PageShift uint8
+	// Pages lists a paged file's pages, by index; a span with no page is
+	// a hole. PageVer is the last page version the file issued: versions
+	// only grow, so a version names one content for the file's life, and
+	// a page's new version sorts after its old one (a listing under way
+	// meets one of them).
+	Pages   []PageRef
+	PageVer uint64
 	// Xattrs are the extended attributes.
 	Xattrs map[string][]byte
 }
+
+// PageRef names one page of a paged file: its index (the span of the
+// file from Index<<PageShift it covers) and its version. A page's record
+// is written once per version and never changed, so a reader that holds
+// an inode reads exactly the pages it names, and may keep them.
+type PageRef struct {
+	Index, Ver uint64
+}
+
+// Paged reports whether a's extents are kept in pages.
+func (a *Attr) Paged() bool { return a.PageShift != 0 }
 
 // Entry is a directory entry: the inode it names and its type.
 type Entry struct {
@@ -149,7 +182,9 @@ type Move struct {
 var errDecode = errors.New("inode: malformed record")
 
 const (
-	attrVersion  = 1
+	// attrV1 is the encoding without Rdev, PageShift and Pages, still read.
+	attrV1       = 1
+	attrVersion  = 2
 	entryVersion = 1
 	// movingVersion marks an entry encoding followed by a Move.
 	movingVersion = 2
@@ -162,7 +197,7 @@ func EncodeAttr(a Attr) []byte {
 	for _, v := range []uint32{a.Mode, a.UID, a.GID, a.Nlink} {
 		b = binary.BigEndian.AppendUint32(b, v)
 	}
-	for _, v := range []uint64{a.Size, uint64(a.Atime), uint64(a.Mtime), uint64(a.Ctime), a.Children} {
+	for _, v := range []uint64{a.Size, uint64(a.Atime), uint64(a.Mtime), uint64(a.Ctime), a.Children, a.Rdev} {
 		b = binary.BigEndian.AppendUint64(b, v)
 	}
 	b = codec.AppendString(b, a.Target)
@@ -183,19 +218,42 @@ func EncodeAttr(a Attr) []byte {
 		b = codec.AppendString(b, k)
 		b = codec.AppendString(b, string(a.Xattrs[k]))
 	}
+	b = append(b, a.PageShift)
+	b = binary.AppendUvarint(b, a.PageVer)
+	b = binary.AppendUvarint(b, uint64(len(a.Pages)))
+	prev := uint64(0)
+	for i, p := range a.Pages {
+		if i == 0 {
+			b = binary.AppendUvarint(b, p.Index)
+		} else {
+			b = binary.AppendUvarint(b, p.Index-prev-1)
+		}
+		prev = p.Index
+		b = binary.BigEndian.AppendUint64(b, p.Ver)
+	}
 	return b
 }
+
+// Page spans a paged file may have: 4 KiB to 1 TiB.
+const (
+	minPageShift = 12
+	maxPageShift = 40
+)
 
 // DecodeAttr reads an inode record's value. It never panics.
 func DecodeAttr(b []byte) (Attr, error) {
 	d := codec.NewDecoder(b, errDecode)
 	var a Attr
-	if v := d.Byte(); v != attrVersion {
+	v := d.Byte()
+	if v != attrVersion && v != attrV1 {
 		return a, fmt.Errorf("%w: inode version %d", errDecode, v)
 	}
 	a.Type = Type(d.Byte())
 	a.Mode, a.UID, a.GID, a.Nlink = d.Uint32(), d.Uint32(), d.Uint32(), d.Uint32()
 	a.Size, a.Atime, a.Mtime, a.Ctime, a.Children = d.Uint64(), int64(d.Uint64()), int64(d.Uint64()), int64(d.Uint64()), d.Uint64()
+	if v == attrVersion {
+		a.Rdev = d.Uint64()
+	}
 	a.Target = d.String()
 	if in := d.String(); in != "" {
 		a.Inline = []byte(in)
@@ -213,11 +271,37 @@ func DecodeAttr(b []byte) (Attr, error) {
 			a.Xattrs[k] = []byte(d.String())
 		}
 	}
+	if v == attrVersion {
+		a.PageShift = d.Byte()
+		a.PageVer = d.Uvarint()
+		n := d.Count(9)
+		for i := range n {
+			idx := d.Uvarint()
+			if i > 0 {
+				prev := a.Pages[i-1].Index
+				if idx >= ^prev {
+					d.Fail("page index overflows")
+				}
+				idx += prev + 1
+			}
+			a.Pages = append(a.Pages, PageRef{Index: idx, Ver: d.Uint64()})
+		}
+	}
 	if err := d.Finish(); err != nil {
 		return a, err
 	}
-	if a.Type < TypeFile || a.Type > TypeSymlink {
+	switch {
+	case a.Type < TypeFile || a.Type > lastType:
 		return a, fmt.Errorf("%w: type %d", errDecode, a.Type)
+	case a.PageShift != 0 && (a.PageShift < minPageShift || a.PageShift > maxPageShift):
+		return a, fmt.Errorf("%w: page shift %d", errDecode, a.PageShift)
+	case a.PageShift == 0 && (len(a.Pages) > 0 || a.PageVer != 0), a.PageShift != 0 && len(a.Extents) > 0:
+		return a, fmt.Errorf("%w: pages and extents mixed", errDecode)
+	}
+	for _, p := range a.Pages {
+		if p.Index > math.MaxUint64>>a.PageShift || p.Ver > a.PageVer {
+			return a, fmt.Errorf("%w: page %d version %d: past the largest file, or not issued", errDecode, p.Index, p.Ver)
+		}
 	}
 	return a, nil
 }
@@ -254,7 +338,7 @@ func DecodeEntry(b []byte) (Entry, error) {
 	if err := d.Finish(); err != nil {
 		return e, err
 	}
-	if e.Type < TypeFile || e.Type > TypeSymlink {
+	if e.Type < TypeFile || e.Type > lastType {
 		return e, fmt.Errorf("%w: type %d", errDecode, e.Type)
 	}
 	return e, nil

@@ -27,6 +27,8 @@ func TestAttrRoundTrip(t *testing.T) {
 		{Type: TypeDir, Mode: 0o755, Nlink: 1, Children: 0xdeadbeef},
 		{Type: TypeSymlink, Mode: 0o777, Nlink: 1, Target: "../x/y", Size: 6},
 		{Type: TypeFile, Mode: 0o644, Nlink: 1, Inline: []byte("small file"), Size: 10},
+		{Type: TypeFile, Mode: 0o644, Nlink: 1, Size: 1 << 40, PageShift: 26, PageVer: 9, Pages: []PageRef{{0, 3}, {7, 9}, {1 << 14, 1}}},
+		{Type: TypeCharDev, Mode: 0o600, Nlink: 1, Rdev: 0x0501},
 	} {
 		b := EncodeAttr(a)
 		got, err := DecodeAttr(b)
@@ -89,8 +91,26 @@ func TestNames(t *testing.T) {
 	}
 }
 
+func TestPageRoundTrip(t *testing.T) {
+	ext := []Extent{{Off: 5, Len: 10, Block: blockstore.Sum([]byte("a"))}, {Off: 15, Len: 1, Block: blockstore.Sum([]byte("b"))}}
+	if got, err := DecodePage(EncodePage(ext)); err != nil || !reflect.DeepEqual(got, ext) {
+		t.Errorf("page round trip = %+v, %v", got, err)
+	}
+	if _, err := DecodePage(EncodePage([]Extent{ext[1], ext[0]})); !errors.Is(err, errDecode) {
+		t.Error("extents out of order accepted")
+	}
+	if num, idx, ver, ok := ParsePageRecord(PageRecord(1, 2, 3)); !ok || num != 1 || idx != 2 || ver != 3 {
+		t.Errorf("page record name: %d %d %d %v", num, idx, ver, ok)
+	}
+	paged := Attr{Type: TypeFile, PageShift: 20, PageVer: 1, Pages: []PageRef{{1, 2}}}
+	if _, err := DecodeAttr(EncodeAttr(paged)); !errors.Is(err, errDecode) {
+		t.Error("a page version never issued accepted")
+	}
+}
+
 func FuzzDecode(f *testing.F) {
 	f.Add(EncodeAttr(sampleAttr()))
+	f.Add(EncodePage([]Extent{{Off: 1, Len: 2}}))
 	f.Add(EncodeEntry(Entry{ID: Root, Type: TypeDir}))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		if a, err := DecodeAttr(b); err == nil {
@@ -99,5 +119,10 @@ func FuzzDecode(f *testing.F) {
 			}
 		}
 		DecodeEntry(b)
+		if ext, err := DecodePage(b); err == nil {
+			if got, err := DecodePage(EncodePage(ext)); err != nil || !reflect.DeepEqual(got, ext) {
+				t.Fatalf("re-encoding page %+v gives %+v, %v", ext, got, err)
+			}
+		}
 	})
 }

@@ -61,39 +61,97 @@ func (f *FS) removeEntry(ctx context.Context, part uint64, name string, e Entry,
 		}
 		return f.dropLink(ctx, e.ID)
 	}
-	c, err := f.unlinkChange(ctx, e.ID)
+	u, err := f.unlinkChange(ctx, e.ID)
 	if err != nil {
 		return err
 	}
-	_, err = f.write(ctx, part, del, c)
+	if _, err = f.write(ctx, part, append(u.changes, del)...); err == nil {
+		f.deleteGarbage(ctx, e.ID.Part, u.garbage)
+	}
 	return err
 }
 
-// unlinkChange returns the change that drops a link of inode id: one link
-// fewer, or the inode gone with its last one (a directory has one).
-func (f *FS) unlinkChange(ctx context.Context, id ID) (txlog.Change, error) {
+// unlink is what drops a link of an inode: the changes of its
+// transaction, and the page records to delete once it commits.
+type unlink struct {
+	changes []txlog.Change
+	garbage []string
+}
+
+// unlinkChange returns what drops a link of inode id: one link fewer, or
+// the inode gone with its last one (a directory has one), its pages with
+// it. A file that loses its last link while the kernel has it open here
+// (see KeepOpen) is kept, with no links, until Reclaim.
+func (f *FS) unlinkChange(ctx context.Context, id ID) (unlink, error) {
 	a, h, _, err := f.attrToChange(ctx, id)
 	if err != nil {
-		return txlog.Change{}, err
+		return unlink{}, err
 	}
-	c := txlog.Change{Name: InodeRecord(id.Num), IfMatch: &h, Delete: a.Nlink <= 1 || a.Type == TypeDir}
-	if !c.Delete {
-		a.Nlink--
+	c := txlog.Change{Name: InodeRecord(id.Num), IfMatch: &h}
+	last := a.Nlink <= 1 || a.Type == TypeDir
+	if !last || a.Type != TypeDir && f.isOpen != nil && f.isOpen(id) {
+		a.Nlink = max(a.Nlink, 1) - 1
 		a.Ctime = f.clock().UnixNano()
 		c.Value = EncodeAttr(a)
+		return unlink{changes: []txlog.Change{c}}, nil
 	}
-	return c, nil
+	c.Delete = true
+	return deleteInode(id, a, c), nil
+}
+
+// deleteInode returns what deletes inode id (attributes a, deleted by c)
+// and its pages.
+func deleteInode(id ID, a Attr, c txlog.Change) unlink {
+	u := unlink{changes: []txlog.Change{c}}
+	for i, p := range a.Pages {
+		name := PageRecord(id.Num, p.Index, p.Ver)
+		if i < maxPageDeletes {
+			u.changes = append(u.changes, txlog.Change{Name: name, Delete: true})
+		} else {
+			u.garbage = append(u.garbage, name)
+		}
+	}
+	return u
+}
+
+// KeepOpen has the FS ask fn, before it deletes a file that loses its last
+// link, whether the kernel has it open here; if so the file is kept with
+// no links, its content readable and writable, until Reclaim. Call it
+// before the FS is used.
+func (f *FS) KeepOpen(fn func(ID) bool) { f.isOpen = fn }
+
+// Reclaim deletes file id, and its pages, if it has no links left: the
+// last handle of a file unlinked while open was closed.
+func (f *FS) Reclaim(ctx context.Context, id ID) error {
+	err := retry("reclaim inode "+id.String(), func() error {
+		a, h, _, err := f.attrToChange(ctx, id)
+		if err != nil || a.Nlink > 0 {
+			return err
+		}
+		u := deleteInode(id, a, txlog.Change{Name: InodeRecord(id.Num), Delete: true, IfMatch: &h})
+		if _, err := f.write(ctx, id.Part, u.changes...); err != nil {
+			return err
+		}
+		f.deleteGarbage(ctx, id.Part, u.garbage)
+		return nil
+	})
+	if errors.Is(err, syscall.ENOENT) {
+		return nil
+	}
+	return err
 }
 
 // dropLink drops a link of inode id in its own transaction; an inode
 // already gone is no error.
 func (f *FS) dropLink(ctx context.Context, id ID) error {
 	err := retry("unlink inode "+id.String(), func() error {
-		c, err := f.unlinkChange(ctx, id)
+		u, err := f.unlinkChange(ctx, id)
 		if err != nil {
 			return err
 		}
-		_, err = f.write(ctx, id.Part, c)
+		if _, err = f.write(ctx, id.Part, u.changes...); err == nil {
+			f.deleteGarbage(ctx, id.Part, u.garbage)
+		}
 		return err
 	})
 	if errors.Is(err, syscall.ENOENT) {
@@ -184,6 +242,7 @@ func (f *FS) Rename(ctx context.Context, dir ID, name string, newDir ID, newName
 		var zero txlog.Hash
 		create := txlog.Change{Name: EntryRecord(newName), Value: EncodeEntry(src), IfMatch: &zero}
 		changes := []txlog.Change{create}
+		var garbage []string // page records of a replaced file, to delete after
 		dst, dh, err := f.liveEntry(ctx, part2, newName, true)
 		var remote *ID // a replaced inode of another partition
 		switch {
@@ -198,11 +257,12 @@ func (f *FS) Rename(ctx context.Context, dir ID, name string, newDir ID, newName
 				return err
 			}
 			if dst.ID.Part == part2 {
-				c, err := f.unlinkChange(ctx, dst.ID)
+				u, err := f.unlinkChange(ctx, dst.ID)
 				if err != nil {
 					return err
 				}
-				changes = append(changes, c)
+				changes = append(changes, u.changes...)
+				garbage = u.garbage
 			} else {
 				remote = &dst.ID
 			}
@@ -212,8 +272,12 @@ func (f *FS) Rename(ctx context.Context, dir ID, name string, newDir ID, newName
 		} else {
 			err = f.move(ctx, part1, name, src, sh, part2, changes)
 		}
-		if err != nil || remote == nil {
+		if err != nil {
 			return err
+		}
+		f.deleteGarbage(ctx, part2, garbage)
+		if remote == nil {
+			return nil
 		}
 		return f.dropLink(ctx, *remote)
 	})

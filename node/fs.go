@@ -104,7 +104,7 @@ func (n *Node) handleFSGet(w http.ResponseWriter, r *http.Request) {
 		}
 		buf := make([]byte, 1<<20)
 		for off := int64(0); uint64(off) < a.Size; {
-			got, err := n.fs.ReadAt(ctx, a, buf, off)
+			got, err := n.fs.ReadAt(ctx, id, a, buf, off)
 			if got > 0 {
 				if _, werr := w.Write(buf[:got]); werr != nil {
 					return

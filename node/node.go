@@ -259,7 +259,9 @@ func New(cfg Config) (_ *Node, err error) {
 	if n.blocks, err = blockstore.New(bc, places, blockrpc.NewTransport(n.pool), local); err != nil {
 		return nil, err
 	}
-	n.fs = inode.New(n.txlog, n.blocks, inode.Options{})
+	if n.fs, err = inode.New(n.txlog, n.blocks, inode.Options{}); err != nil {
+		return nil, err
+	}
 	hc := cfg.Heal
 	hc.Addr, hc.Replicas, hc.Logger, hc.LeftAt = advertise, rc.Replicas, n.log.With("component", "heal"), n.ring.LeftAt
 	healTr := healrpc.NewTransport(n.pool)

@@ -161,7 +161,10 @@ func run(args []string, stderr io.Writer) int {
 			return cli.ExitJoin
 		}
 		defer cl.Close()
-		ifs = inode.New(cl, cl, iopts)
+		if ifs, err = inode.New(cl, cl, iopts); err != nil {
+			fmt.Fprintln(stderr, "difuse-mount:", err)
+			return cli.ExitUsage
+		}
 		capacity = cl.Capacity
 	} else {
 		if o.dir == "" {
@@ -186,7 +189,12 @@ func run(args []string, stderr io.Writer) int {
 			}
 		}
 		n.TxLog().NoteHosts(1)
-		ifs = inode.New(n.TxLog(), n.Blocks(), iopts)
+		if ifs, err = inode.New(n.TxLog(), n.Blocks(), iopts); err != nil {
+			fmt.Fprintln(stderr, "difuse-mount:", err)
+			stop()
+			<-nodeDone
+			return cli.ExitUsage
+		}
 		capacity = n.Capacity
 	}
 	// stopNode ends the embedded node, if any, and reports how it ended.

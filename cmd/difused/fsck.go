@@ -66,7 +66,11 @@ func cmdFsck(args []string, stdout, stderr io.Writer) int {
 		opts.Blocks = cl
 	}
 	// Quorum reads: what fsck acts on must not come from a deposed leader.
-	ifs := inode.New(cl, cl, inode.Options{Levels: &inode.Levels{Read: txlog.Quorum, Write: txlog.Quorum, Blocks: level.Quorum, BlockWrite: level.Quorum}})
+	ifs, err := inode.New(cl, cl, inode.Options{Levels: &inode.Levels{Read: txlog.Quorum, Write: txlog.Quorum, Blocks: level.Quorum, BlockWrite: level.Quorum}})
+	if err != nil {
+		fmt.Fprintf(stderr, "difused fsck: %v\n", err)
+		return cli.ExitFailure
+	}
 	rep, err := ifs.Check(ctx, opts)
 	finishWalk()
 	if blocks != nil {
