@@ -3,6 +3,7 @@ package fsnode
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -26,9 +27,18 @@ type Options struct {
 	// the background while the next writes collect, so a file being
 	// written holds up to twice this. Default 64 MiB.
 	FlushBytes int
-	// OpTimeout bounds every operation, so that nothing hangs when the
-	// cluster does not answer. Default 30s.
+	// DirtyBytes bounds the writes all open files buffer together: past
+	// it, a write commits its file's buffer and waits for that. Default
+	// 128 MiB.
+	DirtyBytes int64
+	// OpTimeout bounds every operation but commits, so that nothing hangs
+	// when the cluster does not answer. Default 30s.
 	OpTimeout time.Duration
+	// StallTimeout bounds a commit of buffered writes (close, fsync, a
+	// full buffer) by its progress instead: it fails only after this long
+	// without storing or reading a block or writing a record, however
+	// long it takes in all. Default 2m.
+	StallTimeout time.Duration
 	// Logger receives the reasons behind EIO; nil discards them.
 	Logger *slog.Logger
 	// Capacity reports the bytes files take and have left, for statfs;
@@ -68,15 +78,41 @@ func New(f *inode.FS, opts Options) *FS {
 	if opts.FlushBytes == 0 {
 		opts.FlushBytes = 64 << 20
 	}
+	if opts.DirtyBytes == 0 {
+		opts.DirtyBytes = 128 << 20
+	}
 	if opts.OpTimeout == 0 {
 		opts.OpTimeout = 30 * time.Second
+	}
+	if opts.StallTimeout == 0 {
+		opts.StallTimeout = 2 * time.Minute
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
 	s := &FS{fs: f, opts: opts, log: opts.Logger, nodes: map[inode.ID]*Node{}}
 	f.OnChange(s.changed)
+	f.KeepOpen(s.keepOpen)
 	return s
+}
+
+// keepOpen tells the inode layer whether file id, losing its last link,
+// is open here: if so it is kept until its last handle closes (Release
+// reclaims it), as POSIX wants.
+func (s *FS) keepOpen(id inode.ID) bool {
+	s.mu.Lock()
+	n := s.nodes[id]
+	s.mu.Unlock()
+	if n == nil {
+		return false
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.opens == 0 {
+		return false
+	}
+	n.orphan = true
+	return true
 }
 
 // changed forgets what the node of inode id, if the kernel knows one, last
@@ -135,6 +171,13 @@ func (s *FS) ctx(ctx context.Context) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.WithoutCancel(ctx), s.opts.OpTimeout)
 }
 
+// commitCtx bounds a commit of buffered writes by its progress
+// (StallTimeout), not by a deadline; like ctx, it runs to its end when
+// the kernel interrupts it.
+func (s *FS) commitCtx(ctx context.Context) (context.Context, context.CancelFunc) {
+	return inode.WithStall(context.WithoutCancel(ctx), s.opts.StallTimeout)
+}
+
 // observe tells Options.Observe, if set, of an operation that started at
 // start and ended with *err.
 func (s *FS) observe(op string, start time.Time, err *error) {
@@ -187,6 +230,11 @@ type Node struct {
 	// listChanged is when a change to the directory last began or ended:
 	// a listing that began before it is not kept.
 	listChanged time.Time
+	// opens counts the kernel's open handles of the node; orphan says that
+	// the file lost its last link while open, so the last Release
+	// reclaims it.
+	opens  int
+	orphan bool
 }
 
 // walkUses is how many lookups a listing must have served for a lookup
@@ -328,7 +376,8 @@ func (n *Node) writer() *inode.Writer {
 	return n.w
 }
 
-// flush commits the buffered writes, if any.
+// flush commits the buffered writes, if any, bounded by its progress
+// (see commitCtx) rather than by ctx's deadline.
 func (n *Node) flush(ctx context.Context) error {
 	n.mu.Lock()
 	w := n.w
@@ -336,9 +385,21 @@ func (n *Node) flush(ctx context.Context) error {
 	if w == nil || !w.Dirty() {
 		return nil
 	}
+	ctx, cancel := n.s.commitCtx(ctx)
+	defer cancel()
 	a, err := w.Flush(ctx)
-	if err == nil {
-		n.remember(a) // as committed: reads right after need not ask
+	if err != nil {
+		return stalled(ctx, err)
+	}
+	n.remember(a) // as committed: reads right after need not ask
+	return nil
+}
+
+// stalled adds to err, if ctx ended because its commit made no progress,
+// that it did.
+func stalled(ctx context.Context, err error) error {
+	if cause := context.Cause(ctx); cause != nil && !errors.Is(cause, context.Canceled) {
+		return fmt.Errorf("%w (%v)", err, cause)
 	}
 	return err
 }
@@ -498,6 +559,7 @@ func (n *Node) Create(ctx context.Context, req *fuse.CreateRequest, resp *fuse.C
 	if err != nil {
 		return nil, nil, err
 	}
+	c.opened()
 	return c, c, nil
 }
 
@@ -638,7 +700,15 @@ func (n *Node) Setattr(ctx context.Context, req *fuse.SetattrRequest, resp *fuse
 // share its buffered writes.
 func (n *Node) Open(ctx context.Context, req *fuse.OpenRequest, resp *fuse.OpenResponse) (_ fs.Handle, err error) {
 	defer n.s.observe("open", time.Now(), &err)
+	n.opened()
 	return n, nil
+}
+
+// opened counts a handle the kernel opened.
+func (n *Node) opened() {
+	n.mu.Lock()
+	n.opens++
+	n.mu.Unlock()
 }
 
 // Read reads a file, after committing its buffered writes.
@@ -669,17 +739,25 @@ func (n *Node) Read(ctx context.Context, req *fuse.ReadRequest, resp *fuse.ReadR
 }
 
 // Write buffers a write, starting a background commit once the buffer is
-// large.
+// large. When the open files buffer more than DirtyBytes together, it
+// commits its file's buffer and waits for that commit, so that memory
+// stays bounded however many files are written at once.
 func (n *Node) Write(ctx context.Context, req *fuse.WriteRequest, resp *fuse.WriteResponse) (err error) {
 	defer n.s.observe("write", time.Now(), &err)
 	w := n.writer()
 	w.WriteAt(req.Data, req.Offset)
 	resp.Size = len(req.Data)
-	if w.Buffered() >= n.s.opts.FlushBytes {
-		ctx, cancel := n.s.ctx(ctx)
+	over := n.s.fs.Dirty() > n.s.opts.DirtyBytes
+	if w.Buffered() >= n.s.opts.FlushBytes || over {
+		ctx, cancel := n.s.commitCtx(ctx)
 		defer cancel()
-		if err := w.FlushBehind(ctx, n.s.opts.OpTimeout); err != nil {
+		if err := w.FlushBehind(ctx, n.s.opts.StallTimeout); err != nil {
 			return n.s.errno("flush", err)
+		}
+		if over {
+			if err := w.Wait(ctx); err != nil {
+				return n.s.errno("flush", stalled(ctx, err))
+			}
 		}
 	}
 	return nil
@@ -701,12 +779,33 @@ func (n *Node) Fsync(ctx context.Context, req *fuse.FsyncRequest) (err error) {
 	return n.s.errno("fsync", n.flush(ctx))
 }
 
-// Release commits what is left when the last handle closes.
+// Release commits what is left when a handle closes, and reclaims a file
+// unlinked while open when its last handle closes.
 func (n *Node) Release(ctx context.Context, req *fuse.ReleaseRequest) (err error) {
 	defer n.s.observe("release", time.Now(), &err)
 	ctx, cancel := n.s.ctx(context.Background())
 	defer cancel()
-	return n.s.errno("release", n.flush(ctx))
+	if err := n.flush(ctx); err != nil {
+		n.closed()
+		return n.s.errno("release", err)
+	}
+	if n.closed() {
+		return n.s.errno("release", n.s.fs.Reclaim(ctx, n.id))
+	}
+	return nil
+}
+
+// closed counts a handle the kernel released, and reports whether it was
+// the last of a file that lost its last link meanwhile.
+func (n *Node) closed() bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.opens = max(n.opens-1, 0)
+	reclaim := n.opens == 0 && n.orphan
+	if reclaim {
+		n.orphan = false
+	}
+	return reclaim
 }
 
 // Forget drops the node when the kernel no longer knows it.

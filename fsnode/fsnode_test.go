@@ -5,6 +5,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -13,8 +16,10 @@ import (
 	"bazil.org/fuse"
 	"bazil.org/fuse/fs"
 
+	"github.com/difuse/difuse/blockstore"
 	"github.com/difuse/difuse/inode"
 	"github.com/difuse/difuse/internal/memcluster"
+	"github.com/difuse/difuse/level"
 	"github.com/difuse/difuse/txlog"
 )
 
@@ -487,4 +492,158 @@ func TestListingFollowsAWalk(t *testing.T) {
 	}); n != 1 {
 		t.Errorf("%d lookups after the listing expired: %d requests, want 1 (a listing)", files-walkUses, n)
 	}
+}
+
+// A file unlinked while open keeps working for its handles: writes not yet
+// flushed survive the unlink, later writes and reads work, and the last
+// close reclaims the inode.
+func TestUnlinkedWhileOpen(t *testing.T) {
+	fss := newFS(t, Options{})
+	ctx := ctxT(t)
+	r := root(t, fss[0])
+	f := create(t, r, "f") // open, as create opens
+	write := func(off int64, s string) {
+		t.Helper()
+		if err := f.Write(ctx, &fuse.WriteRequest{Offset: off, Data: []byte(s)}, &fuse.WriteResponse{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(0, "before ")
+	if err := r.Remove(ctx, &fuse.RemoveRequest{Name: "f"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := lookup(t, r, "f"); !errors.Is(err, fuse.Errno(syscall.ENOENT)) {
+		t.Fatalf("lookup of the unlinked name: %v", err)
+	}
+	write(7, "after")
+	if got := read(t, f, 0, 100); string(got) != "before after" {
+		t.Fatalf("the unlinked file reads %q", got)
+	}
+	if err := f.Fsync(ctx, &fuse.FsyncRequest{}); err != nil {
+		t.Fatalf("fsync of the unlinked file: %v", err)
+	}
+	if a := attr(t, f); a.Nlink != 0 || a.Size != 12 {
+		t.Errorf("the unlinked file's attributes: nlink %d, size %d", a.Nlink, a.Size)
+	}
+	if _, _, err := fss[1].fs.GetAttr(ctx, f.id); err != nil {
+		t.Fatalf("the inode is gone while open: %v", err)
+	}
+	if err := f.Flush(ctx, &fuse.FlushRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Release(ctx, &fuse.ReleaseRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := fss[1].fs.GetAttr(ctx, f.id); !errors.Is(err, syscall.ENOENT) {
+		t.Fatalf("the inode after its last close: %v, want ENOENT", err)
+	}
+	// A file not open here goes with its last name at once.
+	g := create(t, r, "g")
+	g.Release(ctx, &fuse.ReleaseRequest{})
+	if err := r.Remove(ctx, &fuse.RemoveRequest{Name: "g"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := fss[1].fs.GetAttr(ctx, g.id); !errors.Is(err, syscall.ENOENT) {
+		t.Fatalf("a closed file's inode after unlink: %v, want ENOENT", err)
+	}
+}
+
+// However many files are written at once, their buffers together stay
+// within DirtyBytes (give or take one write).
+func TestDirtyBytesBound(t *testing.T) {
+	const budget = 1 << 20
+	fss := newFS(t, Options{DirtyBytes: budget, FlushBytes: 64 << 20})
+	ctx := ctxT(t)
+	r := root(t, fss[0])
+	var files []*Node
+	for i := range 8 {
+		files = append(files, create(t, r, fmt.Sprint("f", i)))
+	}
+	chunk := bytes.Repeat([]byte{1}, 64<<10)
+	peak := int64(0)
+	for round := range 16 {
+		for i, f := range files {
+			chunk[0] = byte(round + i)
+			if err := f.Write(ctx, &fuse.WriteRequest{Offset: int64(round) * int64(len(chunk)), Data: chunk}, &fuse.WriteResponse{}); err != nil {
+				t.Fatal(err)
+			}
+			peak = max(peak, fss[0].fs.Dirty())
+		}
+	}
+	if peak > budget+int64(len(chunk)) {
+		t.Errorf("the open files buffered %d bytes together, over the %d allowed", peak, budget)
+	}
+	for _, f := range files {
+		if err := f.Flush(ctx, &fuse.FlushRequest{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if d := fss[0].fs.Dirty(); d != 0 {
+		t.Errorf("%d bytes counted as buffered after every flush", d)
+	}
+	if got := read(t, files[3], 15*int64(len(chunk)), 1); got[0] != byte(15+3) {
+		t.Errorf("the last write of a file reads %d", got[0])
+	}
+}
+
+// slowBlocks takes delay over each block it stores, or forever once hang
+// is set.
+type slowBlocks struct {
+	inode.Blocks
+	delay time.Duration
+	hang  atomic.Bool
+}
+
+func (s *slowBlocks) Set(ctx context.Context, data []byte, l level.Level) (blockstore.Hash, error) {
+	if s.hang.Load() {
+		<-ctx.Done()
+		return blockstore.Hash{}, ctx.Err()
+	}
+	select {
+	case <-time.After(s.delay):
+	case <-ctx.Done():
+		return blockstore.Hash{}, ctx.Err()
+	}
+	return s.Blocks.Set(ctx, data, l)
+}
+
+// A commit that is slow but moves is never cut short, however long it
+// takes in all; one that stops moving fails after StallTimeout with EIO,
+// and the log says why.
+func TestCommitBoundedByProgress(t *testing.T) {
+	hosts := memcluster.New(t, 3)
+	slow := &slowBlocks{Blocks: hosts[0].Blocks, delay: 40 * time.Millisecond}
+	var logged bytes.Buffer
+	s := New(mustInode(t, hosts[0].Log, slow, inode.Options{Chunk: blockstore.ChunkOptions{Min: 16 << 10, Avg: 32 << 10, Max: 64 << 10}}),
+		Options{OpTimeout: 200 * time.Millisecond, StallTimeout: 300 * time.Millisecond, Logger: slog.New(slog.NewTextHandler(&logged, nil))})
+	ctx := ctxT(t)
+	if err := s.fs.Init(ctx); err != nil {
+		t.Fatal(err)
+	}
+	f := create(t, root(t, s), "f")
+	// About 60 blocks stored four at a time, 40 ms each: over half a
+	// second, longer than the operation timeout and the stall bound.
+	data := random(2<<20, 1)
+	f.Write(ctx, &fuse.WriteRequest{Data: data}, &fuse.WriteResponse{})
+	start := time.Now()
+	if err := f.Flush(ctx, &fuse.FlushRequest{}); err != nil {
+		t.Fatalf("a slow commit failed after %v: %v", time.Since(start), err)
+	}
+	if took := time.Since(start); took < 400*time.Millisecond {
+		t.Fatalf("the slow commit took only %v: the test proves nothing", took)
+	}
+	slow.hang.Store(true)
+	f.Write(ctx, &fuse.WriteRequest{Offset: int64(len(data)), Data: random(100<<10, 2)}, &fuse.WriteResponse{})
+	if err := f.Flush(ctx, &fuse.FlushRequest{}); !errors.Is(err, fuse.Errno(syscall.EIO)) {
+		t.Fatalf("a stuck commit: %v, want EIO", err)
+	}
+	if !strings.Contains(logged.String(), "no progress for 300ms") {
+		t.Errorf("the log does not say why: %s", logged.String())
+	}
+}
+
+func random(n int, seed byte) []byte {
+	b := make([]byte, n)
+	rand.NewChaCha8([32]byte{seed}).Read(b)
+	return b
 }

@@ -10,6 +10,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/hashicorp/golang-lru/v2/simplelru"
+
 	"github.com/difuse/difuse/blockstore"
 	"github.com/difuse/difuse/level"
 	"github.com/difuse/difuse/txlog"
@@ -119,6 +121,51 @@ func (f *FS) extentBytes(ctx context.Context, e Extent) ([]byte, error) {
 	return data, nil
 }
 
+// blockCache keeps the blocks read last, bounded by count and by bytes.
+// Blocks never change, so a kept one is always right. It is safe for
+// concurrent use.
+type blockCache struct {
+	mu       sync.Mutex
+	c        *simplelru.LRU[blockstore.Hash, []byte]
+	bytes    int64
+	maxBytes int64
+}
+
+func newBlockCache(blocks int, maxBytes int64) *blockCache {
+	bc := &blockCache{maxBytes: maxBytes}
+	bc.c, _ = simplelru.NewLRU(blocks, func(_ blockstore.Hash, v []byte) { bc.bytes -= int64(len(v)) }) // fails only for a size below 1
+	return bc
+}
+
+// Get returns block h if kept.
+func (bc *blockCache) Get(h blockstore.Hash) ([]byte, bool) {
+	bc.mu.Lock()
+	defer bc.mu.Unlock()
+	return bc.c.Get(h)
+}
+
+// Contains reports whether block h is kept.
+func (bc *blockCache) Contains(h blockstore.Hash) bool {
+	bc.mu.Lock()
+	defer bc.mu.Unlock()
+	return bc.c.Contains(h)
+}
+
+// Add keeps block h, dropping the oldest while the cache holds too many
+// bytes (the newest is kept whatever its size).
+func (bc *blockCache) Add(h blockstore.Hash, data []byte) {
+	bc.mu.Lock()
+	defer bc.mu.Unlock()
+	if bc.c.Contains(h) {
+		return
+	}
+	bc.c.Add(h, data)
+	bc.bytes += int64(len(data))
+	for bc.bytes > bc.maxBytes && bc.c.Len() > 1 {
+		bc.c.RemoveOldest()
+	}
+}
+
 // fetchTimeout bounds one block fetch, which readers share.
 const fetchTimeout = 30 * time.Second
 
@@ -203,7 +250,9 @@ type Writer struct {
 	fs *FS
 	id ID
 	mu sync.Mutex
-	// dirty holds the written ranges, sorted by offset, not overlapping.
+	// dirty holds the written ranges, sorted by offset, not overlapping;
+	// bytes counts them. They and a background commit's count in the
+	// FS's dirty bytes (see account).
 	dirty []span
 	bytes int
 	// pending holds attribute changes made while writes were buffered,
@@ -224,8 +273,27 @@ type Writer struct {
 // batch is buffered writes taken out for a background commit.
 type batch struct {
 	dirty   []span
+	bytes   int
 	pending *SetAttr
 	done    chan struct{}
+}
+
+// held returns the bytes of writes w holds: buffered, or being committed
+// in the background. w.mu must be held.
+func (w *Writer) held() int {
+	n := w.bytes
+	if w.behind != nil {
+		n += w.behind.bytes
+	}
+	return n
+}
+
+// account runs fn, which changes what w holds, under w.mu, and tells the
+// FS how the bytes it holds changed.
+func (w *Writer) account(fn func()) {
+	before := w.held()
+	fn()
+	w.fs.addDirty(int64(w.held() - before))
 }
 
 // lockIdle locks w once no background commit runs.
@@ -291,6 +359,10 @@ func (w *Writer) WriteAt(p []byte, off int64) {
 	if len(p) == 0 {
 		return
 	}
+	w.account(func() { w.writeAt(p, off) })
+}
+
+func (w *Writer) writeAt(p []byte, off int64) {
 	if w.pending != nil {
 		w.pending.Mtime = nil // the write is later: it sets the time
 	}
@@ -399,18 +471,31 @@ func (w *Writer) Flush(ctx context.Context) (Attr, error) {
 	if err != nil {
 		return Attr{}, err
 	}
-	w.dirty, w.bytes, w.pending, w.failed, w.spare = nil, 0, nil, nil, nil
+	w.account(func() { w.dirty, w.bytes, w.pending, w.failed, w.spare = nil, 0, nil, nil, nil })
 	return na, nil
 }
 
+// Wait waits for the background commit, if one runs, and returns the
+// error it failed with, if it did (as FlushBehind would).
+func (w *Writer) Wait(ctx context.Context) error {
+	if err := w.lockIdle(ctx); err != nil {
+		return err
+	}
+	defer w.mu.Unlock()
+	err := w.failed
+	w.failed = nil
+	return err
+}
+
 // FlushBehind starts committing the buffered writes in the background,
-// bounded by timeout, and returns: the writes that follow collect
+// which fails if it makes no progress for stall (see WithStall), and
+// returns: the writes that follow collect
 // meanwhile, so a file written sequentially is cut, hashed and stored
 // while the kernel hands over the next bytes. It first waits for the
 // commit it started before (ctx bounds the wait). If that one failed, it
 // returns its error and starts nothing: those writes are buffered again,
 // under any made since, for the next commit to retry.
-func (w *Writer) FlushBehind(ctx context.Context, timeout time.Duration) error {
+func (w *Writer) FlushBehind(ctx context.Context, stall time.Duration) error {
 	if err := w.lockIdle(ctx); err != nil {
 		return err
 	}
@@ -422,14 +507,18 @@ func (w *Writer) FlushBehind(ctx context.Context, timeout time.Duration) error {
 	if len(w.dirty) == 0 {
 		return nil
 	}
-	b := &batch{dirty: w.dirty, pending: w.pending, done: make(chan struct{})}
+	b := &batch{dirty: w.dirty, bytes: w.bytes, pending: w.pending, done: make(chan struct{})}
 	w.dirty, w.bytes, w.pending, w.behind = nil, 0, nil, b
-	bg, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
+	bg, cancel := WithStall(context.WithoutCancel(ctx), stall)
 	go func() {
 		defer cancel()
 		_, err := w.fs.commit(bg, w.id, b.dirty, b.pending)
+		if err != nil && context.Cause(bg) != nil && !errors.Is(context.Cause(bg), context.Canceled) {
+			err = fmt.Errorf("%w (%v)", err, context.Cause(bg))
+		}
 		w.mu.Lock()
 		defer w.mu.Unlock()
+		defer w.account(func() { w.behind = nil })
 		if err != nil {
 			// Buffer the writes again, under those made since, which
 			// also set the time. Attribute changes wait for this commit
@@ -455,7 +544,6 @@ func (w *Writer) FlushBehind(ctx context.Context, timeout time.Duration) error {
 			// bytes, which the inode would keep, are never this many).
 			w.spare = b.dirty[0].data[:0]
 		}
-		w.behind = nil
 		close(b.done)
 	}()
 	return nil

@@ -52,8 +52,10 @@ type Options struct {
 	// Chunk bounds the blocks files are cut into.
 	Chunk blockstore.ChunkOptions
 	// CacheBlocks is how many blocks reads keep in memory (blocks never
-	// change, so a cached one is always right). Default 32, about 32 MiB.
+	// change, so a cached one is always right), and CacheBytes how many
+	// bytes they may take. Defaults 32 and 64 MiB.
 	CacheBlocks int
+	CacheBytes  int64
 	// ReadAhead is how many bytes past a sequential read Prefetch fetches.
 	// Default 4 MiB.
 	ReadAhead int
@@ -70,7 +72,7 @@ type FS struct {
 	blocks Blocks
 	levels Levels
 	chunk  blockstore.ChunkOptions
-	cache  *lru.Cache[blockstore.Hash, []byte]
+	cache  *blockCache
 	// dirs maps directories to their entries' partitions.
 	dirs *lru.Cache[ID, uint64]
 	// known keeps records as last read or written, for changes to start
@@ -92,7 +94,16 @@ type FS struct {
 	// hits and misses count the block reads the cache (or a fetch already
 	// under way, a read-ahead's say) answered, and those it did not.
 	hits, misses atomic.Int64
+	// dirty counts the bytes of writes Writers hold, buffered or being
+	// committed.
+	dirty atomic.Int64
 }
+
+// Dirty returns the bytes of writes held by the FS's writers, buffered or
+// being committed in the background.
+func (f *FS) Dirty() int64 { return f.dirty.Load() }
+
+func (f *FS) addDirty(n int64) { f.dirty.Add(n) }
 
 // CacheStats returns how many block reads the cache (or a fetch already
 // under way) answered, and how many had to fetch.
@@ -111,6 +122,9 @@ func New(log Log, blocks Blocks, opts Options) (*FS, error) {
 	if opts.CacheBlocks <= 0 {
 		opts.CacheBlocks = 32
 	}
+	if opts.CacheBytes <= 0 {
+		opts.CacheBytes = 64 << 20
+	}
 	if opts.ReadAhead <= 0 {
 		opts.ReadAhead = 4 << 20
 	}
@@ -125,9 +139,8 @@ func New(log Log, blocks Blocks, opts Options) (*FS, error) {
 		return nil, fmt.Errorf("inode: a page of 1<<%d bytes for blocks of up to %d: want a shift from %d to %d, and blocks no larger than a page",
 			opts.PageShift, maxChunk, minPageShift, maxPageShift)
 	}
-	cache, _ := lru.New[blockstore.Hash, []byte](opts.CacheBlocks) // fails only for a size below 1
-	dirs, _ := lru.New[ID, uint64](maxDirs)
-	return &FS{log: log, blocks: blocks, levels: levels, chunk: opts.Chunk, cache: cache, dirs: dirs, known: newKnown(), pages: newPageCache(),
+	dirs, _ := lru.New[ID, uint64](maxDirs) // fails only for a size below 1
+	return &FS{log: log, blocks: blocks, levels: levels, chunk: opts.Chunk, cache: newBlockCache(opts.CacheBlocks, opts.CacheBytes), dirs: dirs, known: newKnown(), pages: newPageCache(),
 		pageShift: opts.PageShift, clock: time.Now, readAhead: opts.ReadAhead, inflight: map[blockstore.Hash]*fetch{}}, nil
 }
 

@@ -19,10 +19,12 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"syscall"
 	"time"
@@ -54,7 +56,8 @@ type options struct {
 	attrValid, entryValid                   time.Duration
 	readLevel, writeLevel                   string
 	blockReadLevel, blockWriteLevel         string
-	cacheBlocks, flushMiB                   int
+	cacheBlocks, flushMiB, memoryMiB        int
+	stallTimeout                            time.Duration
 	allowOther                              bool
 }
 
@@ -77,8 +80,10 @@ func newFlags(o *options, stderr io.Writer) *flag.FlagSet {
 	flags.StringVar(&o.blockReadLevel, "block-read-level", "leader", "consistency `level` of block reads")
 	flags.StringVar(&o.blockWriteLevel, "block-write-level", "quorum", "consistency `level` of block writes")
 	flags.IntVar(&o.cacheBlocks, "cache-blocks", 32, "how many blocks (about 1 MiB each) reads keep in memory")
-	flags.IntVar(&o.flushMiB, "flush-mib", 64, "MiB an open file buffers before it commits them in the background while the next collect (so it holds up to twice this)")
-	flags.BoolVar(&o.allowOther, "allow-other", false, "let users other than the one mounting use the mount (as root, for system mounts)")
+	flags.IntVar(&o.flushMiB, "flush-mib", 64, "MiB an open file buffers before it commits them in the background while the next collect (so it holds up to twice this; at most a quarter of -memory-mib)")
+	flags.IntVar(&o.memoryMiB, "memory-mib", 256, "MiB the mount's buffers and caches keep to: open files buffer up to half, reads cache up to a quarter; with -j also the Go runtime's soft memory limit")
+	flags.DurationVar(&o.stallTimeout, "stall-timeout", 2*time.Minute, "how long a commit of written data (close, fsync) may go without progress before it fails with EIO; a slow commit that moves never does")
+	flags.BoolVar(&o.allowOther, "allow-other", false, "let users other than the one mounting use the mount, the kernel checking modes and owners (default: on when mounting as root, as for fstab mounts)")
 	flags.StringVar(&o.logLevel, "log-level", "info", "log `level`: debug, info, warn or error")
 	flags.StringVar(&o.metricsAddr, "metrics", "", "serve Prometheus metrics of the mount (FUSE operations, block cache) at http://`address`/metrics; none: do not")
 	return flags
@@ -100,10 +105,37 @@ func (o *options) inodeOptions() (inode.Options, error) {
 		}
 		*l.to = v
 	}
-	if o.cacheBlocks < 1 || o.flushMiB < 1 {
-		return inode.Options{}, fmt.Errorf("-cache-blocks and -flush-mib must be at least 1")
+	if o.cacheBlocks < 1 || o.flushMiB < 1 || o.memoryMiB < 16 || o.stallTimeout <= 0 {
+		return inode.Options{}, fmt.Errorf("-cache-blocks and -flush-mib must be at least 1, -memory-mib at least 16, -stall-timeout above 0")
 	}
-	return inode.Options{Levels: &lv, CacheBlocks: o.cacheBlocks}, nil
+	return inode.Options{Levels: &lv, CacheBlocks: o.cacheBlocks, CacheBytes: int64(o.memoryMiB) << 20 / 4}, nil
+}
+
+// fsnodeOptions returns the FUSE layer's options from the flags: open
+// files buffer up to half of -memory-mib, each up to a quarter.
+func (o *options) fsnodeOptions() fsnode.Options {
+	mem := int64(o.memoryMiB) << 20
+	return fsnode.Options{AttrValid: o.attrValid, EntryValid: o.entryValid, StallTimeout: o.stallTimeout,
+		FlushBytes: int(min(int64(o.flushMiB)<<20, mem/4)), DirtyBytes: mem / 2}
+}
+
+// setAllowOther settles -allow-other when it was not given: a mount made
+// by root (from fstab, or by an administrator for a machine's users)
+// serves every user, the kernel checking modes and owners as on any
+// filesystem; a user's own mount serves that user alone, which it says,
+// since other users would meet EACCES everywhere.
+func setAllowOther(o *options, flags *flag.FlagSet, euid int, log *slog.Logger) {
+	given := false
+	flags.Visit(func(f *flag.Flag) { given = given || f.Name == "allow-other" })
+	switch {
+	case !given && euid == 0:
+		o.allowOther = true
+		log.Info("mounting for every user, the kernel checking modes and owners (allow_other, default_permissions); -allow-other=false keeps the mount to root")
+	case !o.allowOther && euid == 0:
+		log.Warn("only root can use this mount: other users get EACCES on every operation (-allow-other=false)")
+	case !o.allowOther:
+		log.Warn("only this user can use this mount: other users get EACCES on every operation; -allow-other lets them in (it needs user_allow_other in /etc/fuse.conf)", "uid", euid)
+	}
 }
 
 // unmountWait bounds how long an unmount waits for the kernel to let go.
@@ -128,6 +160,7 @@ func run(args []string, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "difuse-mount:", err)
 		return cli.ExitUsage
 	}
+	setAllowOther(&o, flags, os.Geteuid(), log)
 	iopts, err := o.inodeOptions()
 	if err != nil {
 		fmt.Fprintln(stderr, "difuse-mount:", err)
@@ -226,7 +259,11 @@ func run(args []string, stderr io.Writer) int {
 		stopNode()
 		return cli.ExitMount
 	}
-	fopts := fsnode.Options{AttrValid: o.attrValid, EntryValid: o.entryValid, FlushBytes: o.flushMiB << 20, Capacity: capacity, Logger: log.With("component", "fuse")}
+	fopts := o.fsnodeOptions()
+	fopts.Capacity, fopts.Logger = capacity, log.With("component", "fuse")
+	if o.join != "" && os.Getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(int64(o.memoryMiB) << 20)
+	}
 	if metricsLn != nil {
 		m := newMountMetrics(ifs)
 		fopts.Observe = m.observe

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
+	"log/slog"
 	"net"
 	"os"
 	"os/exec"
@@ -261,5 +263,32 @@ func TestMountHelper(t *testing.T) {
 	mountWith("mount", "-v", "-T", fstab, mnt)
 	if out := sh(t, "/", "ls", "-d", filepath.Join(data, "db")); out == "" {
 		t.Error("no data directory")
+	}
+}
+
+// A mount made by root serves every user unless told otherwise; a user's
+// own serves that user alone, and both say so when it is not shared.
+func TestAllowOtherDefault(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		euid int
+		want bool
+		says string
+	}{
+		{nil, 0, true, "mounting for every user"},
+		{[]string{"-allow-other=false"}, 0, false, "only root can use this mount"},
+		{nil, 1000, false, "only this user can use this mount"},
+		{[]string{"-allow-other"}, 1000, true, ""},
+	} {
+		var o options
+		flags := newFlags(&o, io.Discard)
+		if err := flags.Parse(append(tc.args, "/mnt")); err != nil {
+			t.Fatal(err)
+		}
+		var logged bytes.Buffer
+		setAllowOther(&o, flags, tc.euid, slog.New(slog.NewTextHandler(&logged, nil)))
+		if o.allowOther != tc.want || !strings.Contains(logged.String(), tc.says) {
+			t.Errorf("%v as %d: allow-other %v, logged %q", tc.args, tc.euid, o.allowOther, logged.String())
+		}
 	}
 }
