@@ -65,6 +65,7 @@ var (
 	_ fs.FSStatfser  = (*FS)(nil)
 	_ fs.NodeCreater = (*Node)(nil)
 	_ fs.NodeLinker  = (*Node)(nil)
+	_ fs.NodeMknoder = (*Node)(nil)
 )
 
 // New returns the FUSE layer over f.
@@ -230,6 +231,9 @@ type Node struct {
 	// listChanged is when a change to the directory last began or ended:
 	// a listing that began before it is not kept.
 	listChanged time.Time
+	// parent is the directory a directory was last found in, for its
+	// listing's ".." (zero until known: the root, or not yet looked up).
+	parent inode.ID
 	// opens counts the kernel's open handles of the node; orphan says that
 	// the file lost its last link while open, so the last Release
 	// reclaims it.
@@ -287,7 +291,9 @@ func (n *Node) list(ctx context.Context) ([]inode.DirEntry, error) {
 	}
 	listing := map[string]inode.DirEntry{}
 	for _, e := range list {
-		if e.Attr != nil {
+		// A directory's own times and link count are kept in its own
+		// partition, which the listing does not read (see inode.Stat).
+		if e.Attr != nil && e.Type != inode.TypeDir {
 			listing[e.Name] = e
 		}
 	}
@@ -344,7 +350,7 @@ func (n *Node) remember(a inode.Attr) {
 // attr reads the node's inode.
 func (n *Node) attr(ctx context.Context) (inode.Attr, error) {
 	start := time.Now()
-	a, _, err := n.s.fs.GetAttr(ctx, n.id)
+	a, err := n.s.fs.Stat(ctx, n.id)
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	switch {
@@ -356,6 +362,26 @@ func (n *Node) attr(ctx context.Context) (inode.Attr, error) {
 		a.Nlink = 0
 	}
 	return a, err
+}
+
+// found records that the node was found in directory dir.
+func (n *Node) found(dir inode.ID) *Node {
+	n.mu.Lock()
+	n.parent = dir
+	n.mu.Unlock()
+	return n
+}
+
+// parentInum is the inode number of the directory's parent as last found
+// (the root's own, and the node's own while unknown).
+func (n *Node) parentInum() uint64 {
+	n.mu.Lock()
+	p := n.parent
+	n.mu.Unlock()
+	if p == (inode.ID{}) {
+		return n.inum()
+	}
+	return (&Node{id: p}).inum()
 }
 
 // inum is the inode number the kernel sees.
@@ -428,15 +454,67 @@ func (n *Node) fill(a inode.Attr, out *fuse.Attr) {
 	out.Size = a.Size
 	out.Blocks = (out.Size + 511) / 512
 	out.Atime, out.Mtime, out.Ctime = time.Unix(0, a.Atime), time.Unix(0, a.Mtime), time.Unix(0, a.Ctime)
-	out.Mode = os.FileMode(a.Mode&0o777) | modeBits(a.Mode)
-	switch a.Type {
-	case inode.TypeDir:
-		out.Mode |= os.ModeDir
-	case inode.TypeSymlink:
-		out.Mode |= os.ModeSymlink
-	}
+	out.Mode = os.FileMode(a.Mode&0o777) | modeBits(a.Mode) | typeMode(a.Type)
 	out.Nlink, out.Uid, out.Gid = a.Nlink, a.UID, a.GID
+	out.Rdev = uint32(a.Rdev)
 	out.BlockSize = 1 << 20
+}
+
+// typeMode returns the os.FileMode bits of a file type.
+func typeMode(t inode.Type) os.FileMode {
+	switch t {
+	case inode.TypeDir:
+		return os.ModeDir
+	case inode.TypeSymlink:
+		return os.ModeSymlink
+	case inode.TypeFifo:
+		return os.ModeNamedPipe
+	case inode.TypeSocket:
+		return os.ModeSocket
+	case inode.TypeCharDev:
+		return os.ModeDevice | os.ModeCharDevice
+	case inode.TypeBlockDev:
+		return os.ModeDevice
+	}
+	return 0
+}
+
+// fileType returns the file type of os.FileMode bits.
+func fileType(m os.FileMode) inode.Type {
+	switch {
+	case m&os.ModeDir != 0:
+		return inode.TypeDir
+	case m&os.ModeSymlink != 0:
+		return inode.TypeSymlink
+	case m&os.ModeNamedPipe != 0:
+		return inode.TypeFifo
+	case m&os.ModeSocket != 0:
+		return inode.TypeSocket
+	case m&os.ModeCharDevice != 0:
+		return inode.TypeCharDev
+	case m&os.ModeDevice != 0:
+		return inode.TypeBlockDev
+	}
+	return inode.TypeFile
+}
+
+// direntType returns the directory entry type of a file type.
+func direntType(t inode.Type) fuse.DirentType {
+	switch t {
+	case inode.TypeDir:
+		return fuse.DT_Dir
+	case inode.TypeSymlink:
+		return fuse.DT_Link
+	case inode.TypeFifo:
+		return fuse.DT_FIFO
+	case inode.TypeSocket:
+		return fuse.DT_Socket
+	case inode.TypeCharDev:
+		return fuse.DT_Char
+	case inode.TypeBlockDev:
+		return fuse.DT_Block
+	}
+	return fuse.DT_File
 }
 
 // modeBits turns setuid, setgid and sticky into os.FileMode bits.
@@ -506,7 +584,7 @@ func (n *Node) Lookup(ctx context.Context, req *fuse.LookupRequest, resp *fuse.L
 	if err != nil {
 		return nil, n.s.errno("lookup", err)
 	}
-	return n.s.node(e.ID), nil
+	return n.s.node(e.ID).found(n.id), nil
 }
 
 // ReadDirAll lists a directory.
@@ -518,16 +596,10 @@ func (n *Node) ReadDirAll(ctx context.Context) (_ []fuse.Dirent, err error) {
 	if err != nil {
 		return nil, n.s.errno("readdir", err)
 	}
-	out := make([]fuse.Dirent, len(list))
-	for i, e := range list {
-		t := fuse.DT_File
-		switch e.Type {
-		case inode.TypeDir:
-			t = fuse.DT_Dir
-		case inode.TypeSymlink:
-			t = fuse.DT_Link
-		}
-		out[i] = fuse.Dirent{Inode: (&Node{id: e.ID}).inum(), Type: t, Name: e.Name}
+	out := make([]fuse.Dirent, 0, len(list)+2)
+	out = append(out, fuse.Dirent{Inode: n.inum(), Type: fuse.DT_Dir, Name: "."}, fuse.Dirent{Inode: n.parentInum(), Type: fuse.DT_Dir, Name: ".."})
+	for _, e := range list {
+		out = append(out, fuse.Dirent{Inode: (&Node{id: e.ID}).inum(), Type: direntType(e.Type), Name: e.Name})
 	}
 	return out, nil
 }
@@ -538,10 +610,11 @@ func (n *Node) create(ctx context.Context, name string, na inode.NewAttr) (*Node
 	n.unlist(name)
 	defer n.unlist(name)
 	id, a, err := n.s.fs.Create(ctx, n.id, name, na)
+	n.changed() // its times, and its link count for a directory
 	if err != nil {
 		return nil, n.s.errno("create", err)
 	}
-	c := n.s.node(id)
+	c := n.s.node(id).found(n.id)
 	c.remember(a)
 	return c, nil
 }
@@ -569,6 +642,16 @@ func (n *Node) Symlink(ctx context.Context, req *fuse.SymlinkRequest) (_ fs.Node
 	return n.create(ctx, req.NewName, inode.NewAttr{Type: inode.TypeSymlink, Mode: 0o777, UID: req.Uid, GID: req.Gid, Target: req.Target})
 }
 
+// Mknod makes a fifo, a socket, a device or an empty file.
+func (n *Node) Mknod(ctx context.Context, req *fuse.MknodRequest) (_ fs.Node, err error) {
+	defer n.s.observe("mknod", time.Now(), &err)
+	t := fileType(req.Mode)
+	if t == inode.TypeDir || t == inode.TypeSymlink {
+		return nil, fuse.Errno(syscall.EINVAL)
+	}
+	return n.create(ctx, req.Name, inode.NewAttr{Type: t, Mode: posixMode(req.Mode &^ req.Umask), UID: req.Uid, GID: req.Gid, Rdev: uint64(req.Rdev)})
+}
+
 // Readlink returns a symlink's target.
 func (n *Node) Readlink(ctx context.Context, req *fuse.ReadlinkRequest) (_ string, err error) {
 	defer n.s.observe("readlink", time.Now(), &err)
@@ -591,6 +674,7 @@ func (n *Node) Remove(ctx context.Context, req *fuse.RemoveRequest) (err error) 
 	defer cancel()
 	n.unlist(req.Name)
 	defer n.unlist(req.Name)
+	defer n.changed()
 	if req.Dir {
 		return n.s.errno("rmdir", n.s.fs.Rmdir(ctx, n.id, req.Name))
 	}
@@ -608,6 +692,7 @@ func (n *Node) Link(ctx context.Context, req *fuse.LinkRequest, old fs.Node) (_ 
 	}
 	n.unlist(req.NewName)
 	defer n.unlist(req.NewName)
+	defer n.changed()
 	if _, err := n.s.fs.Link(ctx, on.id, n.id, req.NewName); err != nil {
 		return nil, n.s.errno("link", err)
 	}
@@ -627,7 +712,9 @@ func (n *Node) Rename(ctx context.Context, req *fuse.RenameRequest, newDir fs.No
 	nd.unlist(req.NewName)
 	defer n.unlist(req.OldName)
 	defer nd.unlist(req.NewName)
-	return n.s.errno("rename", n.s.fs.Rename(ctx, n.id, req.OldName, nd.id, req.NewName))
+	defer n.changed()
+	defer nd.changed()
+	return n.s.errno("rename", n.s.fs.Rename(ctx, n.id, req.OldName, nd.id, req.NewName, renameFlags(req)))
 }
 
 // Setattr changes attributes; a size change commits buffered writes first.

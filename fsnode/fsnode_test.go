@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"os"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -242,7 +243,7 @@ func TestNamesThroughNodes(t *testing.T) {
 		t.Errorf("the unlinked file reads %q", got)
 	}
 	list, err := fss[1].node(inode.Root).ReadDirAll(ctx)
-	if err != nil || len(list) != 2 {
+	if err != nil || len(list) != 4 || list[0].Name != "." || list[1].Name != ".." {
 		t.Errorf("root lists %+v, %v", list, err)
 	}
 }
@@ -646,4 +647,53 @@ func random(n int, seed byte) []byte {
 	b := make([]byte, n)
 	rand.NewChaCha8([32]byte{seed}).Read(b)
 	return b
+}
+
+// mknod makes fifos, sockets and devices, which report their types and
+// device numbers; a directory's listing starts with "." and "..", and its
+// link count and times follow its entries.
+func TestSpecialFilesAndDirectories(t *testing.T) {
+	fss := newFS(t, Options{AttrValid: time.Minute}) // long: changes must drop what is kept
+	ctx := ctxT(t)
+	r := root(t, fss[0])
+	for _, tc := range []struct {
+		name string
+		mode os.FileMode
+		rdev uint32
+	}{{"fifo", os.ModeNamedPipe | 0o600, 0}, {"sock", os.ModeSocket | 0o755, 0}, {"tty", os.ModeDevice | os.ModeCharDevice | 0o620, 0x0401}, {"disk", os.ModeDevice | 0o660, 0x0800}} {
+		n, err := r.Mknod(ctx, &fuse.MknodRequest{Name: tc.name, Mode: tc.mode, Rdev: tc.rdev})
+		if err != nil {
+			t.Fatalf("mknod %s: %v", tc.name, err)
+		}
+		if a := attr(t, n.(*Node)); a.Mode != tc.mode || a.Rdev != tc.rdev {
+			t.Errorf("%s: mode %v, rdev %#x; want %v, %#x", tc.name, a.Mode, a.Rdev, tc.mode, tc.rdev)
+		}
+	}
+	before := attr(t, r)
+	d, err := r.Mkdir(ctx, &fuse.MkdirRequest{Name: "d", Mode: 0o755})
+	if err != nil {
+		t.Fatal(err)
+	}
+	after := attr(t, r)
+	if after.Nlink != before.Nlink+1 || !after.Mtime.After(before.Mtime) {
+		t.Errorf("the root after mkdir: nlink %d (was %d), mtime %v (was %v)", after.Nlink, before.Nlink, after.Mtime, before.Mtime)
+	}
+	list, err := d.(*Node).ReadDirAll(ctx)
+	if err != nil || len(list) != 2 || list[0].Name != "." || list[1].Name != ".." || list[0].Inode != d.(*Node).inum() || list[1].Inode != r.inum() {
+		t.Errorf("an empty directory lists %+v, %v", list, err)
+	}
+	list, err = r.ReadDirAll(ctx)
+	types := map[string]fuse.DirentType{}
+	for _, e := range list {
+		types[e.Name] = e.Type
+	}
+	if err != nil || types["fifo"] != fuse.DT_FIFO || types["sock"] != fuse.DT_Socket || types["tty"] != fuse.DT_Char || types["disk"] != fuse.DT_Block || types["d"] != fuse.DT_Dir {
+		t.Errorf("the root lists %v, %v", types, err)
+	}
+	if err := r.Remove(ctx, &fuse.RemoveRequest{Name: "d", Dir: true}); err != nil {
+		t.Fatal(err)
+	}
+	if a := attr(t, r); a.Nlink != before.Nlink {
+		t.Errorf("the root after rmdir: nlink %d, want %d", a.Nlink, before.Nlink)
+	}
 }

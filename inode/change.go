@@ -89,6 +89,10 @@ func (f *FS) Setattr(ctx context.Context, id ID, sa SetAttr) (Attr, error) {
 	if err == nil {
 		f.deleteGarbage(ctx, id.Part, garbage)
 	}
+	if err == nil && a.Type == TypeDir && sa.Mtime != nil {
+		// A directory's times are kept beside its entries (Stat).
+		_, err = f.write(ctx, a.Children, txlog.Change{Name: TimesRecord, Value: encodeDirTimes(*sa.Mtime, a.Ctime)})
+	}
 	return a, err
 }
 
@@ -192,7 +196,7 @@ func (f *FS) updateFile(ctx context.Context, id ID, what string, fn func(*Attr) 
 		}
 		more, err := fn(&a)
 		if err != nil {
-			if seen || errors.Is(err, errStalePage) {
+			if ctx.Err() == nil && (seen || errors.Is(err, errStalePage)) {
 				// Perhaps only because it is stale: read it.
 				f.known.forget(id.Part, InodeRecord(id.Num))
 				return errRaced

@@ -55,7 +55,7 @@ func TestRename(t *testing.T) {
 		return id
 	}
 	a, b := mk("a", TypeFile), mk("b", TypeFile)
-	if err := fss[1].Rename(ctx, Root, "a", Root, "a2"); err != nil {
+	if err := fss[1].Rename(ctx, Root, "a", Root, "a2", 0); err != nil {
 		t.Fatal(err)
 	}
 	if e, err := fs.Lookup(ctx, Root, "a2"); err != nil || e.ID != a {
@@ -65,7 +65,7 @@ func TestRename(t *testing.T) {
 		t.Errorf("the old name survived: %v", err)
 	}
 	// Replacing a file drops its inode.
-	if err := fs.Rename(ctx, Root, "a2", Root, "b"); err != nil {
+	if err := fs.Rename(ctx, Root, "a2", Root, "b", 0); err != nil {
 		t.Fatal(err)
 	}
 	if e, _ := fs.Lookup(ctx, Root, "b"); e.ID != a {
@@ -75,22 +75,22 @@ func TestRename(t *testing.T) {
 		t.Errorf("the replaced file's inode survived: %v", err)
 	}
 	d1, d2 := mk("d1", TypeDir), mk("d2", TypeDir)
-	if err := fs.Rename(ctx, Root, "d1", Root, "b"); !errors.Is(err, syscall.ENOTDIR) {
+	if err := fs.Rename(ctx, Root, "d1", Root, "b", 0); !errors.Is(err, syscall.ENOTDIR) {
 		t.Errorf("a directory onto a file: %v, want ENOTDIR", err)
 	}
-	if err := fs.Rename(ctx, Root, "b", Root, "d1"); !errors.Is(err, syscall.EISDIR) {
+	if err := fs.Rename(ctx, Root, "b", Root, "d1", 0); !errors.Is(err, syscall.EISDIR) {
 		t.Errorf("a file onto a directory: %v, want EISDIR", err)
 	}
 	if _, _, err := fs.Create(ctx, d2, "x", NewAttr{Type: TypeFile}); err != nil {
 		t.Fatal(err)
 	}
-	if err := fs.Rename(ctx, Root, "d1", Root, "d2"); !errors.Is(err, syscall.ENOTEMPTY) {
+	if err := fs.Rename(ctx, Root, "d1", Root, "d2", 0); !errors.Is(err, syscall.ENOTEMPTY) {
 		t.Errorf("onto a non-empty directory: %v, want ENOTEMPTY", err)
 	}
 	if err := fs.Unlink(ctx, d2, "x"); err != nil {
 		t.Fatal(err)
 	}
-	if err := fs.Rename(ctx, Root, "d1", Root, "d2"); err != nil {
+	if err := fs.Rename(ctx, Root, "d1", Root, "d2", 0); err != nil {
 		t.Fatalf("onto an empty directory: %v", err)
 	}
 	if e, _ := fs.Lookup(ctx, Root, "d2"); e.ID != d1 {

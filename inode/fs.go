@@ -313,6 +313,8 @@ type NewAttr struct {
 	UID, GID uint32
 	// Target is a symlink's target.
 	Target string
+	// Rdev is a device's number.
+	Rdev uint64
 }
 
 // Create makes the entry name in directory dir for a new inode, in one
@@ -334,17 +336,23 @@ func (f *FS) Create(ctx context.Context, dir ID, name string, na NewAttr) (ID, A
 		a.Children = randomID()
 	case TypeSymlink:
 		a.Target, a.Size = na.Target, uint64(len(na.Target))
-	case TypeFile:
+	case TypeCharDev, TypeBlockDev:
+		a.Rdev = na.Rdev
+	case TypeFile, TypeFifo, TypeSocket:
 	default:
 		return ID{}, Attr{}, fmt.Errorf("create %q: type %d: %w", name, na.Type, syscall.EINVAL)
 	}
 	id := ID{Part: part, Num: randomID()}
 	var zero txlog.Hash
 	err = retry("create "+strconv.Quote(name), func() error {
-		_, err := f.write(ctx, part,
-			txlog.Change{Name: deadRecord, Check: true, IfMatch: &zero},
-			txlog.Change{Name: EntryRecord(name), Value: EncodeEntry(Entry{ID: id, Type: na.Type}), IfMatch: &zero},
-			txlog.Change{Name: InodeRecord(id.Num), Value: EncodeAttr(a), IfMatch: &zero})
+		dc, err := f.dirChanges(ctx, part, subdirDelta(na.Type, 0), now)
+		if err != nil {
+			return err
+		}
+		_, err = f.write(ctx, part, append([]txlog.Change{
+			{Name: deadRecord, Check: true, IfMatch: &zero},
+			{Name: EntryRecord(name), Value: EncodeEntry(Entry{ID: id, Type: na.Type}), IfMatch: &zero},
+			{Name: InodeRecord(id.Num), Value: EncodeAttr(a), IfMatch: &zero}}, dc...)...)
 		if errors.Is(err, errRaced) {
 			return f.taken(ctx, part, name)
 		}

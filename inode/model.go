@@ -176,6 +176,10 @@ type Move struct {
 	// Since is when the move began (Unix nanoseconds); a move left
 	// undecided for long is aborted by the next reader.
 	Since int64
+	// Replace, for an exchange (RENAME_EXCHANGE), is the entry that takes
+	// this one's place once the move commits; nil for a move, after which
+	// the entry is gone.
+	Replace *Entry
 }
 
 // errDecode is wrapped by every decoding error.
@@ -186,8 +190,10 @@ const (
 	attrV1       = 1
 	attrVersion  = 2
 	entryVersion = 1
-	// movingVersion marks an entry encoding followed by a Move.
-	movingVersion = 2
+	// movingVersion marks an entry encoding followed by a Move;
+	// swappingVersion one followed by a Move and the entry it swaps in.
+	movingVersion   = 2
+	swappingVersion = 3
 )
 
 // EncodeAttr returns an inode record's value.
@@ -309,7 +315,10 @@ func DecodeAttr(b []byte) (Attr, error) {
 // EncodeEntry returns a directory entry record's value.
 func EncodeEntry(e Entry) []byte {
 	v := byte(entryVersion)
-	if e.Move != nil {
+	switch {
+	case e.Move != nil && e.Move.Replace != nil:
+		v = swappingVersion
+	case e.Move != nil:
 		v = movingVersion
 	}
 	b := []byte{v, byte(e.Type)}
@@ -319,6 +328,11 @@ func EncodeEntry(e Entry) []byte {
 		b = binary.BigEndian.AppendUint64(b, e.Move.Txid)
 		b = binary.BigEndian.AppendUint64(b, e.Move.Dest)
 		b = binary.BigEndian.AppendUint64(b, uint64(e.Move.Since))
+		if r := e.Move.Replace; r != nil {
+			b = append(b, byte(r.Type))
+			b = binary.BigEndian.AppendUint64(b, r.ID.Part)
+			b = binary.BigEndian.AppendUint64(b, r.ID.Num)
+		}
 	}
 	return b
 }
@@ -327,13 +341,21 @@ func EncodeEntry(e Entry) []byte {
 func DecodeEntry(b []byte) (Entry, error) {
 	d := codec.NewDecoder(b, errDecode)
 	v := d.Byte()
-	if v != entryVersion && v != movingVersion {
+	if v < entryVersion || v > swappingVersion {
 		return Entry{}, fmt.Errorf("%w: entry version %d", errDecode, v)
 	}
 	e := Entry{Type: Type(d.Byte())}
 	e.ID.Part, e.ID.Num = d.Uint64(), d.Uint64()
-	if v == movingVersion {
+	if v >= movingVersion {
 		e.Move = &Move{Txid: d.Uint64(), Dest: d.Uint64(), Since: int64(d.Uint64())}
+	}
+	if v == swappingVersion {
+		r := &Entry{Type: Type(d.Byte())}
+		r.ID.Part, r.ID.Num = d.Uint64(), d.Uint64()
+		e.Move.Replace = r
+		if r.Type < TypeFile || r.Type > lastType {
+			return e, fmt.Errorf("%w: type %d", errDecode, r.Type)
+		}
 	}
 	if err := d.Finish(); err != nil {
 		return e, err

@@ -22,6 +22,14 @@ import (
 //     single commit point.
 //  3. The marked source entry is deleted, then the decision record.
 //
+// An exchange (RENAME_EXCHANGE) across directories runs the same steps:
+// its mark also names the entry that replaces the source once the move
+// commits (Move.Replace), the commit writes the source's entry in the
+// destination's place, and step 3 writes the replacement instead of
+// deleting. Each directory's times and subdirectory count change with
+// the step that changes its entries: the commit for the destination,
+// step 3 for the source.
+//
 // Whoever reads a marked entry looks up its decision: committed means the
 // entry is gone, anything else that it is still there (checked by reading
 // the entry again, unchanged, after the decision). Whoever changes a
@@ -69,12 +77,17 @@ func (f *FS) liveEntry(ctx context.Context, part uint64, name string, settle boo
 			return Entry{}, txlog.Hash{}, err
 		}
 		switch {
-		case d == moveCommitted:
-			if settle {
-				if err := f.finishMove(ctx, part, name, h, m); err != nil {
-					return Entry{}, txlog.Hash{}, err
-				}
+		case d == moveCommitted && settle:
+			if err := f.finishMove(ctx, part, name, e, h, m); err != nil {
+				return Entry{}, txlog.Hash{}, err
 			}
+			if m.Replace != nil {
+				continue // read what the exchange put there
+			}
+			return Entry{}, txlog.Hash{}, fmt.Errorf("%q: moved away: %w", name, syscall.ENOENT)
+		case d == moveCommitted && m.Replace != nil:
+			return *m.Replace, h, nil
+		case d == moveCommitted:
 			return Entry{}, txlog.Hash{}, fmt.Errorf("%q: moved away: %w", name, syscall.ENOENT)
 		case !settle:
 			// Not committed when the decision was read, unless the move
@@ -126,13 +139,35 @@ func (f *FS) restore(ctx context.Context, part uint64, name string, e Entry, h t
 	return err
 }
 
-// finishMove deletes the source entry of a committed move (unless it
-// changed since it was read as h: then someone else did), then the
-// decision record.
-func (f *FS) finishMove(ctx context.Context, part uint64, name string, h txlog.Hash, m Move) error {
-	_, err := f.write(ctx, part, txlog.Change{Name: EntryRecord(name), Delete: true, IfMatch: &h})
-	if err != nil && !errors.Is(err, errRaced) {
-		return err
+// finishMove ends a committed move of the entry name of partition part
+// (e, unmarked; read marked as h): it deletes the entry, or writes the
+// one an exchange swaps in, with the directory's times and subdirectory
+// count, unless the entry changed since (then someone else finished it);
+// then it deletes the decision record.
+func (f *FS) finishMove(ctx context.Context, part uint64, name string, e Entry, h txlog.Hash, m Move) error {
+	c := txlog.Change{Name: EntryRecord(name), Delete: true, IfMatch: &h}
+	var added Type
+	if m.Replace != nil {
+		c = txlog.Change{Name: EntryRecord(name), Value: EncodeEntry(*m.Replace), IfMatch: &h}
+		added = m.Replace.Type
+	}
+	for range maxRetries {
+		dc, err := f.dirChanges(ctx, part, subdirDelta(added, e.Type), f.clock().UnixNano())
+		if err != nil {
+			return err
+		}
+		_, err = f.write(ctx, part, append(dc, c)...)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, errRaced) {
+			return err
+		}
+		// The entry changed (finished by someone else), or the count
+		// did: go on only in the second case.
+		if _, h2, err := f.entry(ctx, part, name); err != nil || h2 != h {
+			break
+		}
 	}
 	return f.dropDecision(ctx, m)
 }
@@ -149,10 +184,11 @@ func (f *FS) dropDecision(ctx context.Context, m Move) error {
 
 // move commits a rename of the entry name of partition part1 (src, read
 // as sh) into partition part2, where dst holds the changes that create the
-// new entry and replace what it names. errRaced means that a record
-// changed meanwhile, and that nothing was moved.
-func (f *FS) move(ctx context.Context, part1 uint64, name string, src Entry, sh txlog.Hash, part2 uint64, dst []txlog.Change) error {
-	m := Move{Txid: randomID(), Dest: part2, Since: f.clock().UnixNano()}
+// new entry and replace what it names; with replace set (an exchange), the
+// entry name becomes replace. errRaced means that a record changed
+// meanwhile, and that nothing was moved.
+func (f *FS) move(ctx context.Context, part1 uint64, name string, src Entry, sh txlog.Hash, part2 uint64, dst []txlog.Change, replace *Entry) error {
+	m := Move{Txid: randomID(), Dest: part2, Since: f.clock().UnixNano(), Replace: replace}
 	marked := src
 	marked.Move = &m
 	mh, err := f.write(ctx, part1, txlog.Change{Name: EntryRecord(name), Value: EncodeEntry(marked), IfMatch: &sh})
@@ -185,7 +221,7 @@ func (f *FS) move(ctx context.Context, part1 uint64, name string, src Entry, sh 
 			return err
 		}
 	}
-	return f.finishMove(ctx, part1, name, mh, m)
+	return f.finishMove(ctx, part1, name, src, mh, m)
 }
 
 // dead reports whether partition part belongs to a removed directory.

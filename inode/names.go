@@ -54,9 +54,13 @@ func (f *FS) Unlink(ctx context.Context, dir ID, name string) error {
 // removeEntry deletes the entry name of partition part (e, read as eh)
 // and drops a link of its inode.
 func (f *FS) removeEntry(ctx context.Context, part uint64, name string, e Entry, eh txlog.Hash) error {
-	del := txlog.Change{Name: EntryRecord(name), Delete: true, IfMatch: &eh}
+	dc, err := f.dirChanges(ctx, part, subdirDelta(0, e.Type), f.clock().UnixNano())
+	if err != nil {
+		return err
+	}
+	del := append(dc, txlog.Change{Name: EntryRecord(name), Delete: true, IfMatch: &eh})
 	if e.ID.Part != part {
-		if _, err := f.write(ctx, part, del); err != nil {
+		if _, err := f.write(ctx, part, del...); err != nil {
 			return err
 		}
 		return f.dropLink(ctx, e.ID)
@@ -65,7 +69,7 @@ func (f *FS) removeEntry(ctx context.Context, part uint64, name string, e Entry,
 	if err != nil {
 		return err
 	}
-	if _, err = f.write(ctx, part, append(u.changes, del)...); err == nil {
+	if _, err = f.write(ctx, part, append(u.changes, del...)...); err == nil {
 		f.deleteGarbage(ctx, e.ID.Part, u.garbage)
 	}
 	return err
@@ -213,16 +217,28 @@ func (f *FS) settleAll(ctx context.Context, part uint64) error {
 	return f.list(ctx, part, true, func(string, Entry) {}, nil)
 }
 
+// Flags of Rename, as renameat2 has them.
+const (
+	// RenameNoReplace fails with EEXIST when newName exists.
+	RenameNoReplace = 1
+	// RenameExchange swaps the two names, which must both exist.
+	RenameExchange = 2
+)
+
 // Rename moves the entry name of directory dir to newName in directory
 // newDir, replacing what newName named as POSIX says: a file by a file, an
-// empty directory by a directory. Within one directory it is one
+// empty directory by a directory; flags (RenameNoReplace, RenameExchange)
+// change that as renameat2's do. Within one directory it is one
 // transaction; across directories it commits in one transaction of the
 // destination's partition (see move). Either way no crash and no reader
 // sees both names or neither. That a directory is not moved into itself
 // is the kernel's check, made on the paths it resolved.
-func (f *FS) Rename(ctx context.Context, dir ID, name string, newDir ID, newName string) error {
+func (f *FS) Rename(ctx context.Context, dir ID, name string, newDir ID, newName string, flags uint32) error {
 	if err := checkName(newName); err != nil {
 		return err
+	}
+	if flags&^(RenameNoReplace|RenameExchange) != 0 || flags == RenameNoReplace|RenameExchange {
+		return fmt.Errorf("rename flags %#x: %w", flags, syscall.EINVAL)
 	}
 	part1, err := f.children(ctx, dir)
 	if err != nil {
@@ -239,20 +255,29 @@ func (f *FS) Rename(ctx context.Context, dir ID, name string, newDir ID, newName
 		if err != nil || (part1 == part2 && name == newName) {
 			return err
 		}
+		dst, dh, derr := f.liveEntry(ctx, part2, newName, true)
+		exists := derr == nil
+		switch {
+		case derr != nil && !errors.Is(derr, syscall.ENOENT):
+			return derr
+		case exists && flags&RenameNoReplace != 0:
+			return fmt.Errorf("rename onto %q: %w", newName, syscall.EEXIST)
+		case flags&RenameExchange != 0 && !exists:
+			return fmt.Errorf("exchange with %q: %w", newName, derr)
+		case exists && dst.ID == src.ID:
+			return nil // two links to one inode: POSIX leaves both
+		case flags&RenameExchange != 0:
+			return f.exchange(ctx, part1, name, src, sh, part2, newName, dst, dh)
+		}
 		var zero txlog.Hash
 		create := txlog.Change{Name: EntryRecord(newName), Value: EncodeEntry(src), IfMatch: &zero}
 		changes := []txlog.Change{create}
 		var garbage []string // page records of a replaced file, to delete after
-		dst, dh, err := f.liveEntry(ctx, part2, newName, true)
-		var remote *ID // a replaced inode of another partition
-		switch {
-		case errors.Is(err, syscall.ENOENT):
-		case err != nil:
-			return err
-		case dst.ID == src.ID:
-			return nil // two links to one inode: POSIX leaves both
-		default:
+		var remote *ID       // a replaced inode of another partition
+		var replaced Type
+		if exists {
 			changes[0].IfMatch = &dh
+			replaced = dst.Type
 			if err := f.replaceable(ctx, src, dst, newName); err != nil {
 				return err
 			}
@@ -267,10 +292,17 @@ func (f *FS) Rename(ctx context.Context, dir ID, name string, newDir ID, newName
 				remote = &dst.ID
 			}
 		}
+		now := f.clock().UnixNano()
 		if part1 == part2 {
-			_, err = f.write(ctx, part1, append(changes, txlog.Change{Name: EntryRecord(name), Delete: true, IfMatch: &sh})...)
+			var dc []txlog.Change
+			if dc, err = f.dirChanges(ctx, part1, subdirDelta(0, replaced), now); err == nil {
+				_, err = f.write(ctx, part1, append(append(changes, dc...), txlog.Change{Name: EntryRecord(name), Delete: true, IfMatch: &sh})...)
+			}
 		} else {
-			err = f.move(ctx, part1, name, src, sh, part2, changes)
+			var dc []txlog.Change
+			if dc, err = f.dirChanges(ctx, part2, subdirDelta(src.Type, replaced), now); err == nil {
+				err = f.move(ctx, part1, name, src, sh, part2, append(changes, dc...), nil)
+			}
 		}
 		if err != nil {
 			return err
@@ -281,6 +313,26 @@ func (f *FS) Rename(ctx context.Context, dir ID, name string, newDir ID, newName
 		}
 		return f.dropLink(ctx, *remote)
 	})
+}
+
+// exchange swaps the entries name of partition part1 (src, read as sh)
+// and newName of part2 (dst, read as dh): in one transaction within a
+// directory, by a move whose mark carries dst across two.
+func (f *FS) exchange(ctx context.Context, part1 uint64, name string, src Entry, sh txlog.Hash, part2 uint64, newName string, dst Entry, dh txlog.Hash) error {
+	now := f.clock().UnixNano()
+	if part1 == part2 {
+		_, err := f.write(ctx, part1,
+			txlog.Change{Name: EntryRecord(name), Value: EncodeEntry(dst), IfMatch: &sh},
+			txlog.Change{Name: EntryRecord(newName), Value: EncodeEntry(src), IfMatch: &dh},
+			touched(now))
+		return err
+	}
+	dc, err := f.dirChanges(ctx, part2, subdirDelta(src.Type, dst.Type), now)
+	if err != nil {
+		return err
+	}
+	in := txlog.Change{Name: EntryRecord(newName), Value: EncodeEntry(src), IfMatch: &dh}
+	return f.move(ctx, part1, name, src, sh, part2, append(dc, in), &dst)
 }
 
 // replaceable checks that src may replace dst; a directory it replaces is
@@ -323,6 +375,7 @@ func (f *FS) Link(ctx context.Context, id ID, newDir ID, newName string) (Attr, 
 		entry := []txlog.Change{
 			{Name: deadRecord, Check: true, IfMatch: &zero},
 			{Name: EntryRecord(newName), Value: EncodeEntry(Entry{ID: id, Type: a.Type}), IfMatch: &zero},
+			touched(a.Ctime),
 		}
 		inode := txlog.Change{Name: InodeRecord(id.Num), Value: EncodeAttr(a), IfMatch: &ah}
 		if id.Part == part {

@@ -40,7 +40,7 @@ func TestRenameAcrossDirectories(t *testing.T) {
 	ctx := ctxT(t)
 	a, b := mkT(t, fs, Root, "a", TypeDir), mkT(t, fs, Root, "b", TypeDir)
 	f := mkT(t, fs, a, "f", TypeFile)
-	if err := fss[1].Rename(ctx, a, "f", b, "g"); err != nil {
+	if err := fss[1].Rename(ctx, a, "f", b, "g", 0); err != nil {
 		t.Fatal(err)
 	}
 	if got := names(t, fs, a); len(got) != 0 {
@@ -59,7 +59,7 @@ func TestRenameAcrossDirectories(t *testing.T) {
 	// Replacing a file across directories drops its inode, wherever it lives.
 	c := mkT(t, fs, Root, "c", TypeDir)
 	h := mkT(t, fs, c, "h", TypeFile)
-	if err := fs.Rename(ctx, c, "h", b, "g"); err != nil {
+	if err := fs.Rename(ctx, c, "h", b, "g", 0); err != nil {
 		t.Fatal(err)
 	}
 	if _, _, err := fs.GetAttr(ctx, f); !errors.Is(err, syscall.ENOENT) {
@@ -78,7 +78,7 @@ func TestRenameAcrossDirectories(t *testing.T) {
 	// A directory moves with its contents, and can be removed where it went.
 	d := mkT(t, fs, c, "d", TypeDir)
 	mkT(t, fs, d, "inner", TypeFile)
-	if err := fs.Rename(ctx, c, "d", b, "d"); err != nil {
+	if err := fs.Rename(ctx, c, "d", b, "d", 0); err != nil {
 		t.Fatal(err)
 	}
 	if got := names(t, fs, d); len(got) != 1 || got[0] != "inner" {
@@ -101,7 +101,7 @@ func TestRenameAcrossDirectories(t *testing.T) {
 	if err := fs.Rmdir(ctx, Root, "a"); !errors.Is(err, syscall.ENOENT) {
 		t.Fatalf("a is gone already: %v", err)
 	}
-	if err := fs.Rename(ctx, c, "x", a, "x"); !errors.Is(err, syscall.ENOENT) {
+	if err := fs.Rename(ctx, c, "x", a, "x", 0); !errors.Is(err, syscall.ENOENT) {
 		t.Errorf("rename into a removed directory: %v, want ENOENT", err)
 	}
 	if got := names(t, fs, c); len(got) != 1 || got[0] != "x" {
@@ -125,7 +125,7 @@ func TestConcurrentMoves(t *testing.T) {
 		errs := make([]error, 3)
 		var wg sync.WaitGroup
 		for i := range 3 {
-			wg.Go(func() { errs[i] = fss[i].Rename(ctx, src, name, dirs[i], name) })
+			wg.Go(func() { errs[i] = fss[i].Rename(ctx, src, name, dirs[i], name, 0) })
 		}
 		wg.Wait()
 		won := 0
@@ -268,7 +268,7 @@ func TestLink(t *testing.T) {
 		t.Errorf("nlink after failed links: %d", a.Nlink)
 	}
 	// Renaming one link onto another of the same inode leaves both.
-	if err := fs.Rename(ctx, Root, "f", d, "f3"); err != nil {
+	if err := fs.Rename(ctx, Root, "f", d, "f3", 0); err != nil {
 		t.Fatal(err)
 	}
 	if got := names(t, fs, Root); len(got) != 3 {

@@ -262,3 +262,79 @@ func pageChanges(num uint64, a *Attr, touched map[uint64][]Extent) []txlog.Chang
 	slices.SortFunc(changes, func(x, y txlog.Change) int { return strings.Compare(x.Name, y.Name) })
 	return changes
 }
+
+// SeekData returns the offset of the first byte of data of file id
+// (attributes a) at or after off: ENXIO if only a hole follows (a file's
+// end counts as a hole).
+func (f *FS) SeekData(ctx context.Context, id ID, a Attr, off int64) (int64, error) {
+	if off < 0 || uint64(off) >= a.Size {
+		return 0, fmt.Errorf("seek data at %d of %d: %w", off, a.Size, syscall.ENXIO)
+	}
+	if a.Inline != nil || a.Type != TypeFile {
+		return off, nil
+	}
+	found := int64(-1)
+	err := f.scanExtents(ctx, id, a, uint64(off), func(e Extent) bool {
+		found = int64(max(e.Off, uint64(off)))
+		return false
+	})
+	switch {
+	case err != nil:
+		return 0, err
+	case found < 0:
+		return 0, fmt.Errorf("seek data at %d: only a hole follows: %w", off, syscall.ENXIO)
+	}
+	return found, nil
+}
+
+// SeekHole returns the offset of the first byte of a hole of file id
+// (attributes a) at or after off; the file's end is one. ENXIO at or past
+// the end.
+func (f *FS) SeekHole(ctx context.Context, id ID, a Attr, off int64) (int64, error) {
+	if off < 0 || uint64(off) >= a.Size {
+		return 0, fmt.Errorf("seek hole at %d of %d: %w", off, a.Size, syscall.ENXIO)
+	}
+	if a.Inline != nil || a.Type != TypeFile {
+		return int64(a.Size), nil
+	}
+	pos := uint64(off)
+	err := f.scanExtents(ctx, id, a, pos, func(e Extent) bool {
+		if e.Off > pos {
+			return false // a hole before this extent
+		}
+		pos = max(pos, e.Off+e.Len)
+		return true
+	})
+	return int64(min(pos, a.Size)), err
+}
+
+// scanExtents calls fn with the extents of file id (attributes a) that end
+// past from, in order, a page span at a time (skipping the spans a paged
+// file has no page for: holes), until fn returns false.
+func (f *FS) scanExtents(ctx context.Context, id ID, a Attr, from uint64, fn func(Extent) bool) error {
+	shift := uint8(DefaultPageShift)
+	if a.Paged() {
+		shift = a.PageShift
+	}
+	for lo := from; lo < a.Size; {
+		hi := min((lo>>shift+1)<<shift, a.Size)
+		ext, err := f.Extents(ctx, id, a, lo, hi)
+		if err != nil {
+			return err
+		}
+		for _, e := range ext {
+			if e.Off+e.Len > from && !fn(e) {
+				return nil
+			}
+		}
+		lo = hi
+		if a.Paged() {
+			i, _ := slices.BinarySearchFunc(a.Pages, lo>>shift, func(p PageRef, idx uint64) int { return cmpUint(p.Index, idx) })
+			if i == len(a.Pages) {
+				return nil
+			}
+			lo = max(lo, a.Pages[i].Index<<shift)
+		}
+	}
+	return nil
+}

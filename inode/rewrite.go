@@ -188,11 +188,15 @@ func (f *FS) newUploader(ctx context.Context) *uploader {
 }
 
 // store stores data as the block of *e, which must stay valid until wait.
+// It fails once an upload has failed, or the context has ended.
 func (u *uploader) store(e *Extent, data []byte) error {
 	select {
 	case u.sem <- struct{}{}:
 	case <-u.ctx.Done():
-		return u.wait()
+		if err := u.wait(); err != nil {
+			return err
+		}
+		return fmt.Errorf("store a block: %w", context.Cause(u.ctx))
 	}
 	u.wg.Go(func() {
 		defer func() { <-u.sem }()
@@ -212,12 +216,17 @@ func (u *uploader) store(e *Extent, data []byte) error {
 	return nil
 }
 
-// wait waits for every upload and returns the first failure.
+// wait waits for every upload and returns the first failure, or the
+// context's end if it ended first.
 func (u *uploader) wait() error {
 	u.wg.Wait()
+	err := u.ctx.Err()
 	u.cancel()
 	u.mu.Lock()
 	defer u.mu.Unlock()
+	if u.err == nil && err != nil {
+		return fmt.Errorf("store blocks: %w", context.Cause(u.ctx))
+	}
 	return u.err
 }
 
@@ -276,6 +285,13 @@ func (f *FS) rebuild(ctx context.Context, o *oldFile, dirty []span, size uint64)
 	}
 	if err := up.wait(); err != nil {
 		return nil, err
+	}
+	for _, r := range out {
+		for _, e := range r.ext {
+			if e.Block == (blockstore.Hash{}) {
+				return nil, fmt.Errorf("the block at %d was not stored: %w", e.Off, syscall.EIO)
+			}
+		}
 	}
 	return out, nil
 }

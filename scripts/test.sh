@@ -6,6 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 start=$(date +%s)
 scripts/setup.sh
+source scripts/env.sh # GOWORK and GOFLAGS: the patched bazil.org/fuse
 # The status page's test loads it in a real browser, and keeps screenshots.
 scripts/apt-install.sh chromium
 export DIFUSE_ARTIFACTS="$PWD/artifacts"
@@ -26,12 +27,13 @@ if [ -n "$unformatted" ]; then
   echo "gofmt: these files need formatting:"; echo "$unformatted"; exit 1
 fi
 
-echo "== go vet"
+echo "== go vet, and a plain build without the patched bazil.org/fuse"
 go vet ./...
+GOWORK=off GOFLAGS= go build ./...
 
 echo "== go.mod is tidy"
 cp go.mod /tmp/difuse-go.mod.$$; cp go.sum /tmp/difuse-go.sum.$$
-go mod tidy
+GOWORK=off go mod tidy
 if ! cmp -s go.mod /tmp/difuse-go.mod.$$ || ! cmp -s go.sum /tmp/difuse-go.sum.$$; then
   git diff -- go.mod go.sum
   cp /tmp/difuse-go.mod.$$ go.mod; cp /tmp/difuse-go.sum.$$ go.sum
