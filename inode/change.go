@@ -89,11 +89,16 @@ func (f *FS) Setattr(ctx context.Context, id ID, sa SetAttr) (Attr, error) {
 	if err == nil {
 		f.deleteGarbage(ctx, id.Part, garbage)
 	}
-	if err == nil && a.Type == TypeDir && sa.Mtime != nil {
-		// A directory's times are kept beside its entries (Stat).
-		_, err = f.write(ctx, a.Children, txlog.Change{Name: TimesRecord, Value: encodeDirTimes(*sa.Mtime, a.Ctime)})
+	if err != nil || a.Type != TypeDir {
+		return a, err
 	}
-	return a, err
+	if sa.Mtime != nil {
+		// A directory's times are kept beside its entries (Stat).
+		if _, err := f.write(ctx, a.Children, txlog.Change{Name: TimesRecord, Value: encodeDirTimes(*sa.Mtime, a.Ctime)}); err != nil {
+			return Attr{}, err
+		}
+	}
+	return f.Stat(ctx, id)
 }
 
 // maxPageDeletes bounds the page records one transaction deletes beside

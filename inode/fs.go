@@ -361,6 +361,9 @@ func (f *FS) Create(ctx context.Context, dir ID, name string, na NewAttr) (ID, A
 	if err != nil {
 		return ID{}, Attr{}, err
 	}
+	if a.Type == TypeDir {
+		a.Nlink = 2 // as Stat shows it
+	}
 	return id, a, nil
 }
 
