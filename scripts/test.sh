@@ -62,8 +62,8 @@ go test -race -short -count=1 -timeout 30m $(go list ./... | grep -v /jepsen)
 echo "== ring simulations, transaction-log fault schedules and 64 MiB block tests at full size, without -race"
 go test -count=1 -timeout 30m ./ring/ ./txlog/ ./blockstore/
 
-echo "== the mount of a 3-process cluster at full size: Go's whole src/, 10,000 files in a directory, 1 GiB; then healing: 2 nodes joining 3 that hold 2,000 files, a node killed for good, anti-entropy, a graceful leave; garbage collection of 1 GiB"
-go test -count=1 -timeout 40m -run 'TestClusterMount' ./cmd/difuse-mount/
+echo "== the mount of a 3-process cluster at full size (and the stress workload, 4 × 2,000 operations): Go's whole src/, 10,000 files in a directory, 1 GiB; then healing: 2 nodes joining 3 that hold 2,000 files, a node killed for good, anti-entropy, a graceful leave; garbage collection of 1 GiB"
+go test -count=1 -timeout 40m -run 'TestClusterMount|TestStress|TestPOSIXMount' ./cmd/difuse-mount/
 go test -count=1 -timeout 20m -run 'TestJoinRebalance|TestKillForGood|TestAntiEntropy|TestGracefulLeave|TestGCFreesDeletedData' ./cmd/difused/
 
 echo "== the Jepsen-style harness alone (it runs 5 nodes and 2 mounts): a one-minute seeded schedule, and the planted bug"
