@@ -29,7 +29,8 @@ type CheckOptions struct {
 	Blocks BlockCounter
 	// Repair fixes what can be fixed: an entry naming a missing inode is
 	// removed, a file's link count below the entries that name it is
-	// raised to them, a block some replicas lack is copied to them. Every repair is a
+	// raised to them, a page record no inode names is deleted, a block
+	// some replicas lack is copied to them. Every repair is a
 	// conditional write, so one that races a user's change fails instead
 	// of undoing it.
 	Repair bool
@@ -69,15 +70,20 @@ const checkBatch = 1024
 // Check walks the filesystem from the root: every entry must name a live
 // inode of its type, every record's own hash chain (its history) must
 // verify, every file's link count must equal the entries that name it, and
-// every block a file refers to must be held by N replicas. It returns what
+// every page record of the partitions it walks must be named by its
+// inode, and every block a file refers to must be held by N replicas. It
+// returns what
 // it found (and repaired, with opts.Repair). Only an error that stops the
 // walk (the root unreadable, the cluster gone) is an error.
 func (f *FS) Check(ctx context.Context, opts CheckOptions) (CheckReport, error) {
-	c := &checker{f: f, opts: opts, links: map[ID]int{}, blocks: map[blockstore.Hash]string{}, attrs: map[ID]fileAttr{}}
+	c := &checker{f: f, opts: opts, links: map[ID]int{}, blocks: map[blockstore.Hash]string{}, attrs: map[ID]fileAttr{}, parts: map[uint64]bool{}}
 	if err := c.walk(ctx); err != nil {
 		return c.report, err
 	}
 	c.checkLinks(ctx)
+	if err := c.checkPages(ctx); err != nil {
+		return c.report, err
+	}
 	if opts.Blocks != nil {
 		if err := c.checkBlocks(ctx); err != nil {
 			return c.report, err
@@ -100,6 +106,9 @@ type checker struct {
 	attrs map[ID]fileAttr
 	// blocks maps each block to the path of a file that refers to it.
 	blocks map[blockstore.Hash]string
+	// parts holds the partitions the walk met: of directories' entries,
+	// and of inodes.
+	parts map[uint64]bool
 	// short is set once the check has reported too few hosts.
 	short bool
 }
@@ -108,6 +117,7 @@ type fileAttr struct {
 	path  string
 	nlink uint32
 	hash  txlog.Hash // of the inode as the walk read it
+	pages []PageRef
 }
 
 func (c *checker) problem(p, what string, repair func() error) {
@@ -164,6 +174,7 @@ func (c *checker) walk(ctx context.Context) error {
 			c.partial = true
 			continue
 		}
+		c.parts[part] = true
 		var entries []DirEntry
 		err = c.f.list(ctx, part, false, func(name string, e Entry) {
 			entries = append(entries, DirEntry{Name: name, Entry: e})
@@ -219,7 +230,8 @@ func (c *checker) walk(ctx context.Context) error {
 			if _, seen := c.attrs[e.ID]; seen {
 				continue // a hard link: checked once
 			}
-			c.attrs[e.ID] = fileAttr{path: p, nlink: a.Nlink, hash: ah}
+			c.attrs[e.ID] = fileAttr{path: p, nlink: a.Nlink, hash: ah, pages: a.Pages}
+			c.parts[e.ID.Part] = true
 			if err := c.verifyChain(ctx, p, e.ID.Part, InodeRecord(e.ID.Num)); err != nil {
 				return err
 			}
@@ -280,6 +292,69 @@ func (c *checker) checkLinks(ctx context.Context) {
 			return err
 		})
 	}
+}
+
+// checkPages lists the page records of every partition the walk met and
+// reports those no inode names: a removal or truncate interrupted before
+// it deleted them all. A repair deletes one under the condition that its
+// inode is still as the walk (or a read now) found it, so a page written
+// since is never taken.
+func (c *checker) checkPages(ctx context.Context) error {
+	for _, part := range slices.Sorted(maps.Keys(c.parts)) {
+		for after := ""; ; {
+			resp, err := c.f.log.Do(ctx, txlog.Request{Partition: PartitionName(part), Level: txlog.Quorum, Kind: txlog.KindList, Name: PagePrefix, After: after})
+			if err != nil {
+				return fmt.Errorf("check: list the pages of %s: %w", PartitionName(part), err)
+			}
+			for _, r := range resp.Records {
+				after = r.Name
+				if err := c.checkPage(ctx, part, r.Name); err != nil {
+					return err
+				}
+			}
+			if !resp.More {
+				break
+			}
+		}
+	}
+	return nil
+}
+
+// checkPage checks one page record of partition part.
+func (c *checker) checkPage(ctx context.Context, part uint64, name string) error {
+	num, idx, ver, ok := ParsePageRecord(name)
+	if !ok {
+		c.problem("/", fmt.Sprintf("record %s of %s is no page record", name, PartitionName(part)), nil)
+		return nil
+	}
+	id := ID{Part: part, Num: num}
+	fa, seen := c.attrs[id]
+	pages, h := fa.pages, fa.hash
+	if !seen {
+		a, ah, err := c.f.GetAttr(ctx, id)
+		switch {
+		case errors.Is(err, syscall.ENOENT):
+			h = txlog.Hash{} // no inode: the condition is that none appears
+		case err != nil:
+			return err
+		default:
+			pages, h = a.Pages, ah
+		}
+	}
+	if slices.Contains(pages, PageRef{Index: idx, Ver: ver}) {
+		return nil
+	}
+	p := fa.path
+	if p == "" {
+		p = "/"
+	}
+	c.problem(p, fmt.Sprintf("page record %s of %s: inode %s does not name it", name, PartitionName(part), id), func() error {
+		_, err := c.f.write(ctx, part,
+			txlog.Change{Name: InodeRecord(num), Check: true, IfMatch: &h},
+			txlog.Change{Name: name, Delete: true})
+		return err
+	})
+	return nil
 }
 
 // checkBlocks counts the replicas of every block files refer to.

@@ -1,6 +1,7 @@
 package inode
 
 import (
+	"bytes"
 	"context"
 	"slices"
 	"strings"
@@ -125,5 +126,44 @@ func TestCheck(t *testing.T) {
 	}
 	if _, err := fs.Lookup(ctx, d, "gone"); err == nil {
 		t.Error("the dangling entry is still there")
+	}
+}
+
+// Page records no inode names (left by an interrupted removal or truncate)
+// are reported, and a repair deletes them, never a page in use.
+func TestCheckGarbagePages(t *testing.T) {
+	hosts := memcluster.New(t, 3)
+	fs := mustFS(t, hosts[0].Log, hosts[0].Blocks, Options{Chunk: testChunks, PageShift: testPageShift})
+	ctx := ctxT(t)
+	if err := fs.Init(ctx); err != nil {
+		t.Fatal(err)
+	}
+	id := newFile(t, fs, "big")
+	want := random(3<<20, 4)
+	w := fs.NewWriter(id)
+	w.WriteAt(want, 0)
+	a, err := w.Flush(ctx)
+	if err != nil || !a.Paged() {
+		t.Fatalf("flush: paged %v, %v", a.Paged(), err)
+	}
+	stray := PageRecord(id.Num, 0, a.PageVer+5) // a version the inode never named
+	orphan := PageRecord(id.Num+1, 0, 1)        // the page of an inode that is gone
+	for _, name := range []string{stray, orphan} {
+		if _, err := fs.write(ctx, id.Part, txlog.Change{Name: name, Value: EncodePage(nil)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rep, err := fs.Check(ctx, CheckOptions{Replicas: 3})
+	if err != nil || len(rep.Problems) != 2 {
+		t.Fatalf("check: %+v, %v", rep.Problems, err)
+	}
+	if rep, err = fs.Check(ctx, CheckOptions{Replicas: 3, Repair: true}); err != nil || len(rep.Problems) != 2 || !rep.Problems[0].Repaired || !rep.Problems[1].Repaired {
+		t.Fatalf("repair: %+v, %v", rep.Problems, err)
+	}
+	if rep, err = fs.Check(ctx, CheckOptions{Replicas: 3}); err != nil || len(rep.Problems) != 0 {
+		t.Fatalf("check after the repair: %+v, %v", rep.Problems, err)
+	}
+	if got := readAll(t, fs, id); !bytes.Equal(got, want) {
+		t.Fatal("the file reads back different after the repair")
 	}
 }

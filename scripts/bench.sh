@@ -16,6 +16,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
+source scripts/benchlib.sh
 runs=3 size_mib=1024 profdir=""
 while getopts r:s:p: opt; do
   case $opt in
@@ -43,32 +44,10 @@ cleanup() {
 trap cleanup EXIT
 go build -buildvcs=auto -o "$work/bin/" ./cmd/difused ./cmd/difuse-mount ./scripts/loopback
 
-# The cluster: three nodes on their own ports.
-for i in 0 1 2; do
-  join=(); [ "$i" -gt 0 ] && join=(-j 127.0.0.1:4654)
-  "$work/bin/difused" -b "127.0.0.1:$((4654 + i))" -a "127.0.0.1:$((9154 + i))" -d "$work/n$i" "${join[@]}" 2>"$work/n$i.log" &
-  nodes+=($!)
-  for _ in $(seq 300); do grep -q 'msg="node serving"' "$work/n$i.log" && break; sleep 0.1; done
-done
-for _ in $(seq 300); do  # until every node places keys on 3 hosts
-  ok=1
-  for i in 0 1 2; do
-    n=$(curl -fsS "http://127.0.0.1:$((9154 + i))/v1/lookup?key=probe&n=3" | grep -c '"addr"' || true)
-    [ "$n" -eq 3 ] || ok=0
-  done
-  [ "$ok" -eq 1 ] && break
-  sleep 0.1
-done
+bench_cluster
 mkdir -p "$work/mnt" "$work/lb" "$work/lbsrc" "$work/local"
 
-# mount_difuse and mount_lb (re)start the FUSE mounts and wait for them.
-mount_difuse() {
-  if [ -n "$mountpid" ]; then kill "$mountpid"; wait "$mountpid" || true; fi
-  "$work/bin/difuse-mount" -j 127.0.0.1:4654 -metrics 127.0.0.1:9160 "$work/mnt" 2>"$work/mount.log" &
-  mountpid=$!
-  for _ in $(seq 300); do grep -q 'msg=mounted' "$work/mount.log" && return; sleep 0.1; done
-  echo "bench: the difuse mount did not come up" >&2; exit 1
-}
+# mount_lb (re)starts the loopback mount and waits for it.
 mount_lb() {
   if [ -n "$lbpid" ]; then kill "$lbpid"; wait "$lbpid" || true; fi
   "$work/bin/loopback" "$work/lb" "$work/lbsrc" >"$work/lb.log" 2>&1 &

@@ -20,7 +20,7 @@ up() {
   local n=${1:-3}
   [[ "$n" =~ ^[1-9][0-9]*$ ]] || { echo "cluster: N must be a positive number" >&2; exit 2; }
   mkdir -p "$state" bin
-  go build -buildvcs=auto -o bin/ ./cmd/...
+  scripts/build.sh
   for ((i = 0; i < n; i++)); do
     local dir="$state/n$i" grpc="127.0.0.1:$((4624 + i))" http="127.0.0.1:$((9090 + i))"
     mkdir -p "$dir"
