@@ -460,59 +460,49 @@ func (n *Node) fill(a inode.Attr, out *fuse.Attr) {
 	out.BlockSize = 1 << 20
 }
 
+// fileTypes gives each file type's os.FileMode bits and directory entry
+// type.
+var fileTypes = []struct {
+	t      inode.Type
+	mode   os.FileMode
+	dirent fuse.DirentType
+}{
+	{inode.TypeFile, 0, fuse.DT_File},
+	{inode.TypeDir, os.ModeDir, fuse.DT_Dir},
+	{inode.TypeSymlink, os.ModeSymlink, fuse.DT_Link},
+	{inode.TypeFifo, os.ModeNamedPipe, fuse.DT_FIFO},
+	{inode.TypeSocket, os.ModeSocket, fuse.DT_Socket},
+	{inode.TypeCharDev, os.ModeDevice | os.ModeCharDevice, fuse.DT_Char},
+	{inode.TypeBlockDev, os.ModeDevice, fuse.DT_Block},
+}
+
 // typeMode returns the os.FileMode bits of a file type.
 func typeMode(t inode.Type) os.FileMode {
-	switch t {
-	case inode.TypeDir:
-		return os.ModeDir
-	case inode.TypeSymlink:
-		return os.ModeSymlink
-	case inode.TypeFifo:
-		return os.ModeNamedPipe
-	case inode.TypeSocket:
-		return os.ModeSocket
-	case inode.TypeCharDev:
-		return os.ModeDevice | os.ModeCharDevice
-	case inode.TypeBlockDev:
-		return os.ModeDevice
+	for _, ft := range fileTypes {
+		if ft.t == t {
+			return ft.mode
+		}
 	}
 	return 0
 }
 
-// fileType returns the file type of os.FileMode bits.
+// fileType returns the file type of os.FileMode bits (a regular file for
+// bits it does not know).
 func fileType(m os.FileMode) inode.Type {
-	switch {
-	case m&os.ModeDir != 0:
-		return inode.TypeDir
-	case m&os.ModeSymlink != 0:
-		return inode.TypeSymlink
-	case m&os.ModeNamedPipe != 0:
-		return inode.TypeFifo
-	case m&os.ModeSocket != 0:
-		return inode.TypeSocket
-	case m&os.ModeCharDevice != 0:
-		return inode.TypeCharDev
-	case m&os.ModeDevice != 0:
-		return inode.TypeBlockDev
+	for _, ft := range fileTypes {
+		if ft.mode == m&os.ModeType {
+			return ft.t
+		}
 	}
 	return inode.TypeFile
 }
 
 // direntType returns the directory entry type of a file type.
 func direntType(t inode.Type) fuse.DirentType {
-	switch t {
-	case inode.TypeDir:
-		return fuse.DT_Dir
-	case inode.TypeSymlink:
-		return fuse.DT_Link
-	case inode.TypeFifo:
-		return fuse.DT_FIFO
-	case inode.TypeSocket:
-		return fuse.DT_Socket
-	case inode.TypeCharDev:
-		return fuse.DT_Char
-	case inode.TypeBlockDev:
-		return fuse.DT_Block
+	for _, ft := range fileTypes {
+		if ft.t == t {
+			return ft.dirent
+		}
 	}
 	return fuse.DT_File
 }
