@@ -485,9 +485,22 @@ func (ps *parts) write(p *part, from uint64, txs []*Tx, promised Ballot, commit,
 		}
 		m.Applied = truncateFrom - 1
 	}
+	// The records follow in the same store transaction, as far as one
+	// transaction holds them: one synced write a step, not two.
+	fresh := make(map[uint64]*Tx, len(txs))
+	for i, t := range txs {
+		fresh[from+uint64(i)] = t
+	}
+	applyFrom, applyNow := m.Applied+1, min(applyTo, m.Last, m.Applied+applyBatch)
 	err := ps.db.Update(func(w store.Writer) error {
 		if err := putRecords(w, p, undo); err != nil {
 			return err
+		}
+		if applyNow >= applyFrom {
+			if err := ps.applyIn(w, p, applyFrom, applyNow, m.Commit, fresh, undo); err != nil {
+				return err
+			}
+			m.Applied = applyNow
 		}
 		if truncateFrom != 0 {
 			for x := newLast + 1; x <= p.last; x++ {
@@ -516,7 +529,7 @@ func (ps *parts) write(p *part, from uint64, txs []*Tx, promised Ballot, commit,
 	if truncateFrom != 0 {
 		p.durable = min(p.durable, truncateFrom-1)
 	}
-	if err := ps.apply(p, min(applyTo, p.last)); err != nil {
+	if err := ps.apply(p, min(applyTo, p.last)); err != nil { // what one transaction did not hold
 		return err
 	}
 	if sync {
@@ -551,53 +564,85 @@ func (ps *parts) syncTo(p *part, t *Tx) error {
 	return nil
 }
 
-// apply brings the records up to height to. p.mu must be held.
+// applyBatch bounds the entries one store transaction applies.
+const applyBatch = 64
+
+// apply brings the records up to height to, applyBatch entries a store
+// transaction. p.mu must be held.
 func (ps *parts) apply(p *part, to uint64) error {
 	if ps.closed.Load() {
 		return errClosed
 	}
 	for p.applied < to {
-		t, err := ps.entry(p, p.applied+1)
-		if err != nil {
-			return err
-		}
-		hash := t.Hash()
-		var before []byte
-		if t.Height > p.commit {
-			// Not committed: it may be cut from the log, and then its
-			// records go back to what they were before it.
-			if before, err = ps.beforeImage(p, t); err != nil {
+		upto := min(to, p.applied+applyBatch)
+		m := p.metaLocked()
+		m.Applied = upto
+		err := ps.db.Update(func(w store.Writer) error {
+			if err := ps.applyIn(w, p, p.applied+1, upto, p.commit, nil, nil); err != nil {
 				return err
 			}
-		}
-		err = ps.db.Update(func(w store.Writer) error {
-			if before != nil {
-				if err := w.Set(p.beforeKey(t.Height), before); err != nil {
-					return err
-				}
-			}
-			for _, op := range t.Ops {
-				switch op.Kind {
-				case OpSet:
-					r := Record{Name: op.Name, Exists: true, Value: op.Value, Hash: hash, Height: t.Height}
-					if err := w.Set(p.recKey(op.Name), encodeRecord(r)); err != nil {
-						return err
-					}
-				case OpDelete:
-					r := Record{Name: op.Name, Hash: hash, Height: t.Height}
-					if err := w.Set(p.recKey(op.Name), encodeRecord(r)); err != nil {
-						return err
-					}
-				}
-			}
-			m := p.metaLocked()
-			m.Applied = t.Height
 			return w.Set(p.metaKey(), encodeMeta(m))
 		})
 		if err != nil {
-			return fmt.Errorf("txlog: %q: apply %d: %w", p.name, t.Height, err)
+			return fmt.Errorf("txlog: %q: apply up to %d: %w", p.name, upto, err)
 		}
-		p.applied = t.Height
+		p.applied = upto
+	}
+	return nil
+}
+
+// applyIn writes through w the records of the entries from height from to
+// height to (those in fresh from there, the others from the log), each
+// over the records as the entries before it left them; an entry above
+// commit, which may yet be cut from the log, first keeps its
+// before-image. written holds records w already rewrote. p.mu must be
+// held.
+func (ps *parts) applyIn(w store.Writer, p *part, from, to, commit uint64, fresh map[uint64]*Tx, written []Record) error {
+	changed := map[string]Record{}
+	for _, r := range written {
+		changed[r.Name] = r
+	}
+	current := func(name string) (Record, error) {
+		if r, ok := changed[name]; ok {
+			return r, nil
+		}
+		return ps.record(p, name)
+	}
+	for h := from; h <= to; h++ {
+		t, ok := fresh[h]
+		if !ok {
+			var err error
+			if t, err = ps.entry(p, h); err != nil {
+				return err
+			}
+		}
+		hash := t.Hash()
+		if h > commit {
+			// Not committed: it may be cut from the log, and then its
+			// records go back to what they were before it.
+			before, err := beforeImage(t, current)
+			if err != nil {
+				return err
+			}
+			if err := w.Set(p.beforeKey(h), before); err != nil {
+				return err
+			}
+		}
+		for _, op := range t.Ops {
+			var r Record
+			switch op.Kind {
+			case OpSet:
+				r = Record{Name: op.Name, Exists: true, Value: op.Value, Hash: hash, Height: h}
+			case OpDelete:
+				r = Record{Name: op.Name, Hash: hash, Height: h}
+			default:
+				continue
+			}
+			if err := w.Set(p.recKey(op.Name), encodeRecord(r)); err != nil {
+				return err
+			}
+			changed[op.Name] = r
+		}
 	}
 	return nil
 }
@@ -646,8 +691,8 @@ func putRecords(w store.Writer, p *part, recs []Record) error {
 }
 
 // beforeImage encodes the records that t changes as they are before it
-// applies. p.mu must be held.
-func (ps *parts) beforeImage(p *part, t *Tx) ([]byte, error) {
+// applies, as current gives them.
+func beforeImage(t *Tx, current func(name string) (Record, error)) ([]byte, error) {
 	var b []byte
 	seen := map[string]bool{}
 	for _, op := range t.Ops {
@@ -655,7 +700,7 @@ func (ps *parts) beforeImage(p *part, t *Tx) ([]byte, error) {
 			continue
 		}
 		seen[op.Name] = true
-		r, err := ps.record(p, op.Name)
+		r, err := current(op.Name)
 		if err != nil {
 			return nil, err
 		}
