@@ -58,11 +58,14 @@ const dropBatch = 1000
 var ErrLeading = errors.New("txlog: this host leads the partition")
 
 // Drop deletes this host's replica of a partition: its records, its index
-// of writes, its log, then its metadata, in batches. Healing calls it once
-// the partition's replica set in force no longer names this host and its
-// members hold the log. A crash in the middle leaves a replica that is still listed and is
-// dropped again; a leader that takes the host back into the set finds its
-// log short or broken and sends it the log again from where they agree.
+// of writes and its log, in batches. Healing calls it once the partition's
+// replica set in force no longer names this host and its members hold the
+// log. The metadata stays, empty but for the ballot promised: a dropped
+// replica must go on refusing lower ballots, or a deposed leader that took
+// the host back into its set could commit through it what the new
+// leader's majority never saw. A crash in the middle leaves a replica that
+// is still listed and is dropped again; a leader that takes the host back
+// into the set finds its log short and sends it the log again.
 func (s *Service) Drop(partition string) error {
 	p, err := s.ps.get(partition)
 	if err != nil {
@@ -76,8 +79,7 @@ func (s *Service) Drop(partition string) error {
 	if err := s.ps.clear(p, false); err != nil {
 		return fmt.Errorf("txlog: drop %q: %w", partition, err)
 	}
-	err = s.ps.db.Update(func(w store.Writer) error { return w.Delete(p.metaKey()) })
-	if err != nil {
+	if err := s.ps.db.Sync(); err != nil {
 		return fmt.Errorf("txlog: drop %q: %w", partition, err)
 	}
 	s.ps.mu.Lock()

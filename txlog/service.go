@@ -238,7 +238,9 @@ func (s *Service) HandleFetch(partition string, from uint64, limit int) ([]*Tx, 
 	return s.ps.batch(p, from, last)
 }
 
-// HandleReadLocal returns this replica's committed state of a record.
+// HandleReadLocal returns this replica's committed state of a record: a
+// leader applies its entries before they commit, and those may yet be cut
+// from its log.
 func (s *Service) HandleReadLocal(partition, name string) (Record, error) {
 	p, err := s.ps.get(partition)
 	if err != nil {
@@ -246,7 +248,7 @@ func (s *Service) HandleReadLocal(partition, name string) (Record, error) {
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return s.ps.record(p, name)
+	return s.ps.recordAt(p, name, min(p.commit, p.applied))
 }
 
 // ---- Leader side ----
@@ -270,7 +272,7 @@ func (s *Service) establish(ctx context.Context, p *part, ringSet []string) erro
 	var lastErr error
 	for attempt := range 3 {
 		p.mu.Lock()
-		b := Ballot{N: p.promised.N + 1, Host: s.cfg.Addr}
+		b := Ballot{N: max(p.promised.N, p.seen.N) + 1, Host: s.cfg.Addr}
 		self := p.head()
 		if err := s.ps.promise(p, b); err != nil {
 			p.mu.Unlock()
@@ -321,8 +323,8 @@ func (s *Service) establish(ctx context.Context, p *part, ringSet []string) erro
 		}
 		if !higher.IsZero() {
 			p.mu.Lock()
-			if p.promised.Less(higher) {
-				p.promised.N = higher.N // the next attempt goes above it
+			if p.seen.Less(higher) {
+				p.seen = higher // the next attempt goes above it
 			}
 			p.mu.Unlock()
 			lastErr = fmt.Errorf("%w: ballot %s superseded by %s", ErrStaleBallot, b, higher)
@@ -899,8 +901,8 @@ func (s *Service) deposed(p *part, ballot Ballot, to string, promised Ballot) er
 	if p.leading == ballot {
 		p.leading = Ballot{}
 	}
-	if p.promised.Less(promised) {
-		p.promised.N = promised.N
+	if p.seen.Less(promised) {
+		p.seen = promised // to beat, should this host take over again
 	}
 	p.mu.Unlock()
 	return fmt.Errorf("%w: %s promised %s", ErrStaleBallot, to, promised)
