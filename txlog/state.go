@@ -36,7 +36,7 @@ type part struct {
 	// refusal tells), for a takeover to go above. It is no promise of
 	// this host's: recording it as one would make this host refuse the
 	// leader that holds it, and that leader raise its ballot again.
-	seen Ballot
+	seen     Ballot
 	last     uint64 // height of the last log entry
 	lastHash Hash
 	lastBal  Ballot // ballot of the last log entry
