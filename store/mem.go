@@ -7,16 +7,21 @@ import (
 )
 
 // Mem is an in-memory twin of badgerdb.DB with the same contract, for tests of the
-// packages built on the store. Sync is a no-op: nothing it holds survives
-// the process.
+// packages built on the store. It keeps what a write changed until the
+// next Sync, so that Crash can lose every write not synced since, as a
+// power cut loses the page cache: a test of durability then fails where a
+// sync is missing. Nothing it holds survives the process.
 type Mem struct {
 	mu     sync.RWMutex
 	kv     map[string][]byte
 	closed bool
+	// undo holds, for every key written since the last Sync, its value
+	// before (nil: it did not exist).
+	undo map[string][]byte
 }
 
 // NewMem returns an empty in-memory store.
-func NewMem() *Mem { return &Mem{kv: map[string][]byte{}} }
+func NewMem() *Mem { return &Mem{kv: map[string][]byte{}, undo: map[string][]byte{}} }
 
 // Get returns a copy of the value stored under key, or ErrNotFound.
 func (m *Mem) Get(key []byte) ([]byte, error) {
@@ -65,6 +70,9 @@ func (m *Mem) Update(fn func(w Writer) error) error {
 		return ErrClosed
 	}
 	for i, k := range b.keys {
+		if _, noted := m.undo[k]; !noted {
+			m.undo[k] = m.kv[k]
+		}
 		if b.vals[i] == nil {
 			delete(m.kv, k)
 		} else {
@@ -133,14 +141,31 @@ func (m *Mem) ScanSizes(prefix []byte, fn func(key []byte, size int64) error) er
 	return m.Scan(prefix, func(key, val []byte) error { return fn(key, int64(len(val))) })
 }
 
-// Sync does nothing but report whether the store is open.
+// Sync makes every write made so far durable: Crash keeps it.
 func (m *Mem) Sync() error {
-	m.mu.RLock()
-	defer m.mu.RUnlock()
+	m.mu.Lock()
+	defer m.mu.Unlock()
 	if m.closed {
 		return ErrClosed
 	}
+	clear(m.undo)
 	return nil
+}
+
+// Crash loses every write made since the last Sync, as a power cut loses
+// what the page cache held. The store stays open, as a disk does for the
+// process that starts after the cut.
+func (m *Mem) Crash() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for k, v := range m.undo {
+		if v == nil {
+			delete(m.kv, k)
+		} else {
+			m.kv[k] = v
+		}
+	}
+	clear(m.undo)
 }
 
 // Close empties the store. Later calls to any method return ErrClosed.

@@ -334,7 +334,8 @@ func (s *Service) confirm(ctx context.Context, p *part, level Level) error {
 			return countSet(acked, members) == len(members) && len(members) >= s.cfg.Replicas
 		}
 	}
-	if acked, err := s.replicate(ctx, p, members, target, enough, held); !enough(acked) {
+	self := func() error { return s.ps.syncHeight(p, target) }
+	if acked, err := s.replicate(ctx, p, members, target, enough, self); !enough(acked) {
 		if errors.Is(err, ErrStaleBallot) {
 			return err // deposed meanwhile: the caller looks the leader up again
 		}
@@ -362,7 +363,7 @@ func (s *Service) leadSync(ctx context.Context, p *part) (Response, error) {
 	target, hash, members := p.last, p.lastHash, slices.Clone(p.config)
 	p.mu.Unlock()
 	all := func(acked map[string]bool) bool { return countSet(acked, members) == len(members) }
-	acked, err := s.replicate(ctx, p, members, target, all, held)
+	acked, err := s.replicate(ctx, p, members, target, all, func() error { return s.ps.syncHeight(p, target) })
 	if errors.Is(err, ErrStaleBallot) {
 		return Response{}, err
 	}

@@ -2,10 +2,12 @@ package txlog
 
 import (
 	"errors"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/difuse/difuse/memnet"
+	"github.com/difuse/difuse/store"
 )
 
 // A replica that drops its copy of a partition (healing moved it
@@ -123,5 +125,135 @@ func TestOutbidLeaderRecordsNoPromise(t *testing.T) {
 	}
 	if lead, _, _ := leading(svcs["c"]); lead.N != bBallot.N+1 {
 		t.Errorf("c took over at %s, after b's %s", lead, bBallot)
+	}
+}
+
+// gatedStore holds every Sync while armed, until released.
+type gatedStore struct {
+	*store.Mem
+	armed   atomic.Bool
+	entered chan struct{}
+	release chan struct{}
+}
+
+func newGatedStore() *gatedStore {
+	return &gatedStore{Mem: store.NewMem(), entered: make(chan struct{}, 64), release: make(chan struct{})}
+}
+
+func (g *gatedStore) Sync() error {
+	if g.armed.Load() {
+		g.entered <- struct{}{}
+		<-g.release
+	}
+	return g.Mem.Sync()
+}
+
+// beforeSync runs op with g's syncs held, and reports whether op returned
+// before a sync it needs finished (or began): the sync is released once op
+// returns, or a while after it began if op waits for it.
+func (g *gatedStore) beforeSync(op func()) bool {
+	g.armed.Store(true)
+	defer g.armed.Store(false)
+	done, early := make(chan struct{}), make(chan bool, 1)
+	go func() {
+		defer close(g.release)
+		select {
+		case <-g.entered:
+		case <-done:
+			early <- true // no sync even began
+			return
+		}
+		select {
+		case <-done:
+			early <- true
+		case <-time.After(100 * time.Millisecond):
+			early <- false
+		}
+	}()
+	op()
+	close(done)
+	return <-early
+}
+
+// A write at level leader is acknowledged once the leader's own copy is
+// durable, not before: its sync still under way, the write waits.
+func TestLeaderLevelWaitsForTheLeadersSync(t *testing.T) {
+	faults := memnet.New(1)
+	net := NewNetwork(faults)
+	placer := &staticPlacer{set: []string{"a", "b", "c"}}
+	svcs := staticServices(t, net, placer, nil)
+	gated := newGatedStore()
+	a, err := New(Config{Addr: "a", Replicas: 3, CallTimeout: 100 * time.Millisecond, Patience: 300 * time.Millisecond}, placer, net.Transport("a"), gated)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.NoteHosts(3)
+	net.Attach("a", a)
+	svcs["a"] = a
+	ctx := ctxFor(t, 10*time.Second)
+	const part = "kv/leader-level"
+	if _, err := a.Write(ctx, part, set("k", "1"), Quorum); err != nil {
+		t.Fatal(err)
+	}
+	faults.Partition([]string{"a"}, []string{"b", "c"}) // the followers cannot answer
+	if gated.beforeSync(func() {
+		if _, err := a.Write(ctx, part, set("k", "2"), Leader); err != nil {
+			t.Error(err)
+		}
+	}) {
+		t.Fatal("the write at level leader was acknowledged before the leader's sync finished")
+	}
+	// What was acknowledged survives a power cut of the leader.
+	gated.Crash()
+	again, err := New(Config{Addr: "a", Replicas: 3, CallTimeout: 100 * time.Millisecond, Patience: 300 * time.Millisecond}, placer, net.Transport("a"), gated)
+	if err != nil {
+		t.Fatal(err)
+	}
+	net.Attach("a", again)
+	if r, err := again.HandleReadLocal(part, "k"); err != nil || string(r.Value) != "2" && string(r.Value) != "1" {
+		t.Fatalf("after the cut: %q, %v", r.Value, err)
+	}
+	p, _ := again.ps.get(part)
+	if p.last < 3 {
+		t.Fatalf("after the cut the leader's log ends at %d: the acknowledged write is gone", p.last)
+	}
+}
+
+// A quorum read counts the leader's own copy of the log only once it is
+// durable: with an entry in the leader's log not yet synced (a write
+// under way), the read waits for the leader's sync.
+func TestQuorumReadsCountDurableCopies(t *testing.T) {
+	faults := memnet.New(1)
+	net := NewNetwork(faults)
+	placer := &staticPlacer{set: []string{"a", "b", "c"}}
+	staticServices(t, net, placer, nil) // b and c; a is replaced below
+	gated := newGatedStore()
+	a, err := New(Config{Addr: "a", Replicas: 3, CallTimeout: 100 * time.Millisecond, Patience: 300 * time.Millisecond}, placer, net.Transport("a"), gated)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.NoteHosts(3)
+	net.Attach("a", a)
+	ctx := ctxFor(t, 10*time.Second)
+	const part = "kv/quorum-read"
+	if _, err := a.Write(ctx, part, set("k", "old"), All); err != nil {
+		t.Fatal(err)
+	}
+	// An entry in the leader's log that is not durable yet.
+	p, _ := a.ps.get(part)
+	p.mu.Lock()
+	tx := &Tx{Partition: part, Height: p.last + 1, Prev: p.lastHash, Ballot: p.leading, Ops: []Op{{Kind: OpSet, Name: "k", Value: []byte("new")}}}
+	err = a.ps.write(p, tx.Height, []*Tx{tx}, p.promised, p.commit, tx.Height, false)
+	p.mu.Unlock()
+	if err != nil {
+		t.Fatal(err)
+	}
+	faults.Partition([]string{"a", "b"}, []string{"c"})
+	var r Record
+	if gated.beforeSync(func() { r, err = a.Read(ctx, part, "k", Quorum) }) {
+		t.Fatal("the quorum read counted the leader's copy before it was synced")
+	}
+	if err != nil || string(r.Value) != "new" {
+		t.Fatalf("the quorum read: %q, %v", r.Value, err)
 	}
 }

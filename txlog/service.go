@@ -603,7 +603,7 @@ func (s *Service) appendAndReplicate(ctx context.Context, p *part, id WriteID, o
 	if members == nil {
 		members = ops[0].members() // the first entry of a partition sets them
 	}
-	need, quorum := levelNeeds(level, members)
+	need, quorum := levelNeeds(level, s.cfg.Addr, members)
 	t, acked, err := s.appendTx(ctx, p, id, ops, members, need, quorum, level != Lazy)
 	return t, s.shortfall(p, level, members, acked, quorum, err)
 }
@@ -615,7 +615,7 @@ func (s *Service) reaffirm(ctx context.Context, p *part, t *Tx, level Level) err
 	p.mu.Lock()
 	members := slices.Clone(p.config)
 	p.mu.Unlock()
-	need, quorum := levelNeeds(level, members)
+	need, quorum := levelNeeds(level, s.cfg.Addr, members)
 	acked, err := s.replicate(ctx, p, members, t.Height, need, func() error { return s.ps.syncTo(p, t) })
 	switch {
 	case need(acked):
@@ -627,13 +627,17 @@ func (s *Service) reaffirm(ctx context.Context, p *part, t *Tx, level Level) err
 }
 
 // levelNeeds returns what a write at level needs of the replicas that
-// acknowledge it, and what makes it committed, given the set members.
-func levelNeeds(level Level, members []string) (need, quorum func(map[string]bool) bool) {
+// acknowledge it (self, the leader, among them once its own copy is
+// durable), and what makes it committed, given the set members. Lazy
+// needs nothing.
+func levelNeeds(level Level, self string, members []string) (need, quorum func(map[string]bool) bool) {
 	quorum = func(acked map[string]bool) bool { return countSet(acked, members) >= majority(len(members)) }
 	switch level {
 	case All:
 		return func(acked map[string]bool) bool { return countSet(acked, members) == len(members) }, quorum
 	case Leader:
+		return func(acked map[string]bool) bool { return acked[self] }, quorum
+	case Lazy:
 		return func(map[string]bool) bool { return true }, quorum
 	}
 	return quorum, quorum

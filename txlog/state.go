@@ -572,6 +572,24 @@ func (ps *parts) syncTo(p *part, t *Tx) error {
 // applyBatch bounds the entries one store transaction applies.
 const applyBatch = 64
 
+// syncHeight makes this host's log durable up to height h (its log's
+// head, if shorter), unless it is already, and records it.
+func (ps *parts) syncHeight(p *part, h uint64) error {
+	p.mu.Lock()
+	done := p.durable >= min(h, p.last)
+	p.mu.Unlock()
+	if done {
+		return nil
+	}
+	if err := ps.db.Sync(); err != nil {
+		return fmt.Errorf("txlog: %q: sync: %w", p.name, err)
+	}
+	p.mu.Lock()
+	p.durable = max(p.durable, min(h, p.last))
+	p.mu.Unlock()
+	return nil
+}
+
 // apply brings the records up to height to, applyBatch entries a store
 // transaction. p.mu must be held.
 func (ps *parts) apply(p *part, to uint64) error {
