@@ -175,9 +175,13 @@ func (c *checker) walk(ctx context.Context) error {
 			continue
 		}
 		c.parts[part] = true
-		var entries []DirEntry
-		err = c.f.list(ctx, part, false, func(name string, e Entry) {
-			entries = append(entries, DirEntry{Name: name, Entry: e})
+		type listed struct {
+			DirEntry
+			hash txlog.Hash // the entry's record as the walk read it
+		}
+		var entries []listed
+		err = c.f.list(ctx, part, false, func(name string, e Entry, h txlog.Hash) {
+			entries = append(entries, listed{DirEntry{Name: name, Entry: e}, h})
 		}, nil)
 		if err != nil {
 			if ctx.Err() != nil {
@@ -196,11 +200,9 @@ func (c *checker) walk(ctx context.Context) error {
 			switch {
 			case errors.Is(err, syscall.ENOENT):
 				c.problem(p, fmt.Sprintf("entry names inode %s, which does not exist", e.ID), func() error {
-					_, eh, err := c.f.entry(ctx, part, e.Name)
-					if err != nil {
-						return err
-					}
-					_, err = c.f.write(ctx, part, txlog.Change{Name: EntryRecord(e.Name), Delete: true, IfMatch: &eh})
+					// Conditional on the entry as the walk read it: a
+					// name made anew since is not this one.
+					_, err := c.f.write(ctx, part, txlog.Change{Name: EntryRecord(e.Name), Delete: true, IfMatch: &e.hash})
 					return err
 				})
 				continue

@@ -246,7 +246,7 @@ func (f *FS) Readdir(ctx context.Context, dir ID) ([]DirEntry, error) {
 	}
 	var out []DirEntry
 	attrs := map[uint64]Attr{}
-	err = f.list(ctx, part, false, func(name string, e Entry) {
+	err = f.list(ctx, part, false, func(name string, e Entry, _ txlog.Hash) {
 		out = append(out, DirEntry{Name: name, Entry: e})
 	}, func(num uint64, a Attr) { attrs[num] = a })
 	for i, e := range out {
@@ -258,12 +258,15 @@ func (f *FS) Readdir(ctx context.Context, dir ID) ([]DirEntry, error) {
 }
 
 // list calls fn with every entry of partition part, in name order, as
-// users see them (see liveEntry, which settles marked entries); with
-// inodes set, it also calls that with every inode of the partition.
-func (f *FS) list(ctx context.Context, part uint64, settle bool, fn func(string, Entry), inodes func(uint64, Attr)) error {
+// users see them (see liveEntry, which settles marked entries), and its
+// record's hash as read; with inodes set, it also calls that with every
+// inode of the partition.
+func (f *FS) list(ctx context.Context, part uint64, settle bool, fn func(string, Entry, txlog.Hash), inodes func(uint64, Attr)) error {
 	after, prefix := "", entryPrefix
 	if inodes != nil {
-		prefix = ""
+		// The whole partition but the pages of large files ("b/"),
+		// which sort before the entries.
+		after, prefix = "c", ""
 	}
 	for {
 		resp, err := f.log.Do(ctx, txlog.Request{Partition: PartitionName(part), Level: f.levels.Read, Kind: txlog.KindList, Name: prefix, After: after})
@@ -289,8 +292,9 @@ func (f *FS) list(ctx context.Context, part uint64, settle bool, fn func(string,
 			if err != nil {
 				return fmt.Errorf("%q: %w: %v", name, syscall.EIO, err)
 			}
+			h := r.Hash
 			if e.Move != nil {
-				e, _, err = f.liveEntry(ctx, part, name, settle)
+				e, h, err = f.liveEntry(ctx, part, name, settle)
 				if errors.Is(err, syscall.ENOENT) {
 					continue
 				}
@@ -298,7 +302,7 @@ func (f *FS) list(ctx context.Context, part uint64, settle bool, fn func(string,
 					return err
 				}
 			}
-			fn(name, e)
+			fn(name, e, h)
 		}
 		if !resp.More {
 			return nil

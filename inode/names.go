@@ -182,39 +182,60 @@ func (f *FS) Rmdir(ctx context.Context, dir ID, name string) error {
 		if e.Type != TypeDir {
 			return fmt.Errorf("rmdir %q: %w", name, syscall.ENOTDIR)
 		}
-		if err := f.bury(ctx, e.ID, name); err != nil {
+		unbury, err := f.bury(ctx, e.ID, name)
+		if err != nil {
 			return err
 		}
-		return f.removeEntry(ctx, part, name, e, eh)
+		err = f.removeEntry(ctx, part, name, e, eh)
+		if undone(err) {
+			unbury()
+		}
+		return err
 	})
 }
 
 // bury marks the partition of directory id's entries dead if it has none
 // (ENOTEMPTY otherwise). Entries that renames have moved away, but not
-// yet cleaned up, are settled first.
-func (f *FS) bury(ctx context.Context, id ID, name string) error {
+// yet cleaned up, are settled first. It returns what undoes the mark, for
+// a caller whose change then definitely did not happen (a rename onto the
+// directory that lost a race): a directory left marked would be listed
+// but take no entry.
+func (f *FS) bury(ctx context.Context, id ID, name string) (unbury func(), err error) {
 	a, _, err := f.GetAttr(ctx, id)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	for try := 0; ; try++ {
-		_, err = f.log.Do(ctx, txlog.Request{Partition: PartitionName(a.Children), Level: f.levels.Write, Kind: txlog.KindWrite, IfEmpty: entryPrefix,
+		resp, err := f.log.Do(ctx, txlog.Request{Partition: PartitionName(a.Children), Level: f.levels.Write, Kind: txlog.KindWrite, IfEmpty: entryPrefix,
 			Write: []txlog.Change{{Name: deadRecord, Value: []byte{1}}}})
+		if err == nil {
+			h := resp.Tx.Hash
+			return func() {
+				// Only the mark written here, and best effort: one left
+				// behind is what a crash would leave, which rmdir removes.
+				f.write(ctx, a.Children, txlog.Change{Name: deadRecord, Delete: true, IfMatch: &h})
+			}, nil
+		}
 		if !errors.Is(err, txlog.ErrConflict) {
-			return errno(err)
+			return nil, errno(err)
 		}
 		if try > 0 {
-			return fmt.Errorf("directory %q: %w", name, syscall.ENOTEMPTY)
+			return nil, fmt.Errorf("directory %q: %w", name, syscall.ENOTEMPTY)
 		}
 		if err := f.settleAll(ctx, a.Children); err != nil {
-			return err
+			return nil, err
 		}
 	}
 }
 
+// undone reports whether a change that failed with err definitely did not
+// happen (a condition failed), as opposed to one whose outcome is unknown
+// (it may yet commit).
+func undone(err error) bool { return errors.Is(err, errRaced) }
+
 // settleAll settles every entry of partition part that a rename marked.
 func (f *FS) settleAll(ctx context.Context, part uint64) error {
-	return f.list(ctx, part, true, func(string, Entry) {}, nil)
+	return f.list(ctx, part, true, func(string, Entry, txlog.Hash) {}, nil)
 }
 
 // Flags of Rename, as renameat2 has them.
@@ -275,15 +296,17 @@ func (f *FS) Rename(ctx context.Context, dir ID, name string, newDir ID, newName
 		var garbage []string // page records of a replaced file, to delete after
 		var remote *ID       // a replaced inode of another partition
 		var replaced Type
+		unbury := func() {} // undoes the mark of a directory replaced
 		if exists {
 			changes[0].IfMatch = &dh
 			replaced = dst.Type
-			if err := f.replaceable(ctx, src, dst, newName); err != nil {
+			if unbury, err = f.replaceable(ctx, src, dst, newName); err != nil {
 				return err
 			}
 			if dst.ID.Part == part2 {
 				u, err := f.unlinkChange(ctx, dst.ID)
 				if err != nil {
+					unbury()
 					return err
 				}
 				changes = append(changes, u.changes...)
@@ -293,18 +316,24 @@ func (f *FS) Rename(ctx context.Context, dir ID, name string, newDir ID, newName
 			}
 		}
 		now := f.clock().UnixNano()
+		written := false // once written, a failure may be an unknown outcome
 		if part1 == part2 {
 			var dc []txlog.Change
 			if dc, err = f.dirChanges(ctx, part1, subdirDelta(0, replaced), now); err == nil {
+				written = true
 				_, err = f.write(ctx, part1, append(append(changes, dc...), txlog.Change{Name: EntryRecord(name), Delete: true, IfMatch: &sh})...)
 			}
 		} else {
 			var dc []txlog.Change
 			if dc, err = f.dirChanges(ctx, part2, subdirDelta(src.Type, replaced), now); err == nil {
+				written = true
 				err = f.move(ctx, part1, name, src, sh, part2, append(changes, dc...), nil)
 			}
 		}
 		if err != nil {
+			if !written || undone(err) {
+				unbury()
+			}
 			return err
 		}
 		f.deleteGarbage(ctx, part2, garbage)
@@ -336,17 +365,18 @@ func (f *FS) exchange(ctx context.Context, part1 uint64, name string, src Entry,
 }
 
 // replaceable checks that src may replace dst; a directory it replaces is
-// first marked dead, which needs it empty.
-func (f *FS) replaceable(ctx context.Context, src, dst Entry, dstName string) error {
+// first marked dead, which needs it empty, and the returned function
+// undoes that.
+func (f *FS) replaceable(ctx context.Context, src, dst Entry, dstName string) (unbury func(), err error) {
 	switch {
 	case src.Type == TypeDir && dst.Type != TypeDir:
-		return fmt.Errorf("rename onto %q: %w", dstName, syscall.ENOTDIR)
+		return nil, fmt.Errorf("rename onto %q: %w", dstName, syscall.ENOTDIR)
 	case src.Type != TypeDir && dst.Type == TypeDir:
-		return fmt.Errorf("rename onto %q: %w", dstName, syscall.EISDIR)
+		return nil, fmt.Errorf("rename onto %q: %w", dstName, syscall.EISDIR)
 	case dst.Type == TypeDir:
 		return f.bury(ctx, dst.ID, dstName)
 	}
-	return nil
+	return func() {}, nil
 }
 
 // Link makes newName in directory newDir a new name of inode id, not a
@@ -382,8 +412,12 @@ func (f *FS) Link(ctx context.Context, id ID, newDir ID, newName string) (Attr, 
 			_, err = f.write(ctx, part, append(entry, inode)...)
 		} else if _, err = f.write(ctx, id.Part, inode); err == nil {
 			// The link count first: a crash before the entry keeps it
-			// one too high, never too low.
-			if _, err = f.write(ctx, part, entry...); err != nil {
+			// one too high, never too low. So does an entry whose write
+			// has an unknown outcome: it may yet commit, and a count
+			// lowered under it would let the inode go with its other
+			// name. Only an entry that definitely was not written gives
+			// its link back.
+			if _, err = f.write(ctx, part, entry...); undone(err) {
 				if derr := f.dropLink(ctx, id); derr != nil {
 					return derr
 				}
