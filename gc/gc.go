@@ -213,7 +213,7 @@ func (c *Collector) mark(ctx context.Context, rep *nodestatus.GCReport) (*Bloom,
 	}
 	slices.Sort(hosts)
 	hosts = slices.Compact(hosts)
-	parts := map[string]bool{}
+	parts := map[string]bool{} // of the filesystem, and of pins
 	for _, host := range hosts {
 		for after := ""; ; {
 			items, more, err := c.lister.Items(ctx, host, heal.KindPartition, heal.Arc{}, after, listLimit)
@@ -221,7 +221,7 @@ func (c *Collector) mark(ctx context.Context, rep *nodestatus.GCReport) (*Bloom,
 				return nil, nil, fmt.Errorf("gc: list the partitions of %s: %w", host, err)
 			}
 			for _, it := range items {
-				if strings.HasPrefix(it.Key, inode.PartitionPrefix) {
+				if strings.HasPrefix(it.Key, inode.PartitionPrefix) || strings.HasPrefix(it.Key, PinPrefix) {
 					parts[it.Key] = true
 				}
 				after = it.Key
@@ -234,6 +234,23 @@ func (c *Collector) mark(ctx context.Context, rep *nodestatus.GCReport) (*Bloom,
 	c.update(func(s *nodestatus.GC) { s.Total = int64(len(parts)) })
 	var blocks []blockstore.Hash
 	for _, part := range slices.Sorted(maps.Keys(parts)) {
+		if strings.HasPrefix(part, PinPrefix) {
+			err := c.list(ctx, part, "", func(name string, _ []byte) error {
+				h, err := blockstore.ParseHash(name)
+				if err != nil {
+					return fmt.Errorf("pin %q: %w", name, err)
+				}
+				blocks = append(blocks, h)
+				rep.Pins++
+				return nil
+			})
+			if err != nil {
+				return nil, nil, fmt.Errorf("gc: %s: %w", part, err)
+			}
+			rep.Partitions++
+			c.update(func(s *nodestatus.GC) { s.Done++ })
+			continue
+		}
 		// Inodes hold the extents of small files, pages those of large
 		// ones. Every page is marked, those no inode names too: a page is
 		// written before the inode that names it, and it is garbage only
@@ -276,6 +293,15 @@ func (c *Collector) mark(ctx context.Context, rep *nodestatus.GCReport) (*Bloom,
 	}
 	return keep, hosts, nil
 }
+
+// Pins keep blocks that no file refers to, those stored through the block
+// API: a block's pin is the record named by its hash in partition
+// PinPartition(hash), and a cycle marks every pinned block. Pins spread
+// over 256 partitions, by the hash's first byte.
+const PinPrefix = "pins/"
+
+// PinPartition returns the partition that holds block h's pin.
+func PinPartition(h blockstore.Hash) string { return fmt.Sprintf("%s%02x", PinPrefix, h[0]) }
 
 // list calls fn with every record of partition part whose name starts
 // with prefix, read at quorum.

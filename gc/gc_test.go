@@ -14,7 +14,9 @@ import (
 	"github.com/difuse/difuse/heal"
 	"github.com/difuse/difuse/inode"
 	"github.com/difuse/difuse/internal/memcluster"
+	"github.com/difuse/difuse/level"
 	"github.com/difuse/difuse/ring"
+	"github.com/difuse/difuse/txlog"
 )
 
 // memSweepers reaches the other hosts' collectors in memory.
@@ -321,5 +323,43 @@ func TestCollectRacingWrite(t *testing.T) {
 	}
 	if !bytes.Equal(w.read(t, "new"), content) {
 		t.Fatal("the new file reads back different")
+	}
+}
+
+// A block stored through the block API is pinned, and a pinned block is
+// kept though no file refers to it; once unpinned, a cycle frees it.
+func TestPinsKeepBlocks(t *testing.T) {
+	w := newWorld(t, time.Nanosecond)
+	ctx := context.Background()
+	h0 := w.c.Hosts[0]
+	data := random(100<<10, 9)
+	h, err := h0.Blocks.Set(ctx, data, level.All)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pin := func(on bool) {
+		c := txlog.Change{Name: h.String(), Value: []byte{1}}
+		if !on {
+			c = txlog.Change{Name: h.String(), Delete: true}
+		}
+		if _, err := h0.Log.Do(ctx, txlog.Request{Partition: gc.PinPartition(h), Level: txlog.Quorum, Kind: txlog.KindWrite, Write: []txlog.Change{c}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pin(true)
+	held := w.blocksHeld()
+	rep, err := w.collectors["h1"].Collect(ctx, false)
+	if err != nil || rep.Pins != 1 || rep.Freed != 0 {
+		t.Fatalf("a cycle with the block pinned: %+v, %v", rep, err)
+	}
+	if got := w.blocksHeld(); got != held {
+		t.Fatalf("the pinned block went: %d copies held, %d before", got, held)
+	}
+	if got, err := h0.Blocks.Get(ctx, h, level.Leader); err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("the pinned block reads %d bytes, %v", len(got), err)
+	}
+	pin(false)
+	if rep, err = w.collectors["h2"].Collect(ctx, false); err != nil || rep.Freed != held {
+		t.Fatalf("a cycle after the unpin: %+v (want %d freed), %v", rep, held, err)
 	}
 }

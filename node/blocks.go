@@ -1,6 +1,7 @@
 package node
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -8,12 +9,17 @@ import (
 	"strconv"
 
 	"github.com/difuse/difuse/blockstore"
+	"github.com/difuse/difuse/gc"
 	"github.com/difuse/difuse/level"
+	"github.com/difuse/difuse/txlog"
 )
 
-// The block API: PUT /v1/blocks stores the body as one block and answers
-// its hash; GET and HEAD /v1/blocks/{hash} read one. ?consistency= picks
-// the level (default quorum for PUT, leader for GET).
+// The block API: PUT /v1/blocks stores the body as one block, pins it
+// (unless ?pin=false) and answers its hash; GET and HEAD
+// /v1/blocks/{hash} read one. ?consistency= picks the level (default
+// quorum for PUT, leader for GET). A pin keeps a block that no file refers
+// to from garbage collection: GET /v1/pins/{hash} says whether one is
+// pinned, PUT pins a block already stored, DELETE unpins (gc.PinPartition).
 
 // handleBlockPut answers PUT /v1/blocks.
 func (n *Node) handleBlockPut(w http.ResponseWriter, r *http.Request) {
@@ -38,8 +44,61 @@ func (n *Node) handleBlockPut(w http.ResponseWriter, r *http.Request) {
 		writeBlockError(w, err)
 		return
 	}
+	pinned := r.URL.Query().Get("pin") != "false"
+	if pinned {
+		// After the block: a block stored and not yet pinned is recent,
+		// which no collection takes within its grace time.
+		if err := n.pin(ctx, h, true); err != nil {
+			writeKVError(w, err)
+			return
+		}
+	}
 	w.Header().Set("ETag", `"`+h.String()+`"`)
-	writeJSON(w, http.StatusOK, map[string]any{"hash": h.String(), "size": len(data)})
+	writeJSON(w, http.StatusOK, map[string]any{"hash": h.String(), "size": len(data), "pinned": pinned})
+}
+
+// pin pins block h, or unpins it, at quorum.
+func (n *Node) pin(ctx context.Context, h blockstore.Hash, on bool) error {
+	c := txlog.Change{Name: h.String(), Value: []byte{1}}
+	if !on {
+		c = txlog.Change{Name: h.String(), Delete: true}
+	}
+	_, err := n.txlog.Do(ctx, txlog.Request{Partition: gc.PinPartition(h), Level: txlog.Quorum, Kind: txlog.KindWrite, Write: []txlog.Change{c}})
+	return err
+}
+
+// handlePin answers GET, PUT and DELETE /v1/pins/{hash}.
+func (n *Node) handlePin(w http.ResponseWriter, r *http.Request) {
+	h, err := blockstore.ParseHash(r.PathValue("hash"))
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	ctx, cancel := n.requestContext(r)
+	defer cancel()
+	switch r.Method {
+	case http.MethodGet:
+		resp, err := n.txlog.Do(ctx, txlog.Request{Partition: gc.PinPartition(h), Level: txlog.Quorum, Kind: txlog.KindRead, Name: h.String()})
+		switch {
+		case err != nil:
+			writeKVError(w, err)
+		case !resp.Record.Exists:
+			writeError(w, http.StatusNotFound, "block "+h.String()+" is not pinned")
+		default:
+			writeJSON(w, http.StatusOK, map[string]any{"hash": h.String(), "pinned": true})
+		}
+		return
+	case http.MethodPut:
+		if _, err := n.blocks.Get(ctx, h, level.Leader); err != nil {
+			writeBlockError(w, err)
+			return
+		}
+	}
+	if err := n.pin(ctx, h, r.Method == http.MethodPut); err != nil {
+		writeKVError(w, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
 }
 
 // handleBlockGet answers GET and HEAD /v1/blocks/{hash}.

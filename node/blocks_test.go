@@ -67,3 +67,36 @@ func TestBlocksOverHTTP(t *testing.T) {
 		}
 	}
 }
+
+// A block stored through the API is pinned unless asked not to be; pins
+// are read, added and removed at /v1/pins/{hash}.
+func TestPinsOverHTTP(t *testing.T) {
+	a := startNode(t, t.TempDir(), "")
+	waitAgree(t, []*node.Node{a}, 8, 20*time.Second)
+	pinned := func(hash string) int {
+		code, _, _ := kvDo(t, a, "GET", "/v1/pins/"+hash, nil)
+		return code
+	}
+	_, _, body := kvDo(t, a, "PUT", "/v1/blocks", []byte("pinned by default"))
+	var put struct {
+		Hash   string
+		Pinned bool
+	}
+	if err := json.Unmarshal([]byte(body), &put); err != nil || !put.Pinned || pinned(put.Hash) != 200 {
+		t.Fatalf("PUT /v1/blocks: %s, pin %d", body, pinned(put.Hash))
+	}
+	if code, _, _ := kvDo(t, a, "DELETE", "/v1/pins/"+put.Hash, nil); code != 204 || pinned(put.Hash) != 404 {
+		t.Fatalf("DELETE /v1/pins: %d, then %d", code, pinned(put.Hash))
+	}
+	if code, _, _ := kvDo(t, a, "PUT", "/v1/pins/"+put.Hash, nil); code != 204 || pinned(put.Hash) != 200 {
+		t.Fatalf("PUT /v1/pins of a stored block: %d, then %d", code, pinned(put.Hash))
+	}
+	_, _, body = kvDo(t, a, "PUT", "/v1/blocks?pin=false", []byte("not pinned"))
+	if err := json.Unmarshal([]byte(body), &put); err != nil || put.Pinned || pinned(put.Hash) != 404 {
+		t.Fatalf("PUT /v1/blocks?pin=false: %s, pin %d", body, pinned(put.Hash))
+	}
+	never := blockstore.Sum([]byte("never stored")).String()
+	if code, _, _ := kvDo(t, a, "PUT", "/v1/pins/"+never, nil); code != 404 {
+		t.Fatalf("PUT /v1/pins of a block never stored: %d, want 404", code)
+	}
+}

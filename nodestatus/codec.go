@@ -285,6 +285,7 @@ func EncodeGCReport(b *flatbuffers.Builder, r GCReport) flatbuffers.UOffsetT {
 	fb.GCReportAddFailed(b, failed)
 	fb.GCReportAddRecent(b, r.Recent)
 	fb.GCReportAddRecentBytes(b, r.RecentBytes)
+	fb.GCReportAddPins(b, r.Pins)
 	return fb.GCReportEnd(b)
 }
 
@@ -292,7 +293,7 @@ func EncodeGCReport(b *flatbuffers.Builder, r GCReport) flatbuffers.UOffsetT {
 func DecodeGCReport(t *fb.GCReport) GCReport {
 	r := GCReport{Start: time.Unix(0, t.StartUnixNano()), End: time.Unix(0, t.EndUnixNano()), DryRun: t.DryRun(),
 		Partitions: t.Partitions(), Inodes: t.Inodes(), Referenced: t.Referenced(), Hosts: int(t.Hosts()),
-		Examined: t.Examined(), Freed: t.Freed(), FreedBytes: t.FreedBytes(), Recent: t.Recent(), RecentBytes: t.RecentBytes()}
+		Examined: t.Examined(), Freed: t.Freed(), FreedBytes: t.FreedBytes(), Recent: t.Recent(), RecentBytes: t.RecentBytes(), Pins: t.Pins()}
 	for i := range t.FailedLength() {
 		r.Failed = append(r.Failed, string(t.Failed(i)))
 	}

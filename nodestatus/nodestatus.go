@@ -120,9 +120,10 @@ type GCReport struct {
 	Start  time.Time `json:"start"`
 	End    time.Time `json:"end"`
 	DryRun bool      `json:"dry_run"`
-	// Partitions and Inodes scanned; Referenced blocks marked.
+	// Partitions and Inodes scanned, Pins found; Referenced blocks marked.
 	Partitions int64 `json:"partitions"`
 	Inodes     int64 `json:"inodes"`
+	Pins       int64 `json:"pins"`
 	Referenced int64 `json:"referenced"`
 	// Hosts swept; blocks they examined, and freed (or would free).
 	Hosts      int   `json:"hosts"`

@@ -51,7 +51,7 @@ func TestStatusRoundTrip(t *testing.T) {
 		Recent: []LogEntry{{Time: at(103), Level: "WARN", Message: "slow"}},
 		GC: GC{State: "marking", Done: 24, Total: 25, Cycles: 26, FreedBlocks: 27, FreedBytes: 28, Errors: 29, LastError: "gc: y",
 			Last: &GCReport{Start: at(104), End: at(105), DryRun: true, Partitions: 30, Inodes: 31, Referenced: 32,
-				Hosts: 33, Examined: 34, Freed: 35, FreedBytes: 36, Recent: 37, RecentBytes: 38, Failed: []string{"h: z"}}},
+				Hosts: 33, Examined: 34, Freed: 35, FreedBytes: 36, Recent: 37, RecentBytes: 38, Pins: 39, Failed: []string{"h: z"}}},
 	}
 	var r fb.StatusReply
 	if err := wire.Decode(EncodeStatus(want).FinishedBytes(), &r); err != nil {

@@ -194,8 +194,20 @@ func (rcv *GCReport) MutateRecentBytes(n int64) bool {
 	return rcv._tab.MutateInt64Slot(28, n)
 }
 
+func (rcv *GCReport) Pins() int64 {
+	o := flatbuffers.UOffsetT(rcv._tab.Offset(30))
+	if o != 0 {
+		return rcv._tab.GetInt64(o + rcv._tab.Pos)
+	}
+	return 0
+}
+
+func (rcv *GCReport) MutatePins(n int64) bool {
+	return rcv._tab.MutateInt64Slot(30, n)
+}
+
 func GCReportStart(builder *flatbuffers.Builder) {
-	builder.StartObject(13)
+	builder.StartObject(14)
 }
 func GCReportAddStartUnixNano(builder *flatbuffers.Builder, startUnixNano int64) {
 	builder.PrependInt64Slot(0, startUnixNano, 0)
@@ -238,6 +250,9 @@ func GCReportAddRecent(builder *flatbuffers.Builder, recent int64) {
 }
 func GCReportAddRecentBytes(builder *flatbuffers.Builder, recentBytes int64) {
 	builder.PrependInt64Slot(12, recentBytes, 0)
+}
+func GCReportAddPins(builder *flatbuffers.Builder, pins int64) {
+	builder.PrependInt64Slot(13, pins, 0)
 }
 func GCReportEnd(builder *flatbuffers.Builder) flatbuffers.UOffsetT {
 	return builder.EndObject()
