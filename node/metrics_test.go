@@ -50,7 +50,7 @@ func TestMetrics(t *testing.T) {
 		t.Fatalf("GET /metrics = %d", code)
 	}
 	for sample, want := range map[string]float64{
-		`difuse_txlog_requests_total{kind="write",level="quorum",outcome="ok"}`:       3,
+		`difuse_txlog_requests_total{kind="write",level="quorum",outcome="ok"}`:       4, // 3 PUTs and the block's pin
 		`difuse_txlog_requests_total{kind="write",level="quorum",outcome="conflict"}`: 1,
 		`difuse_txlog_requests_total{kind="read",level="quorum",outcome="ok"}`:        1,
 		`difuse_txlog_request_duration_seconds_count{kind="read",level="quorum"}`:     1,
