@@ -5,9 +5,11 @@
 // each filesystem partition every inode record (at quorum), so an inode
 // that a rename moved between directories is seen wherever its entries
 // are. The marked blocks go into a Bloom filter, which every host gets
-// with a cutoff, the cycle's start less the grace time: it deletes the
-// blocks the filter does not contain and that were last used before the
-// cutoff. A write marks every block it stores as used, on every replica,
+// with an age, the grace time plus how long the cycle has run: it deletes
+// the blocks the filter does not contain and that were last used longer
+// ago than that, by its own clock, that is before the cycle's start less
+// the grace time. No two clocks need agree. A write marks every block it
+// stores as used, on every replica,
 // even one that held it already (blockstore's touch), and commits the
 // inode that refers to it within the grace time; so a block a write is
 // about to refer to is never swept, however the cycle and the write
@@ -53,6 +55,9 @@ type Config struct {
 	Rate int
 	// Logger receives cycles' results; nil discards them.
 	Logger *slog.Logger
+	// Clock is the host's clock, which the blocks' last uses are noted
+	// by. Default time.Now.
+	Clock func() time.Time
 }
 
 func (c *Config) setDefaults() {
@@ -67,6 +72,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.Clock == nil {
+		c.Clock = time.Now
 	}
 }
 
@@ -87,10 +95,11 @@ type Sweepers interface {
 }
 
 // SweepRequest asks a host to delete the blocks Keep does not contain and
-// that were last used before Cutoff; DryRun only counts them.
+// that were last used more than Age ago, by the host's clock; DryRun only
+// counts them.
 type SweepRequest struct {
 	Keep   *Bloom
-	Cutoff time.Time
+	Age    time.Duration
 	DryRun bool
 }
 
@@ -118,7 +127,7 @@ func New(cfg Config, members func(context.Context) ([]ring.Ref, error), lister L
 	}
 	cfg.setDefaults()
 	return &Collector{cfg: cfg, members: members, lister: lister, log: log, sweepers: sweepers, local: local,
-		limiter: rate.NewLimiter(rate.Limit(cfg.Rate), max(cfg.Rate/10, 1)), stats: nodestatus.GC{State: "idle"}, clock: time.Now}, nil
+		limiter: rate.NewLimiter(rate.Limit(cfg.Rate), max(cfg.Rate/10, 1)), stats: nodestatus.GC{State: "idle"}, clock: cfg.Clock}, nil
 }
 
 // Stats returns the collector's state.
@@ -154,7 +163,6 @@ func (c *Collector) Collect(ctx context.Context, dryRun bool) (nodestatus.GCRepo
 	c.cycle.Lock()
 	defer c.cycle.Unlock()
 	rep := nodestatus.GCReport{Start: c.clock(), DryRun: dryRun}
-	cutoff := rep.Start.Add(-c.cfg.Grace)
 	defer c.update(func(s *nodestatus.GC) { s.State, s.Done, s.Total = "idle", 0, 0 })
 	keep, hosts, err := c.mark(ctx, &rep)
 	if err != nil {
@@ -162,7 +170,9 @@ func (c *Collector) Collect(ctx context.Context, dryRun bool) (nodestatus.GCRepo
 		return rep, err
 	}
 	c.update(func(s *nodestatus.GC) { s.State, s.Done, s.Total = "sweeping", 0, int64(len(hosts)) })
-	req := SweepRequest{Keep: keep, Cutoff: cutoff, DryRun: dryRun}
+	// The cycle's start less the grace time, as an age each host measures
+	// on its own clock.
+	req := SweepRequest{Keep: keep, Age: c.cfg.Grace + c.clock().Sub(rep.Start), DryRun: dryRun}
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	for _, host := range hosts {
@@ -390,7 +400,10 @@ func (c *Collector) HandleSweep(ctx context.Context, req SweepRequest) (blocksto
 	if err := req.Keep.Check(); err != nil {
 		return blockstore.SweepStats{}, err
 	}
-	st, err := c.local.Sweep(req.Keep.Contains, req.Cutoff, req.DryRun, func() error { return c.limiter.Wait(ctx) })
+	if req.Age < c.cfg.Grace {
+		return blockstore.SweepStats{}, fmt.Errorf("gc: a sweep of blocks unused for %s, less than this host's grace time %s", req.Age, c.cfg.Grace)
+	}
+	st, err := c.local.Sweep(req.Keep.Contains, c.clock().Add(-req.Age), req.DryRun, func() error { return c.limiter.Wait(ctx) })
 	if !req.DryRun {
 		c.update(func(s *nodestatus.GC) {
 			s.FreedBlocks, s.FreedBytes = s.FreedBlocks+st.Freed, s.FreedBytes+st.FreedBytes

@@ -40,6 +40,11 @@ type world struct {
 }
 
 func newWorld(t *testing.T, grace time.Duration) *world {
+	return newSkewedWorld(t, grace, nil)
+}
+
+// newSkewedWorld is newWorld, with host h1's clock skew ahead, if set.
+func newSkewedWorld(t *testing.T, grace time.Duration, skew *time.Duration) *world {
 	w := &world{c: memcluster.Start(t, 3), collectors: memSweepers{}}
 	lister := memLister{}
 	for _, h := range w.c.Hosts {
@@ -51,7 +56,11 @@ func newWorld(t *testing.T, grace time.Duration) *world {
 			t.Fatal(err)
 		}
 		lister[h.Addr] = hl
-		c, err := gc.New(gc.Config{Addr: h.Addr, Grace: grace}, members, lister, h.Log, w.collectors, h.Blocks.Local())
+		cfg := gc.Config{Addr: h.Addr, Grace: grace}
+		if h.Addr == "h1" && skew != nil {
+			cfg.Clock = func() time.Time { return time.Now().Add(*skew) }
+		}
+		c, err := gc.New(cfg, members, lister, h.Log, w.collectors, h.Blocks.Local())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -361,5 +370,30 @@ func TestPinsKeepBlocks(t *testing.T) {
 	pin(false)
 	if rep, err = w.collectors["h2"].Collect(ctx, false); err != nil || rep.Freed != held {
 		t.Fatalf("a cycle after the unpin: %+v (want %d freed), %v", rep, held, err)
+	}
+}
+
+// A collector whose clock runs hours ahead does not make the other hosts
+// sweep blocks used within the grace time: each host judges a block's age
+// by its own clock.
+func TestCollectorClockSkew(t *testing.T) {
+	skew := 2 * time.Hour
+	w := newSkewedWorld(t, time.Hour, &skew)
+	ctx := context.Background()
+	h0 := w.c.Hosts[0]
+	// A block a write has just stored, and whose inode it has not
+	// committed yet: referenced by nothing, used a moment ago.
+	h, err := h0.Blocks.Set(ctx, random(64<<10, 5), level.All)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.collectors["h1"].Collect(ctx, false); err != nil {
+		t.Fatal(err)
+	}
+	for _, host := range []int{0, 2} {
+		w.c.Hosts[host].Blocks.Wait()
+		if ok, err := w.c.Hosts[host].Blocks.Local().Has(h); err != nil || !ok {
+			t.Errorf("host %d swept a block used a moment ago, asked by a collector two hours ahead (%v)", host, err)
+		}
 	}
 }

@@ -19,15 +19,23 @@ type stall struct {
 	d time.Duration
 }
 
+// MaxCommit bounds a commit however it progresses: garbage collection
+// frees a block that no inode refers to once it has gone unused for its
+// grace time (an hour by default), so a commit must refer to the blocks it
+// stored well within that (docs/gc.md).
+const MaxCommit = 30 * time.Minute
+
 // WithStall returns a context that ends when no progress has been made
-// under it for d, with a cause that says so (context.Cause), and the
-// function that ends it sooner.
+// under it for d, or after MaxCommit in all, with a cause that says so
+// (context.Cause), and the function that ends it sooner.
 func WithStall(ctx context.Context, d time.Duration) (context.Context, context.CancelFunc) {
 	ctx, cancel := context.WithCancelCause(ctx)
+	ctx, stop := context.WithTimeoutCause(ctx, MaxCommit, fmt.Errorf("a commit over %s", MaxCommit))
 	s := &stall{d: d}
 	s.t = time.AfterFunc(d, func() { cancel(fmt.Errorf("no progress for %s", d)) })
 	return context.WithValue(ctx, stallKey{}, s), func() {
 		s.t.Stop()
+		stop()
 		cancel(context.Canceled)
 	}
 }

@@ -39,7 +39,7 @@ func (s server) Sweep(ctx context.Context, r *fb.GCSweepRequest) (*flatbuffers.B
 	if err := keep.Check(); err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
-	st, err := s.h.HandleSweep(ctx, gc.SweepRequest{Keep: keep, Cutoff: time.Unix(0, r.CutoffUnixNano()), DryRun: r.DryRun()})
+	st, err := s.h.HandleSweep(ctx, gc.SweepRequest{Keep: keep, Age: time.Duration(r.AgeNanos()), DryRun: r.DryRun()})
 	if err != nil {
 		return nil, status.Error(codes.Unavailable, err.Error())
 	}
@@ -84,7 +84,7 @@ func (t *Transport) Sweep(ctx context.Context, to string, req gc.SweepRequest) (
 	fb.GCSweepRequestStart(b)
 	fb.GCSweepRequestAddBits(b, bits)
 	fb.GCSweepRequestAddK(b, uint32(req.Keep.K))
-	fb.GCSweepRequestAddCutoffUnixNano(b, req.Cutoff.UnixNano())
+	fb.GCSweepRequestAddAgeNanos(b, int64(req.Age))
 	fb.GCSweepRequestAddDryRun(b, req.DryRun)
 	b.Finish(fb.GCSweepRequestEnd(b))
 	r, err := fb.NewGCClient(cc).Sweep(ctx, b)

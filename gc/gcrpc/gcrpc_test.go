@@ -52,11 +52,11 @@ func TestRoundTrip(t *testing.T) {
 
 	keep := gc.NewBloom(100, 0.01)
 	keep.Add(blockstore.Sum([]byte("x")))
-	st, err := NewTransport(pool).Sweep(ctx, addr, gc.SweepRequest{Keep: keep, Cutoff: time.Unix(0, 42), DryRun: true})
+	st, err := NewTransport(pool).Sweep(ctx, addr, gc.SweepRequest{Keep: keep, Age: 42 * time.Hour, DryRun: true})
 	if err != nil || st.Freed != 3 || st.FreedBytes != 300 || st.Examined != 10 || st.Recent != 2 || st.RecentBytes != 200 {
 		t.Fatalf("sweep: %+v, %v", st, err)
 	}
-	if !f.got.DryRun || f.got.Cutoff.UnixNano() != 42 || !f.got.Keep.Contains(blockstore.Sum([]byte("x"))) || f.got.Keep.K != keep.K {
+	if !f.got.DryRun || f.got.Age != 42*time.Hour || !f.got.Keep.Contains(blockstore.Sum([]byte("x"))) || f.got.Keep.K != keep.K {
 		t.Fatalf("the handler got %+v", f.got)
 	}
 

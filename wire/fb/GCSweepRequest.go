@@ -79,18 +79,6 @@ func (rcv *GCSweepRequest) MutateK(n uint32) bool {
 	return rcv._tab.MutateUint32Slot(6, n)
 }
 
-func (rcv *GCSweepRequest) CutoffUnixNano() int64 {
-	o := flatbuffers.UOffsetT(rcv._tab.Offset(8))
-	if o != 0 {
-		return rcv._tab.GetInt64(o + rcv._tab.Pos)
-	}
-	return 0
-}
-
-func (rcv *GCSweepRequest) MutateCutoffUnixNano(n int64) bool {
-	return rcv._tab.MutateInt64Slot(8, n)
-}
-
 func (rcv *GCSweepRequest) DryRun() bool {
 	o := flatbuffers.UOffsetT(rcv._tab.Offset(10))
 	if o != 0 {
@@ -103,8 +91,20 @@ func (rcv *GCSweepRequest) MutateDryRun(n bool) bool {
 	return rcv._tab.MutateBoolSlot(10, n)
 }
 
+func (rcv *GCSweepRequest) AgeNanos() int64 {
+	o := flatbuffers.UOffsetT(rcv._tab.Offset(12))
+	if o != 0 {
+		return rcv._tab.GetInt64(o + rcv._tab.Pos)
+	}
+	return 0
+}
+
+func (rcv *GCSweepRequest) MutateAgeNanos(n int64) bool {
+	return rcv._tab.MutateInt64Slot(12, n)
+}
+
 func GCSweepRequestStart(builder *flatbuffers.Builder) {
-	builder.StartObject(4)
+	builder.StartObject(5)
 }
 func GCSweepRequestAddBits(builder *flatbuffers.Builder, bits flatbuffers.UOffsetT) {
 	builder.PrependUOffsetTSlot(0, flatbuffers.UOffsetT(bits), 0)
@@ -115,11 +115,11 @@ func GCSweepRequestStartBitsVector(builder *flatbuffers.Builder, numElems int) f
 func GCSweepRequestAddK(builder *flatbuffers.Builder, k uint32) {
 	builder.PrependUint32Slot(1, k, 0)
 }
-func GCSweepRequestAddCutoffUnixNano(builder *flatbuffers.Builder, cutoffUnixNano int64) {
-	builder.PrependInt64Slot(2, cutoffUnixNano, 0)
-}
 func GCSweepRequestAddDryRun(builder *flatbuffers.Builder, dryRun bool) {
 	builder.PrependBoolSlot(3, dryRun, false)
+}
+func GCSweepRequestAddAgeNanos(builder *flatbuffers.Builder, ageNanos int64) {
+	builder.PrependInt64Slot(4, ageNanos, 0)
 }
 func GCSweepRequestEnd(builder *flatbuffers.Builder) flatbuffers.UOffsetT {
 	return builder.EndObject()
