@@ -1,6 +1,7 @@
 package txlog
 
 import (
+	"cmp"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -38,8 +39,10 @@ const compactChunk = 1024
 
 // Compact folds the old history of every partition this host replicates
 // into the snapshot its records already are. Per replica, the base moves
-// up to the last committed and applied entry older than r.For (by its
-// leader's clock); entries up to the base are deleted unless they hold one
+// up to the last committed and applied entry older than r.For (a write's
+// entry by when this replica learned it, on this host's clock; another by
+// its leader's clock, see young); entries up to the base are deleted
+// unless they hold one
 // of a record's r.Keep latest committed versions; the entries above the
 // base stay whole, so the log still verifies as a hash chain from the
 // base's hash, and each record's chain from its oldest kept version. A
@@ -101,7 +104,11 @@ func (ps *parts) compact(p *part, keep int, cutoff int64, first bool) (int, bool
 		if err != nil {
 			return 0, false, err
 		}
-		if t.Time >= cutoff {
+		young, err := ps.young(p, t, cutoff)
+		if err != nil {
+			return 0, false, err
+		}
+		if young {
 			break
 		}
 		base, txs = h, append(txs, t)
@@ -136,7 +143,8 @@ func (ps *parts) compact(p *part, keep int, cutoff int64, first bool) (int, bool
 		}
 		txs = append(kept, txs...)
 	}
-	keepFrom := map[string]uint64{}
+	type kept struct{ from, atBase uint64 }
+	keepFrom := map[string]kept{}
 	var drop []*Tx
 	for _, t := range txs {
 		needed := false
@@ -144,15 +152,15 @@ func (ps *parts) compact(p *part, keep int, cutoff int64, first bool) (int, bool
 			if op.Kind != OpSet && op.Kind != OpDelete {
 				continue
 			}
-			from, ok := keepFrom[op.Name]
+			k, ok := keepFrom[op.Name]
 			if !ok {
 				var err error
-				if from, err = ps.keepFrom(p, op.Name, keep); err != nil {
+				if k.from, k.atBase, err = ps.keepFrom(p, op.Name, keep, base); err != nil {
 					return 0, false, err
 				}
-				keepFrom[op.Name] = from
+				keepFrom[op.Name] = k
 			}
-			needed = needed || t.Height >= from
+			needed = needed || t.Height >= k.from || t.Height == k.atBase
 		}
 		if !needed {
 			drop = append(drop, t)
@@ -197,6 +205,24 @@ func (ps *parts) compact(p *part, keep int, cutoff int64, first bool) (int, bool
 	return len(drop), true, nil
 }
 
+// young reports whether entry t is younger than cutoff: a write's entry by
+// when this replica learned it (its own clock: a skewed leader must not
+// get a write's ID forgotten early, which would let a retry apply it
+// twice), another by the time its leader gave it, which decides only how
+// much history is kept. p.mu must be held.
+func (ps *parts) young(p *part, t *Tx, cutoff int64) (bool, error) {
+	if !t.ID.IsZero() {
+		h, learned, found, err := ps.indexed(p, t.ID)
+		if err != nil {
+			return false, err
+		}
+		if found && h == t.Height && learned != 0 {
+			return learned >= cutoff, nil
+		}
+	}
+	return t.Time >= cutoff, nil
+}
+
 // dropBeforeImages deletes the before-images of committed entries, which
 // are never cut from the log. p.mu must be held.
 func (ps *parts) dropBeforeImages(p *part) error {
@@ -229,33 +255,44 @@ func (ps *parts) dropBeforeImages(p *part) error {
 
 // keepFrom returns the height of the oldest of record name's keep latest
 // committed versions (0: it has fewer, keep them all): entries from there
-// on that change the record are its history to keep. p.mu must be held.
-func (ps *parts) keepFrom(p *part, name string, keep int) (uint64, error) {
+// on that change the record are its history to keep. It also returns the
+// height of the record's latest version at or below base (0: none, or the
+// record's current version is there), whose entry a snapshot at the base
+// needs to know the record's state there (see HandleSnapshot). p.mu must
+// be held.
+func (ps *parts) keepFrom(p *part, name string, keep int, base uint64) (from, atBase uint64, err error) {
 	r, err := ps.record(p, name)
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	n := 0
 	for h := r.Height; h != 0; {
-		if h <= p.commit {
+		if h <= base && atBase == 0 && r.Height > base {
+			atBase = h
+		}
+		if h <= p.commit && from == 0 {
 			if n++; n == keep {
-				return h, nil
+				from = h
 			}
+		}
+		if from != 0 && (atBase != 0 || r.Height <= base) {
+			return from, atBase, nil
 		}
 		t, err := ps.entry(p, h)
 		if errors.Is(err, store.ErrNotFound) && h <= p.base {
-			return h, nil // older versions are gone already
+			// Older versions are gone already.
+			return cmp.Or(from, h), atBase, nil
 		}
 		if err != nil {
-			return 0, err
+			return 0, 0, err
 		}
 		op, ok := t.lastOp(name)
 		if !ok || op.Prev.IsZero() || op.PrevHeight >= h {
-			return 0, nil
+			return from, atBase, nil
 		}
 		h = op.PrevHeight
 	}
-	return 0, nil
+	return from, atBase, nil
 }
 
 // SnapshotPage is a page of a replica's records as they were at a
@@ -281,8 +318,13 @@ const (
 )
 
 // HandleSnapshot returns a page of this replica's records as they were at
-// height (0: its committed and applied height), those whose names sort
-// after after. The height must be committed here and not below the base.
+// height (0: its base), those whose names sort after after. The height
+// must be committed here and not below the base. A replica that installs
+// a snapshot installs it at the base, and gets the entries above it as
+// entries, with their write IDs: the base covers only entries older than
+// the retention, so every write younger than that is known to it (see
+// written), and a retried write is not applied twice. Compaction keeps,
+// for that, the entry of each record's version at the base.
 func (s *Service) HandleSnapshot(partition string, height uint64, after string) (SnapshotPage, error) {
 	p, err := s.ps.get(partition)
 	if err != nil {
@@ -292,7 +334,7 @@ func (s *Service) HandleSnapshot(partition string, height uint64, after string) 
 	defer p.mu.Unlock()
 	top := min(p.commit, p.applied)
 	if height == 0 {
-		height = top
+		height = p.base
 	}
 	if height == 0 || height > top || height < p.base {
 		return SnapshotPage{}, fmt.Errorf("%w: %q: no snapshot at %d here (base %d, committed %d)", ErrUnavailable, p.name, height, p.base, top)

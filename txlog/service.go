@@ -87,6 +87,7 @@ func New(cfg Config, placer Placer, tr Transport, db kv) (*Service, error) {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	svc := &Service{cfg: cfg, placer: placer, tr: tr, ps: &parts{db: db, m: map[string]*part{}}, log: cfg.Logger, clock: time.Now}
+	svc.ps.now = func() time.Time { return svc.clock() }
 	if err := svc.loadHosts(); err != nil {
 		return nil, err
 	}
@@ -831,20 +832,24 @@ func (s *Service) push(ctx context.Context, p *part, to string, target uint64) e
 		}
 		if next <= p.base {
 			// The follower needs entries compacted here: it installs the
-			// snapshot at the commit point instead.
-			commit := p.commit
-			hash, err := s.ps.hashAtLocked(p, commit)
+			// snapshot at the base instead, and gets the entries above it
+			// as entries. The base covers only entries older than the
+			// retention, so every write younger than that reaches the
+			// follower with its ID, which keeps it from being applied
+			// twice (see written).
+			base := p.base
+			hash, err := s.ps.hashAtLocked(p, base)
 			p.mu.Unlock()
 			if err != nil {
 				return err
 			}
-			if err := s.pushSnapshot(ctx, p, to, ballot, commit, hash); err != nil {
+			if err := s.pushSnapshot(ctx, p, to, ballot, base, hash); err != nil {
 				return err
 			}
-			if commit >= target {
+			if base >= target {
 				return nil
 			}
-			next = commit + 1
+			next = base + 1
 			continue
 		}
 		prevHash, err := s.ps.hashAtLocked(p, next-1)
@@ -881,12 +886,12 @@ func (s *Service) push(ctx context.Context, p *part, to string, target uint64) e
 	}
 }
 
-// pushSnapshot has follower to install this host's snapshot at its commit
-// point, entry hash at height commit.
-func (s *Service) pushSnapshot(ctx context.Context, p *part, to string, ballot Ballot, commit uint64, hash Hash) error {
+// pushSnapshot has follower to install this host's snapshot at height at
+// (committed), entry hash.
+func (s *Service) pushSnapshot(ctx context.Context, p *part, to string, ballot Ballot, at uint64, hash Hash) error {
 	// Fetching the snapshot takes the follower more than one call.
 	cctx, cancel := context.WithTimeout(ctx, 10*s.cfg.CallTimeout)
-	rep, err := s.tr.Append(cctx, to, AppendRequest{Partition: p.name, Ballot: ballot, PrevHeight: commit, PrevHash: hash, Commit: commit, Install: true})
+	rep, err := s.tr.Append(cctx, to, AppendRequest{Partition: p.name, Ballot: ballot, PrevHeight: at, PrevHash: hash, Commit: at, Install: true})
 	cancel()
 	switch {
 	case err != nil:
@@ -894,7 +899,7 @@ func (s *Service) pushSnapshot(ctx context.Context, p *part, to string, ballot B
 	case rep.Stale:
 		return s.deposed(p, ballot, to, rep.Promised)
 	}
-	s.advance(p, to, ballot, commit)
+	s.advance(p, to, ballot, at)
 	return nil
 }
 

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/difuse/difuse/internal/codec"
 	"github.com/difuse/difuse/store"
@@ -207,7 +208,8 @@ func (p *part) logKey(h uint64) []byte {
 
 func (p *part) logPrefix() []byte { return append([]byte("t/l/"), p.key...) }
 
-// idKey indexes the height of the transaction a write with that ID made.
+// idKey indexes the height of the transaction a write with that ID made,
+// and when this replica learned it, by its own clock (see idValue).
 // An entry cut from the log leaves its key behind; readers check the ID of
 // the entry the key names.
 func (p *part) idKey(id WriteID) []byte { return append(append([]byte("t/i/"), p.key...), id[:]...) }
@@ -233,6 +235,9 @@ type parts struct {
 	mu     sync.Mutex
 	m      map[string]*part
 	closed atomic.Bool
+	// now is this host's clock, which the index of writes notes when this
+	// replica learned each write by.
+	now func() time.Time
 }
 
 // errClosed is returned by every operation after Close.
@@ -344,19 +349,38 @@ func (ps *parts) hashAtLocked(p *part, h uint64) (Hash, error) {
 	return t.Hash(), nil
 }
 
-// written returns the transaction of p's log that the write with ID id
-// made, or nil if the log holds none. p.mu must be held.
-func (ps *parts) written(p *part, id WriteID) (*Tx, error) {
+// idValue encodes an index entry of a write: its entry's height, and when
+// this replica learned it.
+func idValue(height uint64, learned time.Time) []byte {
+	b := binary.BigEndian.AppendUint64(nil, height)
+	return binary.BigEndian.AppendUint64(b, uint64(learned.UnixNano()))
+}
+
+// indexed reads the index entry of write id: its entry's height and when
+// this replica learned it (zero in an entry from before that was kept);
+// found is false if there is none.
+func (ps *parts) indexed(p *part, id WriteID) (height uint64, learned int64, found bool, err error) {
 	b, err := ps.db.Get(p.idKey(id))
 	switch {
 	case errors.Is(err, store.ErrNotFound):
-		return nil, nil
+		return 0, 0, false, nil
 	case err != nil:
-		return nil, fmt.Errorf("txlog: %q: look a write up: %w", p.name, err)
-	case len(b) != 8:
-		return nil, fmt.Errorf("txlog: %q: bad write index entry", p.name)
+		return 0, 0, false, fmt.Errorf("txlog: %q: look a write up: %w", p.name, err)
+	case len(b) == 8:
+		return binary.BigEndian.Uint64(b), 0, true, nil
+	case len(b) != 16:
+		return 0, 0, false, fmt.Errorf("txlog: %q: bad write index entry", p.name)
 	}
-	h := binary.BigEndian.Uint64(b)
+	return binary.BigEndian.Uint64(b), int64(binary.BigEndian.Uint64(b[8:])), true, nil
+}
+
+// written returns the transaction of p's log that the write with ID id
+// made, or nil if the log holds none. p.mu must be held.
+func (ps *parts) written(p *part, id WriteID) (*Tx, error) {
+	h, _, found, err := ps.indexed(p, id)
+	if err != nil || !found {
+		return nil, err
+	}
 	if h == 0 || h > p.last {
 		return nil, nil // cut from the log
 	}
@@ -464,7 +488,7 @@ func (ps *parts) write(p *part, from uint64, txs []*Tx, promised Ballot, commit,
 		}
 		puts = append(puts, [2][]byte{p.logKey(h), t.Encode()})
 		if !t.ID.IsZero() {
-			puts = append(puts, [2][]byte{p.idKey(t.ID), binary.BigEndian.AppendUint64(nil, h)})
+			puts = append(puts, [2][]byte{p.idKey(t.ID), idValue(h, ps.now())})
 		}
 		m.LastHash, m.LastBal = hash, t.Ballot
 		h++
