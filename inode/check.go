@@ -9,6 +9,7 @@ import (
 	"path"
 	"slices"
 	"syscall"
+	"time"
 
 	"github.com/difuse/difuse/blockstore"
 	"github.com/difuse/difuse/level"
@@ -29,13 +30,20 @@ type CheckOptions struct {
 	Blocks BlockCounter
 	// Repair fixes what can be fixed: an entry naming a missing inode is
 	// removed, a file's link count below the entries that name it is
-	// raised to them, a page record no inode names is deleted, a block
-	// some replicas lack is copied to them. Every repair is a
+	// raised to them, a page record no inode names is deleted, a file no
+	// name reaches is reclaimed (see KeepUnlinked), a block some replicas
+	// lack is copied to them. Every repair is a
 	// conditional write, so one that races a user's change fails instead
 	// of undoing it.
 	Repair bool
 	// Progress, if set, is told how far the check has got.
 	Progress func(CheckProgress)
+	// KeepUnlinked is how long a file with no links and no name is kept
+	// from repair since it last changed: it is a file unlinked while a
+	// mount had it open, which that mount reclaims at its last close, or
+	// left behind by a mount that died. Default 24h. This compares the
+	// mount's clock, which set the file's ctime, with the checker's.
+	KeepUnlinked time.Duration
 }
 
 // CheckProgress is how far a check has got: in phase "walk" (the tree;
@@ -76,12 +84,18 @@ const checkBatch = 1024
 // it found (and repaired, with opts.Repair). Only an error that stops the
 // walk (the root unreadable, the cluster gone) is an error.
 func (f *FS) Check(ctx context.Context, opts CheckOptions) (CheckReport, error) {
-	c := &checker{f: f, opts: opts, links: map[ID]int{}, blocks: map[blockstore.Hash]string{}, attrs: map[ID]fileAttr{}, parts: map[uint64]bool{}}
+	if opts.KeepUnlinked == 0 {
+		opts.KeepUnlinked = 24 * time.Hour
+	}
+	c := &checker{f: f, opts: opts, links: map[ID]int{}, blocks: map[blockstore.Hash]string{}, attrs: map[ID]fileAttr{}, parts: map[uint64]bool{}, reached: map[ID]bool{Root: true}}
 	if err := c.walk(ctx); err != nil {
 		return c.report, err
 	}
 	c.checkLinks(ctx)
 	if err := c.checkPages(ctx); err != nil {
+		return c.report, err
+	}
+	if err := c.checkOrphans(ctx); err != nil {
 		return c.report, err
 	}
 	if opts.Blocks != nil {
@@ -107,8 +121,9 @@ type checker struct {
 	// blocks maps each block to the path of a file that refers to it.
 	blocks map[blockstore.Hash]string
 	// parts holds the partitions the walk met: of directories' entries,
-	// and of inodes.
-	parts map[uint64]bool
+	// and of inodes; reached, the inodes it reached through a name.
+	parts   map[uint64]bool
+	reached map[ID]bool
 	// short is set once the check has reported too few hosts.
 	short bool
 }
@@ -216,6 +231,7 @@ func (c *checker) walk(ctx context.Context) error {
 			case a.Type != e.Type:
 				c.problem(p, fmt.Sprintf("entry says type %d, inode %s is type %d", e.Type, e.ID, a.Type), nil)
 			}
+			c.reached[e.ID] = true
 			c.done++
 			if c.done%256 == 0 {
 				c.progress("walk", 0)
@@ -357,6 +373,110 @@ func (c *checker) checkPage(ctx context.Context, part uint64, name string) error
 		return err
 	})
 	return nil
+}
+
+// checkOrphans lists the inodes of every partition the walk met and
+// reports those no name reached: a file unlinked while a mount had it
+// open (no links), or one whose last name went with a crash before its
+// inode (links left). With Repair, a second walk, begun after the
+// listing, must not reach it either, and the inode is reclaimed under the
+// condition that it is still as listed: a name moves only with a change
+// of its inode (finishMove touches it), so an inode unchanged since the
+// listing kept its names through the second walk, which would have met
+// them. A directory no name reaches is only reported.
+func (c *checker) checkOrphans(ctx context.Context) error {
+	if c.partial {
+		return nil // the walk skipped names
+	}
+	type orphan struct {
+		id ID
+		a  Attr
+		h  txlog.Hash
+	}
+	var orphans []orphan
+	for _, part := range slices.Sorted(maps.Keys(c.parts)) {
+		for after := ""; ; {
+			resp, err := c.f.log.Do(ctx, txlog.Request{Partition: PartitionName(part), Level: txlog.Quorum, Kind: txlog.KindList, Name: InodePrefix, After: after})
+			if err != nil {
+				return fmt.Errorf("check: list the inodes of %s: %w", PartitionName(part), err)
+			}
+			for _, r := range resp.Records {
+				after = r.Name
+				num, ok := inodeNum(r.Name)
+				id := ID{Part: part, Num: num}
+				if !ok || c.reached[id] {
+					continue
+				}
+				a, err := DecodeAttr(r.Value)
+				if err != nil {
+					c.problem("/", fmt.Sprintf("inode %s does not decode: %v", id, err), nil)
+					continue
+				}
+				orphans = append(orphans, orphan{id, a, r.Hash})
+			}
+			if !resp.More {
+				break
+			}
+		}
+	}
+	if len(orphans) == 0 {
+		return nil
+	}
+	var again map[ID]bool
+	if c.opts.Repair {
+		var err error
+		if again, err = c.f.reachable(ctx); err != nil {
+			return fmt.Errorf("check: walk again: %w", err)
+		}
+	}
+	for _, o := range orphans {
+		if again[o.id] {
+			continue // named after all: made, or moved, during the walk
+		}
+		what := fmt.Sprintf("inode %s (type %d, %d links, %d bytes) is reached by no name", o.id, o.a.Type, o.a.Nlink, o.a.Size)
+		var repair func() error
+		switch {
+		case o.a.Type == TypeDir:
+		case o.a.Nlink == 0 && time.Since(time.Unix(0, o.a.Ctime)) < c.opts.KeepUnlinked:
+			what += "; kept: it may be open on a mount"
+		default:
+			repair = func() error {
+				u := deleteInode(o.id, o.a, txlog.Change{Name: InodeRecord(o.id.Num), Delete: true, IfMatch: &o.h})
+				if _, err := c.f.write(ctx, o.id.Part, u.changes...); err != nil {
+					return err
+				}
+				c.f.deleteGarbage(ctx, o.id.Part, u.garbage)
+				return nil
+			}
+		}
+		c.problem("/", what, repair)
+	}
+	return nil
+}
+
+// reachable walks the tree from the root and returns every inode a name
+// reaches, settling the renames it meets under way.
+func (f *FS) reachable(ctx context.Context) (map[ID]bool, error) {
+	out := map[ID]bool{Root: true}
+	queue := []ID{Root}
+	for len(queue) > 0 {
+		dir := queue[0]
+		queue = queue[1:]
+		part, err := f.children(ctx, dir)
+		if err != nil {
+			return nil, err
+		}
+		err = f.list(ctx, part, true, func(_ string, e Entry, _ txlog.Hash) {
+			if !out[e.ID] && e.Type == TypeDir {
+				queue = append(queue, e.ID)
+			}
+			out[e.ID] = true
+		}, nil)
+		if err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
 }
 
 // checkBlocks counts the replicas of every block files refer to.

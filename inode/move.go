@@ -147,14 +147,33 @@ func (f *FS) restore(ctx context.Context, part uint64, name string, e Entry, h t
 func (f *FS) finishMove(ctx context.Context, part uint64, name string, e Entry, h txlog.Hash, m Move) error {
 	c := txlog.Change{Name: EntryRecord(name), Delete: true, IfMatch: &h}
 	var added Type
+	moved := []ID{e.ID}
 	if m.Replace != nil {
 		c = txlog.Change{Name: EntryRecord(name), Value: EncodeEntry(*m.Replace), IfMatch: &h}
 		added = m.Replace.Type
+		moved = append(moved, m.Replace.ID)
 	}
 	for range maxRetries {
-		dc, err := f.dirChanges(ctx, part, subdirDelta(added, e.Type), f.clock().UnixNano())
+		now := f.clock().UnixNano()
+		dc, err := f.dirChanges(ctx, part, subdirDelta(added, e.Type), now)
 		if err != nil {
 			return err
+		}
+		// The inodes whose names moved change with the move's last step:
+		// in its transaction where they live in this partition, just
+		// before it where they do not. So a name never moves without its
+		// inode changing after the move began, which fsck's search for
+		// inodes no name reaches relies on (see checkOrphans).
+		for _, id := range moved {
+			tc, err := f.touch(ctx, id, now)
+			if err != nil {
+				return err
+			}
+			if id.Part == part {
+				dc = append(dc, tc)
+			} else if _, err := f.write(ctx, id.Part, tc); err != nil && !errors.Is(err, errRaced) {
+				return err
+			}
 		}
 		_, err = f.write(ctx, part, append(dc, c)...)
 		if err == nil {
@@ -170,6 +189,21 @@ func (f *FS) finishMove(ctx context.Context, part uint64, name string, e Entry, 
 		}
 	}
 	return f.dropDecision(ctx, m)
+}
+
+// touch returns the change that sets inode id's ctime to now, conditional
+// on the inode as it is; an inode gone yields a check that it is still
+// gone.
+func (f *FS) touch(ctx context.Context, id ID, now int64) (txlog.Change, error) {
+	a, ah, _, err := f.attrToChange(ctx, id)
+	if errors.Is(err, syscall.ENOENT) {
+		return txlog.Change{Name: InodeRecord(id.Num), Check: true, IfMatch: &txlog.Hash{}}, nil
+	}
+	if err != nil {
+		return txlog.Change{}, err
+	}
+	a.Ctime = max(a.Ctime, now)
+	return txlog.Change{Name: InodeRecord(id.Num), Value: EncodeAttr(a), IfMatch: &ah}, nil
 }
 
 // dropDecision deletes a committed move's decision record, once its

@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/difuse/difuse/txlog"
 )
@@ -139,5 +141,113 @@ func TestCheckRepairSparesANewName(t *testing.T) {
 	hl.set(nil)
 	if e, err := fs.Lookup(ctx, Root, "name"); err != nil || e.ID != fresh {
 		t.Fatalf("the new name after the repair: %v, %v", e.ID, err)
+	}
+}
+
+// fsck reports the inodes no name reaches, and a repair reclaims them: a
+// file whose last name went in a crash before its inode is deleted, one
+// unlinked while open is kept while young (a mount may have it open).
+func TestCheckOrphans(t *testing.T) {
+	fs := newFS(t, 3)[0]
+	ctx := ctxT(t)
+	lost := mkT(t, fs, Root, "lost", TypeFile)
+	w := fs.NewWriter(lost)
+	w.WriteAt(random(3<<20, 1), 0)
+	if _, err := w.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// The crash: the entry went, the inode did not.
+	if _, err := fs.write(ctx, RootChildren, txlog.Change{Name: EntryRecord("lost"), Delete: true}); err != nil {
+		t.Fatal(err)
+	}
+	// A file unlinked while open: no links, kept for its handles.
+	open := mkT(t, fs, Root, "open", TypeFile)
+	fs.KeepOpen(func(id ID) bool { return id == open })
+	if err := fs.Unlink(ctx, Root, "open"); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := fs.Check(ctx, CheckOptions{Replicas: 3, Repair: true})
+	if err != nil || len(rep.Problems) != 2 {
+		t.Fatalf("check: %+v, %v", rep.Problems, err)
+	}
+	for _, p := range rep.Problems {
+		if strings.Contains(p.What, "kept") == p.Repaired {
+			t.Errorf("problem %+v: want the lost file reclaimed and the open one kept", p)
+		}
+	}
+	if _, _, err := fs.GetAttr(ctx, lost); !errors.Is(err, syscall.ENOENT) {
+		t.Errorf("the lost file after the repair: %v", err)
+	}
+	if _, _, err := fs.GetAttr(ctx, open); err != nil {
+		t.Errorf("the open file after the repair: %v", err)
+	}
+	// Long unchanged, the unlinked file is reclaimed too.
+	if rep, err = fs.Check(ctx, CheckOptions{Replicas: 3, Repair: true, KeepUnlinked: time.Nanosecond}); err != nil || len(rep.Problems) != 1 || !rep.Problems[0].Repaired {
+		t.Fatalf("check with no time to keep: %+v, %v", rep.Problems, err)
+	}
+	if rep, err = fs.Check(ctx, CheckOptions{Replicas: 3}); err != nil || len(rep.Problems) != 0 {
+		t.Fatalf("check after the repairs: %+v, %v", rep.Problems, err)
+	}
+}
+
+// An adversary that moves a file between two directories while fsck walks
+// (so that each walk misses it: listed in neither) never gets it
+// reclaimed: a move changes the moved inode, and the repair is
+// conditional on the inode as listed.
+func TestCheckSparesAFileMovedDuringTheWalks(t *testing.T) {
+	base := newFS(t, 3)[0]
+	hl := &hookedLog{Log: base.log}
+	fs := mustFS(t, hl, base.blocks, Options{})
+	other := mustFS(t, base.log, base.blocks, Options{})
+	ctx := ctxT(t)
+	a := mkT(t, fs, Root, "a", TypeDir)
+	z := mkT(t, fs, Root, "z", TypeDir)
+	f := mkT(t, fs, z, "f", TypeFile)
+	pa, _ := fs.children(ctx, a)
+	pz, _ := fs.children(ctx, z)
+	move := func(from ID, to ID) {
+		if err := other.Rename(ctx, from, "f", to, "f", 0); err != nil {
+			t.Error(err)
+		}
+	}
+	listings := map[uint64]int{}
+	hl.set(func(req txlog.Request) (txlog.Response, error, bool) {
+		if req.Kind != txlog.KindList || req.Name != entryPrefix || (req.Partition != PartitionName(pa) && req.Partition != PartitionName(pz)) {
+			return txlog.Response{}, nil, false
+		}
+		resp, err := base.log.Do(ctx, req)
+		part := pa
+		if req.Partition == PartitionName(pz) {
+			part = pz
+		}
+		listings[part]++
+		switch {
+		case part == pa && listings[pa] == 1: // the first walk has passed a
+			move(z, a)
+		case part == pz && listings[pz] == 1: // ...and z: it missed f
+			move(a, z)
+		case part == pa && listings[pa] == 2: // the second walk has passed a
+			move(z, a)
+		}
+		return resp, err, true
+	})
+	rep, err := fs.Check(ctx, CheckOptions{Replicas: 3, Repair: true})
+	hl.set(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if listings[pa] < 2 {
+		t.Fatalf("the walks listed a %d times: the adversary did not get its chance", listings[pa])
+	}
+	for _, p := range rep.Problems {
+		if p.Repaired {
+			t.Errorf("a repair went through: %+v", p)
+		}
+	}
+	if _, _, err := fs.GetAttr(ctx, f); err != nil {
+		t.Fatalf("the moved file's inode after fsck: %v", err)
+	}
+	if e, err := fs.Lookup(ctx, a, "f"); err != nil || e.ID != f {
+		t.Fatalf("a/f after fsck: %v, %v", e.ID, err)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"time"
 
 	"github.com/difuse/difuse/client"
 	"github.com/difuse/difuse/inode"
@@ -17,7 +18,8 @@ import (
 func cmdFsck(args []string, stdout, stderr io.Writer) int {
 	fs, timeout := longFlags("fsck", stderr)
 	addrs := fs.String("b", defaultGRPC, "gRPC `addresses` (comma-separated) of nodes of the cluster")
-	repair := fs.Bool("repair", false, "fix what can be fixed: remove entries naming missing inodes, correct link counts, copy blocks to the replicas that lack them")
+	repair := fs.Bool("repair", false, "fix what can be fixed: remove entries naming missing inodes, correct link counts, delete page records and reclaim files no name reaches, copy blocks to the replicas that lack them")
+	keepUnlinked := fs.Duration("keep-unlinked", 24*time.Hour, "keep a file with no links and no name from -repair this long after its last change (a mount may have it open)")
 	noBlocks := fs.Bool("no-blocks", false, "skip counting the replicas of every block")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: difused fsck [flags]\n\nWalks the filesystem from the root: every entry names a live inode, every\nrecord's hash chain verifies, every file's link count matches its entries,\nevery block is on N replicas. Exits 0 if nothing is left wrong, 1 if\nsomething is.\n\nFlags:\n")
@@ -49,7 +51,7 @@ func cmdFsck(args []string, stdout, stderr io.Writer) int {
 			walked = true
 		}
 	}
-	opts := inode.CheckOptions{Replicas: st.Replicas, Repair: *repair, Progress: func(p inode.CheckProgress) {
+	opts := inode.CheckOptions{Replicas: st.Replicas, Repair: *repair, KeepUnlinked: *keepUnlinked, Progress: func(p inode.CheckProgress) {
 		if p.Phase == "walk" {
 			walk.Update(p.Done, 0)
 			return
