@@ -42,6 +42,14 @@ type host struct {
 // temporary directories.
 func startCluster(tb testing.TB, n int, onDisk bool) []*host {
 	tb.Helper()
+	return startClusterWith(tb, n, onDisk, 500*time.Millisecond)
+}
+
+// startClusterWith is startCluster with the ring's and the logs' calls
+// bounded by callTimeout: moving large values under the race detector
+// takes longer than the half second the other tests allow.
+func startClusterWith(tb testing.TB, n int, onDisk bool, callTimeout time.Duration) []*host {
+	tb.Helper()
 	var hosts []*host
 	for i := range n {
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -61,10 +69,10 @@ func startCluster(tb testing.TB, n int, onDisk bool) []*host {
 		}
 		pool := wire.NewPool()
 		tb.Cleanup(func() { pool.Close() })
-		if h.ring, err = ring.New(ring.Config{Addr: h.addr, TickInterval: 50 * time.Millisecond, CallTimeout: 500 * time.Millisecond}, ringrpc.NewTransport(pool)); err != nil {
+		if h.ring, err = ring.New(ring.Config{Addr: h.addr, TickInterval: 50 * time.Millisecond, CallTimeout: callTimeout}, ringrpc.NewTransport(pool)); err != nil {
 			tb.Fatal(err)
 		}
-		if h.svc, err = txlog.New(txlog.Config{Addr: h.addr, CallTimeout: 500 * time.Millisecond}, h.ring, NewTransport(pool), h.db); err != nil {
+		if h.svc, err = txlog.New(txlog.Config{Addr: h.addr, CallTimeout: callTimeout}, h.ring, NewTransport(pool), h.db); err != nil {
 			tb.Fatal(err)
 		}
 		h.serve(tb, ln)
@@ -179,7 +187,7 @@ func TestOverGRPC(t *testing.T) {
 // A replica cut off while large values are written catches up in batches
 // that each fit a gRPC message, and then a read at all succeeds.
 func TestLargeValuesCatchUp(t *testing.T) {
-	hosts := startCluster(t, 3, false)
+	hosts := startClusterWith(t, 3, false, 5*time.Second)
 	ctx := ctxFor(t, 60*time.Second)
 	if _, err := hosts[0].svc.Write(ctx, "big", set("x", "start"), txlog.All); err != nil {
 		t.Fatal(err)
@@ -254,7 +262,7 @@ func catchUp(t *testing.T, hosts []*host, follower *host, value []byte) {
 // A follower that missed entries the others then compacted installs the
 // leader's snapshot, in pages (the values fill several), over gRPC.
 func TestSnapshotCatchUp(t *testing.T) {
-	hosts := startCluster(t, 3, false)
+	hosts := startClusterWith(t, 3, false, 5*time.Second)
 	ctx := ctxFor(t, 60*time.Second)
 	if _, err := hosts[0].svc.Write(ctx, "big", set("x", "start"), txlog.All); err != nil {
 		t.Fatal(err)
