@@ -35,6 +35,8 @@ var (
 type Local struct {
 	dir   string
 	space func(n int64) error
+	// clock notes when blocks are used (see SetClock).
+	clock func() time.Time
 	// locks serialise the check-and-write of blocks whose hashes share a
 	// first byte, so that counts stay exact under concurrent puts.
 	locks [64]sync.Mutex
@@ -53,7 +55,7 @@ func OpenLocal(dir string, space func(n int64) error) (*Local, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("blockstore: %w", err)
 	}
-	l := &Local{dir: dir, space: space}
+	l := &Local{dir: dir, space: space, clock: time.Now}
 	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
 		if err != nil || d.IsDir() {
 			return err
@@ -76,6 +78,12 @@ func OpenLocal(dir string, space func(n int64) error) (*Local, error) {
 }
 
 func (l *Local) lock(h Hash) *sync.Mutex { return &l.locks[h[0]%64] }
+
+// SetClock makes the store note when blocks are put and touched (their
+// files' modification times) by clock instead of the wall clock, as the
+// garbage collector reckons their ages by the host's clock (gc.Config).
+// Call it before the store is used.
+func (l *Local) SetClock(clock func() time.Time) { l.clock = clock }
 
 // Path returns the file block h is kept in (which need not exist).
 func (l *Local) Path(h Hash) string {
@@ -112,7 +120,7 @@ func (l *Local) put(h Hash, data []byte, sync bool) (bool, error) {
 		// held is rare, and mostly a repair: keep the copy only if sound.
 		if _, err := l.Get(h); !errors.Is(err, ErrCorrupt) {
 			if err == nil {
-				now := time.Now() // used now, as Touch marks it
+				now := l.clock() // used now, as Touch marks it
 				err = os.Chtimes(path, now, now)
 			}
 			return false, err
@@ -124,7 +132,7 @@ func (l *Local) put(h Hash, data []byte, sync bool) (bool, error) {
 			return false, fmt.Errorf("blockstore: put %s: %w", h, err)
 		}
 	}
-	if err := writeFile(path, data, sync); err != nil {
+	if err := writeFile(path, data, sync, l.clock()); err != nil {
 		if errors.Is(err, syscall.ENOSPC) {
 			err = fmt.Errorf("%w: %w", store.ErrNoSpace, err)
 		}
@@ -139,10 +147,10 @@ func (l *Local) put(h Hash, data []byte, sync bool) (bool, error) {
 	return true, nil
 }
 
-// writeFile writes data to path through a temporary file renamed into
-// place, so that a reader never sees half a block; with sync, file and
-// directory are synced first.
-func writeFile(path string, data []byte, sync bool) error {
+// writeFile writes data to path, modified at mtime, through a temporary
+// file renamed into place, so that a reader never sees half a block; with
+// sync, file and directory are synced first.
+func writeFile(path string, data []byte, sync bool, mtime time.Time) error {
 	dir := filepath.Dir(path)
 	f, err := os.CreateTemp(dir, tmpPrefix)
 	if errors.Is(err, fs.ErrNotExist) {
@@ -154,6 +162,9 @@ func writeFile(path string, data []byte, sync bool) error {
 		return err
 	}
 	_, err = f.Write(data)
+	if err == nil {
+		err = os.Chtimes(f.Name(), mtime, mtime)
+	}
 	if err == nil && sync {
 		err = f.Sync()
 	}
@@ -203,7 +214,7 @@ func (l *Local) Touch(h Hash) (bool, error) {
 	mu := l.lock(h)
 	mu.Lock()
 	defer mu.Unlock()
-	now := time.Now()
+	now := l.clock()
 	err := os.Chtimes(l.Path(h), now, now)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):

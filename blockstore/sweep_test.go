@@ -104,3 +104,38 @@ func TestSetTouchesHeldBlocks(t *testing.T) {
 		}
 	}
 }
+
+// A store given a clock notes puts, touches and re-puts by it.
+func TestSetClock(t *testing.T) {
+	l, err := OpenLocal(t.TempDir(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now().Add(-3 * time.Hour).Truncate(time.Second)
+	l.SetClock(func() time.Time { return now })
+	data := []byte("a block of a skewed host")
+	h, _, err := l.Put(data, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	use := func(op string, err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatalf("%s: %v", op, err)
+		}
+		info, err := os.Stat(l.Path(h))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !info.ModTime().Equal(now) {
+			t.Fatalf("after the %s the block was last used at %v, want %v", op, info.ModTime(), now)
+		}
+	}
+	use("put", nil)
+	now = now.Add(time.Minute)
+	_, err = l.Touch(h)
+	use("touch", err)
+	now = now.Add(time.Minute)
+	_, _, err = l.Put(data, false)
+	use("second put", err)
+}

@@ -162,6 +162,7 @@ const listLimit = 1000
 func (c *Collector) Collect(ctx context.Context, dryRun bool) (nodestatus.GCReport, error) {
 	c.cycle.Lock()
 	defer c.cycle.Unlock()
+	began := time.Now() // how long the cycle runs is measured on the monotonic clock
 	rep := nodestatus.GCReport{Start: c.clock(), DryRun: dryRun}
 	defer c.update(func(s *nodestatus.GC) { s.State, s.Done, s.Total = "idle", 0, 0 })
 	keep, hosts, err := c.mark(ctx, &rep)
@@ -172,7 +173,7 @@ func (c *Collector) Collect(ctx context.Context, dryRun bool) (nodestatus.GCRepo
 	c.update(func(s *nodestatus.GC) { s.State, s.Done, s.Total = "sweeping", 0, int64(len(hosts)) })
 	// The cycle's start less the grace time, as an age each host measures
 	// on its own clock.
-	req := SweepRequest{Keep: keep, Age: c.cfg.Grace + c.clock().Sub(rep.Start), DryRun: dryRun}
+	req := SweepRequest{Keep: keep, Age: c.cfg.Grace + time.Since(began), DryRun: dryRun}
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	for _, host := range hosts {

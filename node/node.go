@@ -59,8 +59,8 @@ type Config struct {
 	// Heal configures healing; its Addr, Replicas and Logger are set by the
 	// node.
 	Heal heal.Config
-	// GC configures garbage collection; its Addr and Logger are set by
-	// the node.
+	// GC configures garbage collection; its Addr, Logger and Clock are
+	// set by the node.
 	GC gc.Config
 	// Compact configures the compaction of this node's transaction logs.
 	Compact Compaction
@@ -74,6 +74,14 @@ type Config struct {
 	// UnsafeLocalReads plants a bug in the transaction logs (see
 	// txlog.Config); only the Jepsen harness's own test sets it.
 	UnsafeLocalReads bool
+	// UnsafeForgetPromises plants a bug in the transaction logs (see
+	// txlog.Config); only the fault-injection harness sets it.
+	UnsafeForgetPromises bool
+	// Clock is the node's wall clock, by which its transaction logs stamp
+	// entries and reckon retention, its blocks note their uses and its
+	// garbage collector reckons blocks' ages; a test sets it to skew one
+	// node's clock. Default time.Now.
+	Clock func() time.Time
 	// MaxBlockBytes bounds a block stored through HTTP. Default 4 MiB, the
 	// largest block chunking makes.
 	MaxBlockBytes int64
@@ -120,6 +128,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.Clock == nil {
+		c.Clock = time.Now
 	}
 	if c.Store.Logger == nil {
 		c.Store.Logger = c.Logger
@@ -225,6 +236,9 @@ func New(cfg Config) (_ *Node, err error) {
 	if cfg.UnsafeLocalReads {
 		n.log.Warn("UNSAFE: replicas answer reads from their own copies (a bug planted for the Jepsen harness's test)")
 	}
+	if cfg.UnsafeForgetPromises {
+		n.log.Warn("UNSAFE: replicas forget their promises and accept entries of any ballot (a bug planted for the fault-injection harness)")
+	}
 	places := &placements{cache: map[placementKey]placement{}}
 	rc.OnChange = func(c ring.Change) {
 		places.forget()
@@ -247,7 +261,7 @@ func New(cfg Config) (_ *Node, err error) {
 	rc = n.ring.Config()
 	n.metrics = newMetrics(n)
 	tc := txlog.Config{Addr: advertise, Replicas: rc.Replicas, CallTimeout: rc.CallTimeout, MaxValueBytes: cfg.MaxValueBytes, Observe: n.metrics.observeTxn,
-		UnsafeLocalReads: cfg.UnsafeLocalReads, Logger: n.log.With("component", "txlog")}
+		UnsafeLocalReads: cfg.UnsafeLocalReads, UnsafeForgetPromises: cfg.UnsafeForgetPromises, Clock: cfg.Clock, Logger: n.log.With("component", "txlog")}
 	if n.txlog, err = txlog.New(tc, places, txlogrpc.NewTransport(n.pool), n.db); err != nil {
 		return nil, err
 	}
@@ -255,6 +269,7 @@ func New(cfg Config) (_ *Node, err error) {
 	if err != nil {
 		return nil, err
 	}
+	local.SetClock(cfg.Clock)
 	bc := blockstore.Config{Addr: advertise, Replicas: rc.Replicas, CallTimeout: rc.CallTimeout, Logger: n.log.With("component", "blocks"), Observe: n.metrics.observeBlock}
 	if n.blocks, err = blockstore.New(bc, places, blockrpc.NewTransport(n.pool), local); err != nil {
 		return nil, err
@@ -276,7 +291,7 @@ func New(cfg Config) (_ *Node, err error) {
 	blockrpc.Register(n.grpcSrv, n.blocks)
 	healrpc.Register(n.grpcSrv, healService{n})
 	gcc := cfg.GC
-	gcc.Addr, gcc.Logger = advertise, n.log.With("component", "gc")
+	gcc.Addr, gcc.Logger, gcc.Clock = advertise, n.log.With("component", "gc"), cfg.Clock
 	if n.gc, err = gc.New(gcc, n.members, healTr, n.txlog, gcrpc.NewTransport(n.pool), local); err != nil {
 		return nil, err
 	}

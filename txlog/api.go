@@ -162,8 +162,8 @@ func (s *Service) Do(ctx context.Context, req Request) (resp Response, err error
 		return Response{}, err
 	}
 	if s.cfg.Observe != nil { // of valid requests only: their kinds and levels are few
-		start := s.clock()
-		defer func() { s.cfg.Observe(req, err, s.clock().Sub(start)) }()
+		start := time.Now()
+		defer func() { s.cfg.Observe(req, err, time.Since(start)) }()
 	}
 	if req.Kind == KindWrite && req.ID.IsZero() {
 		req.ID = NewWriteID() // so that a retry is not applied twice
@@ -179,9 +179,9 @@ func (s *Service) Do(ctx context.Context, req Request) (resp Response, err error
 			resp, err := s.route(ctx, req, replicas)
 			if errors.Is(err, ErrTakeover) {
 				if unavailableSince.IsZero() {
-					unavailableSince = s.clock()
+					unavailableSince = time.Now()
 				}
-				if s.clock().Sub(unavailableSince) >= s.cfg.Patience {
+				if time.Since(unavailableSince) >= s.cfg.Patience {
 					return resp, err
 				}
 			} else if err == nil || !retryable(err) {

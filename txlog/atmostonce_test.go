@@ -21,7 +21,7 @@ func TestAtMostOnceAcrossASnapshot(t *testing.T) {
 	const part = "kv/once"
 	now := time.Now()
 	for _, s := range svcs {
-		s.clock = func() time.Time { return now }
+		s.cfg.Clock = func() time.Time { return now }
 	}
 	if _, err := svcs["a"].Write(ctx, part, set("k", "first"), All); err != nil {
 		t.Fatal(err)
@@ -74,7 +74,7 @@ func TestCompactionKeepsYoungIDsWhateverTheLeadersClock(t *testing.T) {
 	svcs := staticServices(t, net, placer, nil)
 	ctx := ctxFor(t, 10*time.Second)
 	const part = "kv/skew"
-	svcs["a"].clock = func() time.Time { return time.Now().Add(-3 * time.Hour) }
+	svcs["a"].cfg.Clock = func() time.Time { return time.Now().Add(-3 * time.Hour) }
 	retried := Request{Partition: part, Level: All, Kind: KindWrite, ID: NewWriteID(), Write: set("k", "retried write")}
 	if _, err := svcs["a"].Do(ctx, retried); err != nil {
 		t.Fatal(err)

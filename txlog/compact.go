@@ -55,7 +55,7 @@ func (s *Service) Compact(ctx context.Context, r Retention) (CompactStats, error
 		return CompactStats{}, err
 	}
 	var st CompactStats
-	cutoff := s.clock().Add(-r.For).UnixNano()
+	cutoff := s.cfg.Clock().Add(-r.For).UnixNano()
 	for _, name := range names {
 		if err := ctx.Err(); err != nil {
 			return st, err

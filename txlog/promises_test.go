@@ -257,3 +257,27 @@ func TestQuorumReadsCountDurableCopies(t *testing.T) {
 		t.Fatalf("the quorum read: %q, %v", r.Value, err)
 	}
 }
+
+// The planted bug Config.UnsafeForgetPromises: after promising ballot 5, a
+// replica refuses an append at ballot 3, unless it forgets its promises.
+func TestUnsafeForgetPromises(t *testing.T) {
+	const part = "kv/forgetful"
+	high, low := Ballot{N: 5, Host: "b"}, Ballot{N: 3, Host: "a"}
+	for _, forget := range []bool{false, true} {
+		svc, err := New(Config{Addr: "c", UnsafeForgetPromises: forget}, &staticPlacer{set: []string{"a", "b", "c"}}, nil, store.NewMem())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rep, err := svc.HandlePrepare(part, high); err != nil || !rep.OK {
+			t.Fatalf("forget=%v: prepare at %s: %+v, %v", forget, high, rep, err)
+		}
+		tx := &Tx{Partition: part, Height: 1, Ballot: low, Ops: []Op{{Kind: OpSet, Name: "k", Value: []byte("deposed")}}}
+		rep, err := svc.HandleAppend(t.Context(), AppendRequest{Partition: part, Ballot: low, Txs: []*Tx{tx}})
+		if err != nil {
+			t.Fatalf("forget=%v: append at %s: %v", forget, low, err)
+		}
+		if accepted := !rep.Stale && rep.Last == 1; accepted != forget {
+			t.Errorf("forget=%v: an append at %s after a promise of %s answered %+v", forget, low, high, rep)
+		}
+	}
+}

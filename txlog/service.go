@@ -42,6 +42,17 @@ type Config struct {
 	// the test that shows the Jepsen harness catches one. Never set it
 	// otherwise.
 	UnsafeLocalReads bool
+	// UnsafeForgetPromises makes a replica forget its promises: it
+	// answers every prepare without recording a promise, and accepts
+	// appends of any ballot, so a deposed leader can still have its
+	// entries accepted. A planted bug, for the fault-injection harness to
+	// catch; never set it otherwise.
+	UnsafeForgetPromises bool
+	// Clock is this host's wall clock, which stamps the entries it leads
+	// and when its replicas learned each write, and by which compaction
+	// reckons the retention. Durations (timeouts, patience) are measured
+	// on the real clock. Default time.Now.
+	Clock func() time.Time
 	// Observe, if set, is told of every valid request Do ran: what it
 	// was, how it ended and how long it took (for metrics).
 	Observe func(req Request, err error, took time.Duration)
@@ -57,7 +68,6 @@ type Service struct {
 	tr     Transport
 	ps     *parts
 	log    *slog.Logger
-	clock  func() time.Time
 	// hosts is the most hosts the cluster has been seen to have; kept in
 	// the store (see NoteHosts).
 	hosts atomic.Int64
@@ -86,8 +96,11 @@ func New(cfg Config, placer Placer, tr Transport, db kv) (*Service, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	svc := &Service{cfg: cfg, placer: placer, tr: tr, ps: &parts{db: db, m: map[string]*part{}}, log: cfg.Logger, clock: time.Now}
-	svc.ps.now = func() time.Time { return svc.clock() }
+	if cfg.Clock == nil {
+		cfg.Clock = time.Now
+	}
+	svc := &Service{cfg: cfg, placer: placer, tr: tr, ps: &parts{db: db, m: map[string]*part{}}, log: cfg.Logger}
+	svc.ps.now = func() time.Time { return svc.cfg.Clock() }
 	if err := svc.loadHosts(); err != nil {
 		return nil, err
 	}
@@ -114,6 +127,11 @@ func (s *Service) HandlePrepare(partition string, b Ballot) (PrepareReply, error
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if s.cfg.UnsafeForgetPromises {
+		reply := p.head()
+		reply.Promised = b // promised, and at once forgotten
+		return reply, nil
+	}
 	if b.Less(p.promised) {
 		return PrepareReply{Promised: p.promised}, nil
 	}
@@ -145,7 +163,7 @@ func (s *Service) HandleAppend(ctx context.Context, req AppendRequest) (AppendRe
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if req.Ballot.Less(p.promised) {
+	if req.Ballot.Less(p.promised) && !s.cfg.UnsafeForgetPromises {
 		return AppendReply{Stale: true, Promised: p.promised}, nil
 	}
 	if req.PrevHeight > p.last {
@@ -694,7 +712,7 @@ func (s *Service) appendTx(ctx context.Context, p *part, id WriteID, ops []Op, t
 		p.mu.Unlock()
 		return nil, nil, fmt.Errorf("%w: %q: no longer leading", ErrStaleBallot, p.name)
 	}
-	t := &Tx{Partition: p.name, Height: p.last + 1, Prev: p.lastHash, Ballot: p.leading, Time: s.clock().UnixNano(), ID: id, Ops: ops}
+	t := &Tx{Partition: p.name, Height: p.last + 1, Prev: p.lastHash, Ballot: p.leading, Time: s.cfg.Clock().UnixNano(), ID: id, Ops: ops}
 	// The entry goes to disk here while it goes to the followers: this
 	// host counts among the replicas holding it once it is synced.
 	err := s.ps.write(p, t.Height, []*Tx{t}, p.promised, p.commit, t.Height, false)

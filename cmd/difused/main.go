@@ -28,6 +28,7 @@ import (
 	"github.com/difuse/difuse/gc"
 	"github.com/difuse/difuse/heal"
 	"github.com/difuse/difuse/internal/cli"
+	"github.com/difuse/difuse/internal/skew"
 	"github.com/difuse/difuse/node"
 	"github.com/difuse/difuse/ring"
 	"github.com/difuse/difuse/store/badgerdb"
@@ -146,6 +147,13 @@ Flags of difused:
 		fmt.Fprintln(stderr, "difused: -replicas must be odd and positive, -vnodes positive")
 		return cli.ExitUsage
 	}
+	// For tests that give each node on one machine a clock of its own; an
+	// environment variable, so that no flag offers it.
+	var clock func() time.Time
+	if path := os.Getenv("DIFUSE_CLOCK_OFFSET_FILE"); path != "" {
+		clock = skew.FromFile(path)
+		log.Warn("this node's clock is offset by the duration in a file (for tests)", "file", path)
+	}
 	n, err := node.New(node.Config{
 		GRPCAddr:     *grpcAddr,
 		Advertise:    *advertise,
@@ -170,9 +178,11 @@ Flags of difused:
 		},
 		Store:  badgerdb.Options{Dir: *dir, MinFreeBytes: *minFree << 20},
 		Logger: log,
-		// A planted bug for the Jepsen harness's test that it catches one;
-		// an environment variable, so that no flag offers it.
-		UnsafeLocalReads: os.Getenv("DIFUSE_UNSAFE_LOCAL_READS") == "1",
+		Clock:  clock,
+		// Bugs planted for the fault-injection harness's tests that it
+		// catches them; environment variables, so that no flag offers them.
+		UnsafeLocalReads:     os.Getenv("DIFUSE_UNSAFE_LOCAL_READS") == "1",
+		UnsafeForgetPromises: os.Getenv("DIFUSE_UNSAFE_FORGET_PROMISES") == "1",
 	})
 	if err != nil {
 		log.Error("cannot start", "err", err)
