@@ -4,15 +4,18 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"math/rand/v2"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sync"
 	"syscall"
 	"time"
 
 	"github.com/difuse/difuse/internal/cli"
+	"github.com/difuse/difuse/internal/lazyfs"
 )
 
 // Ports every node listens on, in its own namespace.
@@ -21,50 +24,72 @@ const (
 	httpPort = 9100
 )
 
-// node is one difused process in its namespace.
+// node is one difused process in its namespace, with its data directory
+// on a lazy disk of its own (which loses what was never synced when the
+// node loses power) and a clock file giving its clock's offset.
 type node struct {
-	i       int
-	args    []string
-	logPath string
-	env     []string
-	mu      sync.Mutex
-	cmd     *exec.Cmd
-	done    chan struct{}
-	paused  bool
+	i         int
+	args      []string
+	logPath   string
+	env       []string
+	disk      string // the lazy disk's backing directory
+	data      string // where it is mounted: the node's data directory
+	clockPath string
+	mu        sync.Mutex
+	cmd       *exec.Cmd
+	done      chan struct{}
+	paused    bool
+	lazy      *lazyfs.FS // nil while the disk is down
+	offset    time.Duration
+	retired   bool // gone for good: left, or killed and replaced
 }
 
-// cluster runs the nodes.
+// cluster runs the nodes: those that join during the run are added at the
+// end of nodes, and those that leave stay there, retired.
 type cluster struct {
-	net   *network
-	nodes []*node
+	net  *network
+	bin  string
+	dir  string
+	env  []string
+	rng  *rand.Rand // of the clock offsets
+	mu   sync.Mutex
+	list []*node
 }
 
 // grpcAddr and httpAddr return node i's addresses.
-func (c *cluster) grpcAddr(i int) string { return fmt.Sprintf("%s:%d", c.net.nodes[i], grpcPort) }
-func (c *cluster) httpAddr(i int) string { return fmt.Sprintf("%s:%d", c.net.nodes[i], httpPort) }
+func (c *cluster) grpcAddr(i int) string { return fmt.Sprintf("%s:%d", c.net.addr(i), grpcPort) }
+func (c *cluster) httpAddr(i int) string { return fmt.Sprintf("%s:%d", c.net.addr(i), httpPort) }
 
-// startCluster starts a node in each namespace of net, the first creating
-// the cluster and the others joining it, and waits until every node finds
-// min(3, n) replicas for a sample of keys.
-func startCluster(ctx context.Context, net *network, bin, dir string, env []string) (*cluster, error) {
-	c := &cluster{net: net}
-	for i := range net.nodes {
-		n := &node{i: i, env: env, logPath: filepath.Join(dir, fmt.Sprintf("node%d.log", i))}
-		n.args = []string{"netns", "exec", net.ns(i), filepath.Join(bin, "difused"),
-			"-b", c.grpcAddr(i), "-a", c.httpAddr(i), "-d", filepath.Join(dir, fmt.Sprintf("node%d", i)),
-			// Compaction all the time, keeping as little as a node allows,
-			// so that replicas the nemesis held back catch up through
-			// snapshots.
-			"-compact-interval", "10s", "-log-keep", "1", "-log-keep-for", "30s"}
-		if i > 0 {
-			n.args = append(n.args, "-j", c.grpcAddr(0))
+// node returns node i.
+func (c *cluster) node(i int) *node {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.list[i]
+}
+
+// members returns the nodes that belong to the cluster: not retired.
+func (c *cluster) members() []int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []int
+	for i, n := range c.list {
+		if !n.isRetired() {
+			out = append(out, i)
 		}
-		c.nodes = append(c.nodes, n)
-		if err := n.start(); err != nil {
-			c.stop()
-			return nil, err
-		}
-		if err := c.waitServing(ctx, i); err != nil {
+	}
+	return out
+}
+
+// maxClockOffset bounds every node's clock offset from the real clock.
+const maxClockOffset = 10 * time.Minute
+
+// startCluster starts n nodes, each in a namespace of its own, the first
+// creating the cluster and the others joining it, and waits until every
+// node finds min(3, n) replicas for a sample of keys.
+func startCluster(ctx context.Context, net *network, bin, dir string, env []string, n int, seed uint64) (*cluster, error) {
+	c := &cluster{net: net, bin: bin, dir: dir, env: env, rng: rand.New(rand.NewPCG(seed, 3))}
+	for range n {
+		if _, err := c.addNode(ctx); err != nil {
 			c.stop()
 			return nil, err
 		}
@@ -76,10 +101,77 @@ func startCluster(ctx context.Context, net *network, bin, dir string, env []stri
 	return c, nil
 }
 
-// start runs the node's process.
+// addNode starts one more node, joining the cluster through a member
+// (the first node creates it), and waits until it serves.
+func (c *cluster) addNode(ctx context.Context) (int, error) {
+	members := c.members()
+	i, err := c.net.add()
+	if err != nil {
+		return 0, err
+	}
+	name := filepath.Join(c.dir, fmt.Sprintf("node%d", i))
+	n := &node{i: i, env: c.env, logPath: name + ".log", disk: name + ".disk", data: name, clockPath: name + ".clock"}
+	n.args = []string{"netns", "exec", c.net.ns(i), filepath.Join(c.bin, "difused"),
+		"-b", c.grpcAddr(i), "-a", c.httpAddr(i), "-d", n.data,
+		// Compaction all the time, keeping as little as a node allows,
+		// so that replicas the nemesis held back catch up through
+		// snapshots; healing, hand-offs and garbage collection soon
+		// enough that they happen during a run, with the clocks skewed.
+		"-compact-interval", "10s", "-log-keep", "1", "-log-keep-for", "30s",
+		"-heal-interval", "5s", "-heal-grace", "20s", "-gc-interval", "30s", "-gc-grace", "2m"}
+	if len(members) > 0 {
+		n.args = append(n.args, "-j", c.grpcAddr(members[c.rng.IntN(len(members))]))
+	}
+	// Each node's clock is off by up to maxClockOffset either way.
+	n.env = append(slices.Clone(c.env), "DIFUSE_CLOCK_OFFSET_FILE="+n.clockPath)
+	if err := n.setClock(time.Duration(c.rng.Int64N(int64(2*maxClockOffset))) - maxClockOffset); err != nil {
+		return 0, err
+	}
+	c.mu.Lock()
+	c.list = append(c.list, n)
+	c.mu.Unlock()
+	if err := n.start(); err != nil {
+		return 0, err
+	}
+	return i, c.waitServing(ctx, i)
+}
+
+// setClock sets the node's clock offset, which it reads from its clock
+// file within a tenth of a second.
+func (n *node) setClock(d time.Duration) error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.offset = d
+	tmp := n.clockPath + ".tmp"
+	if err := os.WriteFile(tmp, []byte(d.String()), 0o644); err != nil {
+		return err
+	}
+	return os.Rename(tmp, n.clockPath)
+}
+
+// clock returns the node's clock offset.
+func (n *node) clock() time.Duration {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.offset
+}
+
+// start brings the node's disk up if it is down, and runs its process.
 func (n *node) start() error {
 	n.mu.Lock()
 	defer n.mu.Unlock()
+	if n.lazy == nil {
+		for _, d := range []string{n.disk, n.data} {
+			if err := os.MkdirAll(d, 0o755); err != nil {
+				return err
+			}
+		}
+		lazy, err := lazyfs.Mount(n.disk, n.data)
+		if err != nil {
+			return fmt.Errorf("node %d's disk: %w", n.i, err)
+		}
+		n.lazy = lazy
+	}
 	log, err := os.OpenFile(n.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return err
@@ -96,6 +188,47 @@ func (n *node) start() error {
 	go func() { cmd.Wait(); log.Close(); close(done) }()
 	n.cmd, n.done, n.paused = cmd, done, false
 	return nil
+}
+
+// isRetired reports whether the node is gone for good.
+func (n *node) isRetired() bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.retired
+}
+
+// retire marks the node gone for good.
+func (n *node) retire() {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.retired = true
+}
+
+// powerLoss kills the node and loses whatever its disk holds unsynced.
+func (n *node) powerLoss() error {
+	n.kill()
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.lazy == nil {
+		return nil
+	}
+	err := n.lazy.Crash()
+	n.lazy = nil
+	return err
+}
+
+// shutdown takes the node's disk down cleanly, or as a crash if it cannot
+// (the node's process must be dead: it may hold the disk).
+func (n *node) shutdown() {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.lazy == nil {
+		return
+	}
+	if n.lazy.Unmount() != nil {
+		n.lazy.Crash()
+	}
+	n.lazy = nil
 }
 
 // running reports whether the node's process is alive.
@@ -136,11 +269,49 @@ func (n *node) signal(sig syscall.Signal) {
 	}
 }
 
-// stop kills every node.
+// stop kills every node, then takes their disks down: every node's mount
+// namespace holds a copy of the disks mounted before it started.
 func (c *cluster) stop() {
-	for _, n := range c.nodes {
+	c.mu.Lock()
+	list := slices.Clone(c.list)
+	c.mu.Unlock()
+	for _, n := range list {
 		n.kill()
 	}
+	for _, n := range list {
+		n.shutdown()
+	}
+}
+
+// leave makes member i leave the cluster for good (it hands off what it
+// holds, then stops) and retires it.
+func (c *cluster) leave(ctx context.Context, i int) error {
+	n := c.node(i)
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, filepath.Join(c.bin, "difused"), "leave", "-b", c.grpcAddr(i)).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("node %d leaves: %v: %s", i, err, out)
+	}
+	select {
+	case <-n.exited():
+	case <-time.After(time.Minute):
+		return fmt.Errorf("node %d still runs a minute after it left", i)
+	}
+	n.retire()
+	return n.powerLoss()
+}
+
+// exited returns a channel closed once the node's process has ended.
+func (n *node) exited() <-chan struct{} {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.done == nil {
+		done := make(chan struct{})
+		close(done)
+		return done
+	}
+	return n.done
 }
 
 // status returns node i's status as its HTTP interface gives it.
@@ -164,18 +335,18 @@ func (c *cluster) waitServing(ctx context.Context, i int) error {
 		if _, err := c.status(ctx, i); err == nil {
 			return nil
 		}
-		if !c.nodes[i].running() {
-			return fmt.Errorf("node %d exited; its log ends:\n%s", i, cli.Tail(c.nodes[i].logPath, 20))
+		if n := c.node(i); !n.running() {
+			return fmt.Errorf("node %d exited; its log ends:\n%s", i, cli.Tail(n.logPath, 20))
 		}
 		if time.Now().After(deadline) || ctx.Err() != nil {
-			return fmt.Errorf("node %d does not answer; its log ends:\n%s", i, cli.Tail(c.nodes[i].logPath, 20))
+			return fmt.Errorf("node %d does not answer; its log ends:\n%s", i, cli.Tail(c.node(i).logPath, 20))
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
 }
 
-// waitSettled waits until every running node places sample keys on
-// min(3, running nodes) hosts.
+// waitSettled waits until every running member places sample keys on
+// min(3, running members) hosts.
 func (c *cluster) waitSettled(ctx context.Context) error {
 	deadline := time.Now().Add(2 * time.Minute)
 	for {
@@ -190,16 +361,13 @@ func (c *cluster) waitSettled(ctx context.Context) error {
 }
 
 func (c *cluster) settled(ctx context.Context) bool {
-	live := 0
-	for _, n := range c.nodes {
-		if n.running() {
-			live++
+	var live []int
+	for _, i := range c.members() {
+		if c.node(i).running() {
+			live = append(live, i)
 		}
 	}
-	for i, n := range c.nodes {
-		if !n.running() {
-			continue
-		}
+	for _, i := range live {
 		for k := range 16 {
 			rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 			req, _ := http.NewRequestWithContext(rctx, http.MethodGet, fmt.Sprintf("http://%s/v1/lookup?key=probe%d&n=3", c.httpAddr(i), k), nil)
@@ -212,7 +380,7 @@ func (c *cluster) settled(ctx context.Context) bool {
 			err = json.NewDecoder(resp.Body).Decode(&res)
 			resp.Body.Close()
 			cancel()
-			if err != nil || len(res.Replicas) != min(3, live) {
+			if err != nil || len(res.Replicas) != min(3, len(live)) {
 				return false
 			}
 		}

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"syscall"
 	"testing"
 	"time"
 
@@ -31,7 +32,7 @@ func runFor(t *testing.T, cfg Config) Summary {
 		t.Fatalf("seed %d: %v", sum.Seed, err)
 	}
 	t.Log(sum)
-	if sum.Results != "" && !cfg.PlantedBug {
+	if sum.Results != "" && cfg.PlantedBug == "" {
 		// Keep the evidence past the test's temporary directory.
 		keep := filepath.Join(os.TempDir(), fmt.Sprintf("difuse-jepsen-%d-%d", sum.Seed, time.Now().Unix()))
 		if out, err := exec.Command("cp", "-a", cfg.Dir, keep).CombinedOutput(); err != nil {
@@ -42,15 +43,18 @@ func runFor(t *testing.T, cfg Config) Summary {
 	return sum
 }
 
-// The real system under a short seeded schedule: every register history
-// is linearizable, no acknowledged write is lost, and the filesystem's
-// invariants hold.
+// The real system under a short seeded schedule that includes a node's
+// power loss, a power cut of the whole cluster, a replacement, a join, a
+// leave and a clock jump: every register history is linearizable, no
+// acknowledged write is lost, the weak reads return committed values,
+// and the filesystem's history and invariants hold.
 func TestShortSchedule(t *testing.T) {
 	d := 3 * time.Minute
 	if testing.Short() {
-		d = time.Minute
+		d = 2 * time.Minute
 	}
-	sum := runFor(t, Config{Seed: 20261126, Duration: d})
+	sum := runFor(t, Config{Seed: 20261126, Duration: d,
+		Cover: []string{"power-loss", "replace", "power-cut", "join", "clock", "leave"}})
 	if sum.Bad() {
 		t.Errorf("%s\nlost: %v\nfilesystem: %v\nevidence in %s", sum, sum.Lost, sum.FSViolations, sum.Results)
 	}
@@ -63,8 +67,24 @@ func TestShortSchedule(t *testing.T) {
 // copies, which go stale behind a partition), the harness reports a
 // violation.
 func TestPlantedBug(t *testing.T) {
-	sum := runFor(t, Config{Seed: 7, Duration: time.Minute, Keys: 2, Mounts: -1, PlantedBug: true,
+	sum := runFor(t, Config{Seed: 7, Duration: time.Minute, Keys: 2, Mounts: -1, PlantedBug: "local-reads",
 		Faults: []string{"partition-majority", "isolate-leader"}})
+	checkCaught(t, sum)
+}
+
+// With a bug planted in the ballots (replicas forget what they promised,
+// so a deposed leader still gets its entries accepted), partitions with a
+// bridge between the hot key's leader and its next replica make two
+// leaders commit; the harness reports it.
+func TestPlantedBallotBug(t *testing.T) {
+	sum := runFor(t, Config{Seed: 8, Duration: time.Minute, Keys: 1, Clients: 20, Mounts: -1, PlantedBug: "forget-promises",
+		Faults: []string{"partition-bridge"}})
+	checkCaught(t, sum)
+}
+
+// checkCaught fails the test unless the run reported the planted bug.
+func checkCaught(t *testing.T, sum Summary) {
+	t.Helper()
 	if sum.Violations == 0 && len(sum.Lost) == 0 {
 		t.Errorf("the planted bug went unnoticed: %s", sum)
 	}
@@ -86,8 +106,18 @@ func TestSweepLeftovers(t *testing.T) {
 	if err := dead.Run(); err != nil {
 		t.Fatal(err)
 	}
-	rec := runRecord{PID: dead.Process.Pid, Prefix: "djt" + fmt.Sprint(os.Getpid()%1000), Nodes: 1, Mounts: []string{t.TempDir()}}
+	rec := runRecord{PID: dead.Process.Pid, Prefix: "djt" + fmt.Sprint(os.Getpid()%1000), Dir: t.TempDir()}
 	w := &network{prefix: rec.Prefix}
+	// A mount under the run's directory, as a node's disk or a client's
+	// mount would be.
+	mnt := filepath.Join(rec.Dir, "mnt")
+	if err := os.Mkdir(mnt, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Mount(t.TempDir(), mnt, "", syscall.MS_BIND, ""); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { syscall.Unmount(mnt, syscall.MNT_DETACH) })
 	if err := ip("netns", "add", w.ns(0)); err != nil {
 		t.Fatal(err)
 	}
@@ -108,5 +138,8 @@ func TestSweepLeftovers(t *testing.T) {
 	}
 	if _, err := os.Stat(rec.path()); err == nil {
 		t.Error("the dead run's record is still there")
+	}
+	if m := mountsUnder(rec.Dir); len(m) > 0 {
+		t.Errorf("the dead run's mounts are still there: %v", m)
 	}
 }

@@ -20,6 +20,9 @@ type history struct {
 	mu    sync.Mutex
 	start time.Time
 	ops   []porcupine.Operation
+	// weak are the reads at leader and lazy level, which are not
+	// linearizable and are checked apart (checkWeakReads).
+	weak []porcupine.Operation
 	// counts of outcomes
 	ok, failed, unknown int
 }
@@ -84,16 +87,28 @@ func (r registers) upTo(last int) []string {
 	return keys
 }
 
-// kvClient runs register operations against one node's HTTP interface.
+// addWeak records a read at a level weaker than quorum, called at call,
+// that returned now.
+func (h *history) addWeak(client int, in regInput, out regOutput, call int64) {
+	ret := h.now()
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.weak = append(h.weak, porcupine.Operation{ClientId: client, Input: in, Output: out, Call: call, Return: ret})
+}
+
+// kvClient runs register operations against the nodes' HTTP interfaces.
 type kvClient struct {
 	id      int
-	base    string // http://node
+	base    func() string // http://node, for each request
 	http    *http.Client
 	hist    *history
 	rng     *rand.Rand
 	keys    registers
 	written int
 }
+
+// weakLevels are the read levels that are not linearizable.
+var weakLevels = []string{"leader", "lazy"}
 
 // opTimeout bounds one HTTP request; past it the outcome is unknown.
 const opTimeout = 5 * time.Second
@@ -106,7 +121,7 @@ var levels = []string{"quorum", "all"}
 func (c *kvClient) get(ctx context.Context, key, level string) (string, string, bool) {
 	ctx, cancel := context.WithTimeout(ctx, opTimeout)
 	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("%s/v1/kv/%s?consistency=%s", c.base, key, level), nil)
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("%s/v1/kv/%s?consistency=%s", c.base(), key, level), nil)
 	resp, err := c.http.Do(req)
 	if err != nil {
 		return "", "", false
@@ -129,7 +144,7 @@ func (c *kvClient) get(ctx context.Context, key, level string) (string, string, 
 func (c *kvClient) put(ctx context.Context, key, value, level, ifMatch string) int {
 	ctx, cancel := context.WithTimeout(ctx, opTimeout)
 	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, http.MethodPut, fmt.Sprintf("%s/v1/kv/%s?consistency=%s", c.base, key, level), strings.NewReader(value))
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPut, fmt.Sprintf("%s/v1/kv/%s?consistency=%s", c.base(), key, level), strings.NewReader(value))
 	if ifMatch != "" {
 		req.Header.Set("If-Match", ifMatch)
 	}
@@ -154,12 +169,19 @@ func (c *kvClient) put(ctx context.Context, key, value, level, ifMatch string) i
 	return outUnknown // 503: too few replicas, perhaps after the write was applied
 }
 
-// step runs one random operation.
+// step runs one random operation: a read, a write, a read and a
+// compare-and-set, or a read at a weak level.
 func (c *kvClient) step(ctx context.Context) {
 	keys := c.keys.current()
 	key := keys[c.rng.IntN(len(keys))]
 	level := levels[c.rng.IntN(len(levels))]
-	switch c.rng.IntN(3) {
+	switch c.rng.IntN(4) {
+	case 3:
+		level = weakLevels[c.rng.IntN(len(weakLevels))]
+		call := c.hist.now()
+		if v, _, ok := c.get(ctx, key, level); ok {
+			c.hist.addWeak(c.id, regInput{Key: key, Kind: opRead, Level: level}, regOutput{Value: v}, call)
+		}
 	case 0:
 		call := c.hist.now()
 		if v, _, ok := c.get(ctx, key, level); ok {
@@ -233,4 +255,43 @@ func lostWrites(ops []porcupine.Operation, final map[string]string) []string {
 		}
 	}
 	return lost
+}
+
+// checkWeakReads checks the reads at leader and lazy level against what
+// docs/txlog.md promises for them: they may be stale, but they return
+// committed state only, so each returns nothing or the value of a write
+// that was called before the read returned and did not fail (a failed
+// write was refused before anything was written; what an unknown one
+// did, a reader may see).
+func checkWeakReads(ops, weak []porcupine.Operation) []string {
+	type write struct {
+		call   int64
+		failed bool
+	}
+	writes := map[[2]string]write{} // key, value: values are unique
+	for _, op := range ops {
+		in, out := op.Input.(regInput), op.Output.(regOutput)
+		if in.Kind == opRead {
+			continue
+		}
+		failed := out.Outcome == outFailed || out.Outcome == outConflict
+		writes[[2]string{in.Key, in.Value}] = write{op.Call, failed}
+	}
+	var bad []string
+	for _, op := range weak {
+		in, v := op.Input.(regInput), op.Output.(regOutput).Value
+		if v == "" {
+			continue
+		}
+		w, ok := writes[[2]string{in.Key, v}]
+		switch {
+		case !ok:
+			bad = append(bad, fmt.Sprintf("%s: a %s read returned %q, which no one wrote", in.Key, in.Level, v))
+		case w.failed:
+			bad = append(bad, fmt.Sprintf("%s: a %s read returned %q, whose write failed", in.Key, in.Level, v))
+		case w.call > op.Return:
+			bad = append(bad, fmt.Sprintf("%s: a %s read returned %q before its write was called", in.Key, in.Level, v))
+		}
+	}
+	return bad
 }

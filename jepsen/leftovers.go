@@ -7,7 +7,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 )
@@ -15,15 +14,14 @@ import (
 // runsDir holds a record of every run in progress, so that a run can clear
 // away what a killed one left behind. Its nodes and mounts die with it
 // (they are started with a parent-death signal), but its namespaces,
-// bridge and mount points stay.
+// bridge and mounts (the nodes' lazy disks, the clients' mounts) stay.
 const runsDir = "/run/difuse-jepsen"
 
 // runRecord names what a run made.
 type runRecord struct {
 	PID    int
-	Prefix string   // of its namespaces and links
-	Nodes  int      // namespaces Prefix-0 to Prefix-(Nodes-1)
-	Mounts []string // mount points
+	Prefix string // of its namespaces and links
+	Dir    string // under which it mounts everything
 }
 
 func (r runRecord) path() string { return filepath.Join(runsDir, r.Prefix+".json") }
@@ -70,23 +68,40 @@ func alive(pid int) bool {
 	return pid > 0 && !errors.Is(syscall.Kill(pid, 0), syscall.ESRCH)
 }
 
-// clear unmounts the run's mounts, kills whatever runs in its namespaces
-// and deletes them and its bridge.
+// clear unmounts everything under the run's directory, deepest first and
+// lazily (a dead FUSE server's mount cannot be unmounted otherwise), kills
+// whatever runs in its namespaces and deletes them and its bridge.
 func (r runRecord) clear() {
-	for _, m := range r.Mounts {
-		exec.Command("fusermount3", "-uz", m).Run()
+	mounts := mountsUnder(r.Dir)
+	for i := len(mounts) - 1; i >= 0; i-- {
+		syscall.Unmount(mounts[i], syscall.MNT_DETACH)
 	}
-	w := &network{prefix: r.Prefix, bridge: r.Prefix + "br"}
-	for i := range r.Nodes {
-		out, _ := exec.Command("ip", "netns", "pids", w.ns(i)).Output()
-		for _, f := range strings.Fields(string(out)) {
-			if pid, err := strconv.Atoi(f); err == nil {
-				syscall.Kill(pid, syscall.SIGKILL)
-			}
+	clearNetwork(r.Prefix)
+}
+
+// mountsUnder lists the mount points at or under dir, in the order
+// /proc/self/mounts gives them (parents before children).
+func mountsUnder(dir string) []string {
+	if dir == "" {
+		return nil
+	}
+	b, err := os.ReadFile("/proc/self/mounts")
+	if err != nil {
+		return nil
+	}
+	var out []string
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 2 {
+			continue
 		}
-		ip("netns", "del", w.ns(i))
+		// Octal escapes stand for spaces and the like in mount points.
+		p := strings.NewReplacer(`\040`, " ", `\011`, "\t", `\012`, "\n", `\134`, `\`).Replace(f[1])
+		if p == dir || strings.HasPrefix(p, dir+"/") {
+			out = append(out, p)
+		}
 	}
-	ip("link", "del", w.bridge)
+	return out
 }
 
 // dieWithParent makes a child process get SIGKILL when the harness dies.

@@ -1,7 +1,6 @@
 package jepsen
 
 import (
-	"slices"
 	"testing"
 
 	"github.com/anishathalye/porcupine"
@@ -62,59 +61,37 @@ func TestRegisterModel(t *testing.T) {
 	}
 }
 
-// The file model lets an unknown operation take effect later, after the
-// client's next operations, and nothing else.
-func TestFileModel(t *testing.T) {
-	create := func(dir int, c string) effect {
-		return func(fileState) []fileState { return []fileState{{dir, c}} }
+// Weak reads may be stale but return only values a write that did not
+// fail put there, and never before that write was called.
+func TestCheckWeakReads(t *testing.T) {
+	op := func(call, ret int64, in regInput, out regOutput) porcupine.Operation {
+		return porcupine.Operation{Call: call, Return: ret, Input: in, Output: out}
 	}
-	overwrite := func(dir int, c string) effect {
-		return func(s fileState) []fileState {
-			if s.dir != dir {
-				return nil
-			}
-			return []fileState{{dir, c}}
+	ops := []porcupine.Operation{
+		op(0, 1, regInput{Key: "k", Kind: opWrite, Value: "a"}, regOutput{}),
+		op(2, 3, regInput{Key: "k", Kind: opWrite, Value: "b"}, regOutput{Outcome: outFailed}),
+		op(4, unknownReturn, regInput{Key: "k", Kind: opWrite, Value: "c"}, regOutput{Outcome: outUnknown}),
+		op(6, 9, regInput{Key: "k", Kind: opWrite, Value: "d"}, regOutput{}),
+	}
+	read := func(call, ret int64, v string) porcupine.Operation {
+		return op(call, ret, regInput{Key: "k", Kind: opRead, Level: "lazy"}, regOutput{Value: v})
+	}
+	for _, tc := range []struct {
+		name string
+		read porcupine.Operation
+		ok   bool
+	}{
+		{"nothing yet", read(0, 1, ""), true},
+		{"stale", read(10, 11, "a"), true},
+		{"an unknown write", read(10, 11, "c"), true},
+		{"a write still in progress", read(7, 8, "d"), true},
+		{"a failed write", read(10, 11, "b"), false},
+		{"a value no one wrote", read(10, 11, "x"), false},
+		{"before the write was called", read(2, 5, "d"), false},
+	} {
+		bad := checkWeakReads(ops, []porcupine.Operation{tc.read})
+		if (len(bad) == 0) != tc.ok {
+			t.Errorf("%s: found %v, want ok %v", tc.name, bad, tc.ok)
 		}
-	}
-	rename := func(from, to int) effect {
-		return func(s fileState) []fileState {
-			if s.dir != from {
-				return nil
-			}
-			return []fileState{{to, s.content}}
-		}
-	}
-	// A rename whose outcome was unknown took effect after an overwrite
-	// through its old name; a later rename moved the file on, which
-	// proves the first one took effect.
-	f := newFile("f")
-	f.apply(outOK, create(0, "a"))
-	f.apply(outUnknown, rename(0, 2))
-	f.apply(outOK, overwrite(0, "b"))
-	if got := f.possible(); !slices.Equal(got, []fileState{{0, "b"}, {2, "b"}}) {
-		t.Errorf("pending rename: %v, want {0 b} {2 b}", got)
-	}
-	f.apply(outOK, rename(2, 1))
-	if got := f.possible(); !slices.Equal(got, []fileState{{1, "b"}}) {
-		t.Errorf("late rename: %v, want only {1 b}", got)
-	}
-	// A failed operation never takes effect.
-	f = newFile("f")
-	f.apply(outOK, create(0, "a"))
-	f.apply(outFailed, rename(0, 2))
-	f.apply(outOK, overwrite(0, "b"))
-	if got := f.possible(); !slices.Equal(got, []fileState{{0, "b"}}) {
-		t.Errorf("failed rename: %v, want only {0 b}", got)
-	}
-	// Past maxPending unknown operations, the oldest can no longer take
-	// effect, but what it did before stays possible.
-	f = newFile("f")
-	f.apply(outOK, create(0, "a"))
-	f.apply(outUnknown, rename(0, 1))
-	for range maxPending {
-		f.apply(outUnknown, overwrite(2, "z"))
-	}
-	if got := f.possible(); !slices.Contains(got, fileState{1, "a"}) || !slices.Contains(got, fileState{0, "a"}) {
-		t.Errorf("retired rename: %v, want {0 a} and {1 a}", got)
 	}
 }

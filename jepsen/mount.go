@@ -25,21 +25,24 @@ type mount struct {
 func mountDir(dir string, i int) string { return filepath.Join(dir, fmt.Sprintf("mnt%d", i)) }
 
 // startMount mounts the cluster on dir and waits until it is mounted; the
-// i-th mount lists the nodes starting from the i-th.
+// i-th mount lists the members starting from the i-th.
 func startMount(ctx context.Context, c *cluster, bin, dir string, i int) (*mount, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
 	var addrs []string
-	for k := range c.nodes {
-		addrs = append(addrs, c.grpcAddr((i+k)%len(c.nodes)))
+	members := c.members()
+	for k := range members {
+		addrs = append(addrs, c.grpcAddr(members[(i+k)%len(members)]))
 	}
 	logPath := dir + ".log"
 	log, err := os.Create(logPath)
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(filepath.Join(bin, "difuse-mount"), "-j", strings.Join(addrs, ","), dir)
+	// A commit that makes no progress fails after 30 s rather than 2 min, so
+	// that a fault leaves an unknown outcome rather than a stalled client.
+	cmd := exec.Command(filepath.Join(bin, "difuse-mount"), "-j", strings.Join(addrs, ","), "-stall-timeout", "30s", dir)
 	cmd.Stdout, cmd.Stderr = log, log
 	dieWithParent(cmd)
 	if err := cmd.Start(); err != nil {

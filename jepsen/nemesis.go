@@ -22,13 +22,23 @@ type fault struct {
 type nemesis struct {
 	c      *cluster
 	rng    *rand.Rand
-	hotKey func() string // the key whose leader some faults aim at
+	hotKey func() string // the key whose replicas some faults aim at
 	kinds  []string      // of fault to choose from
+	cover  []string      // kinds to do first, in this order
+	size   int           // the cluster's size at the start
 	faults []string      // what was done, in order
+	// lastLoss is when a node last left or was lost for good.
+	lastLoss time.Time
 }
 
-// kinds of fault, chosen uniformly.
-var faultKinds = []string{"kill", "pause", "pause-leader", "partition-majority", "partition-bridge", "isolate-leader"}
+// faultKinds are the kinds of fault, chosen uniformly.
+var faultKinds = []string{"kill", "power-loss", "power-cut", "pause", "pause-leader", "partition-majority",
+	"partition-bridge", "isolate-leader", "join", "leave", "replace", "clock"}
+
+// lossGap is the least time between two nodes' going for good, so that
+// healing copies what the first held before the second goes; two of a
+// key's three replicas lost at once lose it, whatever the system does.
+const lossGap = time.Minute
 
 // run injects one fault after another until ctx ends: each holds for
 // hold, then is undone, and the cluster gets quiet before the next.
@@ -39,7 +49,7 @@ func (n *nemesis) run(ctx context.Context, hold, quiet time.Duration) error {
 			return nil
 		case <-time.After(jitter(n.rng, quiet)):
 		}
-		f, err := n.inject(ctx)
+		f, err := n.inject(ctx, n.next())
 		if err != nil {
 			return err
 		}
@@ -54,61 +64,153 @@ func (n *nemesis) run(ctx context.Context, hold, quiet time.Duration) error {
 	}
 }
 
+// next chooses the next kind of fault: the ones to cover first, then at
+// random; a change of membership the cluster cannot take now (too few
+// members left, too many joined, too soon after the last loss) becomes a
+// kill.
+func (n *nemesis) next() string {
+	kind := n.kinds[n.rng.IntN(len(n.kinds))]
+	if len(n.cover) > 0 {
+		kind, n.cover = n.cover[0], n.cover[1:]
+	}
+	members := len(n.c.members())
+	switch {
+	case kind == "join" && members > n.size,
+		kind == "leave" && members <= max(3, n.size-1),
+		(kind == "leave" || kind == "replace") && time.Since(n.lastLoss) < lossGap:
+		return "kill"
+	}
+	return kind
+}
+
 // jitter returns a duration between d/2 and 3d/2.
 func jitter(rng *rand.Rand, d time.Duration) time.Duration {
 	return d/2 + time.Duration(rng.Int64N(int64(d)+1))
 }
 
-// inject does a random fault.
-func (n *nemesis) inject(ctx context.Context) (fault, error) {
-	nodes := len(n.c.nodes)
-	victim := n.rng.IntN(nodes)
-	kind := n.kinds[n.rng.IntN(len(n.kinds))]
+// noUndo is the undo of a fault that needs none.
+func noUndo() error { return nil }
+
+// inject does a fault of the given kind.
+func (n *nemesis) inject(ctx context.Context, kind string) (fault, error) {
+	members := n.c.members()
+	victim := members[n.rng.IntN(len(members))]
+	restart := func(nodes ...int) func() error {
+		return func() error {
+			for _, i := range nodes {
+				if err := n.c.node(i).start(); err != nil {
+					return err
+				}
+			}
+			for _, i := range nodes {
+				if err := n.c.waitServing(context.Background(), i); err != nil {
+					return err
+				}
+			}
+			return nil
+		}
+	}
 	switch kind {
 	case "kill":
-		nd := n.c.nodes[victim]
-		nd.kill()
-		return fault{fmt.Sprintf("kill %d", victim), func() error {
-			if err := nd.start(); err != nil {
-				return err
-			}
-			return n.c.waitServing(context.Background(), victim)
-		}}, nil
-	case "pause", "pause-leader":
-		if kind == "pause-leader" {
-			if leader, err := n.leaderOf(ctx, n.hotKey()); err == nil {
-				victim = leader
+		n.c.node(victim).kill()
+		return fault{fmt.Sprintf("kill %d", victim), restart(victim)}, nil
+	case "power-loss":
+		if err := n.c.node(victim).powerLoss(); err != nil {
+			return fault{}, fmt.Errorf("power loss of node %d: %w", victim, err)
+		}
+		return fault{fmt.Sprintf("power-loss %d", victim), restart(victim)}, nil
+	case "power-cut": // every node at once
+		for _, i := range members {
+			if err := n.c.node(i).powerLoss(); err != nil {
+				return fault{}, fmt.Errorf("power cut, node %d: %w", i, err)
 			}
 		}
-		nd := n.c.nodes[victim]
+		return fault{"power-cut", restart(members...)}, nil
+	case "pause", "pause-leader":
+		if kind == "pause-leader" {
+			if r, err := n.replicasOf(ctx, n.hotKey()); err == nil {
+				victim = r[0]
+			}
+		}
+		nd := n.c.node(victim)
 		nd.signal(syscall.SIGSTOP)
 		return fault{fmt.Sprintf("pause %d", victim), func() error { nd.signal(syscall.SIGCONT); return nil }}, nil
 	case "partition-majority":
-		perm := n.rng.Perm(nodes)
-		minority := perm[:(nodes-1)/2]
+		perm := shuffled(n.rng, members)
+		minority := perm[:(len(perm)-1)/2]
 		groups := [][]int{minority, perm[len(minority):]}
 		return n.partition(fmt.Sprintf("partition %v|%v", groups[0], groups[1]), groups)
 	case "partition-bridge":
-		// Two halves that each see one node, which sees both.
-		perm := n.rng.Perm(nodes)
-		bridge, rest := perm[0], perm[1:]
-		half := len(rest) / 2
-		groups := [][]int{rest[:half], rest[half:]}
-		return n.partition(fmt.Sprintf("bridge %d between %v|%v", bridge, groups[0], groups[1]), groups)
+		// Two halves that each see one node, which sees both: the hot
+		// key's third replica, with its leader and second replica on
+		// opposite sides, so that two leaders each find a majority
+		// through the bridge. Random halves if the replicas are unknown.
+		perm := shuffled(n.rng, members)
+		if r, err := n.replicasOf(ctx, n.hotKey()); err == nil && len(r) == 3 {
+			rest := slices.DeleteFunc(perm, func(i int) bool { return slices.Contains(r, i) })
+			perm = append([]int{r[2], r[0], r[1]}, rest...)
+		}
+		bridge, sides := perm[0], [][]int{{perm[1]}, {perm[2]}}
+		for k, i := range perm[3:] {
+			sides[k%2] = append(sides[k%2], i)
+		}
+		return n.partition(fmt.Sprintf("bridge %d between %v|%v", bridge, sides[0], sides[1]), sides)
 	case "isolate-leader": // cut the leader of the hot key off from every other node
-		leader, err := n.leaderOf(ctx, n.hotKey())
-		if err != nil {
-			leader = victim
+		leader := victim
+		if r, err := n.replicasOf(ctx, n.hotKey()); err == nil {
+			leader = r[0]
 		}
-		var others []int
-		for i := range nodes {
-			if i != leader {
-				others = append(others, i)
-			}
-		}
+		others := slices.DeleteFunc(slices.Clone(members), func(i int) bool { return i == leader })
 		return n.partition(fmt.Sprintf("isolate leader %d of %s", leader, n.hotKey()), [][]int{{leader}, others})
+	case "join":
+		i, err := n.c.addNode(ctx)
+		if err != nil {
+			return fault{}, fmt.Errorf("join: %w", err)
+		}
+		return fault{fmt.Sprintf("join %d", i), noUndo}, nil
+	case "leave":
+		n.lastLoss = time.Now()
+		if err := n.c.leave(ctx, victim); err != nil {
+			return fault{}, err
+		}
+		return fault{fmt.Sprintf("leave %d", victim), noUndo}, nil
+	case "replace": // lost for good with its disk, and a new node joins
+		n.lastLoss = time.Now()
+		nd := n.c.node(victim)
+		nd.retire()
+		if err := nd.powerLoss(); err != nil {
+			return fault{}, fmt.Errorf("node %d lost for good: %w", victim, err)
+		}
+		i, err := n.c.addNode(ctx)
+		if err != nil {
+			return fault{}, fmt.Errorf("replace node %d: %w", victim, err)
+		}
+		return fault{fmt.Sprintf("replace %d by %d", victim, i), noUndo}, nil
+	case "clock":
+		// A jump back by up to 5 minutes or ahead by up to 20 seconds,
+		// within maxClockOffset of the real time: a forward jump beyond
+		// the garbage collector's grace time, less the time a write takes
+		// to commit, lets it free a block a write in progress still needs
+		// (docs/operations.md says so), so jumps ahead stay small.
+		nd := n.c.node(victim)
+		jump := -time.Duration(n.rng.Int64N(int64(5 * time.Minute)))
+		if n.rng.IntN(2) == 0 {
+			jump = time.Duration(n.rng.Int64N(int64(20 * time.Second)))
+		}
+		to := max(-maxClockOffset, min(maxClockOffset, nd.clock()+jump))
+		if err := nd.setClock(to); err != nil {
+			return fault{}, err
+		}
+		return fault{fmt.Sprintf("clock %d to %s", victim, to.Round(time.Second)), noUndo}, nil
 	}
 	return fault{}, fmt.Errorf("unknown kind of fault %q", kind)
+}
+
+// shuffled returns the members in random order.
+func shuffled(rng *rand.Rand, members []int) []int {
+	out := slices.Clone(members)
+	rng.Shuffle(len(out), func(i, j int) { out[i], out[j] = out[j], out[i] })
+	return out
 }
 
 func (n *nemesis) partition(name string, groups [][]int) (fault, error) {
@@ -118,11 +220,12 @@ func (n *nemesis) partition(name string, groups [][]int) (fault, error) {
 	return fault{name, n.c.net.heal}, nil
 }
 
-// leaderOf asks a node which node leads key's partition.
-func (n *nemesis) leaderOf(ctx context.Context, key string) (int, error) {
-	for i := range n.c.nodes {
+// replicasOf asks the members which nodes hold key's partition, leader
+// first.
+func (n *nemesis) replicasOf(ctx context.Context, key string) ([]int, error) {
+	for _, i := range n.c.members() {
 		rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		req, _ := http.NewRequestWithContext(rctx, http.MethodGet, fmt.Sprintf("http://%s/v1/lookup?key=kv/%s&n=1", n.c.httpAddr(i), key), nil)
+		req, _ := http.NewRequestWithContext(rctx, http.MethodGet, fmt.Sprintf("http://%s/v1/lookup?key=kv/%s&n=3", n.c.httpAddr(i), key), nil)
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			cancel()
@@ -135,13 +238,19 @@ func (n *nemesis) leaderOf(ctx context.Context, key string) (int, error) {
 		if err != nil || len(res.Replicas) == 0 {
 			continue
 		}
-		for j := range n.c.nodes {
-			if res.Replicas[0].Addr == n.c.grpcAddr(j) {
-				return j, nil
+		var out []int
+		for _, r := range res.Replicas {
+			for j := range n.c.net.size() {
+				if r.Addr == n.c.grpcAddr(j) {
+					out = append(out, j)
+				}
 			}
 		}
+		if len(out) == len(res.Replicas) {
+			return out, nil
+		}
 	}
-	return 0, fmt.Errorf("no node names the leader of %s", key)
+	return nil, fmt.Errorf("no node names the replicas of %s", key)
 }
 
 // summary counts the faults by kind.

@@ -46,13 +46,16 @@ type Config struct {
 	// Mounts -1 runs none.
 	Mounts, FSClients int
 	// Faults are the kinds of fault the nemesis chooses from; empty means
-	// all of them: kill, pause, pause-leader (of the hot key),
-	// partition-majority, partition-bridge and isolate-leader.
+	// all of them (faultKinds).
 	Faults []string
+	// Cover are kinds of fault the nemesis does first, in this order,
+	// before it chooses at random: what a short run must include.
+	Cover []string
 	// PlantedBug starts the nodes with a bug planted in the transaction
-	// logs (replicas answer reads from their own copies), which the
-	// harness must catch.
-	PlantedBug bool
+	// logs, which the harness must catch: "local-reads" (replicas answer
+	// reads from their own copies) or "forget-promises" (replicas forget
+	// the ballots they promised). Empty: none.
+	PlantedBug string
 	// Logger receives progress; nil discards it.
 	Logger *slog.Logger
 }
@@ -78,13 +81,17 @@ type Summary struct {
 	// outcome; FSViolations lists broken filesystem invariants.
 	FSOps, FSUnknown int
 	FSViolations     []string
+	// WeakReads counts the reads at leader and lazy level; WeakViolations
+	// lists those that returned what their level does not allow.
+	WeakReads      int
+	WeakViolations []string
 	// Results is where the evidence went, if there was a violation.
 	Results string
 }
 
 // Bad reports whether the run found anything wrong.
 func (s Summary) Bad() bool {
-	return s.Violations > 0 || s.Unchecked || len(s.Lost) > 0 || len(s.FSViolations) > 0
+	return s.Violations > 0 || s.Unchecked || len(s.Lost) > 0 || len(s.FSViolations) > 0 || len(s.WeakViolations) > 0
 }
 
 // String is the one-line summary.
@@ -93,8 +100,8 @@ func (s Summary) String() string {
 	if s.Unchecked {
 		violations = "unknown (the checker timed out)"
 	}
-	return fmt.Sprintf("jepsen: seed=%d register-ops=%d (ok %d, failed %d, unknown %d) fs-ops=%d (unknown %d) faults=%d (%s) violations=%s lost-writes=%d fs-violations=%d",
-		s.Seed, s.Ops, s.OK, s.Failed, s.Unk, s.FSOps, s.FSUnknown, s.Faults, s.FaultKinds, violations, len(s.Lost), len(s.FSViolations))
+	return fmt.Sprintf("jepsen: seed=%d register-ops=%d (ok %d, failed %d, unknown %d) weak-reads=%d fs-ops=%d (unknown %d) faults=%d (%s) violations=%s lost-writes=%d weak-read-violations=%d fs-violations=%d",
+		s.Seed, s.Ops, s.OK, s.Failed, s.Unk, s.WeakReads, s.FSOps, s.FSUnknown, s.Faults, s.FaultKinds, violations, len(s.Lost), len(s.WeakViolations), len(s.FSViolations))
 }
 
 // Run starts a cluster in network namespaces, runs the workload under the
@@ -136,29 +143,29 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	sum := Summary{Seed: cfg.Seed}
+	env, err := plantedBugEnv(cfg.PlantedBug)
+	if err != nil {
+		return sum, err
+	}
+	if cfg.Dir, err = filepath.Abs(cfg.Dir); err != nil {
+		return sum, err
+	}
 	if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
 		return sum, err
 	}
 	log.Info("jepsen: starting", "seed", cfg.Seed, "nodes", cfg.Nodes, "duration", cfg.Duration, "planted_bug", cfg.PlantedBug)
 	sweepLeftovers(log)
-	rec := runRecord{PID: os.Getpid(), Prefix: prefixFor(os.Getpid()), Nodes: cfg.Nodes}
-	for i := range max(cfg.Mounts, 0) {
-		rec.Mounts = append(rec.Mounts, mountDir(cfg.Dir, i))
-	}
+	rec := runRecord{PID: os.Getpid(), Prefix: prefixFor(os.Getpid()), Dir: cfg.Dir}
 	if err := rec.save(); err != nil {
 		return sum, fmt.Errorf("record the run: %w", err)
 	}
 	defer rec.remove()
-	net, err := newNetwork(os.Getpid(), cfg.Nodes)
+	net, err := newNetwork(os.Getpid())
 	if err != nil {
 		return sum, err
 	}
 	defer net.close()
-	var env []string
-	if cfg.PlantedBug {
-		env = append(env, "DIFUSE_UNSAFE_LOCAL_READS=1")
-	}
-	c, err := startCluster(ctx, net, cfg.Bin, cfg.Dir, env)
+	c, err := startCluster(ctx, net, cfg.Bin, cfg.Dir, env, cfg.Nodes, cfg.Seed)
 	if err != nil {
 		return sum, err
 	}
@@ -166,7 +173,8 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 
 	hist := newHistory()
 	keys := registers{start: hist.start, n: cfg.Keys, life: cfg.KeyLife}
-	nem := &nemesis{c: c, rng: rand.New(rand.NewPCG(cfg.Seed, 2)), hotKey: func() string { return keys.current()[0] }, kinds: cfg.Faults}
+	nem := &nemesis{c: c, rng: rand.New(rand.NewPCG(cfg.Seed, 2)), hotKey: func() string { return keys.current()[0] },
+		kinds: cfg.Faults, cover: cfg.Cover, size: cfg.Nodes}
 	if len(nem.kinds) == 0 {
 		nem.kinds = faultKinds
 	}
@@ -176,17 +184,15 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 		if err != nil {
 			return sum, err
 		}
+		// Before the nodes stop: a mount that outlives them waits on them.
 		defer m.stop()
 		mounts = append(mounts, m)
 	}
 	var fsClients []*fsClient
 	counts := &fsCounts{}
 	if len(mounts) > 0 {
-		root := filepath.Join(mounts[0].dir, "jepsen")
-		for d := range fsDirs {
-			if err := os.MkdirAll(filepath.Join(root, fmt.Sprint("d", d)), 0o755); err != nil {
-				return sum, fmt.Errorf("set up the workload's directories: %w", err)
-			}
+		if err := setupFS(filepath.Join(mounts[0].dir, "jepsen")); err != nil {
+			return sum, fmt.Errorf("set up the filesystem workload: %w", err)
 		}
 		time.Sleep(2 * time.Second) // past the mounts' cache time
 		for i := range len(mounts) * cfg.FSClients {
@@ -205,8 +211,12 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 		})
 	}
 	for i := range cfg.Clients {
-		cl := &kvClient{id: i, base: "http://" + c.httpAddr(i%cfg.Nodes), hist: hist, keys: keys,
-			http: &http.Client{Transport: &http.Transport{}}, rng: rand.New(rand.NewPCG(cfg.Seed, uint64(10+i)))}
+		rng := rand.New(rand.NewPCG(cfg.Seed, uint64(10+i)))
+		base := func() string { // a member at random for each request
+			m := c.members()
+			return "http://" + c.httpAddr(m[rng.IntN(len(m))])
+		}
+		cl := &kvClient{id: i, base: base, hist: hist, keys: keys, http: &http.Client{Transport: &http.Transport{}}, rng: rng}
 		wg.Go(func() {
 			for wctx.Err() == nil {
 				cl.step(wctx)
@@ -224,12 +234,15 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 	sum.Faults, sum.FaultKinds = len(nem.faults), nem.summary()
 	log.Info("jepsen: workload done; healing", "ops", len(hist.ops), "faults", nem.faults)
 
-	// Heal: every node running and unpaused, no partition; then read every
-	// key back at quorum through every node in turn until one answers.
+	// Heal: every member running and unpaused, no partition; then read
+	// every key back at quorum through every member in turn until one
+	// answers.
 	if err := net.heal(); err != nil {
 		return sum, err
 	}
-	for i, n := range c.nodes {
+	members := c.members()
+	for _, i := range members {
+		n := c.node(i)
 		if !n.running() {
 			if err := n.start(); err != nil {
 				return sum, err
@@ -249,7 +262,7 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 	for _, k := range keys.upTo(lastGen) {
 		read := false
 		for attempt := 0; attempt < 30 && !read; attempt++ {
-			reader.base = "http://" + c.httpAddr(attempt%cfg.Nodes)
+			reader.base = func() string { return "http://" + c.httpAddr(members[attempt%len(members)]) }
 			call := hist.now()
 			if v, _, ok := reader.get(ctx, k, "quorum"); ok {
 				hist.add(reader.id, regInput{Key: k, Kind: opRead, Level: "quorum"}, regOutput{Value: v}, call)
@@ -266,11 +279,7 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 
 	if len(mounts) > 0 {
 		time.Sleep(2 * time.Second) // past the mounts' cache time
-		var files []*fsFile
-		for _, fc := range fsClients {
-			files = append(files, fc.files...)
-		}
-		sum.FSViolations = checkFiles(filepath.Join(mounts[0].dir, "jepsen"), files)
+		sum.FSViolations = checkFS(filepath.Join(mounts[0].dir, "jepsen"), fsClients)
 		sum.FSOps, sum.FSUnknown = counts.ops, counts.unk
 	}
 	sum.Ops, sum.OK, sum.Failed, sum.Unk = len(hist.ops), hist.ok, hist.failed, hist.unknown
@@ -284,6 +293,7 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 		sum.Unchecked = true
 	}
 	sum.Lost = append(lostWrites(hist.ops, final), unreadable...)
+	sum.WeakReads, sum.WeakViolations = len(hist.weak), checkWeakReads(hist.ops, hist.weak)
 	if sum.Bad() {
 		sum.Results = filepath.Join(cfg.Dir, "results")
 		if err := writeResults(sum.Results, hist.ops, info, sum); err != nil {
@@ -321,6 +331,9 @@ func writeResults(dir string, ops []porcupine.Operation, info porcupine.Lineariz
 	for _, l := range sum.Lost {
 		report += "lost: " + l + "\n"
 	}
+	for _, v := range sum.WeakViolations {
+		report += "weak read: " + v + "\n"
+	}
 	for _, v := range sum.FSViolations {
 		report += "fs: " + v + "\n"
 	}
@@ -328,4 +341,17 @@ func writeResults(dir string, ops []porcupine.Operation, info porcupine.Lineariz
 		return err
 	}
 	return porcupine.VisualizePath(registerModel.ToModel(), info, filepath.Join(dir, "timeline.html"))
+}
+
+// plantedBugEnv returns the environment that plants bug in the nodes.
+func plantedBugEnv(bug string) ([]string, error) {
+	switch bug {
+	case "":
+		return nil, nil
+	case "local-reads":
+		return []string{"DIFUSE_UNSAFE_LOCAL_READS=1"}, nil
+	case "forget-promises":
+		return []string{"DIFUSE_UNSAFE_FORGET_PROMISES=1"}, nil
+	}
+	return nil, fmt.Errorf("unknown planted bug %q: local-reads or forget-promises", bug)
 }

@@ -33,10 +33,14 @@ func run(args []string, stdout, stderr io.Writer) int {
 	flags.DurationVar(&cfg.Duration, "duration", 30*time.Minute, "how long the workload and the nemesis run")
 	flags.IntVar(&cfg.Clients, "clients", 10, "concurrent clients")
 	flags.IntVar(&cfg.Keys, "keys", 5, "registers the clients share at a time")
+	flags.IntVar(&cfg.Mounts, "mounts", 2, "difuse-mount clients running the filesystem workload (-1: none)")
+	flags.IntVar(&cfg.FSClients, "fs-clients", 2, "filesystem workload clients per mount")
 	flags.DurationVar(&cfg.KeyLife, "key-life", 30*time.Second, "how long the clients use the same registers before moving on to fresh ones")
 	flags.DurationVar(&cfg.Hold, "hold", 6*time.Second, "how long a fault lasts (with jitter)")
 	flags.DurationVar(&cfg.Quiet, "quiet", 4*time.Second, "time between faults (with jitter)")
-	faults := flags.String("faults", "", "comma-separated `kinds` of fault: kill, pause, pause-leader, partition-majority, partition-bridge, isolate-leader (default all)")
+	faults := flags.String("faults", "", "comma-separated `kinds` of fault: kill, power-loss, power-cut, pause, pause-leader, partition-majority, partition-bridge, isolate-leader, join, leave, replace, clock (default all)")
+	cover := flags.String("cover", "", "comma-separated `kinds` of fault to do first, in this order, before choosing at random")
+	flags.StringVar(&cfg.PlantedBug, "planted-bug", "", "plant a `bug` the run must catch: local-reads or forget-promises")
 	logLevel := flags.String("log-level", "info", "log `level`")
 	if err := flags.Parse(args); err != nil {
 		if err == flag.ErrHelp {
@@ -52,6 +56,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	cfg.Logger = log
 	if *faults != "" {
 		cfg.Faults = strings.Split(*faults, ",")
+	}
+	if *cover != "" {
+		cfg.Cover = strings.Split(*cover, ",")
 	}
 	if cfg.Bin == "" {
 		self, err := os.Executable()
@@ -78,6 +85,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if sum.Bad() {
 		for _, l := range sum.Lost {
 			fmt.Fprintln(stdout, "lost:", l)
+		}
+		for _, v := range sum.WeakViolations {
+			fmt.Fprintln(stdout, "weak read:", v)
 		}
 		fmt.Fprintln(stdout, "evidence in", sum.Results)
 		return cli.ExitFailure
