@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -78,11 +79,17 @@ func (r registers) of(g int) []string {
 	return keys
 }
 
-// upTo returns the keys of generations 0 to last.
+// set returns generation g's set: a key to which clients only append
+// unique elements by compare-and-set, so that its final value must hold
+// every acknowledged append. A write lost to a register is hidden by the
+// next write; one lost to the set is not.
+func (r registers) set(g int) string { return fmt.Sprintf("s%d", g) }
+
+// upTo returns the keys and sets of generations 0 to last.
 func (r registers) upTo(last int) []string {
 	var keys []string
 	for g := range last + 1 {
-		keys = append(keys, r.of(g)...)
+		keys = append(append(keys, r.of(g)...), r.set(g))
 	}
 	return keys
 }
@@ -139,14 +146,19 @@ func (c *kvClient) get(ctx context.Context, key, level string) (string, string, 
 	return "", "", false
 }
 
-// put writes value to key at level, if the key's ETag is still ifMatch
-// when that is set, and classifies the answer.
-func (c *kvClient) put(ctx context.Context, key, value, level, ifMatch string) int {
+// put writes value to key at level and classifies the answer. If cond is
+// "*", only if the key does not exist; else if it is set, only if the
+// key's ETag is still cond.
+func (c *kvClient) put(ctx context.Context, key, value, level, cond string) int {
 	ctx, cancel := context.WithTimeout(ctx, opTimeout)
 	defer cancel()
 	req, _ := http.NewRequestWithContext(ctx, http.MethodPut, fmt.Sprintf("%s/v1/kv/%s?consistency=%s", c.base(), key, level), strings.NewReader(value))
-	if ifMatch != "" {
-		req.Header.Set("If-Match", ifMatch)
+	switch cond {
+	case "":
+	case "*":
+		req.Header.Set("If-None-Match", "*")
+	default:
+		req.Header.Set("If-Match", cond)
 	}
 	resp, err := c.http.Do(req)
 	var opErr *net.OpError
@@ -170,12 +182,14 @@ func (c *kvClient) put(ctx context.Context, key, value, level, ifMatch string) i
 }
 
 // step runs one random operation: a read, a write, a read and a
-// compare-and-set, or a read at a weak level.
+// compare-and-set, a read at a weak level, or an append to the set.
 func (c *kvClient) step(ctx context.Context) {
 	keys := c.keys.current()
 	key := keys[c.rng.IntN(len(keys))]
 	level := levels[c.rng.IntN(len(levels))]
-	switch c.rng.IntN(4) {
+	switch c.rng.IntN(5) {
+	case 4:
+		c.add(ctx, c.keys.set(c.keys.generation()), level)
 	case 3:
 		level = weakLevels[c.rng.IntN(len(weakLevels))]
 		call := c.hist.now()
@@ -209,6 +223,47 @@ func (c *kvClient) step(ctx context.Context) {
 		out := c.put(ctx, key, v, level, etag)
 		c.hist.add(c.id, regInput{Key: key, Kind: opCAS, From: from, Value: v, Level: level}, regOutput{Outcome: out}, call)
 	}
+}
+
+// add appends a unique element to set key: a read, then a
+// compare-and-set from what it read (a create if it read nothing).
+func (c *kvClient) add(ctx context.Context, key, level string) {
+	call := c.hist.now()
+	from, etag, ok := c.get(ctx, key, level)
+	if !ok {
+		return
+	}
+	c.hist.add(c.id, regInput{Key: key, Kind: opRead, Level: level}, regOutput{Value: from}, call)
+	c.written++
+	v := fmt.Sprintf("%sc%d-%d ", from, c.id, c.written)
+	cond := etag
+	if etag == "" {
+		cond = "*"
+	}
+	call = c.hist.now()
+	out := c.put(ctx, key, v, level, cond)
+	c.hist.add(c.id, regInput{Key: key, Kind: opCAS, From: from, Value: v, Level: level}, regOutput{Outcome: out}, call)
+}
+
+// lostAdds lists the acknowledged appends to the sets that their final
+// values (read after the cluster healed) do not hold.
+func lostAdds(ops []porcupine.Operation, final map[string]string, isSet func(key string) bool) []string {
+	var lost []string
+	for _, op := range ops {
+		in, out := op.Input.(regInput), op.Output.(regOutput)
+		if in.Kind != opCAS || out.Outcome != outOK || !isSet(in.Key) {
+			continue
+		}
+		f, ok := final[in.Key]
+		if !ok {
+			continue // unreadable: reported apart
+		}
+		elems := strings.Fields(in.Value)
+		if e := elems[len(elems)-1]; !slices.Contains(strings.Fields(f), e) {
+			lost = append(lost, fmt.Sprintf("%s: the acknowledged append of %s is not in the final value", in.Key, e))
+		}
+	}
+	return lost
 }
 
 // lostWrites counts keys whose final value (read after the cluster

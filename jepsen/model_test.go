@@ -95,3 +95,27 @@ func TestCheckWeakReads(t *testing.T) {
 		}
 	}
 }
+
+// A set's final value must hold every acknowledged append, and only the
+// acknowledged ones must be there.
+func TestLostAdds(t *testing.T) {
+	add := func(from, v string, out int) porcupine.Operation {
+		return porcupine.Operation{Input: regInput{Key: "s0", Kind: opCAS, From: from, Value: v}, Output: regOutput{Outcome: out}}
+	}
+	ops := []porcupine.Operation{
+		add("", "c0-1 ", outOK),
+		add("c0-1 ", "c0-1 c1-1 ", outOK),
+		add("c0-1 ", "c0-1 c2-1 ", outConflict),
+		add("c0-1 c1-1 ", "c0-1 c1-1 c0-2 ", outUnknown),
+	}
+	isSet := func(k string) bool { return k == "s0" }
+	if lost := lostAdds(ops, map[string]string{"s0": "c0-1 c1-1 "}, isSet); len(lost) != 0 {
+		t.Errorf("every acknowledged append is there, yet: %v", lost)
+	}
+	if lost := lostAdds(ops, map[string]string{"s0": "c0-1 c2-1 c0-2 "}, isSet); len(lost) != 1 {
+		t.Errorf("c1-1 is missing: found %v", lost)
+	}
+	if lost := lostAdds(ops, map[string]string{}, isSet); len(lost) != 0 {
+		t.Errorf("an unreadable set is reported apart, yet: %v", lost)
+	}
+}

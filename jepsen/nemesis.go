@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"net/http"
 	"slices"
@@ -27,6 +28,7 @@ type nemesis struct {
 	cover  []string      // kinds to do first, in this order
 	size   int           // the cluster's size at the start
 	faults []string      // what was done, in order
+	log    *slog.Logger
 	// lastLoss is when a node last left or was lost for good.
 	lastLoss time.Time
 }
@@ -49,18 +51,22 @@ func (n *nemesis) run(ctx context.Context, hold, quiet time.Duration) error {
 			return nil
 		case <-time.After(jitter(n.rng, quiet)):
 		}
+		start := time.Now()
 		f, err := n.inject(ctx, n.next())
 		if err != nil {
 			return err
 		}
 		n.faults = append(n.faults, f.name)
+		n.log.Info("jepsen: fault", "fault", f.name, "took", time.Since(start).Round(time.Millisecond))
 		select {
 		case <-ctx.Done():
 		case <-time.After(jitter(n.rng, hold)):
 		}
+		start = time.Now()
 		if err := f.undo(); err != nil {
 			return fmt.Errorf("undo %s: %w", f.name, err)
 		}
+		n.log.Info("jepsen: undone", "fault", f.name, "took", time.Since(start).Round(time.Millisecond))
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -173,8 +174,8 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 
 	hist := newHistory()
 	keys := registers{start: hist.start, n: cfg.Keys, life: cfg.KeyLife}
-	nem := &nemesis{c: c, rng: rand.New(rand.NewPCG(cfg.Seed, 2)), hotKey: func() string { return keys.current()[0] },
-		kinds: cfg.Faults, cover: cfg.Cover, size: cfg.Nodes}
+	nem := &nemesis{c: c, rng: rand.New(rand.NewPCG(cfg.Seed, 2)), hotKey: func() string { return keys.set(keys.generation()) },
+		kinds: cfg.Faults, cover: cfg.Cover, size: cfg.Nodes, log: log}
 	if len(nem.kinds) == 0 {
 		nem.kinds = faultKinds
 	}
@@ -293,6 +294,7 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 		sum.Unchecked = true
 	}
 	sum.Lost = append(lostWrites(hist.ops, final), unreadable...)
+	sum.Lost = append(sum.Lost, lostAdds(hist.ops, final, func(k string) bool { return strings.HasPrefix(k, "s") })...)
 	sum.WeakReads, sum.WeakViolations = len(hist.weak), checkWeakReads(hist.ops, hist.weak)
 	if sum.Bad() {
 		sum.Results = filepath.Join(cfg.Dir, "results")
