@@ -29,7 +29,7 @@ type nemesis struct {
 	size   int           // the cluster's size at the start
 	faults []string      // what was done, in order
 	log    *slog.Logger
-	// lastLoss is when a node last left or was lost for good.
+	// lastLoss is when a node was last lost for good.
 	lastLoss time.Time
 }
 
@@ -37,9 +37,10 @@ type nemesis struct {
 var faultKinds = []string{"kill", "power-loss", "power-cut", "pause", "pause-leader", "partition-majority",
 	"partition-bridge", "isolate-leader", "join", "leave", "replace", "clock"}
 
-// lossGap is the least time between two nodes' going for good, so that
+// lossGap is the least time between two nodes' loss for good, so that
 // healing copies what the first held before the second goes; two of a
-// key's three replicas lost at once lose it, whatever the system does.
+// key's three replicas lost at once lose it, whatever the system does. A
+// node that leaves hands off what it holds first, and needs no gap.
 const lossGap = time.Minute
 
 // run injects one fault after another until ctx ends: each holds for
@@ -72,7 +73,7 @@ func (n *nemesis) run(ctx context.Context, hold, quiet time.Duration) error {
 
 // next chooses the next kind of fault: the ones to cover first, then at
 // random; a change of membership the cluster cannot take now (too few
-// members left, too many joined, too soon after the last loss) becomes a
+// members left, too many joined, a loss too soon after the last) becomes a
 // kill.
 func (n *nemesis) next() string {
 	kind := n.kinds[n.rng.IntN(len(n.kinds))]
@@ -83,7 +84,7 @@ func (n *nemesis) next() string {
 	switch {
 	case kind == "join" && members > n.size,
 		kind == "leave" && members <= max(3, n.size-1),
-		(kind == "leave" || kind == "replace") && time.Since(n.lastLoss) < lossGap:
+		kind == "replace" && time.Since(n.lastLoss) < lossGap:
 		return "kill"
 	}
 	return kind
@@ -175,7 +176,6 @@ func (n *nemesis) inject(ctx context.Context, kind string) (fault, error) {
 		}
 		return fault{fmt.Sprintf("join %d", i), noUndo}, nil
 	case "leave":
-		n.lastLoss = time.Now()
 		if err := n.c.leave(ctx, victim); err != nil {
 			return fault{}, err
 		}
