@@ -95,6 +95,11 @@ func jitter(rng *rand.Rand, d time.Duration) time.Duration {
 	return d/2 + time.Duration(rng.Int64N(int64(d)+1))
 }
 
+// maxPowerOnDelay bounds how long after the power comes back a node of a
+// power cut starts: machines boot at their own pace, and the first may
+// find no peer and start a ring alone.
+const maxPowerOnDelay = 20 * time.Second
+
 // noUndo is the undo of a fault that needs none.
 func noUndo() error { return nil }
 
@@ -102,11 +107,18 @@ func noUndo() error { return nil }
 func (n *nemesis) inject(ctx context.Context, kind string) (fault, error) {
 	members := n.c.members()
 	victim := members[n.rng.IntN(len(members))]
+	// restart starts the nodes (those not running) and waits until each
+	// serves; with none, every member.
 	restart := func(nodes ...int) func() error {
 		return func() error {
+			if len(nodes) == 0 {
+				nodes = members
+			}
 			for _, i := range nodes {
-				if err := n.c.node(i).start(); err != nil {
-					return err
+				if nd := n.c.node(i); !nd.running() {
+					if err := nd.start(); err != nil {
+						return err
+					}
 				}
 			}
 			for _, i := range nodes {
@@ -126,13 +138,28 @@ func (n *nemesis) inject(ctx context.Context, kind string) (fault, error) {
 			return fault{}, fmt.Errorf("power loss of node %d: %w", victim, err)
 		}
 		return fault{fmt.Sprintf("power-loss %d", victim), restart(victim)}, nil
-	case "power-cut": // every node at once
+	case "power-cut": // every node at once; the power comes back to one after another
 		for _, i := range members {
 			if err := n.c.node(i).powerLoss(); err != nil {
 				return fault{}, fmt.Errorf("power cut, node %d: %w", i, err)
 			}
 		}
-		return fault{"power-cut", restart(members...)}, nil
+		order := shuffled(n.rng, members)
+		delays := make([]time.Duration, len(order))
+		for k := range delays {
+			delays[k] = time.Duration(n.rng.Int64N(int64(maxPowerOnDelay)))
+		}
+		slices.Sort(delays)
+		return fault{"power-cut", func() error {
+			start := time.Now()
+			for k, i := range order {
+				time.Sleep(time.Until(start.Add(delays[k])))
+				if err := n.c.node(i).start(); err != nil {
+					return err
+				}
+			}
+			return restart()()
+		}}, nil
 	case "pause", "pause-leader":
 		if kind == "pause-leader" {
 			if r, err := n.replicasOf(ctx, n.hotKey()); err == nil {

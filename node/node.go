@@ -245,6 +245,7 @@ func New(cfg Config) (_ *Node, err error) {
 		// The transaction logs learn the cluster's width as soon as the
 		// ring shows it, not at the next save of the peers.
 		n.txlog.NoteHosts(c.Hosts())
+		n.txlog.NoteRingChange()
 		if n.healer != nil {
 			n.healer.Wake()
 		}
@@ -260,7 +261,11 @@ func New(cfg Config) (_ *Node, err error) {
 	places.ring = n.ring
 	rc = n.ring.Config()
 	n.metrics = newMetrics(n)
+	// A partition is created once the ring has been still for four of its
+	// maintenance rounds: long enough for the hosts' views to agree after
+	// a change.
 	tc := txlog.Config{Addr: advertise, Replicas: rc.Replicas, CallTimeout: rc.CallTimeout, MaxValueBytes: cfg.MaxValueBytes, Observe: n.metrics.observeTxn,
+		CreationSettle:   4 * rc.TickInterval,
 		UnsafeLocalReads: cfg.UnsafeLocalReads, UnsafeForgetPromises: cfg.UnsafeForgetPromises, Clock: cfg.Clock, Logger: n.log.With("component", "txlog")}
 	if n.txlog, err = txlog.New(tc, places, txlogrpc.NewTransport(n.pool), n.db); err != nil {
 		return nil, err

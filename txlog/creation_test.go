@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/difuse/difuse/memnet"
+	"github.com/difuse/difuse/store"
 )
 
 // appendDropper loses every Append to one host while it is armed.
@@ -61,5 +62,68 @@ func TestCreationSurvivesDeadMember(t *testing.T) {
 	}
 	if r, err := svcs["b"].Read(ctx, part, "k", Quorum); err != nil || string(r.Value) != "v2" {
 		t.Fatalf("read: %+v, %v", r, err)
+	}
+}
+
+// Two hosts whose views of a changing ring name disjoint replica sets for
+// a key ({a, b, c} and {d, e, f}) each create the partition with every
+// member of their own set, and the two never meet: the Jepsen harness saw
+// acknowledged writes read back empty after a power cut of a whole
+// cluster, when one node started a ring alone and four joined it at once.
+// A host creates a partition only on a ring that has been still for
+// CreationSettle; once the views agree, the one partition is created.
+func TestNoCreationOnChangingRing(t *testing.T) {
+	for _, settle := range []time.Duration{0, time.Hour} {
+		faults := memnet.New(1)
+		net := NewNetwork(faults)
+		abc := &staticPlacer{set: []string{"a", "b", "c"}}
+		def := &staticPlacer{set: []string{"d", "e", "f"}}
+		svcs := map[string]*Service{}
+		for _, addr := range []string{"a", "b", "c", "d", "e", "f"} {
+			placer := abc
+			if addr >= "d" {
+				placer = def
+			}
+			svc, err := New(Config{Addr: addr, Replicas: 3, CallTimeout: 100 * time.Millisecond, Patience: 300 * time.Millisecond,
+				CreationSettle: settle}, placer, net.Transport(addr), store.NewMem())
+			if err != nil {
+				t.Fatal(err)
+			}
+			svc.NoteHosts(6)
+			svc.NoteRingChange()
+			net.Attach(addr, svc)
+			svcs[addr] = svc
+		}
+		ctx := ctxFor(t, 20*time.Second)
+		const part = "kv/new"
+		_, errA := svcs["a"].Write(ctx, part, set("k", "from a"), Quorum)
+		_, errD := svcs["d"].Write(ctx, part, set("k", "from d"), Quorum)
+		if settle == 0 {
+			// Without the wait, the fork this test is about.
+			if errA != nil || errD != nil {
+				t.Fatalf("without a wait, both creations should succeed (the fork): %v, %v", errA, errD)
+			}
+			continue
+		}
+		if errA == nil || errD == nil {
+			t.Fatalf("a partition was created on a ring that just changed: %v, %v", errA, errD)
+		}
+		if !errors.Is(errA, ErrTakeover) {
+			t.Errorf("the refusal should be a takeover that did not happen (retried while the ring settles): %v", errA)
+		}
+		// The views agree, and the ring has been still for longer than
+		// the wait: one creation, which every host then finds.
+		def.mu.Lock()
+		def.set = []string{"a", "b", "c"}
+		def.mu.Unlock()
+		for _, svc := range svcs {
+			svc.ringChanged.Store(-int64(2 * settle))
+		}
+		if _, err := svcs["a"].Write(ctx, part, set("k", "from a"), Quorum); err != nil {
+			t.Fatalf("creation on a still ring: %v", err)
+		}
+		if r, err := svcs["d"].Read(ctx, part, "k", Quorum); err != nil || string(r.Value) != "from a" {
+			t.Fatalf("read through d: %+v, %v", r, err)
+		}
 	}
 }

@@ -53,6 +53,13 @@ type Config struct {
 	// reckons the retention. Durations (timeouts, patience) are measured
 	// on the real clock. Default time.Now.
 	Clock func() time.Time
+	// CreationSettle is how long the ring must have been still here (no
+	// vnode's successor or predecessor changed: NoteRingChange) before
+	// this host creates a partition, and how long after New it waits
+	// before the first. Hosts whose views of a changing ring disagree may
+	// name disjoint replica sets for a key, and two creations on disjoint
+	// sets never meet. Zero: no wait.
+	CreationSettle time.Duration
 	// Observe, if set, is told of every valid request Do ran: what it
 	// was, how it ended and how long it took (for metrics).
 	Observe func(req Request, err error, took time.Duration)
@@ -71,6 +78,10 @@ type Service struct {
 	// hosts is the most hosts the cluster has been seen to have; kept in
 	// the store (see NoteHosts).
 	hosts atomic.Int64
+	// started is when New ran; ringChanged, when the ring last changed,
+	// in nanoseconds after started (both on the real clock).
+	started     time.Time
+	ringChanged atomic.Int64
 }
 
 // New returns a service storing its replicas in db.
@@ -99,7 +110,7 @@ func New(cfg Config, placer Placer, tr Transport, db kv) (*Service, error) {
 	if cfg.Clock == nil {
 		cfg.Clock = time.Now
 	}
-	svc := &Service{cfg: cfg, placer: placer, tr: tr, ps: &parts{db: db, m: map[string]*part{}}, log: cfg.Logger}
+	svc := &Service{cfg: cfg, placer: placer, tr: tr, ps: &parts{db: db, m: map[string]*part{}}, log: cfg.Logger, started: time.Now()}
 	svc.ps.now = func() time.Time { return svc.cfg.Clock() }
 	if err := svc.loadHosts(); err != nil {
 		return nil, err
@@ -372,6 +383,11 @@ func (s *Service) establish(ctx context.Context, p *part, ringSet []string) erro
 			return fmt.Errorf("txlog: %q: will not create the partition on %d replicas %v: the cluster has had %d hosts, and a set of fewer than %d may be one side of a split",
 				p.name, len(members), members, s.hosts.Load(), need)
 		}
+		if still := s.ringStill(); creating && still < s.cfg.CreationSettle {
+			p.mu.Unlock()
+			return fmt.Errorf("%w: %q: the ring changed %s ago; a partition is created on a ring still for %s, so that its hosts agree on the replica set",
+				ErrTakeover, p.name, still.Round(time.Millisecond), s.cfg.CreationSettle)
+		}
 		p.leading, p.match, p.creators = b, map[string]uint64{}, nil
 		if creating {
 			p.creators = set
@@ -487,6 +503,15 @@ func (s *Service) NoteHosts(n int) {
 	if err != nil {
 		s.log.Warn("cannot store the cluster's host count", "n", n, "err", err)
 	}
+}
+
+// NoteRingChange tells the service that the ring changed here: a vnode's
+// successor or predecessor. See Config.CreationSettle.
+func (s *Service) NoteRingChange() { s.ringChanged.Store(int64(time.Since(s.started))) }
+
+// ringStill returns how long the ring has not changed here.
+func (s *Service) ringStill() time.Duration {
+	return time.Since(s.started) - time.Duration(s.ringChanged.Load())
 }
 
 // creationWidth returns the fewest replicas a new partition may be created
