@@ -350,17 +350,19 @@ func (c *cluster) waitServing(ctx context.Context, i int) error {
 func (c *cluster) waitSettled(ctx context.Context) error {
 	deadline := time.Now().Add(2 * time.Minute)
 	for {
-		if c.settled(ctx) {
+		err := c.unsettled(ctx)
+		if err == nil {
 			return nil
 		}
 		if time.Now().After(deadline) || ctx.Err() != nil {
-			return fmt.Errorf("the ring did not settle in 2 minutes")
+			return fmt.Errorf("the ring did not settle in 2 minutes: %w", err)
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
 }
 
-func (c *cluster) settled(ctx context.Context) bool {
+// unsettled returns why the ring has not settled yet, or nil.
+func (c *cluster) unsettled(ctx context.Context) error {
 	var live []int
 	for _, i := range c.members() {
 		if c.node(i).running() {
@@ -374,16 +376,19 @@ func (c *cluster) settled(ctx context.Context) bool {
 			resp, err := http.DefaultClient.Do(req)
 			if err != nil {
 				cancel()
-				return false
+				return fmt.Errorf("node %d: %w", i, err)
 			}
 			var res struct{ Replicas []struct{ Addr string } }
 			err = json.NewDecoder(resp.Body).Decode(&res)
 			resp.Body.Close()
 			cancel()
-			if err != nil || len(res.Replicas) != min(3, len(live)) {
-				return false
+			if err != nil {
+				return fmt.Errorf("node %d: lookup: %w", i, err)
+			}
+			if len(res.Replicas) != min(3, len(live)) {
+				return fmt.Errorf("node %d places probe%d on %v, want %d of the members %v", i, k, res.Replicas, min(3, len(live)), live)
 			}
 		}
 	}
-	return true
+	return nil
 }
