@@ -226,7 +226,13 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 		})
 	}
 	nemErr := make(chan error, 1)
-	go func() { nemErr <- nem.run(wctx, cfg.Hold, cfg.Quiet) }()
+	go func() {
+		err := nem.run(wctx, cfg.Hold, cfg.Quiet)
+		if err != nil {
+			stop() // the workload ends with the nemesis
+		}
+		nemErr <- err
+	}()
 	wg.Wait()
 	lastGen := keys.generation()
 	if err := <-nemErr; err != nil {

@@ -16,13 +16,13 @@ import (
 // restart without -j rejoins the same cluster.
 var peersKey = []byte("ring/peers")
 
-// joinOrCreate makes the node a ring member. With -j it joins through that
-// node, trying until JoinTimeout. Without it, a node that remembers peers
-// from an earlier run rejoins through any of them; if the peers that answer
-// are all waiting for a ring themselves, the one with the lowest address
-// starts it; if none answers within JoinTimeout it starts a ring alone,
-// which the others join as they come back. A node with no peers to remember
-// starts a new ring.
+// joinOrCreate makes the node a ring member. A node that remembers peers
+// from an earlier run rejoins through any of them (and the -j node, tried
+// first); if the peers that answer are all waiting for a ring themselves,
+// the one with the lowest address starts it; if none answers within
+// JoinTimeout it starts a ring alone, which the others join as they come
+// back. A node with no peers to remember joins through -j, trying until
+// JoinTimeout, or, without -j, starts a new ring.
 func (n *Node) joinOrCreate(ctx context.Context) error {
 	remembered, err := n.loadPeers()
 	if err != nil {
@@ -31,6 +31,7 @@ func (n *Node) joinOrCreate(ctx context.Context) error {
 	n.ring.Remember(remembered...)
 	n.healer.Expect(remembered...)
 	targets := remembered
+	restarting := len(remembered) > 0 // a member before: its peers are in the store
 	if n.cfg.Join != "" {
 		targets = append([]string{n.cfg.Join}, slices.DeleteFunc(remembered, func(a string) bool { return a == n.cfg.Join })...)
 	}
@@ -57,9 +58,11 @@ func (n *Node) joinOrCreate(ctx context.Context) error {
 		}
 		// When the whole cluster restarts, every node finds its peers alive
 		// but outside any ring. The one with the lowest address starts the
-		// ring at once and the others join it; without -j, that is us if our
-		// address is below every waiting peer's.
-		if n.cfg.Join == "" && len(waiting) > 0 && n.ring.Addr() < slices.Min(waiting) {
+		// ring at once and the others join it: us, if our address is below
+		// every waiting peer's and we start a cluster or restart in one
+		// (-j names the way in the first time only: after a power cut the
+		// node it names may be gone for good, or come back last).
+		if (n.cfg.Join == "" || restarting) && len(waiting) > 0 && n.ring.Addr() < slices.Min(waiting) {
 			n.log.Info("every reachable peer is waiting for a ring; starting it", "waiting", strings.Join(waiting, ","))
 			return n.ring.Create()
 		}
@@ -71,7 +74,7 @@ func (n *Node) joinOrCreate(ctx context.Context) error {
 		case <-time.After(min(time.Second, time.Duration(attempt+1)*200*time.Millisecond)):
 		}
 	}
-	if n.cfg.Join != "" {
+	if n.cfg.Join != "" && !restarting {
 		return fmt.Errorf("%w %s: %w", ErrJoin, n.cfg.Join, lastErr)
 	}
 	n.log.Warn("no remembered peer answered; starting a ring alone, the others join it as they come back",

@@ -208,7 +208,8 @@ func settled(nodes ...*node.Node) error {
 }
 
 // When every node of a cluster restarts at once, without -j, they find each
-// other waiting and form one ring again.
+// other waiting and form one ring again; so do the nodes left when the
+// first is gone for good, whose -j names it.
 func TestWholeClusterRestart(t *testing.T) {
 	dirs := []string{t.TempDir(), t.TempDir(), t.TempDir()}
 	run := func(cfgs []node.Config) ([]*node.Node, func()) {
@@ -250,9 +251,22 @@ func TestWholeClusterRestart(t *testing.T) {
 		cfgs[i].GRPCAddr, cfgs[i].Join = all[i].GRPCAddr(), ""
 	}
 	again, stopAgain := run(cfgs)
-	defer stopAgain()
 	for _, n := range again {
 		waitMember(t, n)
 	}
 	waitAgree(t, again, 100, 20*time.Second)
+	stopAgain()
+
+	// After a power cut that the first node does not survive, the others
+	// come back with their -j still naming it: they form the ring without
+	// it, instead of giving up on joining.
+	for i := range cfgs {
+		cfgs[i].GRPCAddr, cfgs[i].Join = again[i].GRPCAddr(), again[0].GRPCAddr()
+	}
+	rest, stopRest = run(cfgs[1:])
+	defer stopRest()
+	for _, n := range rest {
+		waitMember(t, n)
+	}
+	waitAgree(t, rest, 100, 20*time.Second)
 }
