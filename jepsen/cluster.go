@@ -3,6 +3,7 @@ package jepsen
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net/http"
@@ -10,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -283,6 +285,11 @@ func (c *cluster) stop() {
 	}
 }
 
+// errLeaveRefused marks a leave that the node refused: it stays a member.
+// A node refuses when its ring would keep too few nodes, as while the ring
+// re-forms after a power cut.
+var errLeaveRefused = errors.New("refused")
+
 // leave makes member i leave the cluster for good (it hands off what it
 // holds, then stops) and retires it.
 func (c *cluster) leave(ctx context.Context, i int) error {
@@ -290,6 +297,9 @@ func (c *cluster) leave(ctx context.Context, i int) error {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
 	defer cancel()
 	out, err := exec.CommandContext(ctx, filepath.Join(c.bin, "difused"), "leave", "-b", c.grpcAddr(i)).CombinedOutput()
+	if err != nil && n.running() {
+		return fmt.Errorf("node %d leaves: %w: %v: %s", i, errLeaveRefused, err, strings.TrimSpace(string(out)))
+	}
 	if err != nil {
 		return fmt.Errorf("node %d leaves: %v: %s", i, err, out)
 	}

@@ -3,6 +3,7 @@ package jepsen
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
@@ -203,7 +204,12 @@ func (n *nemesis) inject(ctx context.Context, kind string) (fault, error) {
 		}
 		return fault{fmt.Sprintf("join %d", i), noUndo}, nil
 	case "leave":
-		if err := n.c.leave(ctx, victim); err != nil {
+		err := n.c.leave(ctx, victim)
+		if errors.Is(err, errLeaveRefused) {
+			n.log.Info("jepsen: a leave refused", "err", err)
+			return fault{fmt.Sprintf("leave-refused %d", victim), noUndo}, nil
+		}
+		if err != nil {
 			return fault{}, err
 		}
 		return fault{fmt.Sprintf("leave %d", victim), noUndo}, nil
