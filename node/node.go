@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 
@@ -240,12 +241,18 @@ func New(cfg Config) (_ *Node, err error) {
 		n.log.Warn("UNSAFE: replicas forget their promises and accept entries of any ballot (a bug planted for the fault-injection harness)")
 	}
 	places := &placements{cache: map[placementKey]placement{}}
+	// A change of the hosts the ring shows, not every change of a
+	// successor list (which goes on for seconds as a new ring converges),
+	// delays the creation of partitions (txlog.Config.CreationSettle).
+	hosts := &hostSet{}
 	rc.OnChange = func(c ring.Change) {
 		places.forget()
 		// The transaction logs learn the cluster's width as soon as the
 		// ring shows it, not at the next save of the peers.
 		n.txlog.NoteHosts(c.Hosts())
-		n.txlog.NoteRingChange()
+		if hosts.changed(n.ring.KnownHosts()) {
+			n.txlog.NoteRingChange()
+		}
 		if n.healer != nil {
 			n.healer.Wake()
 		}
@@ -463,4 +470,21 @@ func (n *Node) closeResources() {
 	if n.db != nil {
 		n.db.Close()
 	}
+}
+
+// hostSet remembers the hosts the ring last showed.
+type hostSet struct {
+	mu   sync.Mutex
+	last []string
+}
+
+// changed records hosts and reports whether they differ from the last.
+func (h *hostSet) changed(hosts []string) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if slices.Equal(h.last, hosts) {
+		return false
+	}
+	h.last = hosts
+	return true
 }

@@ -53,9 +53,9 @@ type Config struct {
 	// reckons the retention. Durations (timeouts, patience) are measured
 	// on the real clock. Default time.Now.
 	Clock func() time.Time
-	// CreationSettle is how long the ring must have been still here (no
-	// vnode's successor or predecessor changed: NoteRingChange) before
-	// this host creates a partition, and how long after New it waits
+	// CreationSettle is how long the ring must have been still here (the
+	// hosts it shows unchanged: NoteRingChange) before this host creates
+	// a partition, and how long after New it waits
 	// before the first. Hosts whose views of a changing ring disagree may
 	// name disjoint replica sets for a key, and two creations on disjoint
 	// sets never meet. Zero: no wait.
@@ -505,8 +505,8 @@ func (s *Service) NoteHosts(n int) {
 	}
 }
 
-// NoteRingChange tells the service that the ring changed here: a vnode's
-// successor or predecessor. See Config.CreationSettle.
+// NoteRingChange tells the service that the hosts the ring shows here
+// changed. See Config.CreationSettle.
 func (s *Service) NoteRingChange() { s.ringChanged.Store(int64(time.Since(s.started))) }
 
 // ringStill returns how long the ring has not changed here.
