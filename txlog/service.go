@@ -55,10 +55,10 @@ type Config struct {
 	Clock func() time.Time
 	// CreationSettle is how long the ring must have been still here (the
 	// hosts it shows unchanged: NoteRingChange) before this host creates
-	// a partition, and how long after New it waits
-	// before the first. Hosts whose views of a changing ring disagree may
-	// name disjoint replica sets for a key, and two creations on disjoint
-	// sets never meet. Zero: no wait.
+	// a partition, and how long after New it waits before the first.
+	// Hosts whose views of a changing ring disagree may name disjoint
+	// replica sets for a key, and two creations on disjoint sets never
+	// meet. Zero: no wait.
 	CreationSettle time.Duration
 	// Observe, if set, is told of every valid request Do ran: what it
 	// was, how it ended and how long it took (for metrics).
