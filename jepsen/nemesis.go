@@ -204,7 +204,7 @@ func (n *nemesis) inject(ctx context.Context, kind string) (fault, error) {
 		}
 		return fault{fmt.Sprintf("join %d", i), noUndo}, nil
 	case "leave":
-		err := n.c.leave(ctx, victim)
+		err := n.c.leave(victim)
 		if errors.Is(err, errLeaveRefused) {
 			n.log.Info("jepsen: a leave refused", "err", err)
 			return fault{fmt.Sprintf("leave-refused %d", victim), noUndo}, nil

@@ -329,6 +329,12 @@ func (s *Service) establish(ctx context.Context, p *part, ringSet []string) erro
 			if higher, err = s.prepare(ctx, p, b, members, asked, replies); err != nil {
 				lastErr = err
 			}
+			if higher.IsZero() && !created(replies) {
+				// A creation needs the ring's set too (see quorumFor).
+				if higher, err = s.prepare(ctx, p, b, ringSet, asked, replies); err != nil {
+					lastErr = err
+				}
+			}
 			if !higher.IsZero() {
 				break
 			}
@@ -409,7 +415,13 @@ func (s *Service) establish(ctx context.Context, p *part, ringSet []string) erro
 			op = configOp(members)
 		}
 		enough := func(acked map[string]bool) bool { return countSet(acked, set) >= need }
-		if _, _, err := s.appendTx(ctx, p, WriteID{}, []Op{op}, members, enough, enough, true); err != nil {
+		targets := members
+		for _, r := range set {
+			if !slices.Contains(targets, r) {
+				targets = append(slices.Clone(targets), r)
+			}
+		}
+		if _, _, err := s.appendTx(ctx, p, WriteID{}, []Op{op}, targets, enough, enough, true); err != nil {
 			return err
 		}
 		p.mu.Lock()
@@ -420,37 +432,32 @@ func (s *Service) establish(ctx context.Context, p *part, ringSet []string) erro
 	return fmt.Errorf("%w: %q: %v", ErrTakeover, p.name, lastErr)
 }
 
-// quorumFor returns which members of the set in force a takeover needs
-// to promise and then to accept its first entry, and how many of them: a
-// majority of the set, once the partition is known to exist; while it is
-// being created, every member that the ring (ringSet) still names, if
-// those are at least creationWidth, else every member.
+// quorumFor returns which hosts a takeover needs to promise and then to
+// accept its first entry, and how many of them: a majority of the set in
+// force (members), once the partition is known to exist; while it is being
+// created, every host of the ring's set for it (ringSet), if that set is at
+// least creationWidth wide, else every member.
 //
 // A partition is known to exist once some replica that answered has
 // committed an entry. Until then the set in force comes from no committed
 // entry, and two hosts whose views of the ring differ could each create the
-// partition with a set of their own. Requiring every member of the set
-// makes any two creators whose sets share a host meet at that host, which
+// partition with a set of their own. Requiring every member of a set makes
+// any two creators whose sets share a host meet at that host, which
 // promises only one of them and reports the other's entries to it; a
 // majority would not, since majorities of two different sets need not
-// meet. A member the ring no longer names (it died while the partition was
-// being created, and stays dead) is excused: the creators that remain
-// number at least creationWidth, a majority of the hosts the cluster has
-// had (below 2N hosts), and any two such groups meet all the same. Without
-// that, a creation whose first entry a member never acknowledged before it
-// died could never end.
+// meet. A creation still uncommitted when the ring's set for the partition
+// changed (a member died, for good, before it took the first entry; a host
+// joined) is finished by every host of the new set, as a new creation would
+// be: any two creators still meet wherever their sets overlap, and a
+// member that will never answer cannot hold the creation up for good. The
+// first entry stays the one adopted (it may have been chosen), and the
+// leader then moves the set in force to the ring's.
 func (s *Service) quorumFor(replies map[string]PrepareReply, members, ringSet []string) ([]string, int) {
 	if created(replies) {
 		return members, majority(len(members))
 	}
-	var named []string
-	for _, m := range members {
-		if slices.Contains(ringSet, m) {
-			named = append(named, m)
-		}
-	}
-	if len(named) < len(members) && len(named) >= s.creationWidth() {
-		return named, len(named)
+	if !sameSet(members, ringSet) && len(ringSet) >= s.creationWidth() {
+		return ringSet, len(ringSet)
 	}
 	return members, len(members)
 }
