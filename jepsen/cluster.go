@@ -31,7 +31,7 @@ const (
 // node loses power) and a clock file giving its clock's offset.
 type node struct {
 	i         int
-	args      []string
+	argv      []string // the command that runs the node, in its namespace
 	logPath   string
 	env       []string
 	disk      string // the lazy disk's backing directory
@@ -41,6 +41,7 @@ type node struct {
 	cmd       *exec.Cmd
 	done      chan struct{}
 	paused    bool
+	killed    bool       // by the harness: not to be restarted (see supervise)
 	lazy      *lazyfs.FS // nil while the disk is down
 	offset    time.Duration
 	retired   bool // gone for good: left, or killed and replaced
@@ -113,7 +114,7 @@ func (c *cluster) addNode(ctx context.Context) (int, error) {
 	}
 	name := filepath.Join(c.dir, fmt.Sprintf("node%d", i))
 	n := &node{i: i, env: c.env, logPath: name + ".log", disk: name + ".disk", data: name, clockPath: name + ".clock"}
-	n.args = []string{"netns", "exec", c.net.ns(i), filepath.Join(c.bin, "difused"),
+	n.argv = []string{"ip", "netns", "exec", c.net.ns(i), filepath.Join(c.bin, "difused"),
 		"-b", c.grpcAddr(i), "-a", c.httpAddr(i), "-d", n.data,
 		// Compaction all the time, keeping as little as a node allows,
 		// so that replicas the nemesis held back catch up through
@@ -122,7 +123,7 @@ func (c *cluster) addNode(ctx context.Context) (int, error) {
 		"-compact-interval", "10s", "-log-keep", "1", "-log-keep-for", "30s",
 		"-heal-interval", "5s", "-heal-grace", "20s", "-gc-interval", "30s", "-gc-grace", "2m"}
 	if len(members) > 0 {
-		n.args = append(n.args, "-j", c.grpcAddr(members[c.rng.IntN(len(members))]))
+		n.argv = append(n.argv, "-j", c.grpcAddr(members[c.rng.IntN(len(members))]))
 	}
 	// Each node's clock is off by up to maxClockOffset either way.
 	n.env = append(slices.Clone(c.env), "DIFUSE_CLOCK_OFFSET_FILE="+n.clockPath)
@@ -174,22 +175,66 @@ func (n *node) start() error {
 		}
 		n.lazy = lazy
 	}
-	log, err := os.OpenFile(n.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	return n.run()
+}
+
+// run starts the node's process and its supervisor. n.mu must be held.
+func (n *node) run() error {
+	cmd, log, err := n.spawn()
 	if err != nil {
 		return err
 	}
-	cmd := exec.Command("ip", n.args...)
+	done := make(chan struct{})
+	n.cmd, n.done, n.paused, n.killed = cmd, done, false, false
+	go n.supervise(cmd, log, done)
+	return nil
+}
+
+// spawn runs the node's process, its output appended to its log (which
+// the caller closes once the process ended).
+func (n *node) spawn() (*exec.Cmd, *os.File, error) {
+	log, err := os.OpenFile(n.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return nil, nil, err
+	}
+	cmd := exec.Command(n.argv[0], n.argv[1:]...)
 	cmd.Stdout, cmd.Stderr = log, log
 	cmd.Env = append(os.Environ(), n.env...)
 	dieWithParent(cmd)
 	if err := cmd.Start(); err != nil {
 		log.Close()
-		return fmt.Errorf("node %d: %w", n.i, err)
+		return nil, nil, fmt.Errorf("node %d: %w", n.i, err)
 	}
-	done := make(chan struct{})
-	go func() { cmd.Wait(); log.Close(); close(done) }()
-	n.cmd, n.done, n.paused = cmd, done, false
-	return nil
+	return cmd, log, nil
+}
+
+// supervise waits for the node's process to end and closes done then,
+// unless it ended because it found no cluster to join (a node that never
+// became a member, restarted while the cluster itself restarts): that one
+// it starts again a second later, as systemd's Restart=on-failure in the
+// shipped unit does.
+func (n *node) supervise(cmd *exec.Cmd, log *os.File, done chan struct{}) {
+	defer close(done)
+	for {
+		cmd.Wait()
+		log.Close()
+		if cmd.ProcessState.ExitCode() != cli.ExitJoin {
+			return
+		}
+		time.Sleep(time.Second)
+		n.mu.Lock()
+		if n.killed {
+			n.mu.Unlock()
+			return
+		}
+		var err error
+		if cmd, log, err = n.spawn(); err != nil {
+			n.mu.Unlock()
+			return
+		}
+		n.cmd = cmd
+		n.mu.Unlock()
+	}
 }
 
 // isRetired reports whether the node is gone for good.
@@ -252,6 +297,7 @@ func (n *node) running() bool {
 func (n *node) kill() {
 	n.mu.Lock()
 	cmd, done := n.cmd, n.done
+	n.killed = true
 	n.mu.Unlock()
 	if cmd == nil {
 		return
