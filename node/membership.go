@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/difuse/difuse/ring"
@@ -110,31 +111,62 @@ func (n *Node) loadPeers() ([]string, error) {
 	return strings.Fields(string(b)), nil
 }
 
-// rememberPeers saves the ring's other hosts every second while they
-// change, until ctx is done.
+// peerSet is the one record of the other hosts the ring last showed
+// here.
+type peerSet struct {
+	mu   sync.Mutex
+	last []string
+	// changed holds a token while a change waits to be saved.
+	changed chan struct{}
+}
+
+// update records hosts and reports whether they differ from the last.
+func (p *peerSet) update(hosts []string) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if slices.Equal(p.last, hosts) {
+		return false
+	}
+	p.last = hosts
+	p.touch()
+	return true
+}
+
+// touch asks for the hosts to be saved.
+func (p *peerSet) touch() {
+	select {
+	case p.changed <- struct{}{}:
+	default:
+	}
+}
+
+// rememberPeers saves the ring's other hosts whenever they change (a
+// failed save is tried again a second later), until ctx is done.
 func (n *Node) rememberPeers(ctx context.Context) {
-	t := time.NewTicker(time.Second)
-	defer t.Stop()
-	var last []string
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
-			last = n.savePeers(last)
+		case <-n.peers.changed:
+		}
+		if !n.savePeers() {
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(time.Second):
+				n.peers.touch()
+			}
 		}
 	}
 }
 
-// savePeers stores the ring's other hosts if they differ from last, and
-// returns what is stored. It also tells the transaction logs how many hosts
-// the cluster has. An empty set is not stored: a node that has lost
-// sight of every peer keeps the ones it knew.
-func (n *Node) savePeers(last []string) []string {
+// savePeers stores the ring's other hosts and reports whether it did. An
+// empty set is not stored: a node that has lost sight of every peer keeps
+// the ones it knew.
+func (n *Node) savePeers() bool {
 	peers := n.ring.KnownHosts()
-	n.txlog.NoteHosts(len(peers) + 1)
-	if len(peers) == 0 || slices.Equal(peers, last) {
-		return last
+	if len(peers) == 0 {
+		return true
 	}
 	err := n.db.Update(func(w store.Writer) error { return w.Set(peersKey, []byte(strings.Join(peers, "\n"))) })
 	if err == nil {
@@ -142,7 +174,7 @@ func (n *Node) savePeers(last []string) []string {
 	}
 	if err != nil {
 		n.log.Warn("cannot remember peers", "err", err)
-		return last
+		return false
 	}
-	return peers
+	return true
 }

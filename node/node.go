@@ -11,7 +11,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"slices"
 	"sync"
 	"time"
 
@@ -189,8 +188,10 @@ type Node struct {
 	// leaveSeeds are the hosts a leaving node asks about the ring once it
 	// is no longer in it.
 	leaveSeeds []string
-	fsInit     sync.Mutex
-	fsDone     bool // the root directory is known to exist
+	// peers are the other hosts the ring shows here.
+	peers  peerSet
+	fsInit sync.Mutex
+	fsDone bool // the root directory is known to exist
 
 	runOnce sync.Once
 }
@@ -206,7 +207,8 @@ func New(cfg Config) (_ *Node, err error) {
 	}
 	cfg.Logger = slog.New(recentHandler{next: next, log: recent})
 	cfg.setDefaults()
-	n := &Node{cfg: cfg, log: cfg.Logger, recent: recent, start: time.Now(), leaveReq: make(chan struct{})}
+	n := &Node{cfg: cfg, log: cfg.Logger, recent: recent, start: time.Now(), leaveReq: make(chan struct{}),
+		peers: peerSet{changed: make(chan struct{}, 1)}}
 	defer func() {
 		if err != nil {
 			n.closeResources()
@@ -241,16 +243,15 @@ func New(cfg Config) (_ *Node, err error) {
 		n.log.Warn("UNSAFE: replicas forget their promises and accept entries of any ballot (a bug planted for the fault-injection harness)")
 	}
 	places := &placements{cache: map[placementKey]placement{}}
-	// A change of the hosts the ring shows, not every change of a
-	// successor list (which goes on for seconds as a new ring converges),
-	// delays the creation of partitions (txlog.Config.CreationSettle).
-	hosts := &hostSet{}
 	rc.OnChange = func(c ring.Change) {
 		places.forget()
-		// The transaction logs learn the cluster's width as soon as the
-		// ring shows it, not at the next save of the peers.
-		n.txlog.NoteHosts(c.Hosts())
-		if hosts.changed(n.ring.KnownHosts()) {
+		// A change of the hosts the ring shows, not every change of a
+		// successor list (which goes on for seconds as a new ring
+		// converges), delays the creation of partitions
+		// (txlog.Config.CreationSettle), and is saved for the next start.
+		known := n.ring.KnownHosts()
+		n.txlog.NoteHosts(len(known) + 1)
+		if n.peers.update(known) {
 			n.txlog.NoteRingChange()
 		}
 		if n.healer != nil {
@@ -375,7 +376,7 @@ func (n *Node) run(ctx context.Context) error {
 	if err := n.joinOrCreate(ctx); err != nil {
 		runErr = err
 	} else {
-		n.savePeers(nil) // a node killed right after joining must still find its way back
+		n.savePeers() // a node killed right after joining must still find its way back
 		n.log.Info("node serving", "id", n.id, "grpc", n.ring.Addr(), "http", n.HTTPAddr(), "dir", n.db.Dir())
 		rctx, stopRing := context.WithCancel(ctx)
 		var wg sync.WaitGroup
@@ -398,7 +399,7 @@ func (n *Node) run(ctx context.Context) error {
 		if leave && runErr == nil {
 			runErr = n.leave()
 		}
-		n.savePeers(nil)
+		n.savePeers()
 	}
 
 	sctx, cancel := context.WithTimeout(context.Background(), n.cfg.ShutdownTimeout)
@@ -470,21 +471,4 @@ func (n *Node) closeResources() {
 	if n.db != nil {
 		n.db.Close()
 	}
-}
-
-// hostSet remembers the hosts the ring last showed.
-type hostSet struct {
-	mu   sync.Mutex
-	last []string
-}
-
-// changed records hosts and reports whether they differ from the last.
-func (h *hostSet) changed(hosts []string) bool {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if slices.Equal(h.last, hosts) {
-		return false
-	}
-	h.last = hosts
-	return true
 }
