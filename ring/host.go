@@ -462,19 +462,6 @@ func (v *vnode) change() Change {
 	return Change{VNode: v.self, Pred: v.pred, Succs: slices.Clone(v.succs)}
 }
 
-// Hosts returns how many distinct hosts the change names: the vnode's own,
-// its predecessor's and its successors'.
-func (c Change) Hosts() int {
-	set := map[string]bool{c.VNode.Addr: true}
-	if !c.Pred.IsZero() {
-		set[c.Pred.Addr] = true
-	}
-	for _, s := range c.Succs {
-		set[s.Addr] = true
-	}
-	return len(set)
-}
-
 // notify reports changes to the OnChange callback.
 func (h *Host) notify(changes []Change) {
 	for _, c := range changes {
