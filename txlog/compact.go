@@ -166,6 +166,21 @@ func (ps *parts) compact(p *part, keep int, cutoff int64, first bool) (int, bool
 			drop = append(drop, t)
 		}
 	}
+	// A record changed above the old base no longer needs the state a
+	// snapshot installed for it: its version at the new base has an entry.
+	var obsolete [][]byte
+	looked := map[string]bool{}
+	for _, t := range txs {
+		for _, op := range t.Ops {
+			if t.Height <= old || (op.Kind != OpSet && op.Kind != OpDelete) || looked[op.Name] {
+				continue
+			}
+			looked[op.Name] = true
+			if _, err := ps.db.Get(p.installedKey(op.Name)); err == nil {
+				obsolete = append(obsolete, p.installedKey(op.Name))
+			}
+		}
+	}
 	m := p.metaLocked()
 	top := txs[len(txs)-1]
 	cfg, at, err := ps.configBefore(p, base+1)
@@ -181,6 +196,11 @@ func (ps *parts) compact(p *part, keep int, cutoff int64, first bool) (int, bool
 			if i == 0 {
 				if err := w.Set(p.metaKey(), encodeMeta(m)); err != nil {
 					return err
+				}
+				for _, k := range obsolete {
+					if err := w.Delete(k); err != nil {
+						return err
+					}
 				}
 			}
 			for _, t := range batch {
@@ -465,7 +485,18 @@ func (ps *parts) install(p *part, pg SnapshotPage, recs []Record) error {
 	}
 	for i := 0; i < len(recs); i += dropBatch {
 		batch := recs[i:min(i+dropBatch, len(recs))]
-		if err := ps.db.Update(func(w store.Writer) error { return putRecords(w, p, batch) }); err != nil {
+		err := ps.db.Update(func(w store.Writer) error {
+			for _, r := range batch {
+				if r.Height == 0 {
+					continue
+				}
+				if err := w.Set(p.installedKey(r.Name), encodeRecord(r)); err != nil {
+					return err
+				}
+			}
+			return putRecords(w, p, batch)
+		})
+		if err != nil {
 			return err
 		}
 	}

@@ -203,3 +203,74 @@ func TestCompaction(t *testing.T) {
 		t.Error("the seeded replica has no base")
 	}
 }
+
+// A replica that caught up through a snapshot holds its records' states at
+// the snapshot's height but not the entries that made them. Once one of
+// those records changes, the replica must still give a snapshot at its
+// base: the Jepsen harness saw a leaving node's hand-off wait for ever on
+// a member that needed a snapshot from such a replica ("at height 158: key
+// not found"), and a takeover that had to adopt its log failed the same
+// way.
+func TestSnapshotFromAReplicaThatInstalledOne(t *testing.T) {
+	faults := memnet.New(1)
+	net := NewNetwork(faults)
+	placer := &staticPlacer{set: []string{"a", "b", "c"}}
+	svcs := staticServices(t, net, placer, nil)
+	ctx := ctxFor(t, 30*time.Second)
+	const part = "kv/reinstall"
+	write := func(level Level, ch ...Change) {
+		t.Helper()
+		if _, err := svcs["a"].Write(ctx, part, ch, level); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(All, set("old", "before")...)
+	faults.Partition([]string{"c"}, []string{"a", "b"})
+	write(Quorum, set("old", "at the base")...)
+	for i := range 10 {
+		write(Quorum, set("hot", fmt.Sprint(i))...)
+	}
+	for _, a := range []string{"a", "b"} {
+		if _, err := svcs[a].Compact(ctx, Retention{Keep: 1}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	faults.Heal()
+	write(All, set("hot", "healed")...) // c installs a snapshot
+	c, _ := svcs["c"].ps.get(part)
+	c.mu.Lock()
+	base := c.base
+	c.mu.Unlock()
+	if base == 0 {
+		t.Fatal("c did not catch up through a snapshot")
+	}
+	write(All, set("old", "after the base")...)
+	pg, err := svcs["c"].HandleSnapshot(part, 0, "")
+	if err != nil {
+		t.Fatalf("a snapshot at c's base: %v", err)
+	}
+	got := map[string]string{}
+	for _, r := range pg.Records {
+		got[r.Name] = string(r.Value)
+	}
+	if pg.Height != base || got["old"] != "at the base" {
+		t.Errorf("c's snapshot at %d (base %d) holds old = %q; want the value at its base", pg.Height, base, got["old"])
+	}
+	// c compacts in turn, and still gives the same snapshot after.
+	write(All, set("hot", "last")...) // c learns that the write to old committed
+	if _, err := svcs["c"].Compact(ctx, Retention{Keep: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := svcs["c"].HandleSnapshot(part, 0, ""); err != nil {
+		t.Fatalf("a snapshot at c's base after it compacted: %v", err)
+	}
+	// The state installed for old went once its base passed a later
+	// version; the one for a record that never changed since stays.
+	c.mu.Lock()
+	_, errOld := svcs["c"].ps.installed(c, "old")
+	c.mu.Unlock()
+	if !errors.Is(errOld, store.ErrNotFound) {
+		t.Errorf("the installed state of old outlived the base: %v", errOld)
+	}
+	verifyReplica(t, svcs["c"], part)
+}

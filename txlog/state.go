@@ -228,6 +228,15 @@ func (p *part) recKey(name string) []byte { return append(append([]byte("t/r/"),
 
 func (p *part) recPrefix() []byte { return append([]byte("t/r/"), p.key...) }
 
+// installedKey holds a record's state as a snapshot installed it: the
+// replica has no entry of that version, so it is kept until the base
+// moves past a later version of the record (see parts.before).
+func (p *part) installedKey(name string) []byte {
+	return append(append([]byte("t/s/"), p.key...), name...)
+}
+
+func (p *part) installedPrefix() []byte { return append([]byte("t/s/"), p.key...) }
+
 // parts holds the partitions this host has touched, loading each from the
 // store on first use.
 type parts struct {
@@ -737,6 +746,16 @@ func putRecords(w store.Writer, p *part, recs []Record) error {
 	return nil
 }
 
+// installed returns record name's state as the last snapshot installed
+// it. p.mu must be held.
+func (ps *parts) installed(p *part, name string) (Record, error) {
+	b, err := ps.db.Get(p.installedKey(name))
+	if err != nil {
+		return Record{}, err
+	}
+	return decodeRecord(name, b)
+}
+
 // beforeImage encodes the records that t changes as they are before it
 // applies, as current gives them.
 func beforeImage(t *Tx, current func(name string) (Record, error)) ([]byte, error) {
@@ -778,6 +797,12 @@ func (ps *parts) before(p *part, h uint64, name string) (Record, error) {
 		return Record{Name: name}, nil
 	}
 	pt, err := ps.entry(p, op.PrevHeight)
+	if errors.Is(err, store.ErrNotFound) && op.PrevHeight <= p.base {
+		// A version this replica got from a snapshot, not by its entry.
+		if r, ierr := ps.installed(p, name); ierr == nil && r.Height == op.PrevHeight && r.Hash == op.Prev {
+			return r, nil
+		}
+	}
 	if err != nil {
 		return Record{}, err
 	}
@@ -822,7 +847,7 @@ func (ps *parts) recordAt(p *part, name string, to uint64) (Record, error) {
 // its metadata keeps only the promised ballot, marked installing if a
 // snapshot is to fill the replica. p.mu must be held.
 func (ps *parts) clear(p *part, installing bool) error {
-	for _, prefix := range [][]byte{p.recPrefix(), p.idPrefix(), p.logPrefix(), p.beforePrefix()} {
+	for _, prefix := range [][]byte{p.recPrefix(), p.idPrefix(), p.logPrefix(), p.beforePrefix(), p.installedPrefix()} {
 		if err := ps.deleteAll(prefix); err != nil {
 			return err
 		}
