@@ -207,7 +207,17 @@ func retryable(err error) bool {
 }
 
 func (s *Service) replicaSet(ctx context.Context, partition string) ([]string, error) {
-	res, err := s.placer.Lookup(ctx, ring.HashKey([]byte(partition)), s.cfg.Replicas)
+	out, err := s.placed(ctx, partition, s.cfg.Replicas)
+	if err != nil {
+		return nil, err
+	}
+	s.NoteHosts(len(out))
+	return out, nil
+}
+
+// placed returns the first n hosts the ring places partition on.
+func (s *Service) placed(ctx context.Context, partition string, n int) ([]string, error) {
+	res, err := s.placer.Lookup(ctx, ring.HashKey([]byte(partition)), n)
 	if err != nil {
 		return nil, err
 	}
@@ -218,7 +228,6 @@ func (s *Service) replicaSet(ctx context.Context, partition string) ([]string, e
 	for i, r := range res.Replicas {
 		out[i] = r.Addr
 	}
-	s.NoteHosts(len(out))
 	return out, nil
 }
 

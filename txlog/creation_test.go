@@ -154,3 +154,41 @@ func TestNoCreationOnChangingRing(t *testing.T) {
 		}
 	}
 }
+
+// Three hosts that join on one arc take the front of a key's successors,
+// and if the copies they made before joining missed its partition, the
+// ring's set for it holds none of its replicas. A takeover there must find
+// the partition on the hosts after the set, not create it afresh: the
+// Jepsen harness saw keys read back empty after joins and replacements,
+// their writes left in the old instance beside the new one.
+func TestNoCreationBesideAnExistingPartition(t *testing.T) {
+	faults := memnet.New(1)
+	net := NewNetwork(faults)
+	placer := &staticPlacer{set: []string{"d", "e", "f", "a", "b", "c"}}
+	svcs := staticServices(t, net, placer, nil)
+	for _, svc := range svcs {
+		svc.NoteHosts(6)
+	}
+	ctx := ctxFor(t, 20*time.Second)
+	const part = "kv/existing"
+	if _, err := svcs["d"].Write(ctx, part, set("k", "v"), All); err != nil {
+		t.Fatal(err)
+	}
+	placer.mu.Lock()
+	placer.set = []string{"a", "b", "c", "d", "e", "f"}
+	placer.mu.Unlock()
+	r, err := svcs["a"].Read(ctx, part, "k", Quorum)
+	if err != nil || !r.Exists || string(r.Value) != "v" {
+		t.Fatalf("read through a host of the new set: %+v, %v; want the value written before", r, err)
+	}
+	if _, err := svcs["a"].Write(ctx, part, set("k", "v2"), All); err != nil {
+		t.Fatal(err)
+	}
+	p, _ := svcs["a"].ps.get(part)
+	p.mu.Lock()
+	config := p.config
+	p.mu.Unlock()
+	if !sameSet(config, []string{"a", "b", "c"}) {
+		t.Errorf("the set in force is %v; want the ring's [a b c]", config)
+	}
+}

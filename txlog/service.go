@@ -330,8 +330,10 @@ func (s *Service) establish(ctx context.Context, p *part, ringSet []string) erro
 				lastErr = err
 			}
 			if higher.IsZero() && !created(replies) {
-				// A creation needs the ring's set too (see quorumFor).
-				if higher, err = s.prepare(ctx, p, b, ringSet, asked, replies); err != nil {
+				// A creation needs the ring's set too (see quorumFor), and
+				// asks as many hosts after it whether the partition exists
+				// already (see beyondSet).
+				if higher, err = s.prepare(ctx, p, b, s.beyondSet(ctx, p.name, ringSet), asked, replies); err != nil {
 					lastErr = err
 				}
 			}
@@ -460,6 +462,29 @@ func (s *Service) quorumFor(replies map[string]PrepareReply, members, ringSet []
 		return ringSet, len(ringSet)
 	}
 	return members, len(members)
+}
+
+// beyondSet returns the ring's set for a partition and as many hosts
+// again after it (ringSet alone if the ring cannot say). Hosts that join
+// take the places at the front of a key's successors, so the hosts that
+// held a partition before are found further on: when the whole set is new
+// (three hosts joined on one arc, and the copies they made before joining
+// missed the partition), a creation asked only the set would start the
+// partition afresh beside the one that exists, and the writes made to it
+// would be lost from sight. The Jepsen harness saw exactly that, after
+// joins and replacements: keys read back empty. A reply with a log makes
+// the takeover adopt it instead.
+func (s *Service) beyondSet(ctx context.Context, partition string, ringSet []string) []string {
+	hosts, err := s.placed(ctx, partition, 2*s.cfg.Replicas)
+	if err != nil {
+		return ringSet
+	}
+	for _, r := range ringSet {
+		if !slices.Contains(hosts, r) {
+			hosts = append(hosts, r)
+		}
+	}
+	return hosts
 }
 
 // created reports whether a replica that answered has committed an entry,
