@@ -176,8 +176,9 @@ func (ps *parts) compact(p *part, keep int, cutoff int64, first bool) (int, bool
 				continue
 			}
 			looked[op.Name] = true
-			if _, err := ps.db.Get(p.installedKey(op.Name)); err == nil {
-				obsolete = append(obsolete, p.installedKey(op.Name))
+			k := p.installedKey(op.Name)
+			if _, err := ps.db.Get(k); err == nil {
+				obsolete = append(obsolete, k)
 			}
 		}
 	}

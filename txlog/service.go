@@ -300,6 +300,7 @@ func (s *Service) establish(ctx context.Context, p *part, ringSet []string) erro
 		return s.reconfigure(ctx, p, ringSet)
 	}
 	var lastErr error
+	var beyond []string // the hosts a creation asks (beyondSet), once looked up
 	for attempt := range 3 {
 		p.mu.Lock()
 		b := Ballot{N: max(p.promised.N, p.seen.N) + 1, Host: s.cfg.Addr}
@@ -333,7 +334,10 @@ func (s *Service) establish(ctx context.Context, p *part, ringSet []string) erro
 				// A creation needs the ring's set too (see quorumFor), and
 				// asks as many hosts after it whether the partition exists
 				// already (see beyondSet).
-				if higher, err = s.prepare(ctx, p, b, s.beyondSet(ctx, p.name, ringSet), asked, replies); err != nil {
+				if beyond == nil {
+					beyond = s.beyondSet(ctx, p.name, ringSet)
+				}
+				if higher, err = s.prepare(ctx, p, b, beyond, asked, replies); err != nil {
 					lastErr = err
 				}
 			}
@@ -417,13 +421,7 @@ func (s *Service) establish(ctx context.Context, p *part, ringSet []string) erro
 			op = configOp(members)
 		}
 		enough := func(acked map[string]bool) bool { return countSet(acked, set) >= need }
-		targets := members
-		for _, r := range set {
-			if !slices.Contains(targets, r) {
-				targets = append(slices.Clone(targets), r)
-			}
-		}
-		if _, _, err := s.appendTx(ctx, p, WriteID{}, []Op{op}, targets, enough, enough, true); err != nil {
+		if _, _, err := s.appendTx(ctx, p, WriteID{}, []Op{op}, union(members, set), enough, enough, true); err != nil {
 			return err
 		}
 		p.mu.Lock()
@@ -479,12 +477,18 @@ func (s *Service) beyondSet(ctx context.Context, partition string, ringSet []str
 	if err != nil {
 		return ringSet
 	}
-	for _, r := range ringSet {
-		if !slices.Contains(hosts, r) {
-			hosts = append(hosts, r)
+	return union(hosts, ringSet)
+}
+
+// union returns a's members, then those of b that a lacks.
+func union(a, b []string) []string {
+	out := slices.Clone(a)
+	for _, x := range b {
+		if !slices.Contains(out, x) {
+			out = append(out, x)
 		}
 	}
-	return hosts
+	return out
 }
 
 // created reports whether a replica that answered has committed an entry,
@@ -739,19 +743,13 @@ func (s *Service) shortfall(p *part, level Level, members []string, acked map[st
 // appendConfig commits an OpConfig changing the replica set from cur to
 // next, acknowledged by majorities of both.
 func (s *Service) appendConfig(ctx context.Context, p *part, cur, next []string) (*Tx, error) {
-	union := slices.Clone(cur)
-	for _, n := range next {
-		if !slices.Contains(union, n) {
-			union = append(union, n)
-		}
-	}
 	need := func(acked map[string]bool) bool {
 		return countSet(acked, cur) >= majority(len(cur)) && countSet(acked, next) >= majority(len(next))
 	}
 	p.mu.Lock()
 	p.joint = cur
 	p.mu.Unlock()
-	t, _, err := s.appendTx(ctx, p, WriteID{}, []Op{configOp(next)}, union, need, need, true)
+	t, _, err := s.appendTx(ctx, p, WriteID{}, []Op{configOp(next)}, union(cur, next), need, need, true)
 	p.mu.Lock()
 	p.joint = nil
 	p.mu.Unlock()

@@ -231,9 +231,7 @@ func (p *part) recPrefix() []byte { return append([]byte("t/r/"), p.key...) }
 // installedKey holds a record's state as a snapshot installed it: the
 // replica has no entry of that version, so it is kept until the base
 // moves past a later version of the record (see parts.before).
-func (p *part) installedKey(name string) []byte {
-	return append(append([]byte("t/s/"), p.key...), name...)
-}
+func (p *part) installedKey(name string) []byte { return append(p.installedPrefix(), name...) }
 
 func (p *part) installedPrefix() []byte { return append([]byte("t/s/"), p.key...) }
 
