@@ -180,7 +180,8 @@ type Healer struct {
 	scrubAt blockstore.Hash      // where the next scrub starts
 	index   map[Kind]*index      // the items held, as last listed
 	leaving bool
-	last    []ring.Ref // the ring as the last pass saw it
+	last    []ring.Ref           // the ring as the last pass saw it
+	waits   map[string]time.Time // partition → when its hand-off's wait was last logged
 
 	wake chan struct{}
 }
@@ -683,6 +684,23 @@ func (h *Healer) sync(ctx context.Context, p *pass, name string, set []string) (
 	return resp, nil
 }
 
+// noteWait reports whether a hand-off that waits on partition name is
+// logged now: once a minute per partition, so a wait that does not end
+// shows in the log without filling it.
+func (h *Healer) noteWait(name string) bool {
+	now := h.clock()
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if now.Sub(h.waits[name]) < time.Minute {
+		return false
+	}
+	if h.waits == nil {
+		h.waits = map[string]time.Time{}
+	}
+	h.waits[name] = now
+	return true
+}
+
 func sameMembers(a, b []string) bool {
 	return len(a) == len(b) && !slices.ContainsFunc(a, func(m string) bool { return !slices.Contains(b, m) })
 }
@@ -747,7 +765,9 @@ func (h *Healer) handOff(ctx context.Context, p *pass, kind Kind, set []string, 
 				continue
 			}
 			if slices.Contains(resp.Members, p.self) || resp.Synced < len(resp.Members) || len(resp.Members) < want {
-				h.log.Debug("partition not handed off yet", "partition", e.Key, "members", resp.Members, "synced", resp.Synced)
+				if h.noteWait(e.Key) {
+					h.log.Info("partition not handed off yet", "partition", e.Key, "members", resp.Members, "synced", resp.Synced, "want", want)
+				}
 				p.pending++
 				continue
 			}
@@ -758,6 +778,9 @@ func (h *Healer) handOff(ctx context.Context, p *pass, kind Kind, set []string, 
 				}
 				return err
 			}
+			h.mu.Lock()
+			delete(h.waits, e.Key)
+			h.mu.Unlock()
 			p.changed++
 			h.count(func(s *nodestatus.Heal) { s.PartitionsDropped++ })
 		}

@@ -376,7 +376,11 @@ func (s *Service) leadSync(ctx context.Context, p *part) (Response, error) {
 	if errors.Is(err, ErrStaleBallot) {
 		return Response{}, err
 	}
-	return Response{Tx: TxRef{Hash: hash, Height: target}, Members: members, Synced: countSet(acked, members)}, nil
+	synced := countSet(acked, members)
+	if synced < len(members) {
+		s.log.Info("sync: not every member holds the log", "partition", p.name, "members", members, "synced", synced, "height", target, "err", err)
+	}
+	return Response{Tx: TxRef{Hash: hash, Height: target}, Members: members, Synced: synced}, nil
 }
 
 // checkAgree reads the record on every other replica and fails unless all
