@@ -154,6 +154,10 @@ func (t *Tx) Encode() []byte {
 // Hash returns the SHA-256 of the encoding.
 func (t *Tx) Hash() Hash { return sha256.Sum256(t.Encode()) }
 
+// minOpBytes is the fewest bytes an operation's encoding takes: its kind,
+// two empty strings' lengths, the previous hash and height.
+const minOpBytes = 1 + 1 + len(Hash{}) + 8 + 1
+
 // errDecode is wrapped by every decoding error.
 var errDecode = errors.New("txlog: malformed transaction")
 
@@ -177,10 +181,7 @@ func DecodeTx(b []byte) (*Tx, error) {
 			d.Fail("a zero write ID")
 		}
 	}
-	n := d.Uvarint()
-	if n > uint64(len(b)) {
-		return nil, fmt.Errorf("%w: %d operations in %d bytes", errDecode, n, len(b))
-	}
+	n := d.Count(minOpBytes)
 	t.Ops = make([]Op, 0, n)
 	for range n {
 		var op Op

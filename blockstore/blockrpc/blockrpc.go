@@ -266,6 +266,7 @@ func ReceiveBlock(recv func() (*fb.BlockPiece, error)) (blockstore.Hash, []byte,
 	var h blockstore.Hash
 	var buf []byte
 	var sync bool
+	var want uint64 // the size the first piece announced
 	for first := true; ; first = false {
 		p, err := recv()
 		if errors.Is(err, io.EOF) {
@@ -283,15 +284,18 @@ func ReceiveBlock(recv func() (*fb.BlockPiece, error)) (blockstore.Hash, []byte,
 			if p.Size() > blockstore.MaxBlockBytes {
 				return h, nil, false, fmt.Errorf("%w: a block of %d bytes (at most %d)", errBadRequest, p.Size(), blockstore.MaxBlockBytes)
 			}
-			buf, sync = make([]byte, 0, p.Size()), p.Sync()
+			// The buffer grows with the bytes received, not with the size
+			// announced: a small message cannot make it large.
+			want, sync = p.Size(), p.Sync()
+			buf = make([]byte, 0, min(int(want), p.DataLength()))
 		}
-		if len(buf)+p.DataLength() > cap(buf) {
-			return h, nil, false, fmt.Errorf("%w: more than the %d bytes announced", errBadRequest, cap(buf))
+		if uint64(len(buf)+p.DataLength()) > want {
+			return h, nil, false, fmt.Errorf("%w: more than the %d bytes announced", errBadRequest, want)
 		}
 		buf = append(buf, p.DataBytes()...)
 	}
-	if buf == nil || len(buf) != cap(buf) {
-		return h, nil, false, fmt.Errorf("%w: %d of the %d bytes announced", errBadRequest, len(buf), cap(buf))
+	if buf == nil || uint64(len(buf)) != want {
+		return h, nil, false, fmt.Errorf("%w: %d of the %d bytes announced", errBadRequest, len(buf), want)
 	}
 	return h, buf, sync, nil
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -17,6 +18,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/difuse/difuse/blockstore"
+	"github.com/difuse/difuse/internal/memtest"
 	"github.com/difuse/difuse/level"
 	"github.com/difuse/difuse/ring"
 	"github.com/difuse/difuse/ring/ringrpc"
@@ -208,5 +210,28 @@ func TestErrorsRoundTrip(t *testing.T) {
 		if err := FromStatus("h1", ToStatus(fmt.Errorf("context: %w", want))); !errors.Is(err, want) {
 			t.Errorf("%v came back as %v", want, err)
 		}
+	}
+}
+
+// A first piece that announces the largest block but carries three bytes
+// costs what it carries, not what it announces.
+func TestReceiveBlockGrowsWithTheBytes(t *testing.T) {
+	piece := pieceMessage(blockstore.Sum([]byte("abc")), blockstore.MaxBlockBytes, false, 0, []byte("abc"), true).FinishedBytes()
+	var err error
+	n := memtest.Allocated(func() {
+		sent := false
+		_, _, _, err = ReceiveBlock(func() (*fb.BlockPiece, error) {
+			if sent {
+				return nil, io.EOF
+			}
+			sent = true
+			return fb.GetRootAsBlockPiece(piece, 0), nil
+		})
+	})
+	if !errors.Is(err, errBadRequest) {
+		t.Errorf("3 of %d bytes: %v", blockstore.MaxBlockBytes, err)
+	}
+	if n > 1<<20 {
+		t.Errorf("receiving 3 bytes that announce %d allocated %d bytes", blockstore.MaxBlockBytes, n)
 	}
 }
