@@ -2,6 +2,7 @@ package txlog
 
 import (
 	"errors"
+	"math"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -278,6 +279,33 @@ func TestUnsafeForgetPromises(t *testing.T) {
 		}
 		if accepted := !rep.Stale && rep.Last == 1; accepted != forget {
 			t.Errorf("forget=%v: an append at %s after a promise of %s answered %+v", forget, low, high, rep)
+		}
+	}
+}
+
+// A prepare or append at a ballot so high that the next one would wrap
+// around is refused, and the partition goes on taking writes.
+func TestHighestBallotIsRefused(t *testing.T) {
+	net := NewNetwork(memnet.New(1))
+	placer := &staticPlacer{set: []string{"a", "b", "c"}}
+	svcs := staticServices(t, net, placer, nil)
+	ctx := ctxFor(t, 10*time.Second)
+	const part = "kv/ceiling"
+	if _, err := svcs["a"].Write(ctx, part, set("k", "v1"), Quorum); err != nil {
+		t.Fatal(err)
+	}
+	top := Ballot{N: math.MaxUint64, Host: "x"}
+	for _, r := range []string{"a", "b", "c"} {
+		if rep, err := svcs[r].HandlePrepare(part, top); !errors.Is(err, ErrBadRequest) || rep.OK {
+			t.Errorf("prepare at %s on %s: %+v, %v", top, r, rep, err)
+		}
+		if rep, err := svcs[r].HandleAppend(ctx, AppendRequest{Partition: part, Ballot: top}); !errors.Is(err, ErrBadRequest) {
+			t.Errorf("append at %s on %s: %+v, %v", top, r, rep, err)
+		}
+	}
+	for _, r := range []string{"a", "b", "c"} {
+		if _, err := svcs[r].Write(ctx, part, set("k", "v2-"+r), Quorum); err != nil {
+			t.Errorf("a write through %s after the refused ballot: %v", r, err)
 		}
 	}
 }

@@ -124,6 +124,12 @@ func New(cfg Config, placer Placer, tr Transport, db kv) (*Service, error) {
 // that dies.
 func (s *Service) Close() { s.ps.closed.Store(true) }
 
+// maxBallot is the highest ballot number a replica accepts. Elections raise
+// ballots one at a time, so no cluster reaches it; a request above it is
+// refused, so a peer cannot push a promise to where the next ballot
+// would wrap around to zero.
+const maxBallot = 1 << 62
+
 // majority returns the size of a majority of n replicas.
 func majority(n int) int { return n/2 + 1 }
 
@@ -138,6 +144,9 @@ func (s *Service) HandlePrepare(partition string, b Ballot) (PrepareReply, error
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if b.N > maxBallot {
+		return PrepareReply{}, fmt.Errorf("%w: %q: ballot %s beyond the ceiling %d", ErrBadRequest, partition, b, uint64(maxBallot))
+	}
 	if s.cfg.UnsafeForgetPromises {
 		reply := p.head()
 		reply.Promised = b // promised, and at once forgotten
@@ -168,6 +177,9 @@ func (s *Service) HandleAppend(ctx context.Context, req AppendRequest) (AppendRe
 	p, err := s.ps.get(req.Partition)
 	if err != nil {
 		return AppendReply{}, err
+	}
+	if req.Ballot.N > maxBallot {
+		return AppendReply{}, fmt.Errorf("%w: %q: ballot %s beyond the ceiling %d", ErrBadRequest, req.Partition, req.Ballot, uint64(maxBallot))
 	}
 	if req.Install {
 		return s.handleInstall(ctx, p, req)
@@ -304,6 +316,10 @@ func (s *Service) establish(ctx context.Context, p *part, ringSet []string) erro
 	for attempt := range 3 {
 		p.mu.Lock()
 		b := Ballot{N: max(p.promised.N, p.seen.N) + 1, Host: s.cfg.Addr}
+		if b.N > maxBallot {
+			p.mu.Unlock()
+			return fmt.Errorf("%w: %q: no ballot above %s and %s within the ceiling", ErrUnavailable, p.name, p.promised, p.seen)
+		}
 		self := p.head()
 		if err := s.ps.promise(p, b); err != nil {
 			p.mu.Unlock()
