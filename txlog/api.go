@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sync"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -233,8 +235,7 @@ func (s *Service) placed(ctx context.Context, partition string, n int) ([]string
 
 func (s *Service) route(ctx context.Context, req Request, replicas []string) (Response, error) {
 	if req.Kind == KindRead && s.cfg.UnsafeLocalReads && slices.Contains(replicas, s.cfg.Addr) {
-		rec, err := s.HandleReadLocal(req.Partition, req.Name)
-		return Response{Record: rec}, err
+		return s.lazyRead(ctx, req, []string{s.cfg.Addr})
 	}
 	if req.Kind == KindRead && req.Level == Lazy {
 		return s.lazyRead(ctx, req, replicas)
@@ -268,6 +269,9 @@ func (s *Service) HandleForward(ctx context.Context, req Request) (Response, err
 
 // lead runs a request as the partition's leader.
 func (s *Service) lead(ctx context.Context, req Request, replicas []string) (Response, error) {
+	if req.Kind != KindWrite && req.Kind != KindSync && s.absent(ctx, req, replicas) {
+		return Response{Record: Record{Name: req.Name}}, nil
+	}
 	p, err := s.ps.get(req.Partition)
 	if err != nil {
 		return Response{}, err
@@ -515,6 +519,41 @@ func (s *Service) leadWriteUnconfirmed(ctx context.Context, p *part, req Request
 	return Response{Tx: TxRef{Hash: t.Hash(), Height: t.Height}}, nil
 }
 
+// absent reports whether a read of req's partition finds nothing: this host
+// holds nothing of it, nor does any host of the ring's set (each of which
+// must answer), nor any of the hosts after the set that answers (the hosts
+// a creation asks, see beyondSet), and the ring has been still as long as
+// a creation needs. Such a read answers that nothing is there without
+// creating the partition, so reads of random keys cost no disk or memory.
+// A write acknowledged before the read began is on every host of the set
+// it was created on, so it is seen.
+func (s *Service) absent(ctx context.Context, req Request, ringSet []string) bool {
+	if _, err := s.ps.find(req.Partition); !errors.Is(err, ErrNoPartition) {
+		return false
+	}
+	if s.ringStill() < s.cfg.CreationSettle {
+		return false
+	}
+	hosts := s.beyondSet(ctx, req.Partition, ringSet)
+	var held atomic.Bool
+	var wg sync.WaitGroup
+	for _, h := range hosts {
+		if h == s.cfg.Addr {
+			continue
+		}
+		wg.Go(func() {
+			cctx, cancel := context.WithTimeout(ctx, s.cfg.CallTimeout)
+			defer cancel()
+			_, err := s.tr.ReadLocal(cctx, h, req.Partition, "")
+			if !errors.Is(err, ErrNoPartition) && (err == nil || slices.Contains(ringSet, h)) {
+				held.Store(true)
+			}
+		})
+	}
+	wg.Wait()
+	return !held.Load()
+}
+
 // lazyRead answers from this host's replica if it holds one, else from the
 // first replica that answers.
 func (s *Service) lazyRead(ctx context.Context, req Request, replicas []string) (Response, error) {
@@ -528,6 +567,9 @@ func (s *Service) lazyRead(ctx context.Context, req Request, replicas []string) 
 			cctx, cancel := context.WithTimeout(ctx, s.cfg.CallTimeout)
 			rec, err = s.tr.ReadLocal(cctx, r, req.Partition, req.Name)
 			cancel()
+		}
+		if errors.Is(err, ErrNoPartition) {
+			rec, err = Record{Name: req.Name}, nil // nothing there, as far as this replica knows
 		}
 		if err == nil {
 			return Response{Record: rec}, nil

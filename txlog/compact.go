@@ -347,7 +347,7 @@ const (
 // written), and a retried write is not applied twice. Compaction keeps,
 // for that, the entry of each record's version at the base.
 func (s *Service) HandleSnapshot(partition string, height uint64, after string) (SnapshotPage, error) {
-	p, err := s.ps.get(partition)
+	p, err := s.ps.find(partition)
 	if err != nil {
 		return SnapshotPage{}, err
 	}

@@ -261,9 +261,9 @@ func (s *Service) handleInstall(ctx context.Context, p *part, req AppendRequest)
 
 // HandleFetch returns up to limit entries of the log from height from on,
 // fewer if they would make too large a message; ErrCompacted if some were
-// compacted.
+// compacted; ErrNoPartition if this host holds nothing of the partition.
 func (s *Service) HandleFetch(partition string, from uint64, limit int) ([]*Tx, error) {
-	p, err := s.ps.get(partition)
+	p, err := s.ps.find(partition)
 	if err != nil {
 		return nil, err
 	}
@@ -282,9 +282,10 @@ func (s *Service) HandleFetch(partition string, from uint64, limit int) ([]*Tx, 
 
 // HandleReadLocal returns this replica's committed state of a record: a
 // leader applies its entries before they commit, and those may yet be cut
-// from its log.
+// from its log. A host that holds nothing of the partition answers
+// ErrNoPartition.
 func (s *Service) HandleReadLocal(partition, name string) (Record, error) {
-	p, err := s.ps.get(partition)
+	p, err := s.ps.find(partition)
 	if err != nil {
 		return Record{}, err
 	}

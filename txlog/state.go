@@ -253,6 +253,23 @@ var errClosed = fmt.Errorf("%w: service closed", ErrUnavailable)
 // get returns the state of partition name, loading it on first use. A
 // malformed name, which only a peer's bad message carries, is refused.
 func (ps *parts) get(name string) (*part, error) {
+	return ps.load(name, true)
+}
+
+// find returns the partition if this host holds anything of it (in memory
+// or in its store), else ErrNoPartition; it creates nothing, so a request
+// for a partition that does not exist costs no memory.
+func (ps *parts) find(name string) (*part, error) {
+	p, err := ps.load(name, false)
+	if err == nil && p == nil {
+		return nil, fmt.Errorf("%w: %q", ErrNoPartition, name)
+	}
+	return p, err
+}
+
+// load returns the partition as held in memory, else as stored, else a new
+// one if create is set, else nil.
+func (ps *parts) load(name string, create bool) (*part, error) {
 	if err := checkName("partition", name, false); err != nil {
 		return nil, err
 	}
@@ -265,6 +282,9 @@ func (ps *parts) get(name string) (*part, error) {
 	b, err := ps.db.Get(p.metaKey())
 	switch {
 	case errors.Is(err, store.ErrNotFound):
+		if !create {
+			return nil, nil
+		}
 	case err != nil:
 		return nil, fmt.Errorf("txlog: load partition %q: %w", name, err)
 	default:

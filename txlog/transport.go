@@ -31,6 +31,9 @@ var (
 	// ErrCompacted: the entries asked for were compacted into the
 	// replica's snapshot; the caller installs the snapshot instead.
 	ErrCompacted = errors.New("txlog: compacted")
+	// ErrNoPartition: the replica holds nothing of the partition, not even
+	// a promise.
+	ErrNoPartition = errors.New("txlog: no such partition here")
 	// ErrCommittedShort is the ErrUnavailable of a write at level all
 	// that committed, but on fewer replicas than the level asks: it took
 	// effect.

@@ -31,6 +31,7 @@ var errorKinds = []struct {
 	{txlog.ErrNotLeader, "NOT_LEADER", codes.Aborted},
 	{txlog.ErrStaleBallot, "STALE_BALLOT", codes.Aborted},
 	{txlog.ErrCompacted, "COMPACTED", codes.OutOfRange},
+	{txlog.ErrNoPartition, "NO_PARTITION", codes.NotFound},
 	{store.ErrNoSpace, "NO_SPACE", codes.ResourceExhausted},
 }
 

@@ -1,0 +1,74 @@
+package txlog
+
+import (
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/difuse/difuse/memnet"
+	"github.com/difuse/difuse/store"
+)
+
+// Reads of partitions that exist nowhere answer that nothing is there and
+// create nothing: no partition in memory or in the store, on any host.
+func TestReadsOfAbsentPartitionsCreateNothing(t *testing.T) {
+	net := NewNetwork(memnet.New(1))
+	placer := &staticPlacer{set: []string{"a", "b", "c"}}
+	svcs := staticServices(t, net, placer, nil)
+	ctx := ctxFor(t, 30*time.Second)
+	for i := range 300 {
+		part := fmt.Sprintf("kv/absent-%d", i)
+		via := svcs[placer.set[i%3]]
+		level := []Level{Quorum, All, Leader, Lazy}[i%4]
+		if r, err := via.Read(ctx, part, "k", level); !errors.Is(err, ErrNotFound) || r.Exists {
+			t.Fatalf("read at %s of %q: %+v, %v", level, part, r, err)
+		}
+		if recs, more, err := via.List(ctx, part, "", "", 0, Quorum); err != nil || len(recs) != 0 || more {
+			t.Fatalf("list of %q: %v, %v, %v", part, recs, more, err)
+		}
+		if h, err := via.History(ctx, part, "k"); err != nil || len(h) != 0 {
+			t.Fatalf("history in %q: %v, %v", part, h, err)
+		}
+	}
+	for addr, s := range svcs {
+		held := 0
+		s.Partitions(func(Held) error { held++; return nil })
+		s.ps.mu.Lock()
+		inMemory := len(s.ps.m)
+		s.ps.mu.Unlock()
+		if held != 0 || inMemory != 0 {
+			t.Errorf("%s holds %d partitions, %d in memory, after reads of absent ones", addr, held, inMemory)
+		}
+	}
+	if _, err := svcs["b"].Write(ctx, "kv/absent-7", set("k", "v"), Quorum); err != nil {
+		t.Fatal(err)
+	}
+	for _, level := range []Level{Quorum, All, Leader} {
+		if r, err := svcs["c"].Read(ctx, "kv/absent-7", "k", level); err != nil || string(r.Value) != "v" {
+			t.Errorf("read at %s after the write: %+v, %v", level, r, err)
+		}
+	}
+}
+
+// A leader that lost its store still finds the partition its replicas hold:
+// its read adopts their log instead of answering that nothing is there.
+func TestReadOfAPartitionTheLeaderLost(t *testing.T) {
+	net := NewNetwork(memnet.New(1))
+	placer := &staticPlacer{set: []string{"a", "b", "c"}}
+	svcs := staticServices(t, net, placer, nil)
+	ctx := ctxFor(t, 30*time.Second)
+	const part = "kv/lost"
+	if _, err := svcs["a"].Write(ctx, part, set("k", "v"), All); err != nil {
+		t.Fatal(err)
+	}
+	fresh, err := New(Config{Addr: "a", Replicas: 3, CallTimeout: 100 * time.Millisecond, Patience: 300 * time.Millisecond}, placer, net.Transport("a"), store.NewMem())
+	if err != nil {
+		t.Fatal(err)
+	}
+	fresh.NoteHosts(3)
+	net.Attach("a", fresh)
+	if r, err := fresh.Read(ctx, part, "k", Quorum); err != nil || string(r.Value) != "v" {
+		t.Fatalf("read through the leader that lost its store: %+v, %v", r, err)
+	}
+}
