@@ -25,7 +25,11 @@ const (
 // Verify checks that buf holds a well-formed table of the named type: every
 // offset the generated accessors may follow, and every scalar, string,
 // vector and nested table they may read, lies inside buf, and every required
-// field is present. It never panics. Errors wrap ErrMalformed.
+// field is present. Strings, vectors and tables together take no more bytes
+// than buf holds: a sender that points many offsets at one payload (which
+// this package's builders never do) is refused, so decoding a message
+// costs in proportion to its size. It never panics. Errors wrap
+// ErrMalformed.
 func (s *Schema) Verify(table string, buf []byte) error {
 	fields, ok := s.tables[table]
 	if !ok {
@@ -49,6 +53,16 @@ type verifier struct {
 	s      *Schema
 	buf    []byte
 	tables int
+	bytes  int // taken by the strings, vectors and tables verified so far
+}
+
+// take counts n bytes of strings, vectors or tables, failing once they add
+// up to more than the buffer: some of them share bytes.
+func (v *verifier) take(n int) error {
+	if v.bytes += n; v.bytes > len(v.buf) {
+		return fmt.Errorf(": objects take more than the %d-byte buffer (shared offsets)", len(v.buf))
+	}
+	return nil
 }
 
 // need fails unless buf[pos:pos+n] exists.
@@ -101,6 +115,9 @@ func (v *verifier) table(name string, fields []field, pos, depth int) error {
 	}
 	if err := v.need(pos, objSize); err != nil {
 		return fmt.Errorf(": table: %v", err)
+	}
+	if err := v.take(objSize); err != nil {
+		return err
 	}
 	for i, f := range fields {
 		slot := 4 + 2*i
@@ -184,5 +201,5 @@ func (v *verifier) vector(pos, size int) error {
 	if n > (len(v.buf)-pos-4)/size {
 		return fmt.Errorf(": %d elements of %d bytes at %d exceed the %d-byte buffer", n, size, pos+4, len(v.buf))
 	}
-	return nil
+	return v.take(4 + n*size)
 }

@@ -250,6 +250,26 @@ root_type Outer;`)
 		t.Errorf("with required field: %v", err)
 	}
 
+	// Offsets that share one payload are refused, so a small message
+	// cannot decode into many copies of it.
+	for _, copies := range []int{1, 2, 1000} {
+		b.Reset()
+		key, big := b.CreateString("k"), b.CreateString(strings.Repeat("x", 1000))
+		b.StartVector(4, copies, 4)
+		for range copies {
+			b.PrependUOffsetT(big)
+		}
+		names := b.EndVector(copies)
+		b.StartObject(6)
+		b.PrependUOffsetTSlot(1, names, 0)
+		b.PrependUOffsetTSlot(4, key, 0)
+		b.Finish(b.EndObject())
+		err := s.Verify("Outer", b.FinishedBytes())
+		if (err == nil) != (copies == 1) || (err != nil && !strings.Contains(err.Error(), "shared")) {
+			t.Errorf("%d offsets to one string: %v", copies, err)
+		}
+	}
+
 	for _, bad := range []string{
 		"union U { A, B }",
 		"table T { a:int (id: 1); }",
