@@ -274,3 +274,45 @@ func TestSnapshotFromAReplicaThatInstalledOne(t *testing.T) {
 	}
 	verifyReplica(t, svcs["c"], part)
 }
+
+// A leader whose idea of a follower's log is older than the follower's
+// compaction sends entries from below the follower's base: the follower
+// takes those above it, so the leader is not stuck (a leave's hand-off
+// waited on such a follower for as long as the leader led).
+func TestAppendBelowTheFollowersBase(t *testing.T) {
+	net := NewNetwork(memnet.New(1))
+	placer := &staticPlacer{set: []string{"a", "b", "c"}}
+	svcs := staticServices(t, net, placer, nil)
+	ctx := ctxFor(t, 10*time.Second)
+	const part = "kv/below-base"
+	for i := range 10 {
+		if _, err := svcs["a"].Write(ctx, part, set("k", fmt.Sprint(i)), All); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := svcs["c"].Compact(ctx, Retention{Keep: 1}); err != nil {
+		t.Fatal(err)
+	}
+	c, _ := svcs["c"].ps.get(part)
+	c.mu.Lock()
+	base := c.base
+	c.mu.Unlock()
+	if base < 3 {
+		t.Fatalf("c compacted to %d", base)
+	}
+	a, _ := svcs["a"].ps.get(part)
+	a.mu.Lock()
+	a.match["c"] = 1 // as if a last heard of c long ago
+	a.mu.Unlock()
+	if _, err := svcs["a"].Write(ctx, part, set("k", "after"), All); err != nil {
+		t.Fatalf("a write at all with c's base at %d above the leader's idea of it: %v", base, err)
+	}
+	verifyReplica(t, svcs["c"], part)
+	c.mu.Lock()
+	a.mu.Lock()
+	if c.last != a.last || c.lastHash != a.lastHash {
+		t.Errorf("c's log ends at %d, the leader's at %d", c.last, a.last)
+	}
+	a.mu.Unlock()
+	c.mu.Unlock()
+}

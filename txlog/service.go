@@ -193,9 +193,18 @@ func (s *Service) HandleAppend(ctx context.Context, req AppendRequest) (AppendRe
 		return AppendReply{Mismatch: true, Last: p.last}, nil
 	}
 	if req.PrevHeight < p.base {
-		// Committed here, so the leader's entries there are ours; its
-		// log steps back below a commit point only by mistake.
-		return AppendReply{}, fmt.Errorf("%w: %q: entries after %d, below the replica's compacted base %d", ErrBadRequest, p.name, req.PrevHeight, p.base)
+		// The entries up to the base are committed here, so the leader's
+		// are the same: skip them, checking the leader's entry at the
+		// base against ours. A leader whose idea of this replica's log is
+		// older than the replica's compaction sends such appends.
+		skip := p.base - req.PrevHeight
+		if skip > uint64(len(req.Txs)) {
+			return AppendReply{Last: p.last}, nil
+		}
+		if t := req.Txs[skip-1]; t.Height != p.base || t.Hash() != p.baseHash {
+			return AppendReply{}, fmt.Errorf("%w: %q: the leader's entry at %d is not the one committed and compacted here", ErrBadRequest, p.name, p.base)
+		}
+		req.PrevHeight, req.PrevHash, req.Txs = p.base, p.baseHash, req.Txs[skip:]
 	}
 	if h, err := s.ps.hashAtLocked(p, req.PrevHeight); err != nil || h != req.PrevHash {
 		return AppendReply{Mismatch: true, Last: min(p.last, req.PrevHeight-1)}, nil
