@@ -271,7 +271,7 @@ func DecodeAttr(b []byte) (Attr, error) {
 		a.Extents = append(a.Extents, e)
 	}
 	if n := d.Count(2); n > 0 {
-		a.Xattrs = make(map[string][]byte, n)
+		a.Xattrs = make(map[string][]byte, min(n, 16)) // the map grows with what parses
 		for range n {
 			k := d.String()
 			a.Xattrs[k] = []byte(d.String())

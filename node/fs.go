@@ -102,7 +102,7 @@ func (n *Node) handleFSGet(w http.ResponseWriter, r *http.Request) {
 		if r.Method == http.MethodHead {
 			return
 		}
-		buf := make([]byte, 1<<20)
+		buf := make([]byte, min(1<<20, a.Size))
 		for off := int64(0); uint64(off) < a.Size; {
 			got, err := n.fs.ReadAt(ctx, id, a, buf, off)
 			if got > 0 {
@@ -169,9 +169,10 @@ func (n *Node) handleFSPut(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	// Stream the body in pieces, committing each.
+	// Stream the body in pieces, committing each. The pieces grow to 8 MiB
+	// as the bytes come, so a request costs what it sends.
 	wr := n.fs.NewWriter(id)
-	buf := make([]byte, 8<<20)
+	buf := make([]byte, 64<<10)
 	var size int64
 	for {
 		got, rerr := io.ReadFull(r.Body, buf)
@@ -182,6 +183,9 @@ func (n *Node) handleFSPut(w http.ResponseWriter, r *http.Request) {
 				writeFSError(w, err)
 				return
 			}
+		}
+		if got == len(buf) && len(buf) < 8<<20 {
+			buf = make([]byte, 2*len(buf))
 		}
 		if errors.Is(rerr, io.EOF) || errors.Is(rerr, io.ErrUnexpectedEOF) {
 			break

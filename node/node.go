@@ -309,7 +309,7 @@ func New(cfg Config) (_ *Node, err error) {
 		return nil, err
 	}
 	gcrpc.Register(n.grpcSrv, n.gc)
-	n.httpSrv = &http.Server{Handler: n.httpHandler(), ReadHeaderTimeout: 10 * time.Second}
+	n.httpSrv = &http.Server{Handler: n.httpHandler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 64 << 10}
 	return n, nil
 }
 

@@ -73,19 +73,28 @@ func (c *Config) validate() error {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
 	switch {
-	case c.VNodes < 1:
-		return fmt.Errorf("ring: VNodes %d must be at least 1", c.VNodes)
+	case c.VNodes < 1 || c.VNodes > MaxVNodes:
+		return fmt.Errorf("ring: VNodes %d must be from 1 to %d", c.VNodes, MaxVNodes)
 	case c.Replicas < 1:
 		return fmt.Errorf("ring: Replicas %d must be at least 1", c.Replicas)
 	case c.MinSuccessors < c.Replicas+1:
 		return fmt.Errorf("ring: MinSuccessors %d must be at least Replicas+1 = %d", c.MinSuccessors, c.Replicas+1)
 	case c.MaxSuccessors < c.MinSuccessors:
 		return fmt.Errorf("ring: MaxSuccessors %d is below MinSuccessors %d", c.MaxSuccessors, c.MinSuccessors)
+	case c.MaxSuccessors > MaxRefs:
+		return fmt.Errorf("ring: MaxSuccessors %d is above %d", c.MaxSuccessors, MaxRefs)
 	case c.TickInterval < 0 || c.CallTimeout < 0:
 		return errors.New("ring: negative TickInterval or CallTimeout")
 	}
 	return nil
 }
+
+// MaxVNodes bounds the virtual nodes one host runs.
+const MaxVNodes = 1024
+
+// MaxRefs bounds the vnode lists hosts exchange (a host's vnodes, a
+// successor list); a longer one from the network is refused.
+const MaxRefs = 4 * MaxVNodes
 
 // Change reports a vnode's new predecessor and successor list.
 type Change struct {

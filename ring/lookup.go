@@ -113,6 +113,9 @@ func (h *Host) Lookup(ctx context.Context, key ID, n int) (Result, error) {
 		if len(res.Replicas) == n || !added {
 			return res, nil
 		}
+		if hops >= 2*maxHops {
+			return Result{}, fmt.Errorf("%w: more than %d hops extending the replica set of %s", ErrLookup, 2*maxHops, key.Short())
+		}
 		// Extend from the farthest entry that answers: an unreachable one
 		// only costs going back along the list.
 		var next []Ref

@@ -84,6 +84,8 @@ func ServerOptions(log *slog.Logger) []grpc.ServerOption {
 		grpc.ForceServerCodec(Codec{}),
 		grpc.MaxRecvMsgSize(MaxMessageBytes),
 		grpc.MaxSendMsgSize(MaxMessageBytes),
+		grpc.MaxConcurrentStreams(MaxStreams),
+		grpc.MaxHeaderListSize(maxHeaderBytes),
 		grpc.ChainUnaryInterceptor(func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (resp any, err error) {
 			defer recoverRPC(log, info.FullMethod, &err)
 			return h(ctx, req)
@@ -106,6 +108,14 @@ func recoverRPC(log *slog.Logger, method string, err *error) {
 // their messages well below it: a transaction-log batch carries at most a
 // few MiB, and blocks stream in pieces.
 const MaxMessageBytes = 16 << 20
+
+// MaxStreams bounds the calls one connection has open at once; a client
+// past it waits for one to end. It bounds what one connection can make a
+// server hold in messages being received.
+const MaxStreams = 128
+
+// maxHeaderBytes bounds a call's metadata, which difuse keeps small.
+const maxHeaderBytes = 64 << 10
 
 // DialOptions are the options every difuse gRPC client uses: the
 // FlatBuffers codec over plain (unencrypted) transport.

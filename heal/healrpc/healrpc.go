@@ -220,6 +220,9 @@ func (t *Transport) Items(ctx context.Context, to string, kind heal.Kind, arc he
 	if err != nil {
 		return nil, false, fmt.Errorf("heal: %s: %w", to, err)
 	}
+	if r.ItemsLength() > max(limit, 0) {
+		return nil, false, fmt.Errorf("heal: %s: %d items, %d asked for", to, r.ItemsLength(), limit)
+	}
 	out := make([]heal.Item, 0, r.ItemsLength())
 	var it fb.HealItem
 	for i := range r.ItemsLength() {

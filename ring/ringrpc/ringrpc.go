@@ -238,8 +238,12 @@ func DecodeOptRef(t *fb.VNodeRef) (ring.Ref, error) {
 	return DecodeRef(t)
 }
 
-// DecodeRefs reads a vector of n VNodeRefs through its generated accessor.
+// DecodeRefs reads a vector of n VNodeRefs through its generated accessor;
+// more than ring.MaxRefs are refused.
 func DecodeRefs(n int, at func(*fb.VNodeRef, int) bool) ([]ring.Ref, error) {
+	if n > ring.MaxRefs {
+		return nil, fmt.Errorf("%w: %d vnode refs (at most %d)", errBadRequest, n, ring.MaxRefs)
+	}
 	refs := make([]ring.Ref, 0, n)
 	var t fb.VNodeRef
 	for i := range n {

@@ -136,3 +136,15 @@ func TestBadFields(t *testing.T) {
 		t.Errorf("31-byte key: %v", err)
 	}
 }
+
+// A vnode list longer than any host sends is refused before anything is
+// sized by its length.
+func TestDecodeRefsBoundsTheCount(t *testing.T) {
+	_, err := DecodeRefs(ring.MaxRefs+1, func(*fb.VNodeRef, int) bool {
+		t.Fatal("an element read past the bound")
+		return false
+	})
+	if !errors.Is(err, errBadRequest) {
+		t.Errorf("%d refs: %v", ring.MaxRefs+1, err)
+	}
+}

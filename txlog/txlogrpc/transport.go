@@ -114,6 +114,9 @@ func (t *Transport) Fetch(ctx context.Context, to, partition string, from uint64
 	if err != nil {
 		return nil, FromStatus(to, err)
 	}
+	if limit > 0 && r.TxsLength() > limit {
+		return nil, fmt.Errorf("%w: %s sent %d entries, %d asked for", txlog.ErrBadRequest, to, r.TxsLength(), limit)
+	}
 	return decodeTxs(r.TxsLength(), r.Txs)
 }
 
