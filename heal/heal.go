@@ -688,7 +688,7 @@ func (h *Healer) sync(ctx context.Context, p *pass, name string, set []string) (
 // logged now: once a minute per partition, so a wait that does not end
 // shows in the log without filling it.
 func (h *Healer) noteWait(name string) bool {
-	now := h.clock()
+	now := time.Now() // not h.clock: a node's clock may jump back for good
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if now.Sub(h.waits[name]) < time.Minute {

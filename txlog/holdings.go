@@ -54,7 +54,8 @@ func (s *Service) Partitions(fn func(Held) error) error {
 // dropBatch bounds the keys one store transaction of Drop deletes.
 const dropBatch = 1000
 
-// ErrLeading refuses to drop a partition this host leads.
+// ErrLeading refuses to drop a partition while this host runs a request
+// as its leader.
 var ErrLeading = errors.New("txlog: this host leads the partition")
 
 // Drop deletes this host's replica of a partition: its records, its index
@@ -71,11 +72,19 @@ func (s *Service) Drop(partition string) error {
 	if err != nil {
 		return err
 	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if !p.leading.IsZero() {
+	// A host that still takes itself for the leader steps down, unless a
+	// request is running there: healing drops only a partition whose
+	// leader (another host) has moved the set in force off this host, so
+	// that belief is stale. Nothing else tells a host outside the set that
+	// it was deposed: it used to refuse the drop for as long as it ran (a
+	// leaving node waited on it for good).
+	if !p.lead.TryLock() {
 		return fmt.Errorf("%w: %q", ErrLeading, partition)
 	}
+	defer p.lead.Unlock()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.leading = Ballot{}
 	if err := s.ps.clear(p, false); err != nil {
 		return fmt.Errorf("txlog: drop %q: %w", partition, err)
 	}

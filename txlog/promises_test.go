@@ -309,3 +309,33 @@ func TestHighestBallotIsRefused(t *testing.T) {
 		}
 	}
 }
+
+// A host that led a partition, and was moved out of its set without being
+// told it was deposed, drops it when healing asks (it refused for as long
+// as it ran); the others' copies keep every acknowledged write. While a
+// request runs there as leader, the drop waits.
+func TestDropByAStaleLeader(t *testing.T) {
+	net := NewNetwork(memnet.New(1))
+	placer := &staticPlacer{set: []string{"a", "b", "c"}}
+	svcs := staticServices(t, net, placer, nil)
+	ctx := ctxFor(t, 10*time.Second)
+	const part = "kv/stale-leader"
+	if _, err := svcs["a"].Write(ctx, part, set("k", "v1"), All); err != nil {
+		t.Fatal(err)
+	}
+	p, _ := svcs["a"].ps.get(part)
+	p.lead.Lock()
+	if err := svcs["a"].Drop(part); !errors.Is(err, ErrLeading) {
+		t.Errorf("a drop while a request runs: %v", err)
+	}
+	p.lead.Unlock()
+	if err := svcs["a"].Drop(part); err != nil {
+		t.Fatalf("a drop by a leader with no request running: %v", err)
+	}
+	placer.mu.Lock()
+	placer.set = []string{"b", "a", "c"}
+	placer.mu.Unlock()
+	if r, err := svcs["b"].Read(ctx, part, "k", Quorum); err != nil || string(r.Value) != "v1" {
+		t.Fatalf("a read through the next leader: %+v, %v", r, err)
+	}
+}
