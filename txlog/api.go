@@ -522,16 +522,18 @@ func (s *Service) leadWriteUnconfirmed(ctx context.Context, p *part, req Request
 // absent reports whether a read of req's partition finds nothing: this host
 // holds nothing of it, nor does any host of the ring's set (each of which
 // must answer), nor any of the hosts after the set that answers (the hosts
-// a creation asks, see beyondSet), and the ring has been still as long as
-// a creation needs. Such a read answers that nothing is there without
-// creating the partition, so reads of random keys cost no disk or memory.
-// A write acknowledged before the read began is on every host of the set
-// it was created on, so it is seen.
+// a creation asks, see beyondSet), the ring's set is as wide as a creation
+// needs (creationWidth) and the ring has been still as long as a creation
+// needs. Such a read answers that nothing is there without creating the
+// partition, so reads of random keys cost no disk or memory. A write
+// acknowledged before the read began is on every host of the set it was
+// created on, and that set meets any set as wide as a creation needs, so
+// the write is seen.
 func (s *Service) absent(ctx context.Context, req Request, ringSet []string) bool {
 	if _, err := s.ps.find(req.Partition); !errors.Is(err, ErrNoPartition) {
 		return false
 	}
-	if s.ringStill() < s.cfg.CreationSettle {
+	if len(ringSet) < s.creationWidth() || s.ringStill() < s.cfg.CreationSettle {
 		return false
 	}
 	hosts := s.beyondSet(ctx, req.Partition, ringSet)
