@@ -9,6 +9,8 @@ import (
 	"sync"
 	"time"
 
+	"google.golang.org/grpc/credentials"
+
 	"github.com/difuse/difuse/blockstore"
 	"github.com/difuse/difuse/level"
 	"github.com/difuse/difuse/nodestatus"
@@ -26,6 +28,7 @@ const attemptTimeout = 5 * time.Second
 // cannot be reached it moves on to the next, so it survives the loss of
 // the node it was given. It is safe for concurrent use.
 type Cluster struct {
+	creds credentials.TransportCredentials
 	mu    sync.Mutex
 	conns []*Conn
 	next  int
@@ -38,10 +41,11 @@ type Cluster struct {
 // refreshEvery is how often a Cluster relearns the ring.
 const refreshEvery = 2 * time.Second
 
-// DialCluster prepares connections to the nodes at addrs and learns the
-// others from the first that answers within ctx.
-func DialCluster(ctx context.Context, addrs []string) (*Cluster, error) {
-	c := &Cluster{done: make(chan struct{})}
+// DialCluster prepares connections to the nodes at addrs, with the
+// member's credentials creds (see Dial), and learns the others from the
+// first that answers within ctx.
+func DialCluster(ctx context.Context, addrs []string, creds credentials.TransportCredentials) (*Cluster, error) {
+	c := &Cluster{creds: creds, done: make(chan struct{})}
 	for _, a := range addrs {
 		if err := c.add(a); err != nil {
 			c.Close()
@@ -143,7 +147,7 @@ func (c *Cluster) add(addr string) error {
 			return nil
 		}
 	}
-	conn, err := Dial(addr)
+	conn, err := Dial(addr, c.creds)
 	if err != nil {
 		return err
 	}

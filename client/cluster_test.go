@@ -14,6 +14,7 @@ import (
 	flatbuffers "github.com/google/flatbuffers/go"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
 	"github.com/difuse/difuse/ring"
@@ -26,7 +27,7 @@ import (
 // A request goes first to the node whose vnode follows its key on the
 // ring, unless that node failed lately.
 func TestLeader(t *testing.T) {
-	c := &Cluster{done: make(chan struct{})}
+	c := &Cluster{creds: insecure.NewCredentials(), done: make(chan struct{})}
 	defer c.Close()
 	for _, a := range []string{"127.0.0.1:1", "127.0.0.1:2"} {
 		if err := c.add(a); err != nil {
@@ -83,7 +84,7 @@ func TestRetriedWriteKeepsItsID(t *testing.T) {
 	ids := make(chan []byte, 2)
 	lost := serveFake(t, status.Error(codes.Unavailable, "the node died after the commit"), ids)
 	conflict := serveFake(t, txlogrpc.ToStatus(fmt.Errorf("x: %w", txlog.ErrConflict)), ids)
-	c := &Cluster{done: make(chan struct{})}
+	c := &Cluster{creds: insecure.NewCredentials(), done: make(chan struct{})}
 	defer c.Close()
 	for _, a := range []string{lost, conflict} {
 		if err := c.add(a); err != nil {

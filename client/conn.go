@@ -10,6 +10,7 @@ import (
 
 	flatbuffers "github.com/google/flatbuffers/go"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/status"
 
 	"github.com/difuse/difuse/nodestatus"
@@ -28,10 +29,12 @@ type Conn struct {
 	failedAt atomic.Int64
 }
 
-// Dial prepares a connection to the node at addr. It does not wait for the
-// node: the first call does, within its context's deadline.
-func Dial(addr string) (*Conn, error) {
-	cc, err := grpc.NewClient(addr, wire.DialOptions()...)
+// Dial prepares a connection to the node at addr with the member's
+// credentials creds (credentials.NewTLS of an identity's ClientConfig). It
+// does not wait for the node: the first call does, within its context's
+// deadline.
+func Dial(addr string, creds credentials.TransportCredentials) (*Conn, error) {
+	cc, err := grpc.NewClient(addr, wire.DialOptions(creds)...)
 	if err != nil {
 		return nil, fmt.Errorf("dial %s: %w", addr, err)
 	}

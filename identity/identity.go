@@ -167,6 +167,27 @@ func (id *Identity) Issue(pub crypto.PublicKey, role Role, name string) (*x509.C
 	return x509.ParseCertificate(der)
 }
 
+// NewMember returns a whole new member's identity in role, issued to name,
+// made where the CA's key is (a joiner far away makes its own key and asks
+// for a certificate instead).
+func (id *Identity) NewMember(role Role, name string) (*Identity, error) {
+	key, err := NewKey()
+	if err != nil {
+		return nil, err
+	}
+	cert, err := id.Issue(key.Public(), role, name)
+	if err != nil {
+		return nil, err
+	}
+	var caKey []byte
+	if role == RoleNode {
+		if caKey, err = id.CAKeyDER(); err != nil {
+			return nil, err
+		}
+	}
+	return Joined(id.CA.Raw, cert.Raw, key, caKey)
+}
+
 // Joined assembles the identity a joiner was given: the CA, its
 // certificate for key, and for a node the CA's key (PKCS #8 DER). It
 // checks that they belong together.
@@ -338,7 +359,8 @@ func readPEM(path, kind string) ([]byte, error) {
 }
 
 // writeFileSync writes a file through a temporary one, synced and renamed
-// into place, so a crash leaves the old file or the new one.
+// into place, then syncs the directory, so a crash or a power loss leaves
+// the old file or the new one.
 func writeFileSync(path string, data []byte, mode os.FileMode) error {
 	tmp := path + ".tmp"
 	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, mode)
@@ -356,7 +378,20 @@ func writeFileSync(path string, data []byte, mode os.FileMode) error {
 	if err := f.Close(); err != nil {
 		return err
 	}
-	return os.Rename(tmp, path)
+	if err := os.Rename(tmp, path); err != nil {
+		return err
+	}
+	d, err := os.Open(filepath.Dir(path))
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
+
+// WriteToken writes a token to path (mode 0600), synced like the identity.
+func WriteToken(path string, t Token) error {
+	return writeFileSync(path, []byte(t.String()+"\n"), 0o600)
 }
 
 // TLSCertificate returns the member's certificate for a TLS handshake,

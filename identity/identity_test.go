@@ -11,25 +11,10 @@ import (
 	"time"
 )
 
-// join admits a member to the cluster of node as a joiner would be: a new
-// key, a certificate issued for it, and the CA's key for a node.
+// join admits a member to the cluster of node.
 func join(t *testing.T, node *Identity, role Role, name string) *Identity {
 	t.Helper()
-	key, err := NewKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := node.Issue(key.Public(), role, name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var caKey []byte
-	if role == RoleNode {
-		if caKey, err = node.CAKeyDER(); err != nil {
-			t.Fatal(err)
-		}
-	}
-	id, err := Joined(node.CA.Raw, cert.Raw, key, caKey)
+	id, err := node.NewMember(role, name)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -16,6 +16,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/difuse/difuse/identity"
 	"github.com/difuse/difuse/internal/cli"
 	"github.com/difuse/difuse/internal/lazyfs"
 )
@@ -123,7 +124,7 @@ func (c *cluster) addNode(ctx context.Context) (int, error) {
 		"-compact-interval", "10s", "-log-keep", "1", "-log-keep-for", "30s",
 		"-heal-interval", "5s", "-heal-grace", "20s", "-gc-interval", "30s", "-gc-grace", "2m"}
 	if len(members) > 0 {
-		n.argv = append(n.argv, "-j", c.grpcAddr(members[c.rng.IntN(len(members))]))
+		n.argv = append(n.argv, "-j", c.grpcAddr(members[c.rng.IntN(len(members))]), "-token-file", c.tokenPath())
 	}
 	// Each node's clock is off by up to maxClockOffset either way.
 	n.env = append(slices.Clone(c.env), "DIFUSE_CLOCK_OFFSET_FILE="+n.clockPath)
@@ -136,8 +137,26 @@ func (c *cluster) addNode(ctx context.Context) (int, error) {
 	if err := n.start(); err != nil {
 		return 0, err
 	}
-	return i, c.waitServing(ctx, i)
+	if err := c.waitServing(ctx, i); err != nil {
+		return 0, err
+	}
+	if len(members) == 0 {
+		// The first node made the cluster and its join token; the token
+		// is kept apart from the node, which may be replaced.
+		b, err := os.ReadFile(filepath.Join(n.data, identity.TokenFile))
+		if err != nil {
+			return 0, fmt.Errorf("the first node's join token: %w", err)
+		}
+		if err := os.WriteFile(c.tokenPath(), b, 0o600); err != nil {
+			return 0, err
+		}
+	}
+	return i, nil
 }
+
+// tokenPath is where the harness keeps the cluster's join token, for the
+// nodes that join and the mounts.
+func (c *cluster) tokenPath() string { return filepath.Join(c.dir, identity.TokenFile) }
 
 // setClock sets the node's clock offset, which it reads from its clock
 // file within a tenth of a second.
@@ -343,7 +362,7 @@ func (c *cluster) leave(i int) error {
 	n := c.node(i)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	out, err := exec.CommandContext(ctx, filepath.Join(c.bin, "difused"), "leave", "-b", c.grpcAddr(i)).CombinedOutput()
+	out, err := exec.CommandContext(ctx, filepath.Join(c.bin, "difused"), "leave", "-d", n.data, "-b", c.grpcAddr(i)).CombinedOutput()
 	if err != nil && ctx.Err() != nil {
 		// The node took the leave and was still handing off: not a refusal.
 		return fmt.Errorf("node %d leaves: still handing off after 10 minutes: %s", i, strings.TrimSpace(string(out)))

@@ -42,7 +42,8 @@ func startMount(ctx context.Context, c *cluster, bin, dir string, i int) (*mount
 	}
 	// A commit that makes no progress fails after 30 s rather than 2 min, so
 	// that a fault leaves an unknown outcome rather than a stalled client.
-	cmd := exec.Command(filepath.Join(bin, "difuse-mount"), "-j", strings.Join(addrs, ","), "-stall-timeout", "30s", dir)
+	cmd := exec.Command(filepath.Join(bin, "difuse-mount"), "-j", strings.Join(addrs, ","), "-token-file", c.tokenPath(),
+		"-d", dir+".id", "-stall-timeout", "30s", dir)
 	cmd.Stdout, cmd.Stderr = log, log
 	dieWithParent(cmd)
 	if err := cmd.Start(); err != nil {

@@ -14,7 +14,9 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/time/rate"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 
 	"github.com/difuse/difuse/blockstore"
 	"github.com/difuse/difuse/blockstore/blockrpc"
@@ -22,6 +24,7 @@ import (
 	"github.com/difuse/difuse/gc/gcrpc"
 	"github.com/difuse/difuse/heal"
 	"github.com/difuse/difuse/heal/healrpc"
+	"github.com/difuse/difuse/identity"
 	"github.com/difuse/difuse/inode"
 	"github.com/difuse/difuse/internal/cli"
 	"github.com/difuse/difuse/ring"
@@ -48,6 +51,10 @@ type Config struct {
 	// Join is the gRPC address of a node of the cluster to join; empty
 	// starts a new cluster, or rejoins the one the node was in before.
 	Join string
+	// Token is the join token that admits a node joining a cluster for the
+	// first time (see identity); a node that holds its certificate needs
+	// none.
+	Token string
 	// JoinTimeout bounds the attempts to join. Default 10s.
 	JoinTimeout time.Duration
 	// Leave makes a stopping node leave the ring gracefully and hand off
@@ -168,20 +175,23 @@ type Node struct {
 	metrics *metrics
 	db      *badgerdb.DB
 	id      string
-	start   time.Time
-	grpcLn  net.Listener
-	httpLn  net.Listener
-	grpcSrv *grpc.Server
-	httpSrv *http.Server
-	pool    *wire.Pool
-	ring    *ring.Host
-	txlog   *txlog.Service
-	blocks  *blockstore.Service
-	fs      *inode.FS
-	healer  *heal.Healer
-	gc      *gc.Collector
-	compact compactStats
-	ringTr  ring.Transport
+	ident   *identity.Identity // the node's membership of the cluster
+	// refusals limits the logging of refused calls.
+	refusals *rate.Limiter
+	start    time.Time
+	grpcLn   net.Listener
+	httpLn   net.Listener
+	grpcSrv  *grpc.Server
+	httpSrv  *http.Server
+	pool     *wire.Pool
+	ring     *ring.Host
+	txlog    *txlog.Service
+	blocks   *blockstore.Service
+	fs       *inode.FS
+	healer   *heal.Healer
+	gc       *gc.Collector
+	compact  compactStats
+	ringTr   ring.Transport
 	// leaveReq is closed when a client asks the node to leave.
 	leaveReq  chan struct{}
 	leaveOnce sync.Once
@@ -233,6 +243,9 @@ func New(cfg Config) (_ *Node, err error) {
 			return nil, fmt.Errorf("gRPC address %s: %w: a wildcard address needs an advertised address", advertise, ErrListen)
 		}
 	}
+	if n.ident, err = loadIdentity(cfg, n.db.Dir(), advertise); err != nil {
+		return nil, err
+	}
 	rc := cfg.Ring
 	rc.Addr, rc.Logger = advertise, n.log.With("component", "ring")
 	userOnChange := rc.OnChange
@@ -261,7 +274,7 @@ func New(cfg Config) (_ *Node, err error) {
 			userOnChange(c)
 		}
 	}
-	n.pool = wire.NewPool()
+	n.pool = wire.NewPool(credentials.NewTLS(n.ident.ClientConfig()))
 	n.ringTr = ringrpc.NewTransport(n.pool)
 	if n.ring, err = ring.New(rc, n.ringTr); err != nil {
 		return nil, err
@@ -296,7 +309,10 @@ func New(cfg Config) (_ *Node, err error) {
 	if n.healer, err = heal.New(hc, n.members, places, n.txlog, n.blocks, blockrpc.NewTransport(n.pool), healTr); err != nil {
 		return nil, err
 	}
-	n.grpcSrv = grpc.NewServer(append(wire.ServerOptions(n.log), n.metrics.serverOptions()...)...)
+	opts := append(wire.ServerOptions(n.log), grpc.Creds(credentials.NewTLS(n.ident.ServerConfig())))
+	opts = append(append(opts, n.metrics.serverOptions()...), n.authOptions()...)
+	n.grpcSrv = grpc.NewServer(opts...)
+	fb.RegisterJoinServer(n.grpcSrv, joinService{n: n})
 	fb.RegisterPeerServer(n.grpcSrv, peerService{n: n})
 	fb.RegisterClientServer(n.grpcSrv, clientService{n: n})
 	ringrpc.Register(n.grpcSrv, n.ring)
@@ -340,6 +356,10 @@ func loadID(db *badgerdb.DB) (string, error) {
 
 // ID returns the node's permanent identity.
 func (n *Node) ID() string { return n.id }
+
+// Identity returns the node's membership of its cluster: its certificate,
+// the CA's, and the CA's key, with which it admits others.
+func (n *Node) Identity() *identity.Identity { return n.ident }
 
 // GRPCAddr returns the address the gRPC server listens on.
 func (n *Node) GRPCAddr() string { return n.grpcLn.Addr().String() }

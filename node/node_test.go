@@ -7,13 +7,15 @@ import (
 	"net/http"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/credentials"
 
 	"github.com/difuse/difuse/client"
+	"github.com/difuse/difuse/identity"
 	"github.com/difuse/difuse/node"
 	"github.com/difuse/difuse/nodestatus"
 	"github.com/difuse/difuse/ring"
@@ -29,6 +31,7 @@ func startNode(t *testing.T, dir, join string) *node.Node {
 	if err != nil {
 		t.Fatal(err)
 	}
+	track(t, n)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- n.Run(ctx) }()
@@ -42,8 +45,11 @@ func startNode(t *testing.T, dir, join string) *node.Node {
 	return n
 }
 
+// testConfig returns the configuration of a node on loopback with its data
+// in dir, joining through the node at join (if not empty), which issues it
+// a join token if a test started it (see track).
 func testConfig(dir, join string) node.Config {
-	return node.Config{
+	cfg := node.Config{
 		GRPCAddr:    "127.0.0.1:0",
 		HTTPAddr:    "127.0.0.1:0",
 		Join:        join,
@@ -51,6 +57,40 @@ func testConfig(dir, join string) node.Config {
 		Ring:        ring.Config{TickInterval: 20 * time.Millisecond},
 		Store:       badgerdb.Options{Dir: dir, MinFreeBytes: -1},
 	}
+	if n, ok := started.Load(join); ok {
+		tok, err := n.(*node.Node).Identity().NewToken(identity.RoleNode, time.Hour)
+		if err != nil {
+			panic(err)
+		}
+		cfg.Token = tok.String()
+	}
+	return cfg
+}
+
+// started maps the gRPC address of every node a test runs to it: a node
+// joining through one gets its join token from it, a client its
+// credentials.
+var started sync.Map
+
+// track notes that n runs, until the test ends.
+func track(t *testing.T, n *node.Node) {
+	started.Store(n.GRPCAddr(), n)
+	t.Cleanup(func() { started.CompareAndDelete(n.GRPCAddr(), n) })
+}
+
+// creds returns the credentials of a client of the cluster of the node at
+// addr, which a test started.
+func creds(t *testing.T, addr string) credentials.TransportCredentials {
+	t.Helper()
+	n, ok := started.Load(addr)
+	if !ok {
+		t.Fatalf("no node the test started is at %s", addr)
+	}
+	member, err := n.(*node.Node).Identity().NewMember(identity.RoleClient, "test client")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return credentials.NewTLS(member.ClientConfig())
 }
 
 // waitMember waits until the node's ring host is a member: joined, or,
@@ -68,7 +108,7 @@ func waitMember(t *testing.T, n *node.Node) {
 
 func dial(t *testing.T, addr string) *client.Conn {
 	t.Helper()
-	c, err := client.Dial(addr)
+	c, err := client.Dial(addr, creds(t, addr))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -123,7 +163,7 @@ func (rawCodec) Unmarshal(b []byte, v any) error { *(v.(*[]byte)) = b; return ni
 func TestMalformedMessageToLiveServer(t *testing.T) {
 	n := startNode(t, t.TempDir(), "")
 	cc, err := grpc.NewClient(n.GRPCAddr(),
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithTransportCredentials(creds(t, n.GRPCAddr())),
 		grpc.WithDefaultCallOptions(grpc.ForceCodec(rawCodec{})))
 	if err != nil {
 		t.Fatal(err)
@@ -201,12 +241,9 @@ func TestJoin(t *testing.T) {
 		t.Fatalf("JoinedVia = %q", second.Status().JoinedVia)
 	}
 	cfg := testConfig(filepath.Join(t.TempDir(), "d"), "127.0.0.1:1")
+	cfg.Token = testConfig("", first.GRPCAddr()).Token
 	cfg.JoinTimeout = 500 * time.Millisecond
-	n, err := node.New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := n.Run(context.Background()); !errors.Is(err, node.ErrJoin) {
+	if _, err := node.New(cfg); !errors.Is(err, node.ErrJoin) {
 		t.Fatalf("join of a dead address: err = %v, want ErrJoin", err)
 	}
 }

@@ -151,6 +151,7 @@ func TestLeaveOnStop(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		track(t, n)
 		ctx, stop := context.WithCancel(context.Background())
 		done := make(chan error, 1)
 		go func() { done <- n.Run(ctx) }()
@@ -221,6 +222,7 @@ func TestWholeClusterRestart(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			track(t, n)
 			nodes[i], dones[i] = n, make(chan error, 1)
 			go func() { dones[i] <- n.Run(ctx) }()
 		}

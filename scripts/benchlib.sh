@@ -6,7 +6,7 @@
 # nodes, and waits until every node places keys on three hosts.
 bench_cluster() {
   for i in 0 1 2; do
-    join=(); [ "$i" -gt 0 ] && join=(-j 127.0.0.1:4654)
+    join=(); [ "$i" -gt 0 ] && join=(-j 127.0.0.1:4654 -token-file "$work/n0/join-token")
     "$work/bin/difused" -b "127.0.0.1:$((4654 + i))" -a "127.0.0.1:$((9154 + i))" -d "$work/n$i" "${join[@]}" 2>"$work/n$i.log" &
     nodes+=($!)
     for _ in $(seq 300); do grep -q 'msg="node serving"' "$work/n$i.log" && break; sleep 0.1; done
@@ -28,7 +28,7 @@ bench_cluster() {
 mount_difuse() {
   if [ -n "$mountpid" ]; then kill "$mountpid"; wait "$mountpid" || true; fi
   mkdir -p "$work/mnt"
-  "$work/bin/difuse-mount" -j 127.0.0.1:4654 -metrics 127.0.0.1:9160 "$@" "$work/mnt" 2>"$work/mount.log" &
+  "$work/bin/difuse-mount" -j 127.0.0.1:4654 -token-file "$work/n0/join-token" -d "$work/mount-id" -metrics 127.0.0.1:9160 "$@" "$work/mnt" 2>"$work/mount.log" &
   mountpid=$!
   for _ in $(seq 300); do grep -q 'msg=mounted' "$work/mount.log" && return; sleep 0.1; done
   echo "bench: the difuse mount did not come up" >&2; exit 1

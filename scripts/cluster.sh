@@ -28,12 +28,16 @@ up() {
       echo "n$i already running (pid $(cat "$dir/pid"))"; continue
     fi
     local join=()
-    [ "$i" -gt 0 ] && join=(-j 127.0.0.1:4624)
+    # Nodes after the first join with the token the first wrote.
+    [ "$i" -gt 0 ] && join=(-j 127.0.0.1:4624 -token-file "$state/n0/data/join-token")
     echo "$grpc" > "$dir/grpc"
     echo "$http" > "$dir/http"
     [ -f "$dir/log" ] && mv "$dir/log" "$dir/log.prev"
     nohup bin/difused -b "$grpc" -a "$http" -d "$dir/data" "${join[@]}" >"$dir/log" 2>&1 &
     echo $! > "$dir/pid"
+    if [ "$i" -eq 0 ]; then
+      for _ in $(seq 300); do [ -f "$dir/data/join-token" ] && break; sleep 0.1; done
+    fi
   done
   # Wait until every node is a ring member (its lookups answer).
   for ((i = 0; i < n; i++)); do
@@ -80,7 +84,7 @@ wait_ring() {
 status() {
   for dir in $(node_dirs); do
     echo "== $(basename "$dir")"
-    bin/difused status -b "$(cat "$dir/grpc")" || true
+    bin/difused status -d "$dir/data" -b "$(cat "$dir/grpc")" || true
   done
 }
 

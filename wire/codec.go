@@ -10,7 +10,7 @@ import (
 	flatbuffers "github.com/google/flatbuffers/go"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/status"
 )
 
@@ -118,10 +118,11 @@ const MaxStreams = 128
 const maxHeaderBytes = 64 << 10
 
 // DialOptions are the options every difuse gRPC client uses: the
-// FlatBuffers codec over plain (unencrypted) transport.
-func DialOptions() []grpc.DialOption {
+// FlatBuffers codec over creds, a member's TLS (see identity; tests of one
+// service alone use insecure.NewCredentials).
+func DialOptions(creds credentials.TransportCredentials) []grpc.DialOption {
 	return []grpc.DialOption{
 		grpc.WithDefaultCallOptions(grpc.ForceCodec(Codec{}), grpc.MaxCallRecvMsgSize(MaxMessageBytes), grpc.MaxCallSendMsgSize(MaxMessageBytes)),
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithTransportCredentials(creds),
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"sync"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 )
 
 // ErrPoolClosed is returned by a Pool's Get after Close.
@@ -15,13 +16,17 @@ var ErrPoolClosed = errors.New("wire: connection pool closed")
 // that calls it (the ring, the transaction logs, the block store), so a
 // node holds one HTTP/2 connection per peer. It is safe for concurrent use.
 type Pool struct {
+	creds  credentials.TransportCredentials
 	mu     sync.Mutex
 	conns  map[string]*grpc.ClientConn
 	closed bool
 }
 
-// NewPool returns a pool with no connections yet.
-func NewPool() *Pool { return &Pool{conns: map[string]*grpc.ClientConn{}} }
+// NewPool returns a pool with no connections yet, whose connections use
+// creds (see DialOptions).
+func NewPool(creds credentials.TransportCredentials) *Pool {
+	return &Pool{creds: creds, conns: map[string]*grpc.ClientConn{}}
+}
 
 // Get returns the connection to addr, creating it on first use. Creating
 // one does not dial: the first call does, within its own deadline.
@@ -34,7 +39,7 @@ func (p *Pool) Get(addr string) (*grpc.ClientConn, error) {
 	if cc, ok := p.conns[addr]; ok {
 		return cc, nil
 	}
-	cc, err := grpc.NewClient(addr, DialOptions()...)
+	cc, err := grpc.NewClient(addr, DialOptions(p.creds)...)
 	if err != nil {
 		return nil, fmt.Errorf("wire: connection to %s: %w", addr, err)
 	}

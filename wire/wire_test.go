@@ -20,7 +20,7 @@ var allTables = []table{
 	&fb.FetchReply{}, &fb.FetchRequest{}, &fb.Finger{}, &fb.GCCollectRequest{}, &fb.GCReport{}, &fb.GCStats{},
 	&fb.GCSweepReply{}, &fb.GCSweepRequest{}, &fb.HealAck{}, &fb.HealArc{}, &fb.HealDigestsReply{},
 	&fb.HealDigestsRequest{}, &fb.HealItem{}, &fb.HealItemsReply{}, &fb.HealItemsRequest{}, &fb.HealLeaveRequest{},
-	&fb.HealStats{}, &fb.LeavingRequest{}, &fb.LogEntry{}, &fb.NextReply{},
+	&fb.HealStats{}, &fb.JoinReply{}, &fb.JoinRequest{}, &fb.LeavingRequest{}, &fb.LogEntry{}, &fb.NextReply{},
 	&fb.NextRequest{}, &fb.NodeInfo{}, &fb.PingReply{}, &fb.PingRequest{}, &fb.PrepareReply{},
 	&fb.PrepareRequest{}, &fb.ReadLocalRequest{}, &fb.Record{}, &fb.RectifyRequest{}, &fb.SnapshotReply{}, &fb.SnapshotRequest{},
 	&fb.StateReply{}, &fb.StatusReply{}, &fb.StatusRequest{}, &fb.StoreStats{}, &fb.TxEntry{},

@@ -15,6 +15,7 @@ import (
 	flatbuffers "github.com/google/flatbuffers/go"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
 	"github.com/difuse/difuse/blockstore"
@@ -47,7 +48,7 @@ func startCluster(t testing.TB, n int, onDisk bool) []*host {
 			t.Fatal(err)
 		}
 		addr := ln.Addr().String()
-		pool := wire.NewPool()
+		pool := wire.NewPool(insecure.NewCredentials())
 		t.Cleanup(func() { pool.Close() })
 		rh, err := ring.New(ring.Config{Addr: addr, TickInterval: 50 * time.Millisecond, CallTimeout: 500 * time.Millisecond}, ringrpc.NewTransport(pool))
 		if err != nil {
@@ -142,7 +143,7 @@ func TestBlocksOverGRPC(t *testing.T) {
 		t.Fatalf("the empty block: %d bytes, %v", len(got), err)
 	}
 
-	tr := NewTransport(wire.NewPool())
+	tr := NewTransport(wire.NewPool(insecure.NewCredentials()))
 	present, err := tr.Has(ctxT(t), hosts[1].addr, []blockstore.Hash{h, blockstore.Sum([]byte("nothing"))}, false)
 	if err != nil || !present[0] || present[1] {
 		t.Fatalf("Has = %v, %v", present, err)
@@ -172,7 +173,7 @@ func TestBlocksOverGRPC(t *testing.T) {
 
 func TestBadMessages(t *testing.T) {
 	hosts := startCluster(t, 1, false)
-	cc, err := grpc.NewClient(hosts[0].addr, wire.DialOptions()...)
+	cc, err := grpc.NewClient(hosts[0].addr, wire.DialOptions(insecure.NewCredentials())...)
 	if err != nil {
 		t.Fatal(err)
 	}

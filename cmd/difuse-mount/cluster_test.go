@@ -42,7 +42,8 @@ func startCluster(t *testing.T) *cluster {
 	}
 	c := &cluster{}
 	for i := range 3 {
-		args := []string{"-b", "127.0.0.1:0", "-a", "127.0.0.1:0", "-d", t.TempDir()}
+		dir := t.TempDir()
+		args := []string{"-b", "127.0.0.1:0", "-a", "127.0.0.1:0", "-d", dir}
 		if i > 0 {
 			args = append(args, "-j", c.grpcs[0])
 		}
@@ -53,6 +54,7 @@ func startCluster(t *testing.T) *cluster {
 		if err != nil {
 			t.Fatal(err)
 		}
+		proctest.NoteNode(t, m[1], dir, args)
 		c.nodes, c.grpcs, c.https = append(c.nodes, p), append(c.grpcs, m[1]), append(c.https, m[2])
 	}
 	waitFullSets(t, c.https)
@@ -63,7 +65,7 @@ func startCluster(t *testing.T) *cluster {
 // mount's process.
 func (c *cluster) mount(t *testing.T, i int, mnt string) *proctest.Proc {
 	t.Helper()
-	return startMount(t, mnt, "-j", c.grpcs[i])
+	return startMount(t, mnt, "-d", t.TempDir(), "-j", c.grpcs[i])
 }
 
 // status returns every live node's status.

@@ -3,7 +3,9 @@
 //	difuse-mount [-d data-dir] [flags] MOUNTPOINT
 //
 // With -j it talks to an existing cluster as a client, through the nodes
-// given and those it learns from them. Without -j it runs an embedded
+// given and those it learns from them; the first time, a join token
+// (-token, -token-file or DIFUSE_TOKEN) gets it a client's certificate,
+// which it keeps in its data directory. Without -j it runs an embedded
 // single node on the data directory, so one command gives a working mount.
 // It serves the filesystem at MOUNTPOINT until SIGINT or SIGTERM, when it
 // unmounts.
@@ -31,9 +33,11 @@ import (
 
 	"bazil.org/fuse"
 	"bazil.org/fuse/fs"
+	"google.golang.org/grpc/credentials"
 
 	"github.com/difuse/difuse/client"
 	"github.com/difuse/difuse/fsnode"
+	"github.com/difuse/difuse/identity"
 	"github.com/difuse/difuse/inode"
 	"github.com/difuse/difuse/internal/cli"
 	"github.com/difuse/difuse/level"
@@ -52,6 +56,7 @@ func main() {
 // options are difuse-mount's flags.
 type options struct {
 	join, dir, grpcAddr, httpAddr, logLevel string
+	token, tokenFile                        string
 	metricsAddr                             string
 	attrValid, entryValid                   time.Duration
 	readLevel, writeLevel                   string
@@ -70,7 +75,9 @@ func newFlags(o *options, stderr io.Writer) *flag.FlagSet {
 		flags.PrintDefaults()
 	}
 	flags.StringVar(&o.join, "j", "", "gRPC `addresses` (comma-separated) of nodes of a cluster to use; none: run an embedded node")
-	flags.StringVar(&o.dir, "d", "", "data `directory` of the embedded node (default $XDG_DATA_HOME/difuse/mount, else ~/.local/share/difuse/mount)")
+	flags.StringVar(&o.dir, "d", "", "data `directory` of the embedded node (default $XDG_DATA_HOME/difuse/mount, else ~/.local/share/difuse/mount); with -j, where the mount keeps its certificate (default .../difuse/client)")
+	flags.StringVar(&o.token, "token", "", "with -j, the join `token` that admits the mount (also DIFUSE_TOKEN); needed once, the mount keeps its certificate")
+	flags.StringVar(&o.tokenFile, "token-file", "", "`file` holding the join token")
 	flags.StringVar(&o.grpcAddr, "b", "127.0.0.1:4644", "gRPC `address` of the embedded node; keep it the same across runs")
 	flags.StringVar(&o.httpAddr, "a", "127.0.0.1:9144", "HTTP `address` of the embedded node")
 	flags.DurationVar(&o.attrValid, "attr-valid", time.Second, "how long the kernel caches attributes")
@@ -87,6 +94,44 @@ func newFlags(o *options, stderr io.Writer) *flag.FlagSet {
 	flags.StringVar(&o.logLevel, "log-level", "info", "log `level`: debug, info, warn or error")
 	flags.StringVar(&o.metricsAddr, "metrics", "", "serve Prometheus metrics of the mount (FUSE operations, block cache) at http://`address`/metrics; none: do not")
 	return flags
+}
+
+// clientCreds returns the credentials of a mount of a cluster: the
+// certificate kept in the data directory, or one the cluster issues for
+// the join token given, which is then kept there.
+func (o *options) clientCreds(ctx context.Context) (credentials.TransportCredentials, error) {
+	dir := o.dir
+	if dir == "" {
+		var err error
+		if dir, err = cli.DataDir("client"); err != nil {
+			return nil, err
+		}
+	}
+	id, err := identity.Load(dir)
+	if errors.Is(err, identity.ErrNone) {
+		tok, terr := cli.Token(o.token, o.tokenFile)
+		if terr != nil {
+			return nil, terr
+		}
+		if tok == "" {
+			return nil, fmt.Errorf("no certificate in %s and no join token given (-token, -token-file or DIFUSE_TOKEN)", dir)
+		}
+		t, perr := identity.ParseToken(tok)
+		if perr != nil {
+			return nil, perr
+		}
+		actx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		name, _ := os.Hostname()
+		if id, err = client.Admit(actx, strings.Split(o.join, ","), t, "mount@"+name, true); err != nil {
+			return nil, err
+		}
+		err = id.Save(dir)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return credentials.NewTLS(id.ClientConfig()), nil
 }
 
 // inodeOptions returns the filesystem's options from the flags.
@@ -188,7 +233,12 @@ func run(args []string, stderr io.Writer) int {
 	var capacity func(context.Context) (uint64, uint64, error)
 	var nodeDone chan error // the embedded node's end, if there is one
 	if o.join != "" {
-		cl, err := client.DialCluster(ctx, strings.Split(o.join, ","))
+		creds, err := o.clientCreds(ctx)
+		if err != nil {
+			log.Error("cannot join the cluster", "nodes", o.join, "err", err)
+			return cli.ExitJoin
+		}
+		cl, err := client.DialCluster(ctx, strings.Split(o.join, ","), creds)
 		if err != nil {
 			log.Error("cannot reach the cluster", "nodes", o.join, "err", err)
 			return cli.ExitJoin

@@ -3,6 +3,7 @@ package main
 import (
 	"cmp"
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -12,28 +13,76 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"google.golang.org/grpc/credentials"
+
 	"github.com/difuse/difuse/blockstore"
 	"github.com/difuse/difuse/client"
+	"github.com/difuse/difuse/identity"
 	"github.com/difuse/difuse/internal/cli"
 	"github.com/difuse/difuse/nodestatus"
 	"github.com/difuse/difuse/ring"
 )
 
 // clientFlags parses the flags shared by the client subcommands.
-func clientFlags(name string, stderr io.Writer) (*flag.FlagSet, *time.Duration) {
+func clientFlags(name string, stderr io.Writer) (*flag.FlagSet, *time.Duration, *string) {
 	fs := flag.NewFlagSet("difused "+name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	timeout := fs.Duration("timeout", 5*time.Second, "give up after this `duration`")
-	return fs, timeout
+	return fs, timeout, memberDir(fs)
 }
 
 // longFlags parses the flags shared by the subcommands of long work, whose
 // timeout defaults to none.
-func longFlags(name string, stderr io.Writer) (*flag.FlagSet, *time.Duration) {
+func longFlags(name string, stderr io.Writer) (*flag.FlagSet, *time.Duration, *string) {
 	fs := flag.NewFlagSet("difused "+name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	timeout := fs.Duration("timeout", 0, "give up after this `duration` (0: never)")
-	return fs, timeout
+	return fs, timeout, memberDir(fs)
+}
+
+// memberDir adds the -d flag of a subcommand: the data directory of the
+// node on this machine whose certificate the command shows the cluster.
+func memberDir(fs *flag.FlagSet) *string {
+	return fs.String("d", "", "data `directory` of the node on this machine whose certificate to use (default: the default one of the node at -b's port)")
+}
+
+// memberCreds returns the credentials of the node whose data directory is
+// dir, or if dir is empty, of the node whose default data directory
+// follows from the port of addr.
+func memberCreds(dir, addr string) (credentials.TransportCredentials, error) {
+	if dir == "" {
+		var err error
+		if dir, err = cli.DataDir(addr[strings.LastIndex(addr, ":")+1:]); err != nil {
+			return nil, err
+		}
+	}
+	id, err := identity.Load(dir)
+	if errors.Is(err, identity.ErrNone) {
+		return nil, fmt.Errorf("no node's certificate in %s: run the command on a node's machine, or give that node's data directory with -d", dir)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return credentials.NewTLS(id.ClientConfig()), nil
+}
+
+// dial prepares a connection to the node at addr with the credentials of
+// the node whose data directory is dir (see memberCreds).
+func dial(dir, addr string) (*client.Conn, error) {
+	creds, err := memberCreds(dir, addr)
+	if err != nil {
+		return nil, err
+	}
+	return client.Dial(addr, creds)
+}
+
+// dialCluster is dial for a cluster reached through addrs.
+func dialCluster(ctx context.Context, dir string, addrs []string) (*client.Cluster, error) {
+	creds, err := memberCreds(dir, addrs[0])
+	if err != nil {
+		return nil, err
+	}
+	return client.DialCluster(ctx, addrs, creds)
 }
 
 // withTimeout returns a context that ends after d, or never if d is 0.
@@ -45,7 +94,7 @@ func withTimeout(d time.Duration) (context.Context, context.CancelFunc) {
 }
 
 func cmdStatus(args []string, stdout, stderr io.Writer) int {
-	fs, timeout := clientFlags("status", stderr)
+	fs, timeout, dir := clientFlags("status", stderr)
 	addr := fs.String("b", defaultGRPC, "gRPC `address` of a node of the cluster")
 	verbose := fs.Bool("v", false, "list the node's vnodes with their successors and fingers")
 	if err := fs.Parse(args); err != nil {
@@ -53,7 +102,7 @@ func cmdStatus(args []string, stdout, stderr io.Writer) int {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
 	defer cancel()
-	c, err := client.DialCluster(ctx, []string{*addr})
+	c, err := dialCluster(ctx, *dir, []string{*addr})
 	if err != nil {
 		fmt.Fprintf(stderr, "difused status: %v\n", err)
 		return cli.ExitFailure
@@ -242,7 +291,7 @@ func refList(refs []ring.Ref) string {
 func mib(n int64) string { return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20)) }
 
 func cmdPing(args []string, stdout, stderr io.Writer) int {
-	fs, timeout := clientFlags("ping", stderr)
+	fs, timeout, dir := clientFlags("ping", stderr)
 	count := fs.Int("n", 5, "number of pings")
 	size := fs.Int("size", 0, "payload `bytes` per ping")
 	if err := fs.Parse(args); err != nil {
@@ -261,7 +310,7 @@ func cmdPing(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "difused ping: -n must be at least 1 and -size between 0 and 3 MiB")
 		return cli.ExitUsage
 	}
-	c, err := client.Dial(addr)
+	c, err := dial(*dir, addr)
 	if err != nil {
 		fmt.Fprintf(stderr, "difused ping: %v\n", err)
 		return cli.ExitFailure
@@ -296,12 +345,12 @@ func cmdPing(args []string, stdout, stderr io.Writer) int {
 }
 
 func cmdLeave(args []string, stdout, stderr io.Writer) int {
-	fs, timeout := clientFlags("leave", stderr)
+	fs, timeout, dir := clientFlags("leave", stderr)
 	addr := fs.String("b", defaultGRPC, "gRPC `address` of the node that leaves")
 	if err := fs.Parse(args); err != nil {
 		return cli.ExitUsage
 	}
-	c, err := client.Dial(*addr)
+	c, err := dial(*dir, *addr)
 	if err != nil {
 		fmt.Fprintf(stderr, "difused leave: %v\n", err)
 		return cli.ExitFailure

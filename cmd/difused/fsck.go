@@ -6,7 +6,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/difuse/difuse/client"
 	"github.com/difuse/difuse/inode"
 	"github.com/difuse/difuse/internal/cli"
 	"github.com/difuse/difuse/level"
@@ -16,7 +15,7 @@ import (
 // cmdFsck walks the filesystem through a cluster and reports (and with
 // -repair, fixes) what is wrong. It exits 0 when nothing is left wrong.
 func cmdFsck(args []string, stdout, stderr io.Writer) int {
-	fs, timeout := longFlags("fsck", stderr)
+	fs, timeout, dir := longFlags("fsck", stderr)
 	addrs := fs.String("b", defaultGRPC, "gRPC `addresses` (comma-separated) of nodes of the cluster")
 	repair := fs.Bool("repair", false, "fix what can be fixed: remove entries naming missing inodes, correct link counts, delete page records and reclaim files no name reaches, copy blocks to the replicas that lack them")
 	keepUnlinked := fs.Duration("keep-unlinked", 24*time.Hour, "keep a file with no links and no name from -repair this long after its last change (a mount may have it open)")
@@ -30,7 +29,7 @@ func cmdFsck(args []string, stdout, stderr io.Writer) int {
 	}
 	ctx, cancel := withTimeout(*timeout)
 	defer cancel()
-	cl, err := client.DialCluster(ctx, strings.Split(*addrs, ","))
+	cl, err := dialCluster(ctx, *dir, strings.Split(*addrs, ","))
 	if err != nil {
 		fmt.Fprintf(stderr, "difused fsck: %v\n", err)
 		return cli.ExitJoin

@@ -44,7 +44,7 @@ func TestFsck(t *testing.T) {
 	}
 	fsck := func(args ...string) (int, string) {
 		var out, errb strings.Builder
-		code := run(append([]string{"fsck", "-b", m0[2] + "," + m2[2]}, args...), &out, &errb)
+		code := run(append([]string{"fsck", "-d", dirs[0], "-b", m0[2] + "," + m2[2]}, args...), &out, &errb)
 		t.Logf("fsck %v: exit %d\n%s%s", args, code, out.String(), errb.String())
 		return code, out.String()
 	}

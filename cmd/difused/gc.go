@@ -6,7 +6,6 @@ import (
 	"io"
 	"time"
 
-	"github.com/difuse/difuse/client"
 	"github.com/difuse/difuse/internal/cli"
 	"github.com/difuse/difuse/nodestatus"
 )
@@ -14,7 +13,7 @@ import (
 // cmdGC has a node run a garbage collection cycle now and prints what it
 // freed (or, with -dry-run, would free), following its progress.
 func cmdGC(args []string, stdout, stderr io.Writer) int {
-	fs, timeout := longFlags("gc", stderr)
+	fs, timeout, dir := longFlags("gc", stderr)
 	addr := fs.String("b", defaultGRPC, "gRPC `address` of the node that runs the cycle")
 	dryRun := fs.Bool("dry-run", false, "count what would be freed, free nothing")
 	if err := fs.Parse(args); err != nil {
@@ -22,7 +21,7 @@ func cmdGC(args []string, stdout, stderr io.Writer) int {
 	}
 	ctx, cancel := withTimeout(*timeout)
 	defer cancel()
-	c, err := client.Dial(*addr)
+	c, err := dial(*dir, *addr)
 	if err != nil {
 		fmt.Fprintf(stderr, "difused gc: %v\n", err)
 		return cli.ExitFailure

@@ -28,7 +28,7 @@ func TestGCFreesDeletedData(t *testing.T) {
 		var out []int64
 		for _, g := range []string{m0[2], m1[2], m2[2]} {
 			var o, e strings.Builder
-			if code := run([]string{"status", "-b", g}, &o, &e); code != 0 {
+			if code := run([]string{"status", "-d", dirs[0], "-b", g}, &o, &e); code != 0 {
 				t.Fatalf("status: %s", e.String())
 			}
 			var blocks, bytes int64
@@ -75,7 +75,7 @@ func TestGCFreesDeletedData(t *testing.T) {
 	}
 	time.Sleep(3 * time.Second) // past the grace time
 	var out, errb strings.Builder
-	if code := run([]string{"gc", "-b", m1[2], "-dry-run"}, &out, &errb); code != 0 {
+	if code := run([]string{"gc", "-d", dirs[1], "-b", m1[2], "-dry-run"}, &out, &errb); code != 0 {
 		t.Fatalf("gc -dry-run: exit %d: %s", code, errb.String())
 	}
 	t.Logf("gc -dry-run:\n%s", out.String())
@@ -86,7 +86,7 @@ func TestGCFreesDeletedData(t *testing.T) {
 		t.Fatalf("a dry run changed the stored bytes: %v, before %v", got, full)
 	}
 	out.Reset()
-	if code := run([]string{"gc", "-b", m1[2]}, &out, &errb); code != 0 {
+	if code := run([]string{"gc", "-d", dirs[1], "-b", m1[2]}, &out, &errb); code != 0 {
 		t.Fatalf("gc: exit %d: %s", code, errb.String())
 	}
 	t.Logf("gc:\n%s", out.String())

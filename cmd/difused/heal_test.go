@@ -38,6 +38,7 @@ var healFlags = []string{"-heal-interval", "1s", "-heal-grace", "5s", "-scrub-mi
 type hnode struct {
 	p                *proctest.Proc
 	dir, grpc, httpA string
+	args             []string // of its latest start
 }
 
 // hcluster is difused processes on loopback for the healing tests.
@@ -78,7 +79,7 @@ func (c *hcluster) launch(i int) {
 		// the peers it remembers.
 		args = append(args, "-j", c.nodes[0].grpc)
 	}
-	n.p = proctest.Start(c.t, "difused", args...)
+	n.p, n.args = proctest.Start(c.t, "difused", args...), args
 }
 
 func (c *hcluster) await(i int) {
@@ -91,6 +92,7 @@ func (c *hcluster) await(i int) {
 		c.t.Fatal(err)
 	}
 	n.grpc, n.httpA = m[2], m[3]
+	proctest.NoteNode(c.t, n.grpc, n.dir, n.args)
 }
 
 // stop ends node i with SIGTERM (or SIGKILL) and waits for it.
@@ -262,7 +264,7 @@ func (c *hcluster) checkPlacement() (parts, blocks int) {
 // mountAt mounts the cluster through node i.
 func (c *hcluster) mountAt(i int, mnt string) *proctest.Proc {
 	c.t.Helper()
-	p := proctest.Start(c.t, "difuse-mount", "-j", c.nodes[i].grpc, mnt)
+	p := proctest.Start(c.t, "difuse-mount", "-d", c.t.TempDir(), "-j", c.nodes[i].grpc, mnt)
 	c.t.Cleanup(func() {
 		if cli.Mounted(mnt) {
 			exec.Command("fusermount3", "-uz", mnt).Run()
@@ -549,7 +551,7 @@ func TestGracefulLeave(t *testing.T) {
 			}
 		})
 	}
-	out, err := exec.Command(proctest.Binary(t, "difused"), "leave", "-b", c.nodes[3].grpc).CombinedOutput()
+	out, err := exec.Command(proctest.Binary(t, "difused"), "leave", "-d", c.nodes[3].dir, "-b", c.nodes[3].grpc).CombinedOutput()
 	if err != nil {
 		t.Fatalf("difused leave: %v\n%s", err, out)
 	}

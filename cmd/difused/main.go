@@ -82,6 +82,8 @@ Flags of difused:
 	join := fs.String("j", "", "gRPC `address` of a node of the cluster to join (none: start a new cluster)")
 	dir := fs.String("d", "", "data `directory` (default $XDG_DATA_HOME/difuse/PORT, else ~/.local/share/difuse/PORT)")
 	advertise := fs.String("advertise", "", "gRPC `address` other nodes reach this one at (default: the -b address)")
+	token := fs.String("token", "", "join `token` that admits this node to the cluster at -j (also DIFUSE_TOKEN); needed once, the node keeps its certificate")
+	tokenFile := fs.String("token-file", "", "`file` holding the join token")
 	joinTimeout := fs.Duration("join-timeout", 10*time.Second, "how long to keep trying to join")
 	leave := fs.Bool("leave", false, "on SIGINT/SIGTERM, leave the cluster for good: hand off everything this node holds to the nodes that take its place, then exit")
 	leaveTimeout := fs.Duration("leave-timeout", time.Hour, "how long a hand-off may take")
@@ -125,6 +127,11 @@ Flags of difused:
 		}
 	}
 
+	tok, err := cli.Token(*token, *tokenFile)
+	if err != nil {
+		fmt.Fprintf(stderr, "difused: %v\n", err)
+		return cli.ExitUsage
+	}
 	if *healInterval <= 0 || *healGrace <= 0 || *healMiB <= 0 || *scrubMiB < 0 {
 		fmt.Fprintln(stderr, "difused: -heal-interval, -heal-grace and -heal-mibps must be positive, -scrub-mib not negative")
 		return cli.ExitUsage
@@ -159,6 +166,7 @@ Flags of difused:
 		Advertise:    *advertise,
 		HTTPAddr:     *httpAddr,
 		Join:         *join,
+		Token:        tok,
 		JoinTimeout:  *joinTimeout,
 		Leave:        *leave,
 		LeaveTimeout: *leaveTimeout,

@@ -28,6 +28,7 @@ func startDaemon(t *testing.T, dir string, extra ...string) (*proctest.Proc, []s
 	if err != nil {
 		t.Fatal(err)
 	}
+	proctest.NoteNode(t, m[2], dir, args)
 	return p, m
 }
 
@@ -89,22 +90,23 @@ func TestExitCodes(t *testing.T) {
 }
 
 func TestClientSubcommands(t *testing.T) {
-	_, m := startDaemon(t, t.TempDir())
+	dir := t.TempDir()
+	_, m := startDaemon(t, dir)
 	var out, errb strings.Builder
-	if code := run([]string{"status", "-b", m[2]}, &out, &errb); code != 0 {
+	if code := run([]string{"status", "-d", dir, "-b", m[2]}, &out, &errb); code != 0 {
 		t.Fatalf("status: exit %d: %s", code, errb.String())
 	}
 	if !strings.Contains(out.String(), m[1]) {
 		t.Fatalf("status output lacks the node id:\n%s", out.String())
 	}
 	out.Reset()
-	if code := run([]string{"ping", "-n", "3", "-size", "1000", m[2]}, &out, &errb); code != 0 {
+	if code := run([]string{"ping", "-d", dir, "-n", "3", "-size", "1000", m[2]}, &out, &errb); code != 0 {
 		t.Fatalf("ping: exit %d: %s", code, errb.String())
 	}
 	if !strings.Contains(out.String(), "3 pings: min") {
 		t.Fatalf("ping output:\n%s", out.String())
 	}
-	if code := run([]string{"status", "-b", "127.0.0.1:1", "-timeout", "300ms"}, &out, &errb); code != cli.ExitFailure {
+	if code := run([]string{"status", "-d", dir, "-b", "127.0.0.1:1", "-timeout", "300ms"}, &out, &errb); code != cli.ExitFailure {
 		t.Fatalf("status of a dead node: exit %d", code)
 	}
 }
@@ -112,14 +114,15 @@ func TestClientSubcommands(t *testing.T) {
 // difused status sums up the cluster: its nodes, up or down, and a line
 // for each; then the node asked.
 func TestStatusSummary(t *testing.T) {
-	_, m0 := startDaemon(t, t.TempDir())
+	dir := t.TempDir()
+	_, m0 := startDaemon(t, dir)
 	_, m1 := startDaemon(t, t.TempDir(), "-j", m0[2])
 	p2, m2 := startDaemon(t, t.TempDir(), "-j", m1[2], "-heal-grace", "10m")
 	grpcs := []string{m0[2], m1[2], m2[2]}
 	waitAllAgree(t, []string{m0[3], m1[3], m2[3]}, grpcs, 100, 30*time.Second)
 	status := func() string {
 		var out, errb strings.Builder
-		if code := run([]string{"status", "-b", m1[2]}, &out, &errb); code != 0 {
+		if code := run([]string{"status", "-d", dir, "-b", m1[2]}, &out, &errb); code != 0 {
 			t.Fatalf("status: exit %d: %s", code, errb.String())
 		}
 		return out.String()

@@ -9,6 +9,7 @@ import (
 	flatbuffers "github.com/google/flatbuffers/go"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
 	"github.com/difuse/difuse/blockstore"
@@ -44,7 +45,7 @@ func TestRoundTrip(t *testing.T) {
 	Register(srv, f)
 	go srv.Serve(ln)
 	t.Cleanup(srv.Stop)
-	pool := wire.NewPool()
+	pool := wire.NewPool(insecure.NewCredentials())
 	defer pool.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -64,7 +65,7 @@ func TestRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	conn, err := client.Dial(addr)
+	conn, err := client.Dial(addr, insecure.NewCredentials())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,6 +9,7 @@ import (
 	flatbuffers "github.com/google/flatbuffers/go"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
 	"github.com/difuse/difuse/heal"
@@ -59,7 +60,7 @@ func serve(t *testing.T, h Handler) string {
 func TestRoundTrip(t *testing.T) {
 	f := &fake{}
 	addr := serve(t, f)
-	pool := wire.NewPool()
+	pool := wire.NewPool(insecure.NewCredentials())
 	defer pool.Close()
 	tr := NewTransport(pool)
 	ctx := context.Background()
@@ -87,7 +88,7 @@ func TestRoundTrip(t *testing.T) {
 // InvalidArgument, and the server goes on serving.
 func TestMalformedRefused(t *testing.T) {
 	addr := serve(t, &fake{})
-	pool := wire.NewPool()
+	pool := wire.NewPool(insecure.NewCredentials())
 	defer pool.Close()
 	cc, err := pool.Get(addr)
 	if err != nil {

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 )
 
 // DataDir returns $XDG_DATA_HOME/difuse/NAME, or ~/.local/share/difuse/NAME,
@@ -52,3 +53,20 @@ const (
 	ExitJoin    = 5 // cluster unreachable
 	ExitMount   = 6 // mountpoint or FUSE unusable
 )
+
+// Token returns the join token a command was given: the -token flag's
+// value, else the contents of the -token-file flag's file, else the
+// environment variable DIFUSE_TOKEN; empty if none.
+func Token(flagValue, file string) (string, error) {
+	if flagValue != "" {
+		return flagValue, nil
+	}
+	if file != "" {
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return "", fmt.Errorf("the token file: %w", err)
+		}
+		return strings.TrimSpace(string(b)), nil
+	}
+	return os.Getenv("DIFUSE_TOKEN"), nil
+}

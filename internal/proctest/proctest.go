@@ -64,11 +64,61 @@ type Proc struct {
 	err  error
 }
 
-// Start runs the named binary with args. The process is killed when the
-// test ends, if it is still running, and when the test binary dies (a
+// tokens maps the gRPC address of every node a test noted (NoteNode) to
+// the join token of its cluster.
+var tokens sync.Map
+
+// NoteNode records that a node serves gRPC at addr, started with args on
+// the data directory dir: the first node of a cluster (args without -j)
+// wrote its cluster's join token there; a node that joined through another
+// is of that one's cluster. Start gives later processes joining through
+// addr the token.
+func NoteNode(t testing.TB, addr, dir string, args []string) {
+	t.Helper()
+	if via := flagValue(args, "-j"); via != "" {
+		if tok, ok := tokens.Load(strings.Split(via, ",")[0]); ok {
+			tokens.Store(addr, tok)
+		}
+		return
+	}
+	b, err := os.ReadFile(filepath.Join(dir, "join-token"))
+	if err != nil {
+		return // a node that rejoins the peers it remembers
+	}
+	tokens.Store(addr, strings.TrimSpace(string(b)))
+}
+
+// flagValue returns the value following the flag name in args.
+func flagValue(args []string, name string) string {
+	for i, a := range args {
+		if a == name && i+1 < len(args) {
+			return args[i+1]
+		}
+	}
+	return ""
+}
+
+// withToken adds -token to args that join through a noted node (-j) and
+// give no token of their own.
+func withToken(args []string) []string {
+	via := flagValue(args, "-j")
+	if via == "" || flagValue(args, "-token") != "" || flagValue(args, "-token-file") != "" {
+		return args
+	}
+	tok, ok := tokens.Load(strings.Split(via, ",")[0])
+	if !ok {
+		return args
+	}
+	return append([]string{"-token", tok.(string)}, args...)
+}
+
+// Start runs the named binary with args (with the join token of the
+// cluster it joins, see NoteNode). The process is killed when the test
+// ends, if it is still running, and when the test binary dies (a
 // timeout's panic skips the test's cleanups).
 func Start(t testing.TB, name string, args ...string) *Proc {
 	t.Helper()
+	args = withToken(args)
 	p := &Proc{Cmd: exec.Command(Binary(t, name), args...), done: make(chan struct{})}
 	p.Cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	stderr, err := p.Cmd.StderrPipe()

@@ -10,6 +10,7 @@ import (
 	flatbuffers "github.com/google/flatbuffers/go"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
 	"github.com/difuse/difuse/ring"
@@ -25,7 +26,7 @@ func serve(t *testing.T, create bool) (*ring.Host, string, *Transport) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pool := wire.NewPool()
+	pool := wire.NewPool(insecure.NewCredentials())
 	t.Cleanup(func() { pool.Close() })
 	tr := NewTransport(pool)
 	h, err := ring.New(ring.Config{Addr: ln.Addr().String()}, tr)
@@ -52,7 +53,7 @@ func ctx(t *testing.T) context.Context {
 
 func TestCallsAndErrors(t *testing.T) {
 	h, addr, _ := serve(t, true)
-	pool := wire.NewPool()
+	pool := wire.NewPool(insecure.NewCredentials())
 	defer pool.Close()
 	tr := NewTransport(pool)
 

@@ -11,6 +11,7 @@ import (
 	flatbuffers "github.com/google/flatbuffers/go"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
 	"github.com/difuse/difuse/ring"
@@ -67,7 +68,7 @@ func startClusterWith(tb testing.TB, n int, onDisk bool, callTimeout time.Durati
 		} else {
 			h.db = store.NewMem()
 		}
-		pool := wire.NewPool()
+		pool := wire.NewPool(insecure.NewCredentials())
 		tb.Cleanup(func() { pool.Close() })
 		if h.ring, err = ring.New(ring.Config{Addr: h.addr, TickInterval: 50 * time.Millisecond, CallTimeout: callTimeout}, ringrpc.NewTransport(pool)); err != nil {
 			tb.Fatal(err)
@@ -194,7 +195,7 @@ func TestLargeValuesCatchUp(t *testing.T) {
 	}
 	res, follower, value := writeWithoutFollower(t, hosts)
 	// A fetch of the whole log is cut short to keep the message small.
-	txs, err := NewTransport(wire.NewPool()).Fetch(ctx, res.Replicas[0].Addr, "big", 1, 256)
+	txs, err := NewTransport(wire.NewPool(insecure.NewCredentials())).Fetch(ctx, res.Replicas[0].Addr, "big", 1, 256)
 	if err != nil || len(txs) == 0 || len(txs) >= 12 {
 		t.Fatalf("fetch of 12 large entries returned %d, %v", len(txs), err)
 	}
@@ -276,10 +277,10 @@ func TestSnapshotCatchUp(t *testing.T) {
 			t.Fatalf("compact %s: %+v, %v", h.addr, st, err)
 		}
 	}
-	if _, err := NewTransport(wire.NewPool()).Fetch(ctx, res.Replicas[0].Addr, "big", 1, 256); !errors.Is(err, txlog.ErrCompacted) {
+	if _, err := NewTransport(wire.NewPool(insecure.NewCredentials())).Fetch(ctx, res.Replicas[0].Addr, "big", 1, 256); !errors.Is(err, txlog.ErrCompacted) {
 		t.Fatalf("fetch of compacted entries: %v, want ErrCompacted", err)
 	}
-	pg, err := NewTransport(wire.NewPool()).Snapshot(ctx, res.Replicas[0].Addr, "big", 0, "")
+	pg, err := NewTransport(wire.NewPool(insecure.NewCredentials())).Snapshot(ctx, res.Replicas[0].Addr, "big", 0, "")
 	if err != nil || !pg.More || len(pg.Records) < 2 || pg.Height == 0 || len(pg.Config) != 3 {
 		t.Fatalf("first snapshot page: height %d, %d records, more %v, config %v: %v", pg.Height, len(pg.Records), pg.More, pg.Config, err)
 	}
@@ -305,7 +306,7 @@ func TestSnapshotCatchUp(t *testing.T) {
 // server keeps serving.
 func TestBadFields(t *testing.T) {
 	hosts := startCluster(t, 1, false)
-	cc, err := grpc.NewClient(hosts[0].addr, wire.DialOptions()...)
+	cc, err := grpc.NewClient(hosts[0].addr, wire.DialOptions(insecure.NewCredentials())...)
 	if err != nil {
 		t.Fatal(err)
 	}
