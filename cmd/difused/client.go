@@ -46,10 +46,10 @@ func memberDir(fs *flag.FlagSet) *string {
 	return fs.String("d", "", "data `directory` of the node on this machine whose certificate to use (default: the default one of the node at -b's port)")
 }
 
-// memberCreds returns the credentials of the node whose data directory is
+// memberIdentity returns the identity of the node whose data directory is
 // dir, or if dir is empty, of the node whose default data directory
 // follows from the port of addr.
-func memberCreds(dir, addr string) (credentials.TransportCredentials, error) {
+func memberIdentity(dir, addr string) (*identity.Identity, error) {
 	if dir == "" {
 		var err error
 		if dir, err = cli.DataDir(addr[strings.LastIndex(addr, ":")+1:]); err != nil {
@@ -60,6 +60,12 @@ func memberCreds(dir, addr string) (credentials.TransportCredentials, error) {
 	if errors.Is(err, identity.ErrNone) {
 		return nil, fmt.Errorf("no node's certificate in %s: run the command on a node's machine, or give that node's data directory with -d", dir)
 	}
+	return id, err
+}
+
+// memberCreds returns the credentials of the node memberIdentity finds.
+func memberCreds(dir, addr string) (credentials.TransportCredentials, error) {
+	id, err := memberIdentity(dir, addr)
 	if err != nil {
 		return nil, err
 	}

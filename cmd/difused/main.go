@@ -57,6 +57,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return cmdFsck(args[1:], stdout, stderr)
 		case "gc":
 			return cmdGC(args[1:], stdout, stderr)
+		case "token":
+			return cmdToken(args[1:], stdout, stderr)
 		}
 	}
 	return cmdServe(args, stderr)
@@ -72,6 +74,7 @@ func cmdServe(args []string, stderr io.Writer) int {
        difused leave [flags]    make a node hand off its data and leave
        difused fsck [flags]     check the filesystem (and repair it with -repair)
        difused gc [flags]       free the blocks no file refers to (-dry-run: list)
+       difused token create [flags]  make a join token (for a node, a mount or an admin)
 
 Flags of difused:
 `)

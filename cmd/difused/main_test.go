@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/difuse/difuse/identity"
 	"github.com/difuse/difuse/internal/cli"
 	"github.com/difuse/difuse/internal/proctest"
 	"github.com/difuse/difuse/nodestatus"
@@ -155,5 +156,41 @@ func TestStatusSummary(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatalf("30 s after a kill -9, status does not show the node down:\n%s", out)
 		}
+	}
+}
+
+// difused token create makes a token with the CA key of the node on the
+// machine: a node token admits a second node, and the token is refused
+// once it expires.
+func TestTokenCreate(t *testing.T) {
+	dir := t.TempDir()
+	_, m0 := startDaemon(t, dir)
+	create := func(args ...string) string {
+		t.Helper()
+		var out, errb strings.Builder
+		if code := run(append([]string{"token", "create", "-d", dir}, args...), &out, &errb); code != 0 {
+			t.Fatalf("token create %v: exit %d: %s", args, code, errb.String())
+		}
+		return strings.TrimSpace(out.String())
+	}
+	nodeTok := create("-role", "node", "-ttl", "1h")
+	id, err := identity.Load(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		tok  string
+		role identity.Role
+	}{{nodeTok, identity.RoleNode}, {create(), identity.RoleClient}} {
+		tok, err := identity.ParseToken(tc.tok)
+		if err != nil || tok.Role != tc.role || id.CheckToken(tok, time.Now()) != nil || id.CheckToken(tok, time.Now().Add(25*time.Hour)) == nil {
+			t.Errorf("token %q: %+v, %v", tc.tok, tok, err)
+		}
+	}
+	_, m1 := startDaemon(t, t.TempDir(), "-j", m0[2], "-token", nodeTok)
+	waitAllAgree(t, []string{m0[3], m1[3]}, []string{m0[2], m1[2]}, 50, 30*time.Second)
+	var out, errb strings.Builder
+	if code := run([]string{"token", "create", "-d", dir, "-role", "king"}, &out, &errb); code != cli.ExitUsage {
+		t.Errorf("an unknown role: exit %d", code)
 	}
 }
