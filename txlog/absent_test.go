@@ -63,7 +63,7 @@ func TestReadOfAPartitionTheLeaderLost(t *testing.T) {
 	if _, err := svcs["a"].Write(ctx, part, set("k", "v"), All); err != nil {
 		t.Fatal(err)
 	}
-	fresh, err := New(Config{Addr: "a", Replicas: 3, CallTimeout: 100 * time.Millisecond, Patience: 300 * time.Millisecond}, placer, net.Transport("a"), store.NewMem())
+	fresh, err := New(staticConfig("a"), placer, net.Transport("a"), store.NewMem())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -89,7 +89,7 @@ func TestLoneHostDoesNotAnswerAbsent(t *testing.T) {
 		t.Fatal(err)
 	}
 	alone := &staticPlacer{set: []string{"d"}}
-	d, err := New(Config{Addr: "d", Replicas: 3, CallTimeout: 100 * time.Millisecond, Patience: 300 * time.Millisecond}, alone, net.Transport("d"), store.NewMem())
+	d, err := New(staticConfig("d"), alone, net.Transport("d"), store.NewMem())
 	if err != nil {
 		t.Fatal(err)
 	}

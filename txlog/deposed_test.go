@@ -9,6 +9,12 @@ import (
 	"github.com/difuse/difuse/store"
 )
 
+// staticConfig is the configuration of the services of tests on a static
+// placer: quick timeouts, three replicas.
+func staticConfig(addr string) Config {
+	return Config{Addr: addr, Replicas: 3, CallTimeout: 100 * time.Millisecond, Patience: 300 * time.Millisecond}
+}
+
 // staticServices runs a service for every host of placer's set on net,
 // N = 3; wrap, if set, gives a host another transport.
 func staticServices(t *testing.T, net *Network, placer *staticPlacer, wrap func(addr string, tr Transport) Transport) map[string]*Service {
@@ -19,7 +25,7 @@ func staticServices(t *testing.T, net *Network, placer *staticPlacer, wrap func(
 		if wrap != nil {
 			tr = wrap(addr, tr)
 		}
-		svc, err := New(Config{Addr: addr, Replicas: 3, CallTimeout: 100 * time.Millisecond, Patience: 300 * time.Millisecond}, placer, tr, store.NewMem())
+		svc, err := New(staticConfig(addr), placer, tr, store.NewMem())
 		if err != nil {
 			t.Fatal(err)
 		}

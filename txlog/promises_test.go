@@ -184,7 +184,7 @@ func TestLeaderLevelWaitsForTheLeadersSync(t *testing.T) {
 	placer := &staticPlacer{set: []string{"a", "b", "c"}}
 	svcs := staticServices(t, net, placer, nil)
 	gated := newGatedStore()
-	a, err := New(Config{Addr: "a", Replicas: 3, CallTimeout: 100 * time.Millisecond, Patience: 300 * time.Millisecond}, placer, net.Transport("a"), gated)
+	a, err := New(staticConfig("a"), placer, net.Transport("a"), gated)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -206,7 +206,7 @@ func TestLeaderLevelWaitsForTheLeadersSync(t *testing.T) {
 	}
 	// What was acknowledged survives a power cut of the leader.
 	gated.Crash()
-	again, err := New(Config{Addr: "a", Replicas: 3, CallTimeout: 100 * time.Millisecond, Patience: 300 * time.Millisecond}, placer, net.Transport("a"), gated)
+	again, err := New(staticConfig("a"), placer, net.Transport("a"), gated)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -229,7 +229,7 @@ func TestQuorumReadsCountDurableCopies(t *testing.T) {
 	placer := &staticPlacer{set: []string{"a", "b", "c"}}
 	staticServices(t, net, placer, nil) // b and c; a is replaced below
 	gated := newGatedStore()
-	a, err := New(Config{Addr: "a", Replicas: 3, CallTimeout: 100 * time.Millisecond, Patience: 300 * time.Millisecond}, placer, net.Transport("a"), gated)
+	a, err := New(staticConfig("a"), placer, net.Transport("a"), gated)
 	if err != nil {
 		t.Fatal(err)
 	}
