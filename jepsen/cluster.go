@@ -425,6 +425,28 @@ func (c *cluster) waitServing(ctx context.Context, i int) error {
 	}
 }
 
+// copiesComplete reports whether every running member answers that its
+// last healing pass found no copy missing or behind.
+func (c *cluster) copiesComplete() bool {
+	for _, i := range c.members() {
+		if !c.node(i).running() {
+			continue
+		}
+		st, err := c.status(context.Background(), i)
+		if err != nil {
+			return false
+		}
+		h, _ := st["heal"].(map[string]any)
+		passes, _ := h["passes"].(float64)
+		parts, _ := h["missing_partitions"].(float64)
+		blocks, _ := h["missing_blocks"].(float64)
+		if passes == 0 || parts > 0 || blocks > 0 {
+			return false
+		}
+	}
+	return true
+}
+
 // waitSettled waits until every running member places sample keys on
 // min(3, running members) hosts.
 func (c *cluster) waitSettled(ctx context.Context) error {

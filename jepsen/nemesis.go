@@ -38,10 +38,13 @@ type nemesis struct {
 var faultKinds = []string{"kill", "power-loss", "power-cut", "pause", "pause-leader", "partition-majority",
 	"partition-bridge", "isolate-leader", "join", "leave", "replace", "clock"}
 
-// lossGap is the least time between two nodes' loss for good, so that
-// healing copies what the first held before the second goes; two of a
-// key's three replicas lost at once lose it, whatever the system does. A
-// node that leaves hands off what it holds first, and needs no gap.
+// lossGap is the least time between two nodes' loss for good; a second
+// loss also waits until every running member's last healing pass found no
+// copy missing (copiesComplete), so that healing has copied what the first
+// held before the second goes: two of a key's three replicas lost at once
+// lose it, whatever the system does (a 30-minute run lost two nodes 71 s
+// apart, before the partitions they shared had moved). A node that leaves
+// hands off what it holds first, and needs no gap.
 const lossGap = time.Minute
 
 // run injects one fault after another until ctx ends: each holds for
@@ -85,10 +88,22 @@ func (n *nemesis) next() string {
 	switch {
 	case kind == "join" && members > n.size,
 		kind == "leave" && members <= max(3, n.size-1),
-		kind == "replace" && time.Since(n.lastLoss) < lossGap:
+		kind == "replace" && (time.Since(n.lastLoss) < lossGap || !n.waitCopies()):
 		return "kill"
 	}
 	return kind
+}
+
+// waitCopies waits up to a minute for copiesComplete, and reports whether
+// it came.
+func (n *nemesis) waitCopies() bool {
+	for deadline := time.Now().Add(time.Minute); !n.c.copiesComplete(); time.Sleep(time.Second) {
+		if time.Now().After(deadline) {
+			n.log.Info("jepsen: no node lost for good now: healing has copies to make")
+			return false
+		}
+	}
+	return true
 }
 
 // jitter returns a duration between d/2 and 3d/2.
