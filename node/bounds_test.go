@@ -26,11 +26,16 @@ func heapNow() uint64 {
 	return m.HeapAlloc
 }
 
-// held counts the partitions the node holds.
-func held(t *testing.T, n *node.Node) int {
+// held counts the partitions the node holds whose names start with prefix.
+func held(t *testing.T, n *node.Node, prefix string) int {
 	t.Helper()
 	count := 0
-	if err := n.TxLog().Partitions(func(txlog.Held) error { count++; return nil }); err != nil {
+	if err := n.TxLog().Partitions(func(h txlog.Held) error {
+		if strings.HasPrefix(h.Name, prefix) {
+			count++
+		}
+		return nil
+	}); err != nil {
 		t.Fatal(err)
 	}
 	return count
@@ -41,7 +46,11 @@ func held(t *testing.T, n *node.Node) int {
 // partitions where they were.
 func TestAdversarialInputsCostNothing(t *testing.T) {
 	n := startNode(t, t.TempDir(), "")
-	before, parts := heapNow(), held(t, n)
+	// A read finds a partition absent only on a ring that has been still
+	// as long as a creation needs (four ticks here); on a ring that just
+	// changed it takes the partition over, as a write would.
+	time.Sleep(time.Second)
+	before := heapNow()
 
 	// An append whose 50 entries all point at one 4 MiB entry, which
 	// would decode into 200 MiB.
@@ -90,8 +99,10 @@ func TestAdversarialInputsCostNothing(t *testing.T) {
 			t.Fatalf("GET of an absent key: %d %s", code, body)
 		}
 	}
-	if got := held(t, n); got != parts {
-		t.Errorf("the node holds %d partitions after reads of absent keys, %d before", got, parts)
+	// Only the reads' partitions count: the node's own background work
+	// (the garbage collector's lease) may create one meanwhile.
+	if got := held(t, n, "kv/"); got != 0 {
+		t.Errorf("the node holds %d key-value partitions after reads of absent keys", got)
 	}
 	if after := heapNow(); after > before+16<<20 {
 		t.Errorf("the heap grew from %d to %d bytes", before, after)
