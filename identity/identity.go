@@ -175,17 +175,22 @@ func (id *Identity) NewMember(role Role, name string) (*Identity, error) {
 	if err != nil {
 		return nil, err
 	}
-	cert, err := id.Issue(key.Public(), role, name)
+	cert, caKey, err := id.Grant(key.Public(), role, name)
 	if err != nil {
 		return nil, err
 	}
-	var caKey []byte
-	if role == RoleNode {
-		if caKey, err = id.CAKeyDER(); err != nil {
-			return nil, err
-		}
-	}
 	return Joined(id.CA.Raw, cert.Raw, key, caKey)
+}
+
+// Grant is what a new member in role gets for its key pub: a certificate
+// issued to name and, for a node, the CA's key (PKCS #8 DER).
+func (id *Identity) Grant(pub crypto.PublicKey, role Role, name string) (*x509.Certificate, []byte, error) {
+	cert, err := id.Issue(pub, role, name)
+	if err != nil || role != RoleNode {
+		return cert, nil, err
+	}
+	caKey, err := id.CAKeyDER()
+	return cert, caKey, err
 }
 
 // Joined assembles the identity a joiner was given: the CA, its

@@ -95,15 +95,9 @@ func (s joinService) Admit(ctx context.Context, r *fb.JoinRequest) (*flatbuffers
 	if err != nil || len(name) > maxMemberName {
 		return nil, status.Errorf(codes.InvalidArgument, "join: a public key and a name of at most %d bytes are needed", maxMemberName)
 	}
-	cert, err := s.n.ident.Issue(pub, role, name)
+	cert, caKey, err := s.n.ident.Grant(pub, role, name)
 	if err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "join: %v", err)
-	}
-	var caKey []byte
-	if role == identity.RoleNode {
-		if caKey, err = s.n.ident.CAKeyDER(); err != nil {
-			return nil, status.Errorf(codes.Internal, "join: %v", err)
-		}
 	}
 	s.n.log.Info("admitted a member", "name", name, "role", role, "token", tok.IDString())
 	b := flatbuffers.NewBuilder(2048)
