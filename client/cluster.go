@@ -9,7 +9,9 @@ import (
 	"sync"
 	"time"
 
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/status"
 
 	"github.com/difuse/difuse/blockstore"
 	"github.com/difuse/difuse/level"
@@ -237,7 +239,7 @@ func try[T any](ctx context.Context, c *Cluster, key ring.ID, final func(error) 
 			actx, cancel := context.WithTimeout(ctx, attemptTimeout)
 			out, err := fn(actx, conns[k])
 			cancel()
-			if err == nil || final(err) {
+			if err == nil || final(err) || refused(err) {
 				if k != lead {
 					c.mu.Lock()
 					c.next = k
@@ -257,6 +259,13 @@ func try[T any](ctx context.Context, c *Cluster, key ring.ID, final func(error) 
 		case <-time.After(min(time.Duration(round+1)*100*time.Millisecond, time.Second)):
 		}
 	}
+}
+
+// refused reports whether a node refused the caller's credentials: every
+// node would.
+func refused(err error) bool {
+	c := status.Code(err)
+	return c == codes.PermissionDenied || c == codes.Unauthenticated
 }
 
 // txlogFinal reports whether a transaction-log error is the request's own

@@ -40,16 +40,26 @@ const (
 	RoleClient Role = "client"
 	// RoleAdmin: a client that may also run an operator's commands.
 	RoleAdmin Role = "admin"
+	// RoleRead: an HTTP token that reads (the status page, metrics,
+	// GETs). No member has it.
+	RoleRead Role = "read"
+	// RoleWrite: an HTTP token that also writes (key-value, blocks,
+	// files). No member has it.
+	RoleWrite Role = "write"
 )
 
 // ParseRole reads a role's name.
 func ParseRole(s string) (Role, error) {
 	switch r := Role(s); r {
-	case RoleNode, RoleClient, RoleAdmin:
+	case RoleNode, RoleClient, RoleAdmin, RoleRead, RoleWrite:
 		return r, nil
 	}
-	return "", fmt.Errorf("identity: unknown role %q (node, client or admin)", s)
+	return "", fmt.Errorf("identity: unknown role %q (node, client, admin, read or write)", s)
 }
+
+// Member reports whether a member (a certificate) may have the role:
+// read and write are for HTTP tokens only.
+func (r Role) Member() bool { return r == RoleNode || r == RoleClient || r == RoleAdmin }
 
 // ServerName is the name every node's certificate carries and every member
 // checks: a node is a node of the cluster, whichever address it is at.
@@ -64,6 +74,9 @@ const (
 	// TokenFile is where a cluster's first node writes a token that
 	// admits nodes (mode 0600).
 	TokenFile = "join-token"
+	// AdminTokenFile is where a node writes an admin token for its HTTP
+	// interface and operators (mode 0600).
+	AdminTokenFile = "admin-token"
 )
 
 // ErrNone: the directory holds no identity yet.
@@ -144,8 +157,8 @@ func (id *Identity) Issue(pub crypto.PublicKey, role Role, name string) (*x509.C
 	if id.caKey == nil {
 		return nil, errors.New("identity: only a node issues certificates")
 	}
-	if _, err := ParseRole(string(role)); err != nil {
-		return nil, err
+	if !role.Member() {
+		return nil, fmt.Errorf("identity: no member has the role %q", role)
 	}
 	now := time.Now()
 	tmpl := &x509.Certificate{
@@ -256,7 +269,11 @@ func RoleOf(cert *x509.Certificate) (Role, error) {
 	if len(cert.Subject.OrganizationalUnit) != 1 {
 		return "", fmt.Errorf("identity: certificate of %q names no role", cert.Subject.CommonName)
 	}
-	return ParseRole(cert.Subject.OrganizationalUnit[0])
+	r, err := ParseRole(cert.Subject.OrganizationalUnit[0])
+	if err == nil && !r.Member() {
+		err = fmt.Errorf("identity: certificate of %q has the role %q, which no member has", cert.Subject.CommonName, r)
+	}
+	return r, err
 }
 
 // CAKeyDER returns the CA's key (PKCS #8 DER), which a node gives a node
@@ -292,7 +309,7 @@ func (id *Identity) Save(dir string) error {
 		return fmt.Errorf("identity: %w", err)
 	}
 	write := func(name, kind string, der []byte, mode os.FileMode) error {
-		if err := writeFileSync(filepath.Join(dir, name), pem.EncodeToMemory(&pem.Block{Type: kind, Bytes: der}), mode); err != nil {
+		if err := WriteFileSync(filepath.Join(dir, name), pem.EncodeToMemory(&pem.Block{Type: kind, Bytes: der}), mode); err != nil {
 			return fmt.Errorf("identity: save %s: %w", name, err)
 		}
 		return nil
@@ -363,10 +380,10 @@ func readPEM(path, kind string) ([]byte, error) {
 	return block.Bytes, nil
 }
 
-// writeFileSync writes a file through a temporary one, synced and renamed
+// WriteFileSync writes a file through a temporary one, synced and renamed
 // into place, then syncs the directory, so a crash or a power loss leaves
 // the old file or the new one.
-func writeFileSync(path string, data []byte, mode os.FileMode) error {
+func WriteFileSync(path string, data []byte, mode os.FileMode) error {
 	tmp := path + ".tmp"
 	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, mode)
 	if err != nil {
@@ -396,7 +413,7 @@ func writeFileSync(path string, data []byte, mode os.FileMode) error {
 
 // WriteToken writes a token to path (mode 0600), synced like the identity.
 func WriteToken(path string, t Token) error {
-	return writeFileSync(path, []byte(t.String()+"\n"), 0o600)
+	return WriteFileSync(path, []byte(t.String()+"\n"), 0o600)
 }
 
 // TLSCertificate returns the member's certificate for a TLS handshake,

@@ -13,11 +13,12 @@ import (
 	"time"
 )
 
-// Token admits one new member in a role until it expires: it proves the
+// Token admits new members in a role until it expires: it proves the
 // joiner to the cluster (only a holder of the CA's key can make one) and
 // pins the cluster's CA for the joiner (it carries the CA's hash, so the
-// joiner trusts no node that cannot show that CA). Tokens need no shared
-// state: any node checks one with the CA's key.
+// joiner trusts no node that cannot show that CA). The same token is a
+// bearer token on the nodes' HTTP interface. Tokens need no shared state
+// to check: any node checks one with the CA's key.
 type Token struct {
 	Role    Role
 	Expires time.Time // the zero time: never
@@ -31,7 +32,7 @@ var ErrToken = errors.New("identity: token refused")
 
 const tokenPrefix = "difuse1"
 
-var roleCodes = []Role{RoleNode, RoleClient, RoleAdmin}
+var roleCodes = []Role{RoleNode, RoleClient, RoleAdmin, RoleRead, RoleWrite}
 
 // NewToken makes a token admitting role, valid for ttl (0: until revoked).
 func (id *Identity) NewToken(role Role, ttl time.Duration) (Token, error) {
@@ -96,7 +97,7 @@ func (t Token) IDString() string { return hex.EncodeToString(t.ID[:]) }
 func ParseToken(s string) (Token, error) {
 	parts := strings.Split(strings.TrimSpace(s), ".")
 	if len(parts) != 3 || parts[0] != tokenPrefix {
-		return Token{}, fmt.Errorf("%w: not a difuse join token", ErrToken)
+		return Token{}, fmt.Errorf("%w: not a difuse token", ErrToken)
 	}
 	enc := base64.RawURLEncoding
 	p, err1 := enc.DecodeString(parts[1])

@@ -58,6 +58,50 @@ type cluster struct {
 	rng  *rand.Rand // of the clock offsets
 	mu   sync.Mutex
 	list []*node
+	// admin is an admin token of the cluster for its HTTP interfaces,
+	// once a node's data directory showed one (see adminToken).
+	admin string
+	// web is the harness's own HTTP client of the nodes (see client).
+	web *http.Client
+}
+
+// adminToken returns an admin token of the cluster: every node writes one
+// to its data directory; the first one found is kept, also in the run's
+// directory for a person's curl. Empty until a node wrote one.
+func (c *cluster) adminToken() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, n := range c.list {
+		if c.admin != "" {
+			break
+		}
+		b, err := os.ReadFile(filepath.Join(n.data, identity.AdminTokenFile))
+		if err == nil && len(b) > 0 {
+			c.admin = strings.TrimSpace(string(b))
+			os.WriteFile(filepath.Join(c.dir, identity.AdminTokenFile), b, 0o600)
+		}
+	}
+	return c.admin
+}
+
+// client returns an HTTP client of its own whose requests carry the
+// cluster's admin token.
+func (c *cluster) client() *http.Client {
+	return &http.Client{Transport: bearer{c, &http.Transport{}}}
+}
+
+// bearer adds the cluster's admin token to requests.
+type bearer struct {
+	c    *cluster
+	next http.RoundTripper
+}
+
+func (b bearer) RoundTrip(r *http.Request) (*http.Response, error) {
+	if tok := b.c.adminToken(); tok != "" {
+		r = r.Clone(r.Context())
+		r.Header.Set("Authorization", "Bearer "+tok)
+	}
+	return b.next.RoundTrip(r)
 }
 
 // grpcAddr and httpAddr return node i's addresses.
@@ -92,6 +136,7 @@ const maxClockOffset = 10 * time.Minute
 // node finds min(3, n) replicas for a sample of keys.
 func startCluster(ctx context.Context, net *network, bin, dir string, env []string, n int, seed uint64) (*cluster, error) {
 	c := &cluster{net: net, bin: bin, dir: dir, env: env, rng: rand.New(rand.NewPCG(seed, 3))}
+	c.web = c.client()
 	for range n {
 		if _, err := c.addNode(ctx); err != nil {
 			c.stop()
@@ -399,11 +444,14 @@ func (c *cluster) status(ctx context.Context, i int) (map[string]any, error) {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+c.httpAddr(i)+"/v1/status", nil)
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := c.web.Do(req)
 	if err != nil {
 		return nil, err
 	}
 	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("node %d: /v1/status: %s", i, resp.Status)
+	}
 	var st map[string]any
 	return st, json.NewDecoder(resp.Body).Decode(&st)
 }
@@ -475,7 +523,7 @@ func (c *cluster) unsettled(ctx context.Context) error {
 		for k := range 16 {
 			rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 			req, _ := http.NewRequestWithContext(rctx, http.MethodGet, fmt.Sprintf("http://%s/v1/lookup?key=probe%d&n=3", c.httpAddr(i), k), nil)
-			resp, err := http.DefaultClient.Do(req)
+			resp, err := c.web.Do(req)
 			if err != nil {
 				cancel()
 				return fmt.Errorf("node %d: %w", i, err)

@@ -280,7 +280,7 @@ func (n *nemesis) replicasOf(ctx context.Context, key string) ([]int, error) {
 	for _, i := range n.c.members() {
 		rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		req, _ := http.NewRequestWithContext(rctx, http.MethodGet, fmt.Sprintf("http://%s/v1/lookup?key=kv/%s&n=3", n.c.httpAddr(i), key), nil)
-		resp, err := http.DefaultClient.Do(req)
+		resp, err := n.c.web.Do(req)
 		if err != nil {
 			cancel()
 			continue

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -217,7 +216,7 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 			m := c.members()
 			return "http://" + c.httpAddr(m[rng.IntN(len(m))])
 		}
-		cl := &kvClient{id: i, base: base, hist: hist, keys: keys, http: &http.Client{Transport: &http.Transport{}}, rng: rng}
+		cl := &kvClient{id: i, base: base, hist: hist, keys: keys, http: c.client(), rng: rng}
 		wg.Go(func() {
 			for wctx.Err() == nil {
 				cl.step(wctx)
@@ -265,7 +264,7 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 	}
 	final := map[string]string{}
 	var unreadable []string
-	reader := &kvClient{id: cfg.Clients, hist: hist, http: &http.Client{Transport: &http.Transport{}}}
+	reader := &kvClient{id: cfg.Clients, hist: hist, http: c.client()}
 	for _, k := range keys.upTo(lastGen) {
 		read := false
 		for attempt := 0; attempt < 30 && !read; attempt++ {

@@ -37,7 +37,7 @@ func TestBlocksOverHTTP(t *testing.T) {
 	if code, _, _ := kvDo(t, b, "PUT", "/v1/blocks?consistency=all", []byte(data)); code != 200 {
 		t.Fatalf("second PUT = %d", code)
 	}
-	resp, err := http.Get("http://" + c.HTTPAddr() + "/v1/status")
+	resp, err := web.Get("http://" + c.HTTPAddr() + "/v1/status")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -48,7 +48,7 @@ func TestBlocksOverHTTP(t *testing.T) {
 		t.Errorf("status of %s: %+v, want one block of %d bytes", c.HTTPAddr(), st.Blocks, len(data))
 	}
 	req, _ := http.NewRequest("HEAD", "http://"+b.HTTPAddr()+"/v1/blocks/"+put.Hash, nil)
-	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != 200 || resp.ContentLength != int64(len(data)) {
+	if resp, err := web.Do(req); err != nil || resp.StatusCode != 200 || resp.ContentLength != int64(len(data)) {
 		t.Errorf("HEAD = %v, %v", resp, err)
 	}
 	for _, tc := range []struct {

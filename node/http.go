@@ -17,31 +17,40 @@ import (
 //go:embed ui
 var uiFiles embed.FS
 
-// httpHandler serves the node's HTTP interface.
+// httpHandler serves the node's HTTP interface. Every request but the
+// status page's files needs a bearer token of the cluster (see guard);
+// Config.OpenStatus opens the status and the metrics to anyone.
 func (n *Node) httpHandler() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
+	handle := func(pattern string, need right, h http.HandlerFunc) { mux.Handle(pattern, n.guard(need, h)) }
+	status := rightRead
+	if n.cfg.OpenStatus {
+		status = rightPublic
+	}
+	handle("GET /{$}", rightPublic, func(w http.ResponseWriter, r *http.Request) {
 		http.ServeFileFS(w, r, uiFiles, "ui/index.html")
 	})
 	mux.Handle("GET /ui/", http.FileServerFS(uiFiles))
-	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) {
+	handle("GET /v1/status", status, func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, n.Status())
 	})
-	mux.HandleFunc("GET /v1/cluster", n.handleCluster)
-	mux.Handle("GET /metrics", n.metrics.handler())
-	mux.HandleFunc("GET /v1/lookup", n.handleLookup)
-	mux.HandleFunc("GET /v1/kv/{key...}", n.handleKVGet)
-	mux.HandleFunc("PUT /v1/kv/{key...}", n.handleKVPut)
-	mux.HandleFunc("DELETE /v1/kv/{key...}", n.handleKVDelete)
-	mux.HandleFunc("PUT /v1/blocks", n.handleBlockPut)
-	mux.HandleFunc("GET /v1/blocks/{hash}", n.handleBlockGet)
-	mux.HandleFunc("GET /v1/pins/{hash}", n.handlePin)
-	mux.HandleFunc("PUT /v1/pins/{hash}", n.handlePin)
-	mux.HandleFunc("DELETE /v1/pins/{hash}", n.handlePin)
-	mux.HandleFunc("GET /v1/fs/{path...}", n.handleFSGet)
-	mux.HandleFunc("PUT /v1/fs/{path...}", n.handleFSPut)
-	mux.HandleFunc("DELETE /v1/fs/{path...}", n.handleFSDelete)
-	ServeProfiles(mux)
+	handle("GET /v1/cluster", status, n.handleCluster)
+	mux.Handle("GET /metrics", n.guard(status, n.metrics.handler()))
+	handle("GET /v1/lookup", rightRead, n.handleLookup)
+	handle("GET /v1/kv/{key...}", rightRead, n.handleKVGet)
+	handle("PUT /v1/kv/{key...}", rightWrite, n.handleKVPut)
+	handle("DELETE /v1/kv/{key...}", rightWrite, n.handleKVDelete)
+	handle("PUT /v1/blocks", rightWrite, n.handleBlockPut)
+	handle("GET /v1/blocks/{hash}", rightRead, n.handleBlockGet)
+	handle("GET /v1/pins/{hash}", rightRead, n.handlePin)
+	handle("PUT /v1/pins/{hash}", rightWrite, n.handlePin)
+	handle("DELETE /v1/pins/{hash}", rightWrite, n.handlePin)
+	handle("GET /v1/fs/{path...}", rightRead, n.handleFSGet)
+	handle("PUT /v1/fs/{path...}", rightWrite, n.handleFSPut)
+	handle("DELETE /v1/fs/{path...}", rightWrite, n.handleFSDelete)
+	profiles := http.NewServeMux()
+	ServeProfiles(profiles)
+	mux.Handle("/debug/pprof/", n.guard(rightAdmin, profiles))
 	return n.metrics.countHTTP(mux)
 }
 

@@ -25,7 +25,7 @@ func kvDo(t *testing.T, n *node.Node, method, path string, body []byte, header .
 	for i := 0; i+1 < len(header); i += 2 {
 		req.Header.Set(header[i], header[i+1])
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := web.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -152,7 +152,7 @@ func TestKVOverGRPC(t *testing.T) {
 	if _, err := ca.Put(ctx, "", []byte("v"), txlog.Quorum, nil); !errors.Is(err, txlog.ErrBadRequest) {
 		t.Errorf("Put of the empty key: %v, want ErrBadRequest", err)
 	}
-	if _, err := ca.Txn(ctx, txlog.Request{Partition: "p", Kind: txlog.KindWrite, Level: txlog.Lazy, Write: []txlog.Change{{Name: "a"}}}); !errors.Is(err, txlog.ErrBadRequest) {
+	if _, err := ca.Txn(ctx, txlog.Request{Partition: "kv/p", Kind: txlog.KindWrite, Level: txlog.Lazy, Write: []txlog.Change{{Name: "a"}}}); !errors.Is(err, txlog.ErrBadRequest) {
 		t.Errorf("a lazy write: %v, want ErrBadRequest", err)
 	}
 }
@@ -162,7 +162,7 @@ func TestKVOverGRPC(t *testing.T) {
 func TestKVCommittedShort(t *testing.T) {
 	a := startNode(t, t.TempDir(), "")
 	req, _ := http.NewRequest(http.MethodPut, "http://"+a.HTTPAddr()+"/v1/kv/short?consistency=all", strings.NewReader("v"))
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := web.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}

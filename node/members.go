@@ -83,6 +83,12 @@ func (s joinService) Admit(ctx context.Context, r *fb.JoinRequest) (*flatbuffers
 	if err == nil {
 		err = s.n.ident.CheckToken(tok, time.Now())
 	}
+	if err == nil {
+		err = s.n.access.check(tok)
+	}
+	if err == nil && !tok.Role.Member() {
+		err = fmt.Errorf("%w: a %s token is for HTTP only and admits no member", identity.ErrToken, tok.Role)
+	}
 	if err != nil {
 		return nil, s.n.refuse(ctx, "/fb.Join/Admit", codes.Unauthenticated, err.Error())
 	}
@@ -98,6 +104,9 @@ func (s joinService) Admit(ctx context.Context, r *fb.JoinRequest) (*flatbuffers
 	cert, caKey, err := s.n.ident.Grant(pub, role, name)
 	if err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "join: %v", err)
+	}
+	if err := s.n.readmit(ctx, cert); err != nil {
+		return nil, status.Errorf(codes.Unavailable, "join: %s was removed from the cluster, and its new certificate could not be recorded: %v", name, err)
 	}
 	s.n.log.Info("admitted a member", "name", name, "role", role, "token", tok.IDString())
 	b := flatbuffers.NewBuilder(2048)
@@ -133,6 +142,13 @@ func (n *Node) authorize(ctx context.Context, full string) error {
 	if err != nil {
 		return n.refuse(ctx, full, codes.Unauthenticated, err.Error())
 	}
+	// Refused at the handshake too; a connection made before the removal
+	// was known ends here.
+	if cert, _ := identity.PeerCert(ctx); cert != nil {
+		if err := n.access.checkCert(cert); err != nil {
+			return n.refuse(ctx, full, codes.Unauthenticated, err.Error())
+		}
+	}
 	for _, r := range allowed(service, method) {
 		if r == role {
 			return nil
@@ -143,6 +159,7 @@ func (n *Node) authorize(ctx context.Context, full string) error {
 
 // refuse returns a refusal's status and logs it, at most once a second.
 func (n *Node) refuse(ctx context.Context, full string, code codes.Code, reason string) error {
+	n.metrics.refused.WithLabelValues("grpc", code.String()).Inc()
 	if n.refusals.Allow() {
 		from := "unknown"
 		if cert, ok := identity.PeerCert(ctx); ok {

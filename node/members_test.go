@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -15,8 +16,11 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
+	"github.com/difuse/difuse/access"
+	"github.com/difuse/difuse/client"
 	"github.com/difuse/difuse/identity"
 	"github.com/difuse/difuse/node"
+	"github.com/difuse/difuse/txlog"
 )
 
 // The first node writes a join token that admits nodes; a node without a
@@ -45,10 +49,27 @@ func TestJoinNeedsAValidToken(t *testing.T) {
 	foreign, _ := other.NewToken(identity.RoleNode, time.Hour)
 	forged := foreign
 	forged.CAHash = id.CAHash()
+	readOnly, _ := id.NewToken(identity.RoleRead, time.Hour)
+	revoked, _ := id.NewToken(identity.RoleNode, time.Hour)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := access.Revoke(ctx, first.TxLog(), revoked.IDString(), time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	// The revocation has reached the node once its HTTP interface refuses
+	// the token too.
+	for end := time.Now().Add(3 * node.AccessRefresh); ; time.Sleep(100 * time.Millisecond) {
+		if code, _ := plainDo(t, first, "GET", "/v1/status", revoked.String()); code == 401 {
+			break
+		}
+		if time.Now().After(end) {
+			t.Fatal("the node did not take in the revocation")
+		}
+	}
 	time.Sleep(2 * time.Second) // expired expires
 	for name, tok := range map[string]string{
 		"no token": "", "garbage": "difuse1.abc.def", "expired": expired.String(), "a client's": client.String(),
-		"another cluster's": foreign.String(), "forged": forged.String(),
+		"another cluster's": foreign.String(), "forged": forged.String(), "a revoked": revoked.String(), "a read": readOnly.String(),
 	} {
 		cfg := testConfig(t.TempDir(), first.GRPCAddr())
 		cfg.Token, cfg.JoinTimeout = tok, 2*time.Second
@@ -101,6 +122,22 @@ func TestRolesAreEnforced(t *testing.T) {
 	if err := call(mount, "/fb.Client/Status"); err != nil {
 		t.Errorf("a mount asks for the status: %v", err)
 	}
+	// A mount's transactions reach the filesystem's and the key-value
+	// store's partitions, not the cluster's own.
+	c, err := client.DialCluster(ctxT(t), []string{n.GRPCAddr()}, creds(t, n.GRPCAddr()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	for _, part := range []string{access.Partition, "gc/lease", "pins/00"} {
+		_, err := c.Do(ctxT(t), txlog.Request{Partition: part, Level: txlog.Quorum, Kind: txlog.KindWrite, Write: []txlog.Change{{Name: "x", Value: []byte("y")}}})
+		if status.Code(err) != codes.PermissionDenied {
+			t.Errorf("a mount writes to %s: %v, want PermissionDenied", part, err)
+		}
+	}
+	if _, err := c.Do(ctxT(t), txlog.Request{Partition: "kv/x", Level: txlog.Quorum, Kind: txlog.KindWrite, Write: []txlog.Change{{Name: "x", Value: []byte("y")}}}); err != nil {
+		t.Errorf("a mount writes a key: %v", err)
+	}
 	stranger := conn(credentials.NewTLS(identity.PinnedConfig(n.Identity().CAHash())))
 	for _, m := range append(nodeOnly, "/fb.Client/Status", "/fb.Peer/Ping") {
 		if err := call(stranger, m); status.Code(err) != codes.Unauthenticated {
@@ -115,5 +152,63 @@ func TestRolesAreEnforced(t *testing.T) {
 	other, _ := identity.Create("elsewhere")
 	if err := call(conn(credentials.NewTLS(other.ClientConfig())), "/fb.Peer/Ping"); err == nil {
 		t.Error("a node of another cluster was answered")
+	}
+}
+
+// A member that is removed (one of three nodes, gone for good) is refused
+// at the handshake by every node once they read the removal, which they
+// keep in their data directories; a certificate issued to its name again
+// later through the join service is let in.
+func TestRemovedMemberIsShutOut(t *testing.T) {
+	a := startNode(t, t.TempDir(), "")
+	startNode(t, t.TempDir(), a.GRPCAddr())
+	b := startNode(t, t.TempDir(), a.GRPCAddr())
+	ping := func(id *identity.Identity) error {
+		cc, err := grpc.NewClient(a.GRPCAddr(), grpc.WithTransportCredentials(credentials.NewTLS(id.ClientConfig())), grpc.WithDefaultCallOptions(grpc.ForceCodec(rawCodec{})))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer cc.Close()
+		var out []byte
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		return cc.Invoke(ctx, "/fb.Peer/Ping", emptyTable(), &out)
+	}
+	eventually := func(what string, ok func() bool) {
+		t.Helper()
+		for end := time.Now().Add(3 * node.AccessRefresh); !ok(); time.Sleep(100 * time.Millisecond) {
+			if time.Now().After(end) {
+				t.Fatalf("not within %s: %s", 3*node.AccessRefresh, what)
+			}
+		}
+	}
+	if err := ping(b.Identity()); err != nil {
+		t.Fatalf("a member's ping: %v", err)
+	}
+	// The machine is gone for good (what difused remove is for); someone
+	// holds its certificate.
+	stopNode(b)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := access.Remove(ctx, a.TxLog(), b.Identity().Name(), time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	eventually("the removed member is refused", func() bool { return ping(b.Identity()) != nil })
+	saved, err := os.ReadFile(filepath.Join(a.Status().DataDir, "access.json"))
+	if err != nil || !strings.Contains(string(saved), b.Identity().Name()) {
+		t.Errorf("the node's copy of the access record: %q, %v", saved, err)
+	}
+	// Admitted again under the same name, with a new certificate.
+	tok, err := a.Identity().NewToken(identity.RoleNode, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := client.Admit(ctx, []string{a.GRPCAddr()}, tok, b.Identity().Name(), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventually("the member admitted again gets in", func() bool { return ping(again) == nil })
+	if err := ping(b.Identity()); err == nil {
+		t.Error("the removed certificate got in again with the new one")
 	}
 }

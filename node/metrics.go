@@ -31,6 +31,7 @@ type metrics struct {
 	blocks       *prometheus.CounterVec   // by operation, level and outcome
 	blockSeconds *prometheus.HistogramVec // by operation and level
 	bytes        *prometheus.CounterVec   // by protocol and direction
+	refused      *prometheus.CounterVec   // by protocol and code
 }
 
 func newMetrics(n *Node) *metrics {
@@ -53,7 +54,10 @@ func newMetrics(n *Node) *metrics {
 	m.bytes = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "difuse_network_bytes_total",
 		Help: "Bytes this node received and sent, by protocol (grpc: message bytes on the wire; http: bodies)."},
 		[]string{"proto", "direction"})
-	m.reg.MustRegister(m.rpcs, m.rpcSeconds, m.txns, m.txnSeconds, m.blocks, m.blockSeconds, m.bytes,
+	m.refused = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "difuse_refused_requests_total",
+		Help: "Requests refused for their credentials (no certificate or token, a revoked or removed one, or one of too small a role), by protocol and code."},
+		[]string{"proto", "code"})
+	m.reg.MustRegister(m.rpcs, m.rpcSeconds, m.txns, m.txnSeconds, m.blocks, m.blockSeconds, m.bytes, m.refused,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
 	gauge := func(name, help string, f func() float64) {

@@ -18,8 +18,10 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 
+	"github.com/difuse/difuse/access"
 	"github.com/difuse/difuse/blockstore"
 	"github.com/difuse/difuse/blockstore/blockrpc"
+	"github.com/difuse/difuse/client"
 	"github.com/difuse/difuse/gc"
 	"github.com/difuse/difuse/gc/gcrpc"
 	"github.com/difuse/difuse/heal"
@@ -48,6 +50,10 @@ type Config struct {
 	Advertise string
 	// HTTPAddr is the address to serve HTTP on. Default 127.0.0.1:9090.
 	HTTPAddr string
+	// OpenStatus serves the status (/v1/status, /v1/cluster) and the
+	// metrics to requests without a token, for a trusted network; every
+	// other request needs one.
+	OpenStatus bool
 	// Join is the gRPC address of a node of the cluster to join; empty
 	// starts a new cluster, or rejoins the one the node was in before.
 	Join string
@@ -176,6 +182,11 @@ type Node struct {
 	db      *badgerdb.DB
 	id      string
 	ident   *identity.Identity // the node's membership of the cluster
+	// access is the node's copy of the cluster's revoked tokens and
+	// removed members.
+	access *accessList
+	// creds are the node's credentials as a client of other nodes.
+	creds credentials.TransportCredentials
 	// refusals limits the logging of refused calls.
 	refusals *rate.Limiter
 	start    time.Time
@@ -246,6 +257,12 @@ func New(cfg Config) (_ *Node, err error) {
 	if n.ident, err = loadIdentity(cfg, n.db.Dir(), advertise); err != nil {
 		return nil, err
 	}
+	if err := ensureAdminToken(n.ident, n.db.Dir()); err != nil {
+		return nil, err
+	}
+	if n.access, err = loadAccess(n.db.Dir()); err != nil {
+		return nil, err
+	}
 	rc := cfg.Ring
 	rc.Addr, rc.Logger = advertise, n.log.With("component", "ring")
 	userOnChange := rc.OnChange
@@ -274,7 +291,10 @@ func New(cfg Config) (_ *Node, err error) {
 			userOnChange(c)
 		}
 	}
-	n.pool = wire.NewPool(credentials.NewTLS(n.ident.ClientConfig()))
+	clientTLS := n.ident.ClientConfig()
+	clientTLS.VerifyConnection = n.access.verifyConnection
+	n.creds = credentials.NewTLS(clientTLS)
+	n.pool = wire.NewPool(n.creds)
 	n.ringTr = ringrpc.NewTransport(n.pool)
 	if n.ring, err = ring.New(rc, n.ringTr); err != nil {
 		return nil, err
@@ -309,7 +329,9 @@ func New(cfg Config) (_ *Node, err error) {
 	if n.healer, err = heal.New(hc, n.members, places, n.txlog, n.blocks, blockrpc.NewTransport(n.pool), healTr); err != nil {
 		return nil, err
 	}
-	opts := append(wire.ServerOptions(n.log), grpc.Creds(credentials.NewTLS(n.ident.ServerConfig())))
+	serverTLS := n.ident.ServerConfig()
+	serverTLS.VerifyConnection = n.access.verifyConnection
+	opts := append(wire.ServerOptions(n.log), grpc.Creds(credentials.NewTLS(serverTLS)))
 	opts = append(append(opts, n.metrics.serverOptions()...), n.authOptions()...)
 	n.grpcSrv = grpc.NewServer(opts...)
 	fb.RegisterJoinServer(n.grpcSrv, joinService{n: n})
@@ -405,6 +427,7 @@ func (n *Node) run(ctx context.Context) error {
 		wg.Go(func() { n.healer.Run(rctx) })
 		wg.Go(func() { n.gc.Run(rctx) })
 		wg.Go(func() { n.compactLoop(rctx) })
+		wg.Go(func() { n.refreshAccess(rctx) })
 		leave := n.cfg.Leave
 		select {
 		case <-ctx.Done():
@@ -465,8 +488,23 @@ func (n *Node) leave() error {
 	if err := n.healer.Leave(hctx); err != nil {
 		return fmt.Errorf("leave: %w", err)
 	}
+	if err := n.recordLeft(hctx); err != nil {
+		n.log.Error("handed off everything, but could not record the node's removal: its certificate is still valid", "err", err)
+		return nil
+	}
 	n.log.Info("handed off everything; stopping")
 	return nil
+}
+
+// recordLeft records in the cluster's access record that this node left,
+// through the nodes it knew: its certificate is refused from then on.
+func (n *Node) recordLeft(ctx context.Context) error {
+	c, err := client.DialCluster(ctx, n.leaveSeeds, n.creds)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	return access.Remove(ctx, c, n.ident.Name(), time.Now().UTC())
 }
 
 // members returns the ring's vnodes, walking it from this host or, once

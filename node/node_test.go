@@ -27,7 +27,14 @@ import (
 // the test ends.
 func startNode(t *testing.T, dir, join string) *node.Node {
 	t.Helper()
-	n, err := node.New(testConfig(dir, join))
+	return startWith(t, testConfig(dir, join))
+}
+
+// startWith starts a node of configuration cfg and stops it when the test
+// ends.
+func startWith(t *testing.T, cfg node.Config) *node.Node {
+	t.Helper()
+	n, err := node.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -35,14 +42,26 @@ func startNode(t *testing.T, dir, join string) *node.Node {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- n.Run(ctx) }()
-	t.Cleanup(func() {
+	stop := sync.OnceFunc(func() {
 		cancel()
 		if err := <-done; err != nil {
 			t.Errorf("Run: %v", err)
 		}
 	})
+	stoppers.Store(n, stop)
+	t.Cleanup(stop)
 	waitMember(t, n)
 	return n
+}
+
+// stoppers maps each node startWith started to the function that stops it.
+var stoppers sync.Map
+
+// stopNode stops a node startWith started, before the test ends.
+func stopNode(n *node.Node) {
+	if stop, ok := stoppers.LoadAndDelete(n); ok {
+		stop.(func())()
+	}
 }
 
 // testConfig returns the configuration of a node on loopback with its data
@@ -75,7 +94,31 @@ var started sync.Map
 // track notes that n runs, until the test ends.
 func track(t *testing.T, n *node.Node) {
 	started.Store(n.GRPCAddr(), n)
-	t.Cleanup(func() { started.CompareAndDelete(n.GRPCAddr(), n) })
+	started.Store(n.HTTPAddr(), n)
+	t.Cleanup(func() {
+		started.CompareAndDelete(n.GRPCAddr(), n)
+		started.CompareAndDelete(n.HTTPAddr(), n)
+	})
+}
+
+// web is the HTTP client of the tests: it shows the node a request goes
+// to an admin token of its cluster.
+var web = &http.Client{Transport: adminTransport{}}
+
+// adminTransport adds an admin token of the cluster of the node a
+// request goes to, if a test started it.
+type adminTransport struct{}
+
+func (adminTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	if n, ok := started.Load(r.URL.Host); ok && r.Header.Get("Authorization") == "" {
+		tok, err := n.(*node.Node).Identity().NewToken(identity.RoleAdmin, time.Hour)
+		if err != nil {
+			return nil, err
+		}
+		r = r.Clone(r.Context())
+		r.Header.Set("Authorization", "Bearer "+tok.String())
+	}
+	return http.DefaultTransport.RoundTrip(r)
 }
 
 // creds returns the credentials of a client of the cluster of the node at
@@ -191,7 +234,7 @@ func TestMalformedMessageToLiveServer(t *testing.T) {
 
 func TestHTTPStatus(t *testing.T) {
 	n := startNode(t, t.TempDir(), "")
-	resp, err := http.Get("http://" + n.HTTPAddr() + "/v1/status")
+	resp, err := web.Get("http://" + n.HTTPAddr() + "/v1/status")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -22,7 +22,7 @@ type lookupReply struct {
 
 func httpLookup(httpAddr, key string, n int) (lookupReply, int, error) {
 	var r lookupReply
-	resp, err := http.Get(fmt.Sprintf("http://%s/v1/lookup?key=%s&n=%d", httpAddr, url.QueryEscape(key), n))
+	resp, err := web.Get(fmt.Sprintf("http://%s/v1/lookup?key=%s&n=%d", httpAddr, url.QueryEscape(key), n))
 	if err != nil {
 		return r, 0, err
 	}
@@ -92,6 +92,7 @@ func TestRingOverGRPC(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	track(t, c)
 	ctx, stop := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- c.Run(ctx) }()
@@ -113,6 +114,7 @@ func TestRingOverGRPC(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	track(t, c2)
 	ctx, stop = context.WithCancel(context.Background())
 	defer func() { stop(); <-done }()
 	go func() { done <- c2.Run(ctx) }()
@@ -123,7 +125,7 @@ func TestRingOverGRPC(t *testing.T) {
 func TestLookupBadRequests(t *testing.T) {
 	n := startNode(t, t.TempDir(), "")
 	for _, q := range []string{"", "?n=3", "?key=a&n=0", "?key=a&n=x", "?key=a&n=1000"} {
-		resp, err := http.Get("http://" + n.HTTPAddr() + "/v1/lookup" + q)
+		resp, err := web.Get("http://" + n.HTTPAddr() + "/v1/lookup" + q)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -18,6 +18,7 @@ import (
 	"github.com/difuse/difuse/blockstore"
 	"github.com/difuse/difuse/blockstore/blockrpc"
 	"github.com/difuse/difuse/heal"
+	"github.com/difuse/difuse/identity"
 	"github.com/difuse/difuse/level"
 	"github.com/difuse/difuse/nodestatus"
 	"github.com/difuse/difuse/txlog"
@@ -131,11 +132,21 @@ func (s clientService) Txn(ctx context.Context, r *fb.TxRequest) (*flatbuffers.B
 	if err != nil {
 		return nil, txlogrpc.ToStatus(err)
 	}
+	if role, _ := identity.PeerRole(ctx); role == identity.RoleClient && !clientPartition(req.Partition) {
+		return nil, s.n.refuse(ctx, "/fb.Client/Txn", codes.PermissionDenied, fmt.Sprintf("a client may not reach the partition %q", req.Partition))
+	}
 	resp, err := s.n.do(ctx, req)
 	if err != nil {
 		return nil, txlogrpc.ToStatus(err)
 	}
 	return txlogrpc.EncodeResponse(resp), nil
+}
+
+// clientPartition reports whether a mount (a member in the client role)
+// may run requests on partition: the filesystem's and the key-value
+// store's, not the cluster's own (gc, access).
+func clientPartition(partition string) bool {
+	return strings.HasPrefix(partition, "fs/") || strings.HasPrefix(partition, "kv/")
 }
 
 // do runs a client's transaction-log request within the node's request

@@ -70,7 +70,7 @@ cold() {
 held() {
   local sum=0 v
   for i in 0 1 2; do
-    v=$(curl -fsS "http://127.0.0.1:$((9154 + i))/metrics" | awk '$1 == "difuse_block_bytes_held" {printf "%d", $2}')
+    v=$(ncurl "http://127.0.0.1:$((9154 + i))/metrics" | awk '$1 == "difuse_block_bytes_held" {printf "%d", $2}')
     sum=$((sum + v))
   done
   echo "$sum"
@@ -85,7 +85,7 @@ profile_start() {
   mkdir -p "$profdir"
   prof_name=$1 profs=()
   for a in 127.0.0.1:9154 127.0.0.1:9155 127.0.0.1:9156 127.0.0.1:9160; do
-    curl -fsS -o "$profdir/$prof_name-cpu-${a##*:}.pprof" "http://$a/debug/pprof/profile?seconds=60" &
+    ncurl -o "$profdir/$prof_name-cpu-${a##*:}.pprof" "http://$a/debug/pprof/profile?seconds=60" &
     profs+=($!)
   done
 }
@@ -93,14 +93,14 @@ profile_stop() {
   [ ${#profs[@]} -gt 0 ] || return 0
   wait "${profs[@]}" || true
   for a in 127.0.0.1:9154 127.0.0.1:9155 127.0.0.1:9156 127.0.0.1:9160; do
-    curl -fsS -o "$profdir/$prof_name-allocs-${a##*:}.pprof" "http://$a/debug/pprof/allocs" || true
+    ncurl -o "$profdir/$prof_name-allocs-${a##*:}.pprof" "http://$a/debug/pprof/allocs" || true
   done
   profs=()
 }
 # fuse_ops: the mount's FUSE operation counts and seconds so far, as lines
 # "op count seconds".
 fuse_ops() {
-  curl -fsS http://127.0.0.1:9160/metrics | awk '
+  ncurl http://127.0.0.1:9160/metrics | awk '
     /^difuse_fuse_operation_duration_seconds_count/ { split($1, a, "\""); n[a[2]] = $2 }
     /^difuse_fuse_operation_duration_seconds_sum/ { split($1, a, "\""); s[a[2]] = $2 }
     END { for (op in n) print op, n[op], s[op] }'

@@ -1,6 +1,10 @@
 # Sourced by the benchmarks, which set work (a scratch directory holding
 # bin/ with difused and difuse-mount), nodes=() and mountpid="".
 
+# ncurl calls a node's HTTP interface (or the mount's) with the admin token
+# the first node wrote.
+ncurl() { curl -fsS -H "Authorization: Bearer $(cat "$work/n0/admin-token")" "$@"; }
+
 # bench_cluster starts three nodes on this machine (gRPC 127.0.0.1:4654-4656,
 # HTTP :9154-9156, data in $work/n0-n2, logs beside), adds their pids to
 # nodes, and waits until every node places keys on three hosts.
@@ -14,7 +18,7 @@ bench_cluster() {
   for _ in $(seq 300); do
     ok=1
     for i in 0 1 2; do
-      n=$(curl -fsS "http://127.0.0.1:$((9154 + i))/v1/lookup?key=probe&n=3" | grep -c '"addr"' || true)
+      n=$(ncurl "http://127.0.0.1:$((9154 + i))/v1/lookup?key=probe&n=3" | grep -c '"addr"' || true)
       [ "$n" -eq 3 ] || ok=0
     done
     [ "$ok" -eq 1 ] && break
@@ -39,7 +43,7 @@ mount_difuse() {
 written() {
   local total=0 v
   for i in 0 1 2; do
-    v=$(curl -fsS "http://127.0.0.1:$((9154 + i))/v1/status" | python3 -c 'import json,sys; print(json.load(sys.stdin)["blocks"]["written_bytes"])')
+    v=$(ncurl "http://127.0.0.1:$((9154 + i))/v1/status" | python3 -c 'import json,sys; print(json.load(sys.stdin)["blocks"]["written_bytes"])')
     total=$((total + v))
   done
   echo "$total"

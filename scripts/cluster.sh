@@ -56,7 +56,7 @@ up() {
 # replicas prints the replica addresses node $1 (an HTTP address) gives for
 # key $2.
 replicas() {
-  curl -fsS "http://$1/v1/lookup?key=$2&n=3" 2>/dev/null | grep -o '"addr": "[^"]*"' | tr '\n' ' '
+  curl -fsS -H "Authorization: Bearer $(cat "$state/n0/data/admin-token")" "http://$1/v1/lookup?key=$2&n=3" 2>/dev/null | grep -o '"addr": "[^"]*"' | tr '\n' ' '
 }
 
 # wait_ring waits until the nodes' rings have settled: every node names the

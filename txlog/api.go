@@ -381,7 +381,13 @@ func (s *Service) leadSync(ctx context.Context, p *part) (Response, error) {
 		return Response{}, err
 	}
 	synced := countSet(acked, members)
-	if synced < len(members) {
+	p.mu.Lock()
+	quiet := time.Since(p.syncLogged) < time.Minute
+	if synced < len(members) && !quiet {
+		p.syncLogged = time.Now()
+	}
+	p.mu.Unlock()
+	if synced < len(members) && !quiet {
 		s.log.Info("sync: not every member holds the log", "partition", p.name, "members", members, "synced", synced, "height", target, "err", err)
 	}
 	return Response{Tx: TxRef{Hash: hash, Height: target}, Members: members, Synced: synced}, nil

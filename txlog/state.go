@@ -70,6 +70,9 @@ type part struct {
 	// creators: the leader is creating the partition, and commits need
 	// every one of these members of the set (see Service.quorumFor).
 	creators []string
+	// syncLogged is when a sync last logged that members are behind (by
+	// the real clock): at most once a minute.
+	syncLogged time.Time
 }
 
 // meta is what is persisted of a partition besides its log and records.

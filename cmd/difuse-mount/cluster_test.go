@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -54,7 +53,7 @@ func startCluster(t *testing.T) *cluster {
 		if err != nil {
 			t.Fatal(err)
 		}
-		proctest.NoteNode(t, m[1], dir, args)
+		proctest.NoteNode(t, m[1], m[2], dir, args)
 		c.nodes, c.grpcs, c.https = append(c.nodes, p), append(c.grpcs, m[1]), append(c.https, m[2])
 	}
 	waitFullSets(t, c.https)
@@ -73,7 +72,7 @@ func (c *cluster) status(t *testing.T) []nodestatus.Status {
 	t.Helper()
 	var out []nodestatus.Status
 	for _, h := range c.https {
-		resp, err := http.Get("http://" + h + "/v1/status")
+		resp, err := proctest.HTTP.Get("http://" + h + "/v1/status")
 		if err != nil {
 			continue // a node the test killed
 		}
@@ -378,7 +377,7 @@ func waitFullSets(t *testing.T, https []string) {
 	t.Helper()
 	full := func() bool {
 		for _, h := range https {
-			resp, err := http.Get("http://" + h + "/v1/status")
+			resp, err := proctest.HTTP.Get("http://" + h + "/v1/status")
 			if err != nil {
 				return false
 			}

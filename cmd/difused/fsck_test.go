@@ -3,7 +3,6 @@ package main
 import (
 	"fmt"
 	"math/rand/v2"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -11,6 +10,7 @@ import (
 	"time"
 
 	"github.com/difuse/difuse/internal/cli"
+	"github.com/difuse/difuse/internal/proctest"
 )
 
 // difused fsck on a 3-node cluster: a sound filesystem passes; with a
@@ -82,7 +82,7 @@ func TestFsck(t *testing.T) {
 	if code, _ := fsck(); code != 0 {
 		t.Fatalf("fsck after the repair: exit %d", code)
 	}
-	resp, err := http.Get("http://" + m2[3] + "/v1/fs/a/b/f0")
+	resp, err := proctest.HTTP.Get("http://" + m2[3] + "/v1/fs/a/b/f0")
 	if err != nil || resp.StatusCode != 200 {
 		t.Fatalf("read after repair: %v", err)
 	}

@@ -92,7 +92,7 @@ func (c *hcluster) await(i int) {
 		c.t.Fatal(err)
 	}
 	n.grpc, n.httpA = m[2], m[3]
-	proctest.NoteNode(c.t, n.grpc, n.dir, n.args)
+	proctest.NoteNode(c.t, n.grpc, n.httpA, n.dir, n.args)
 }
 
 // stop ends node i with SIGTERM (or SIGKILL) and waits for it.
@@ -124,7 +124,7 @@ func (c *hcluster) status(i int) (nodestatus.Status, error) {
 
 // nodeStatus reads the /v1/status of the node serving HTTP at httpAddr.
 func nodeStatus(httpAddr string) (nodestatus.Status, error) {
-	resp, err := (&http.Client{Timeout: 10 * time.Second}).Get("http://" + httpAddr + "/v1/status")
+	resp, err := (&http.Client{Timeout: 10 * time.Second, Transport: proctest.HTTP.Transport}).Get("http://" + httpAddr + "/v1/status")
 	if err != nil {
 		return nodestatus.Status{}, err
 	}
@@ -516,7 +516,7 @@ func TestGracefulLeave(t *testing.T) {
 	var wg sync.WaitGroup
 	for w := range 3 {
 		wg.Go(func() {
-			hc := &http.Client{Timeout: 30 * time.Second}
+			hc := &http.Client{Timeout: 30 * time.Second, Transport: proctest.HTTP.Transport}
 			for k := 0; ; k++ {
 				select {
 				case <-stop:

@@ -21,7 +21,7 @@ func httpKV(t *testing.T, method, httpAddr, path string, body []byte) (int, stri
 	if err != nil {
 		t.Fatal(err)
 	}
-	resp, err := (&http.Client{Timeout: 30 * time.Second}).Do(req)
+	resp, err := (&http.Client{Timeout: 30 * time.Second, Transport: proctest.HTTP.Transport}).Do(req)
 	if err != nil {
 		t.Fatalf("%s %s: %v", method, path, err)
 	}

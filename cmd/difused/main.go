@@ -59,6 +59,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return cmdGC(args[1:], stdout, stderr)
 		case "token":
 			return cmdToken(args[1:], stdout, stderr)
+		case "remove":
+			return cmdRemove(args[1:], stdout, stderr)
 		}
 	}
 	return cmdServe(args, stderr)
@@ -74,7 +76,8 @@ func cmdServe(args []string, stderr io.Writer) int {
        difused leave [flags]    make a node hand off its data and leave
        difused fsck [flags]     check the filesystem (and repair it with -repair)
        difused gc [flags]       free the blocks no file refers to (-dry-run: list)
-       difused token create [flags]  make a join token (for a node, a mount or an admin)
+       difused remove [flags] NODE  remove a node that is gone for good
+       difused token create|list|revoke [flags]  make, list and revoke tokens
 
 Flags of difused:
 `)
@@ -82,6 +85,7 @@ Flags of difused:
 	}
 	grpcAddr := fs.String("b", defaultGRPC, "gRPC bind `address`")
 	httpAddr := fs.String("a", "127.0.0.1:9090", "HTTP bind `address`")
+	openStatus := fs.Bool("open-status", false, "serve the status and the metrics over HTTP without a token (on a trusted network); every other request needs one")
 	join := fs.String("j", "", "gRPC `address` of a node of the cluster to join (none: start a new cluster)")
 	dir := fs.String("d", "", "data `directory` (default $XDG_DATA_HOME/difuse/PORT, else ~/.local/share/difuse/PORT)")
 	advertise := fs.String("advertise", "", "gRPC `address` other nodes reach this one at (default: the -b address)")
@@ -168,6 +172,7 @@ Flags of difused:
 		GRPCAddr:     *grpcAddr,
 		Advertise:    *advertise,
 		HTTPAddr:     *httpAddr,
+		OpenStatus:   *openStatus,
 		Join:         *join,
 		Token:        tok,
 		JoinTimeout:  *joinTimeout,

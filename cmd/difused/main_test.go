@@ -14,6 +14,7 @@ import (
 	"github.com/difuse/difuse/identity"
 	"github.com/difuse/difuse/internal/cli"
 	"github.com/difuse/difuse/internal/proctest"
+	"github.com/difuse/difuse/node"
 	"github.com/difuse/difuse/nodestatus"
 )
 
@@ -29,7 +30,7 @@ func startDaemon(t *testing.T, dir string, extra ...string) (*proctest.Proc, []s
 	if err != nil {
 		t.Fatal(err)
 	}
-	proctest.NoteNode(t, m[2], dir, args)
+	proctest.NoteNode(t, m[2], m[3], dir, args)
 	return p, m
 }
 
@@ -38,7 +39,7 @@ func startDaemon(t *testing.T, dir string, extra ...string) (*proctest.Proc, []s
 func TestServeStopRestart(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "node")
 	p, m := startDaemon(t, dir)
-	resp, err := http.Get("http://" + m[3] + "/v1/status")
+	resp, err := proctest.HTTP.Get("http://" + m[3] + "/v1/status")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -168,7 +169,7 @@ func TestTokenCreate(t *testing.T) {
 	create := func(args ...string) string {
 		t.Helper()
 		var out, errb strings.Builder
-		if code := run(append([]string{"token", "create", "-d", dir}, args...), &out, &errb); code != 0 {
+		if code := run(append([]string{"token", "create", "-d", dir, "-b", m0[2]}, args...), &out, &errb); code != 0 {
 			t.Fatalf("token create %v: exit %d: %s", args, code, errb.String())
 		}
 		return strings.TrimSpace(out.String())
@@ -190,7 +191,47 @@ func TestTokenCreate(t *testing.T) {
 	_, m1 := startDaemon(t, t.TempDir(), "-j", m0[2], "-token", nodeTok)
 	waitAllAgree(t, []string{m0[3], m1[3]}, []string{m0[2], m1[2]}, 50, 30*time.Second)
 	var out, errb strings.Builder
-	if code := run([]string{"token", "create", "-d", dir, "-role", "king"}, &out, &errb); code != cli.ExitUsage {
+	if code := run([]string{"token", "create", "-d", dir, "-b", m0[2], "-role", "king"}, &out, &errb); code != cli.ExitUsage {
 		t.Errorf("an unknown role: exit %d", code)
+	}
+
+	// An HTTP token, listed, then revoked: refused from then on.
+	readTok := create("-role", "read", "-note", "for the dashboard")
+	httpGet := func() int {
+		req, _ := http.NewRequest("GET", "http://"+m0[3]+"/v1/status", nil)
+		req.Header.Set("Authorization", "Bearer "+readTok)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if code := httpGet(); code != 200 {
+		t.Fatalf("a read token: %d", code)
+	}
+	parsed, _ := identity.ParseToken(readTok)
+	list := func() string {
+		t.Helper()
+		var out, errb strings.Builder
+		if code := run([]string{"token", "list", "-d", dir, "-b", m0[2]}, &out, &errb); code != 0 {
+			t.Fatalf("token list: exit %d: %s", code, errb.String())
+		}
+		return out.String()
+	}
+	if l := list(); !regexp.MustCompile(parsed.IDString() + `\s+read\s.*valid\s+for the dashboard`).MatchString(l) {
+		t.Errorf("token list:\n%s", l)
+	}
+	out.Reset()
+	if code := run([]string{"token", "revoke", "-d", dir, "-b", m0[2], parsed.IDString()}, &out, &errb); code != 0 {
+		t.Fatalf("token revoke: exit %d: %s", code, errb.String())
+	}
+	if l := list(); !regexp.MustCompile(parsed.IDString() + `\s+read\s.*revoked`).MatchString(l) {
+		t.Errorf("token list after the revocation:\n%s", l)
+	}
+	for end := time.Now().Add(3 * node.AccessRefresh); httpGet() != 401; time.Sleep(200 * time.Millisecond) {
+		if time.Now().After(end) {
+			t.Fatal("the revoked token is still taken")
+		}
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/difuse/difuse/internal/proctest"
 	"github.com/difuse/difuse/ring"
 )
 
@@ -25,7 +26,7 @@ func lookups(httpAddr string, n int) ([][]ring.Ref, error) {
 		wg.Go(func() {
 			sem <- struct{}{}
 			defer func() { <-sem }()
-			resp, err := http.Get(fmt.Sprintf("http://%s/v1/lookup?key=%s&n=3", httpAddr, url.QueryEscape(fmt.Sprintf("key-%d", k))))
+			resp, err := proctest.HTTP.Get(fmt.Sprintf("http://%s/v1/lookup?key=%s&n=3", httpAddr, url.QueryEscape(fmt.Sprintf("key-%d", k))))
 			if err != nil {
 				errs <- err
 				return

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/difuse/difuse/internal/proctest"
 	"github.com/difuse/difuse/node"
 )
 
@@ -53,7 +53,8 @@ func TestStatusPage(t *testing.T) {
 	if err := os.MkdirAll(artifacts, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	_, m0 := startDaemon(t, t.TempDir())
+	dir0 := t.TempDir()
+	_, m0 := startDaemon(t, dir0)
 	_, m1 := startDaemon(t, t.TempDir(), "-j", m0[2])
 	p2, m2 := startDaemon(t, t.TempDir(), "-j", m1[2])
 	grpcs := []string{m0[2], m1[2], m2[2]}
@@ -61,7 +62,7 @@ func TestStatusPage(t *testing.T) {
 
 	cluster := func() node.ClusterView {
 		t.Helper()
-		resp, err := http.Get("http://" + m0[3] + "/v1/cluster")
+		resp, err := proctest.HTTP.Get("http://" + m0[3] + "/v1/cluster")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -78,8 +79,19 @@ func TestStatusPage(t *testing.T) {
 	}
 	waitHealPass(t, m0[3])
 
+	// Without a token the page asks for one; the address's fragment gives
+	// it (as a person would paste it into the form).
+	dom := browse(t, "http://"+m0[3]+"/", "")
+	if !regexp.MustCompile(`<form id="login"[^>]*>`).MatchString(dom) || strings.Contains(dom, `<form id="login" class="panel login" hidden`) {
+		t.Error("without a token the page does not ask for one")
+	}
+	tok, err := os.ReadFile(filepath.Join(dir0, "admin-token"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	page := "http://" + m0[3] + "/#token=" + strings.TrimSpace(string(tok))
 	shot := filepath.Join(artifacts, "status-page.png")
-	dom := browse(t, "http://"+m0[3]+"/", shot)
+	dom = browse(t, page, shot)
 	rows := regexp.MustCompile(`<tr class="node-row" data-host="([^"]+)"><td>[^<]*</td><td class="ok">up</td>`).FindAllStringSubmatch(dom, -1)
 	var up []string
 	for _, r := range rows {
@@ -116,7 +128,7 @@ func TestStatusPage(t *testing.T) {
 	shot = filepath.Join(artifacts, "status-page-one-down.png")
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		dom = browse(t, "http://"+m0[3]+"/", "")
+		dom = browse(t, page, "")
 		if strings.Contains(dom, "2 / 3 up") && strings.Contains(dom, "down: no answer") {
 			break
 		}
@@ -125,7 +137,7 @@ func TestStatusPage(t *testing.T) {
 		}
 		time.Sleep(time.Second)
 	}
-	if dom = browse(t, "http://"+m0[3]+"/", shot); !strings.Contains(dom, "2 / 3 up") {
+	if dom = browse(t, page, shot); !strings.Contains(dom, "2 / 3 up") {
 		t.Errorf("the page no longer shows 2 / 3 up")
 	}
 	t.Logf("screenshot with one node down: %s", shot)

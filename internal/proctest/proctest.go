@@ -8,6 +8,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -68,13 +69,17 @@ type Proc struct {
 // the join token of its cluster.
 var tokens sync.Map
 
-// NoteNode records that a node serves gRPC at addr, started with args on
-// the data directory dir: the first node of a cluster (args without -j)
-// wrote its cluster's join token there; a node that joined through another
-// is of that one's cluster. Start gives later processes joining through
-// addr the token.
-func NoteNode(t testing.TB, addr, dir string, args []string) {
+// NoteNode records that a node serves gRPC at addr and HTTP at httpAddr,
+// started with args on the data directory dir: the first node of a
+// cluster (args without -j) wrote its cluster's join token there; a node
+// that joined through another is of that one's cluster. Start gives later
+// processes joining through addr the token, and HTTP requests to httpAddr
+// carry the node's admin token.
+func NoteNode(t testing.TB, addr, httpAddr, dir string, args []string) {
 	t.Helper()
+	if b, err := os.ReadFile(filepath.Join(dir, "admin-token")); err == nil {
+		adminTokens.Store(httpAddr, strings.TrimSpace(string(b)))
+	}
 	if via := flagValue(args, "-j"); via != "" {
 		if tok, ok := tokens.Load(strings.Split(via, ",")[0]); ok {
 			tokens.Store(addr, tok)
@@ -86,6 +91,24 @@ func NoteNode(t testing.TB, addr, dir string, args []string) {
 		return // a node that rejoins the peers it remembers
 	}
 	tokens.Store(addr, strings.TrimSpace(string(b)))
+}
+
+// adminTokens maps the HTTP address of every node a test noted to the
+// admin token in its data directory.
+var adminTokens sync.Map
+
+// HTTP is the HTTP client of tests: a request to a node a test noted
+// carries the admin token of that node, unless it has a token already.
+var HTTP = &http.Client{Transport: adminTransport{}}
+
+type adminTransport struct{}
+
+func (adminTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	if tok, ok := adminTokens.Load(r.URL.Host); ok && r.Header.Get("Authorization") == "" {
+		r = r.Clone(r.Context())
+		r.Header.Set("Authorization", "Bearer "+tok.(string))
+	}
+	return http.DefaultTransport.RoundTrip(r)
 }
 
 // flagValue returns the value following the flag name in args.

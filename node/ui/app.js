@@ -131,9 +131,44 @@ function gcCard(up) {
   return card("garbage collected", bytes(freed), detail, busy ? "warn" : "");
 }
 
+// The token the page shows the node: given once in the address's fragment
+// (#token=…, which no request carries) or typed into the form, and kept in
+// this browser's local storage.
+const tokenKey = "difuse-token";
+
+function takeTokenFromAddress() {
+  const m = location.hash.match(/token=([^&]+)/);
+  if (m) {
+    localStorage.setItem(tokenKey, decodeURIComponent(m[1]));
+    history.replaceState(null, "", location.pathname);
+  }
+}
+
+function askForToken(why) {
+  const form = document.getElementById("login");
+  form.hidden = false;
+  document.getElementById("login-why").textContent = why;
+  form.onsubmit = (e) => {
+    e.preventDefault();
+    const t = document.getElementById("token").value.trim();
+    if (!t) return;
+    localStorage.setItem(tokenKey, t);
+    form.hidden = true;
+    refresh();
+  };
+}
+
 async function refresh() {
+  const token = localStorage.getItem(tokenKey);
   try {
-    const resp = await fetch("/v1/cluster", { cache: "no-store" });
+    const headers = token ? { Authorization: "Bearer " + token } : {};
+    const resp = await fetch("/v1/cluster", { cache: "no-store", headers });
+    if (resp.status === 401 || resp.status === 403) {
+      if (token) localStorage.removeItem(tokenKey);
+      const body = await resp.json().catch(() => ({}));
+      askForToken(token ? "the token was refused: " + (body.error || resp.status) : "this node needs a token to show its status");
+      return; // until a token is given
+    }
     if (!resp.ok) throw new Error("HTTP " + resp.status);
     render(await resp.json());
   } catch (e) {
@@ -144,4 +179,5 @@ async function refresh() {
   setTimeout(refresh, refreshMs);
 }
 
+takeTokenFromAddress();
 refresh();
