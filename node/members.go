@@ -21,7 +21,8 @@ import (
 )
 
 // loadIdentity returns the node's identity, kept in its data directory:
-// as saved there; else, for a node that starts a cluster, a new cluster's
+// as saved there (with a certificate for a new address if the node
+// moved); else, for a node that starts a cluster, a new cluster's
 // CA (and a join token written to identity.TokenFile); else one a node
 // of the cluster at cfg.Join issues for cfg.Token.
 func loadIdentity(cfg Config, dir, advertise string) (*identity.Identity, error) {
@@ -30,6 +31,15 @@ func loadIdentity(cfg Config, dir, advertise string) (*identity.Identity, error)
 	case err == nil:
 		if id.Role != identity.RoleNode || !id.CanIssue() {
 			return nil, fmt.Errorf("%w: the identity in %s is a %s's, not a node's", ErrJoin, dir, id.Role)
+		}
+		if id.Name() != advertise {
+			// A node's vnodes are its address's, which its certificate
+			// names: a node that moved issues itself one for its new
+			// address (it holds the CA's key).
+			if id, err = id.NewMember(identity.RoleNode, advertise); err != nil {
+				return nil, err
+			}
+			return id, id.Save(dir)
 		}
 		return id, nil
 	case !errors.Is(err, identity.ErrNone):

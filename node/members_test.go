@@ -20,7 +20,10 @@ import (
 	"github.com/difuse/difuse/client"
 	"github.com/difuse/difuse/identity"
 	"github.com/difuse/difuse/node"
+	"github.com/difuse/difuse/ring"
+	"github.com/difuse/difuse/ring/ringrpc"
 	"github.com/difuse/difuse/txlog"
+	"github.com/difuse/difuse/wire"
 )
 
 // The first node writes a join token that admits nodes; a node without a
@@ -210,5 +213,29 @@ func TestRemovedMemberIsShutOut(t *testing.T) {
 	eventually("the member admitted again gets in", func() bool { return ping(again) == nil })
 	if err := ping(b.Identity()); err == nil {
 		t.Error("the removed certificate got in again with the new one")
+	}
+}
+
+// A node offers only its own vnodes as a predecessor: an id that is not
+// one of its address's, or a vnode of another node's address, is refused,
+// so a member cannot enter the ring where it chooses.
+func TestRectifyTakesOnlyTheCallersVNodes(t *testing.T) {
+	a := startNode(t, t.TempDir(), "")
+	b := startNode(t, t.TempDir(), a.GRPCAddr())
+	pool := wire.NewPool(credentials.NewTLS(b.Identity().ClientConfig()))
+	defer pool.Close()
+	tr := ringrpc.NewTransport(pool)
+	to := ring.Ref{ID: ring.VNodeID(a.GRPCAddr(), 0), Addr: a.GRPCAddr()}
+	for _, tc := range []struct {
+		from ring.Ref
+		want codes.Code
+	}{
+		{ring.Ref{ID: ring.HashKey([]byte("anywhere")), Addr: b.GRPCAddr()}, codes.InvalidArgument},
+		{ring.Ref{ID: ring.VNodeID("127.0.0.1:1", 3), Addr: "127.0.0.1:1"}, codes.PermissionDenied},
+		{ring.Ref{ID: ring.VNodeID(b.GRPCAddr(), 1), Addr: b.GRPCAddr()}, codes.OK},
+	} {
+		if err := tr.Rectify(ctxT(t), to, tc.from); status.Code(err) != tc.want {
+			t.Errorf("rectify from %v: %v, want %s", tc.from, err, tc.want)
+		}
 	}
 }

@@ -266,6 +266,10 @@ func TestRestartKeepsIdentity(t *testing.T) {
 	if again.ID() != n.ID() {
 		t.Fatalf("id changed across restart: %s then %s", n.ID(), again.ID())
 	}
+	// It came back at another address, which its certificate names now.
+	if again.Identity().Name() != again.GRPCAddr() || again.Identity().CAHash() != n.Identity().CAHash() {
+		t.Errorf("after a move to %s the certificate names %s", again.GRPCAddr(), again.Identity().Name())
+	}
 }
 
 func TestSecondNodeOnSameDirectory(t *testing.T) {

@@ -24,6 +24,18 @@ func VNodeID(addr string, index int) ID {
 	return HashKey([]byte(addr + "#" + strconv.Itoa(index)))
 }
 
+// Genuine reports whether ref's id is one of the vnode ids of the host at
+// ref's address (VNodeID of an index below MaxVNodes): a host that
+// proves its address can place its vnodes only where they belong.
+func Genuine(ref Ref) bool {
+	for i := range MaxVNodes {
+		if VNodeID(ref.Addr, i) == ref.ID {
+			return true
+		}
+	}
+	return false
+}
+
 // ParseID parses the 64-digit hex form that String returns.
 func ParseID(s string) (ID, error) {
 	var id ID

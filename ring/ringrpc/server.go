@@ -6,7 +6,10 @@ import (
 
 	flatbuffers "github.com/google/flatbuffers/go"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
+	"github.com/difuse/difuse/identity"
 	"github.com/difuse/difuse/ring"
 	"github.com/difuse/difuse/wire/fb"
 )
@@ -19,6 +22,19 @@ func Register(s grpc.ServiceRegistrar, h ring.Handler) {
 type server struct {
 	fb.UnimplementedRingServer
 	h ring.Handler
+}
+
+// checkOwn refuses a vnode offered as a predecessor unless it is a vnode
+// of the caller: its id derives from its address (ring.Genuine), and that
+// is the address the caller's certificate was issued to.
+func checkOwn(ctx context.Context, from ring.Ref) error {
+	if !ring.Genuine(from) {
+		return status.Errorf(codes.InvalidArgument, "ring: %s is not a vnode id of %s", from.ID, from.Addr)
+	}
+	if cert, ok := identity.PeerCert(ctx); ok && cert.Subject.CommonName != from.Addr {
+		return status.Errorf(codes.PermissionDenied, "ring: %s may offer only its own vnodes, not %s's", cert.Subject.CommonName, from.Addr)
+	}
+	return nil
 }
 
 func ack() *flatbuffers.Builder {
@@ -103,6 +119,9 @@ func (s server) Rectify(ctx context.Context, r *fb.RectifyRequest) (*flatbuffers
 	}
 	from, err := requiredRef("from", r.From(nil))
 	if err != nil {
+		return nil, err
+	}
+	if err := checkOwn(ctx, from); err != nil {
 		return nil, err
 	}
 	if err := s.h.HandleRectify(ctx, id, from); err != nil {
