@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/grpc/tap"
 
 	"github.com/difuse/difuse/client"
 	"github.com/difuse/difuse/identity"
@@ -180,21 +181,11 @@ func (n *Node) refuse(ctx context.Context, full string, code codes.Code, reason 
 	return status.Error(code, strings.TrimPrefix(full, "/")+": "+reason)
 }
 
-// authOptions are the gRPC server options that check every call's caller.
+// authOptions are the gRPC server options that check every call's caller,
+// before its request is read.
 func (n *Node) authOptions() []grpc.ServerOption {
 	n.refusals = rate.NewLimiter(1, 5)
-	return []grpc.ServerOption{
-		grpc.ChainUnaryInterceptor(func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
-			if err := n.authorize(ctx, info.FullMethod); err != nil {
-				return nil, err
-			}
-			return h(ctx, req)
-		}),
-		grpc.ChainStreamInterceptor(func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
-			if err := n.authorize(ss.Context(), info.FullMethod); err != nil {
-				return err
-			}
-			return h(srv, ss)
-		}),
-	}
+	return []grpc.ServerOption{grpc.InTapHandle(func(ctx context.Context, info *tap.Info) (context.Context, error) {
+		return ctx, n.authorize(ctx, info.FullMethodName)
+	})}
 }
