@@ -11,6 +11,9 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc/credentials"
+
+	"github.com/difuse/difuse/client"
 	"github.com/difuse/difuse/identity"
 	"github.com/difuse/difuse/internal/cli"
 	"github.com/difuse/difuse/internal/proctest"
@@ -233,5 +236,63 @@ func TestTokenCreate(t *testing.T) {
 		if time.Now().After(end) {
 			t.Fatal("the revoked token is still taken")
 		}
+	}
+}
+
+// difused remove refuses a node that still answers; once it is gone,
+// removes it, and the machine restarted on its old files does not get
+// back into the ring.
+func TestRemove(t *testing.T) {
+	dir := t.TempDir()
+	_, m0 := startDaemon(t, dir)
+	_, m1 := startDaemon(t, t.TempDir(), "-j", m0[2])
+	dir2 := t.TempDir()
+	p2, m2 := startDaemon(t, dir2, "-j", m0[2])
+	waitAllAgree(t, []string{m0[3], m1[3], m2[3]}, []string{m0[2], m1[2], m2[2]}, 50, 30*time.Second)
+	remove := func() (int, string) {
+		var out, errb strings.Builder
+		code := run([]string{"remove", "-d", dir, "-b", m0[2], "-timeout", "20s", m2[2]}, &out, &errb)
+		return code, out.String() + errb.String()
+	}
+	if code, out := remove(); code != cli.ExitFailure || !strings.Contains(out, "answers") {
+		t.Errorf("remove of a node that answers: exit %d: %s", code, out)
+	}
+	if err := p2.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	p2.Wait(10 * time.Second)
+	if code, out := remove(); code != 0 {
+		t.Fatalf("remove: exit %d: %s", code, out)
+	}
+	waitAllAgree(t, []string{m0[3], m1[3]}, []string{m0[2], m1[2]}, 50, 60*time.Second)
+	// Both nodes refuse the removed certificate once they read the removal.
+	old, err := identity.Load(dir2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, addr := range []string{m0[2], m1[2]} {
+		for end := time.Now().Add(3 * node.AccessRefresh); ; time.Sleep(100 * time.Millisecond) {
+			c, err := client.Dial(addr, credentials.NewTLS(old.ClientConfig()))
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			_, err = c.Ping(ctx)
+			cancel()
+			c.Close()
+			if err != nil {
+				break
+			}
+			if time.Now().After(end) {
+				t.Fatalf("%s still takes the removed node's certificate", addr)
+			}
+		}
+	}
+	// The machine comes back on its old files and address: refused.
+	back := proctest.Start(t, "difused", "-b", m2[2], "-a", "127.0.0.1:0", "-d", dir2)
+	time.Sleep(2 * node.AccessRefresh)
+	if err := allAgree([]string{m0[3], m1[3]}, []string{m0[2], m1[2]}, 50); err != nil {
+		log := strings.Split(back.Log(), "\n")
+		t.Errorf("after the removed node came back: %v\nits log ends:\n%s", err, strings.Join(log[max(0, len(log)-10):], "\n"))
 	}
 }
