@@ -172,8 +172,13 @@ func (f *FS) GetAttr(ctx context.Context, id ID) (Attr, txlog.Hash, error) {
 // decodes it: ENOENT if it does not exist, EIO if it does not decode; what
 // names it in errors.
 func readRecord[T any](ctx context.Context, f *FS, part uint64, name, what string, decode func([]byte) (T, error)) (T, txlog.Hash, error) {
+	return readRecordAt(ctx, f, f.levels.Read, part, name, what, decode)
+}
+
+// readRecordAt is readRecord at level lv.
+func readRecordAt[T any](ctx context.Context, f *FS, lv txlog.Level, part uint64, name, what string, decode func([]byte) (T, error)) (T, txlog.Hash, error) {
 	var zero T
-	resp, err := f.log.Do(ctx, txlog.Request{Partition: PartitionName(part), Level: f.levels.Read, Kind: txlog.KindRead, Name: name})
+	resp, err := f.log.Do(ctx, txlog.Request{Partition: PartitionName(part), Level: lv, Kind: txlog.KindRead, Name: name})
 	if err != nil {
 		f.known.forget(part, name)
 		return zero, txlog.Hash{}, errno(err)
@@ -211,6 +216,11 @@ func (f *FS) children(ctx context.Context, dir ID) (uint64, error) {
 // entry reads a directory entry of partition part, and its hash.
 func (f *FS) entry(ctx context.Context, part uint64, name string) (Entry, txlog.Hash, error) {
 	return readRecord(ctx, f, part, EntryRecord(name), strconv.Quote(name), DecodeEntry)
+}
+
+// entryAt is entry at level lv.
+func (f *FS) entryAt(ctx context.Context, lv txlog.Level, part uint64, name string) (Entry, txlog.Hash, error) {
+	return readRecordAt(ctx, f, lv, part, EntryRecord(name), strconv.Quote(name), DecodeEntry)
 }
 
 // Lookup returns the entry called name in directory dir.

@@ -64,8 +64,13 @@ func moveRecord(txid uint64) string { return fmt.Sprintf("r/%016x", txid) }
 // entry), and for moves left undecided past staleMove, it also brings the
 // move to its end first. The hash is the entry record's as read.
 func (f *FS) liveEntry(ctx context.Context, part uint64, name string, settle bool) (Entry, txlog.Hash, error) {
+	return f.liveEntryAt(ctx, f.levels.Read, part, name, settle)
+}
+
+// liveEntryAt is liveEntry reading the entry at level lv.
+func (f *FS) liveEntryAt(ctx context.Context, lv txlog.Level, part uint64, name string, settle bool) (Entry, txlog.Hash, error) {
 	for range maxRetries {
-		e, h, err := f.entry(ctx, part, name)
+		e, h, err := f.entryAt(ctx, lv, part, name)
 		if err != nil || e.Move == nil {
 			return e, h, err
 		}
@@ -93,7 +98,7 @@ func (f *FS) liveEntry(ctx context.Context, part uint64, name string, settle boo
 			// Not committed when the decision was read, unless the move
 			// ended and its record went between the two reads: then the
 			// entry is gone or changed now.
-			if _, h2, err := f.entry(ctx, part, name); err == nil && h2 == h {
+			if _, h2, err := f.entryAt(ctx, lv, part, name); err == nil && h2 == h {
 				return e, h, nil
 			}
 		case d == 0:

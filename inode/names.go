@@ -271,12 +271,17 @@ func (f *FS) Rename(ctx context.Context, dir ID, name string, newDir ID, newName
 			return err
 		}
 	}
+	strict := false // read at the write level
 	return retry("rename "+strconv.Quote(name), func() error {
-		src, sh, err := f.liveEntry(ctx, part1, name, true)
+		lv := f.levels.Read
+		if strict {
+			lv = f.levels.Write
+		}
+		src, sh, err := f.liveEntryAt(ctx, lv, part1, name, true)
 		if err != nil || (part1 == part2 && name == newName) {
 			return err
 		}
-		dst, dh, derr := f.liveEntry(ctx, part2, newName, true)
+		dst, dh, derr := f.liveEntryAt(ctx, lv, part2, newName, true)
 		exists := derr == nil
 		switch {
 		case derr != nil && !errors.Is(derr, syscall.ENOENT):
@@ -285,8 +290,16 @@ func (f *FS) Rename(ctx context.Context, dir ID, name string, newDir ID, newName
 			return fmt.Errorf("rename onto %q: %w", newName, syscall.EEXIST)
 		case flags&RenameExchange != 0 && !exists:
 			return fmt.Errorf("exchange with %q: %w", newName, derr)
+		case exists && dst.ID == src.ID && !strict:
+			// Two links to one inode, which POSIX leaves both. Nothing
+			// would be written, so no condition would catch a stale
+			// read (a deposed leader answers reads at the leader level
+			// from entries it never committed): read both again at the
+			// write level.
+			strict = true
+			return errRaced
 		case exists && dst.ID == src.ID:
-			return nil // two links to one inode: POSIX leaves both
+			return nil
 		case flags&RenameExchange != 0:
 			return f.exchange(ctx, part1, name, src, sh, part2, newName, dst, dh)
 		}
