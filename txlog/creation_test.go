@@ -58,30 +58,47 @@ func TestCreationSurvivesDeadMember(t *testing.T) {
 			ctx := ctxFor(t, 20*time.Second)
 			const part = "kv/created"
 			armed.Store(true)
-			short, cancel := context.WithTimeout(ctx, time.Second)
-			_, err := svcs["a"].Write(short, part, set("k", "v"), Quorum)
-			cancel()
-			if err == nil {
-				t.Fatal("a creation that c never acknowledged committed")
+			// The write waits while the creation cannot finish: nothing of
+			// it was appended, so it is tried again once the ring drops c.
+			done := make(chan error, 1)
+			go func() {
+				_, err := svcs["a"].Write(ctx, part, set("k", "v"), Quorum)
+				done <- err
+			}()
+			var last uint64
+			var config []string
+			for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+				if p, err := svcs["b"].ps.find(part); err == nil {
+					p.mu.Lock()
+					last, config = p.last, p.config
+					p.mu.Unlock()
+					if last > 0 {
+						break
+					}
+				}
 			}
-			p, _ := svcs["b"].ps.get(part)
-			p.mu.Lock()
-			last, config := p.last, p.config
-			p.mu.Unlock()
 			if last == 0 || !sameSet(config, []string{"a", "b", "c"}) {
 				t.Fatalf("b holds %d entries, config %v; want the creation's first entry, uncommitted", last, config)
+			}
+			select {
+			case err := <-done:
+				t.Fatalf("a creation that c never acknowledged ended (%v)", err)
+			case <-time.After(200 * time.Millisecond):
 			}
 			faults.Kill("c")
 			placer.mu.Lock()
 			placer.set = tc.after
 			placer.mu.Unlock()
+			if err := <-done; err != nil {
+				t.Fatalf("the write that waited for the creation: %v", err)
+			}
 			if _, err := svcs["a"].Write(ctx, part, set("k", "v2"), Quorum); err != nil {
 				t.Fatalf("write once the ring dropped the dead member: %v", err)
 			}
 			if r, err := svcs["b"].Read(ctx, part, "k", Quorum); err != nil || string(r.Value) != "v2" {
 				t.Fatalf("read: %+v, %v", r, err)
 			}
-			p, _ = svcs["a"].ps.get(part)
+			p, _ := svcs["a"].ps.get(part)
 			p.mu.Lock()
 			config = p.config
 			p.mu.Unlock()

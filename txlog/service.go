@@ -448,6 +448,12 @@ func (s *Service) establish(ctx context.Context, p *part, ringSet []string) erro
 		}
 		enough := func(acked map[string]bool) bool { return countSet(acked, set) >= need }
 		if _, _, err := s.appendTx(ctx, p, WriteID{}, []Op{op}, union(members, set), enough, enough, true); err != nil {
+			if errors.Is(err, ErrUnavailable) {
+				// The request this takeover is for has not been appended:
+				// it may be tried again (a creation whose member died
+				// before it acknowledged succeeds once the ring drops it).
+				return fmt.Errorf("%w: %q: the takeover's first entry did not commit: %v", ErrTakeover, p.name, err)
+			}
 			return err
 		}
 		p.mu.Lock()
