@@ -17,15 +17,21 @@ import (
 // restart without -j rejoins the same cluster.
 var peersKey = []byte("ring/peers")
 
+// learnedKey is where a node that has not joined yet keeps the members it
+// learned of through -j, so that a later attempt joins through any of them
+// if the -j node is down.
+var learnedKey = []byte("ring/learned")
+
 // joinOrCreate makes the node a ring member. A node that remembers peers
 // from an earlier run rejoins through any of them (and the -j node, tried
 // first); if the peers that answer are all waiting for a ring themselves,
 // the one with the lowest address starts it; if none answers within
 // JoinTimeout it starts a ring alone, which the others join as they come
-// back. A node with no peers to remember joins through -j, trying until
+// back. A node with no peers to remember joins through -j or any member it
+// learned of from it (now or on an earlier attempt), trying until
 // JoinTimeout, or, without -j, starts a new ring.
 func (n *Node) joinOrCreate(ctx context.Context) error {
-	remembered, err := n.loadPeers()
+	remembered, err := n.loadHosts(peersKey)
 	if err != nil {
 		return err
 	}
@@ -34,13 +40,17 @@ func (n *Node) joinOrCreate(ctx context.Context) error {
 	targets := remembered
 	restarting := len(remembered) > 0 // a member before: its peers are in the store
 	if n.cfg.Join != "" {
-		targets = append([]string{n.cfg.Join}, slices.DeleteFunc(remembered, func(a string) bool { return a == n.cfg.Join })...)
+		targets = withOthers([]string{n.cfg.Join}, remembered)
 	}
 	if len(targets) == 0 {
 		return n.ring.Create()
 	}
-	if n.cfg.Join != "" {
-		n.copyBeforeJoin(ctx)
+	if n.cfg.Join != "" && !restarting {
+		learned, err := n.loadHosts(learnedKey)
+		if err != nil {
+			return err
+		}
+		targets = n.copyBeforeJoin(ctx, withOthers(targets, learned))
 	}
 	deadline := time.Now().Add(n.cfg.JoinTimeout)
 	var lastErr error
@@ -49,6 +59,7 @@ func (n *Node) joinOrCreate(ctx context.Context) error {
 		for _, t := range targets {
 			err := n.ring.Join(ctx, t)
 			if err == nil {
+				n.joinedVia.Store(&t)
 				return nil
 			}
 			if errors.Is(err, ring.ErrNotMember) {
@@ -83,32 +94,59 @@ func (n *Node) joinOrCreate(ctx context.Context) error {
 	return n.ring.Create()
 }
 
-// copyBeforeJoin copies what the ring will place on this node from the
-// nodes that hold it now, before the node's vnodes enter the ring (see
-// heal.Healer.Join). A cluster that cannot be reached or walked is left to
+// copyBeforeJoin learns the ring's members through any of seeds, keeps
+// them (learnedKey) and copies what the ring will place on this node from
+// the nodes that hold it now, before the node's vnodes enter the ring (see
+// heal.Healer.Join). It returns the hosts to join through: seeds, then the
+// members learned. A cluster that cannot be reached or walked is left to
 // the join's own error.
-func (n *Node) copyBeforeJoin(ctx context.Context) {
+func (n *Node) copyBeforeJoin(ctx context.Context, seeds []string) []string {
 	wctx, cancel := context.WithTimeout(ctx, n.cfg.JoinTimeout)
-	refs, err := ring.Members(wctx, n.ringTr, []string{n.cfg.Join})
+	refs, err := ring.Members(wctx, n.ringTr, seeds)
 	cancel()
 	if err != nil {
-		n.log.Debug("cannot learn the ring before joining", "via", n.cfg.Join, "err", err)
-		return
+		n.log.Debug("cannot learn the ring before joining", "via", strings.Join(seeds, ","), "err", err)
+		return seeds
+	}
+	var hosts []string
+	for _, r := range refs {
+		if r.Addr != n.ring.Addr() && !slices.Contains(hosts, r.Addr) {
+			hosts = append(hosts, r.Addr)
+		}
+	}
+	if err := n.saveHosts(learnedKey, hosts); err != nil {
+		n.log.Warn("cannot keep the members learned before joining", "err", err)
 	}
 	start := time.Now()
 	copied, missed := n.healer.Join(ctx, refs, n.ring.OwnRefs())
 	n.log.Info("copied this node's share before joining", "items", copied, "missed", missed, "took", time.Since(start).Round(time.Millisecond))
+	return withOthers(seeds, hosts)
 }
 
-func (n *Node) loadPeers() ([]string, error) {
-	b, err := n.db.Get(peersKey)
+// loadHosts returns the hosts stored at key.
+func (n *Node) loadHosts(key []byte) ([]string, error) {
+	b, err := n.db.Get(key)
 	if errors.Is(err, store.ErrNotFound) {
 		return nil, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("read remembered peers: %w", err)
+		return nil, fmt.Errorf("read the hosts at %s: %w", key, err)
 	}
 	return strings.Fields(string(b)), nil
+}
+
+// saveHosts stores hosts at key, durably.
+func (n *Node) saveHosts(key []byte, hosts []string) error {
+	err := n.db.Update(func(w store.Writer) error { return w.Set(key, []byte(strings.Join(hosts, "\n"))) })
+	if err == nil {
+		err = n.db.Sync()
+	}
+	return err
+}
+
+// withOthers returns hosts followed by those of more it lacks.
+func withOthers(hosts, more []string) []string {
+	return append(slices.Clone(hosts), slices.DeleteFunc(slices.Clone(more), func(h string) bool { return slices.Contains(hosts, h) })...)
 }
 
 // peerSet is the one record of the other hosts the ring last showed
@@ -168,11 +206,7 @@ func (n *Node) savePeers() bool {
 	if len(peers) == 0 {
 		return true
 	}
-	err := n.db.Update(func(w store.Writer) error { return w.Set(peersKey, []byte(strings.Join(peers, "\n"))) })
-	if err == nil {
-		err = n.db.Sync()
-	}
-	if err != nil {
+	if err := n.saveHosts(peersKey, peers); err != nil {
 		n.log.Warn("cannot remember peers", "err", err)
 		return false
 	}

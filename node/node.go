@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/time/rate"
@@ -210,9 +211,11 @@ type Node struct {
 	// is no longer in it.
 	leaveSeeds []string
 	// peers are the other hosts the ring shows here.
-	peers  peerSet
-	fsInit sync.Mutex
-	fsDone bool // the root directory is known to exist
+	peers peerSet
+	// joinedVia is the host the node joined the ring through.
+	joinedVia atomic.Pointer[string]
+	fsInit    sync.Mutex
+	fsDone    bool // the root directory is known to exist
 
 	runOnce sync.Once
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net/http"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -284,8 +285,8 @@ func TestSecondNodeOnSameDirectory(t *testing.T) {
 func TestJoin(t *testing.T) {
 	first := startNode(t, t.TempDir(), "")
 	second := startNode(t, t.TempDir(), first.GRPCAddr())
-	if second.Status().JoinedVia != first.GRPCAddr() {
-		t.Fatalf("JoinedVia = %q", second.Status().JoinedVia)
+	if via := joinedVia(second); via != first.GRPCAddr() {
+		t.Fatalf("joined via %q", via)
 	}
 	cfg := testConfig(filepath.Join(t.TempDir(), "d"), "127.0.0.1:1")
 	cfg.Token = testConfig("", first.GRPCAddr()).Token
@@ -293,6 +294,56 @@ func TestJoin(t *testing.T) {
 	if _, err := node.New(cfg); !errors.Is(err, node.ErrJoin) {
 		t.Fatalf("join of a dead address: err = %v, want ErrJoin", err)
 	}
+}
+
+// A joiner keeps the members it learned through -j, and a later attempt
+// joins through any of them when the -j node is down: a node whose -j node
+// was killed again and again joined only after nine minutes in a Jepsen
+// run.
+func TestJoinThroughLearnedMembers(t *testing.T) {
+	a := startNode(t, t.TempDir(), "")
+	b := startNode(t, t.TempDir(), a.GRPCAddr())
+	cdir := t.TempDir()
+	stopNode(startNode(t, cdir, a.GRPCAddr()))
+	learned, err := node.LearnedHosts(cdir)
+	if err != nil || !slices.Contains(learned, a.GRPCAddr()) || !slices.Contains(learned, b.GRPCAddr()) {
+		t.Fatalf("a node that joined through a learned %v (%v); want a and b", learned, err)
+	}
+
+	// d was admitted through a and learned of b, then a went down.
+	ddir := t.TempDir()
+	cfg := testConfig(ddir, a.GRPCAddr())
+	tok, err := identity.ParseToken(cfg.Token)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, err := client.Admit(ctxT(t), []string{a.GRPCAddr()}, tok, "127.0.0.1:1", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := id.Save(ddir); err != nil {
+		t.Fatal(err)
+	}
+	if err := node.SeedLearned(ddir, []string{b.GRPCAddr()}); err != nil {
+		t.Fatal(err)
+	}
+	stopNode(a)
+	d := startWith(t, cfg)
+	if via := joinedVia(d); via != b.GRPCAddr() {
+		t.Fatalf("joined via %q, want b (%s; a %s)", via, b.GRPCAddr(), a.GRPCAddr())
+	}
+}
+
+// joinedVia returns the host n joined through, once its status says (the
+// ring takes a node in just before its join returns).
+func joinedVia(n *node.Node) string {
+	for range 500 {
+		if via := n.Status().JoinedVia; via != "" {
+			return via
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return ""
 }
 
 func TestAddressInUse(t *testing.T) {

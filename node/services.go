@@ -34,11 +34,15 @@ func (n *Node) info() nodestatus.NodeInfo {
 // Status returns the node's view of itself.
 func (n *Node) Status() nodestatus.Status {
 	st := n.db.Stats()
+	var via string
+	if p := n.joinedVia.Load(); p != nil {
+		via = *p
+	}
 	return nodestatus.Status{
 		Node:       n.info(),
 		Started:    n.start,
 		DataDir:    n.db.Dir(),
-		JoinedVia:  n.cfg.Join,
+		JoinedVia:  via,
 		Store:      nodestatus.Store{LSMBytes: st.LSMBytes, VlogBytes: st.VlogBytes, FreeBytes: st.FreeBytes},
 		RSSBytes:   rssBytes(),
 		Goroutines: runtime.NumGoroutine(),
