@@ -93,19 +93,15 @@ func Read(ctx context.Context, d Doer) (State, error) {
 	err := List(ctx, d, "", func(rec txlog.Record) error {
 		switch {
 		case strings.HasPrefix(rec.Name, TokenPrefix):
-			var t Token
-			if err := json.Unmarshal(rec.Value, &t); err != nil {
-				return fmt.Errorf("access: record %s: %w", rec.Name, err)
-			}
-			if !t.Revoked.IsZero() {
+			t, err := decode[Token](rec)
+			if err == nil && !t.Revoked.IsZero() {
 				s.Revoked = append(s.Revoked, t.ID)
 			}
+			return err
 		case strings.HasPrefix(rec.Name, RemovedPrefix):
-			var r Removal
-			if err := json.Unmarshal(rec.Value, &r); err != nil {
-				return fmt.Errorf("access: record %s: %w", rec.Name, err)
-			}
+			r, err := decode[Removal](rec)
 			s.Removed = append(s.Removed, r)
+			return err
 		}
 		return nil
 	})
@@ -129,14 +125,20 @@ func (s State) Equal(o State) bool {
 func Tokens(ctx context.Context, d Doer) ([]Token, error) {
 	var ts []Token
 	err := List(ctx, d, TokenPrefix, func(rec txlog.Record) error {
-		var t Token
-		if err := json.Unmarshal(rec.Value, &t); err != nil {
-			return fmt.Errorf("access: record %s: %w", rec.Name, err)
-		}
+		t, err := decode[Token](rec)
 		ts = append(ts, t)
-		return nil
+		return err
 	})
 	return ts, err
+}
+
+// decode returns the T a record holds.
+func decode[T any](rec txlog.Record) (T, error) {
+	var v T
+	if err := json.Unmarshal(rec.Value, &v); err != nil {
+		return v, fmt.Errorf("access: record %s: %w", rec.Name, err)
+	}
+	return v, nil
 }
 
 // RecordToken records a token made, unless it is recorded already.
@@ -198,8 +200,8 @@ func update[T any](ctx context.Context, d Doer, name string, change func(*T) boo
 		var cur T
 		var match txlog.Hash // none: the record must not exist
 		if resp.Record.Exists {
-			if err := json.Unmarshal(resp.Record.Value, &cur); err != nil {
-				return fmt.Errorf("access: record %s: %w", name, err)
+			if cur, err = decode[T](resp.Record); err != nil {
+				return err
 			}
 			match = resp.Record.Hash
 		}
@@ -212,7 +214,7 @@ func update[T any](ctx context.Context, d Doer, name string, change func(*T) boo
 		}
 		_, err = d.Do(ctx, txlog.Request{Partition: Partition, Level: level.Quorum, Kind: txlog.KindWrite,
 			Write: []txlog.Change{{Name: name, Value: val, IfMatch: &match}}})
-		if err == nil || ctx.Err() != nil {
+		if err == nil || ctx.Err() != nil || !errors.Is(err, txlog.ErrConflict) && !errors.Is(err, txlog.ErrUnavailable) {
 			return err
 		}
 	}

@@ -6,7 +6,6 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
-	"fmt"
 
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/peer"
@@ -79,18 +78,4 @@ func PeerCert(ctx context.Context) (*x509.Certificate, bool) {
 		return nil, false
 	}
 	return info.State.VerifiedChains[0][0], true
-}
-
-// PeerRole returns the role of the caller of a gRPC handler, from its
-// verified certificate.
-func PeerRole(ctx context.Context) (Role, error) {
-	cert, ok := PeerCert(ctx)
-	if !ok {
-		return "", errors.New("no cluster certificate")
-	}
-	r, err := RoleOf(cert)
-	if err != nil {
-		return "", fmt.Errorf("certificate of %q: %w", cert.Subject.CommonName, err)
-	}
-	return r, nil
 }

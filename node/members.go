@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -143,29 +144,40 @@ func allowed(service, method string) []identity.Role {
 }
 
 // authorize refuses a call whose caller shows no certificate of the
-// cluster, or one of a role the service does not admit.
-func (n *Node) authorize(ctx context.Context, full string) error {
+// cluster, or one of a role the service does not admit; it returns ctx
+// with the caller's role (see callerRole).
+func (n *Node) authorize(ctx context.Context, full string) (context.Context, error) {
 	service, method := splitMethod(full)
 	if service == "Join" {
-		return nil
+		return ctx, nil
 	}
-	role, err := identity.PeerRole(ctx)
+	cert, ok := identity.PeerCert(ctx)
+	if !ok {
+		return ctx, n.refuse(ctx, full, codes.Unauthenticated, "no cluster certificate")
+	}
+	role, err := identity.RoleOf(cert)
 	if err != nil {
-		return n.refuse(ctx, full, codes.Unauthenticated, err.Error())
+		return ctx, n.refuse(ctx, full, codes.Unauthenticated, fmt.Sprintf("certificate of %q: %v", cert.Subject.CommonName, err))
 	}
 	// Refused at the handshake too; a connection made before the removal
 	// was known ends here.
-	if cert, _ := identity.PeerCert(ctx); cert != nil {
-		if err := n.access.checkCert(cert); err != nil {
-			return n.refuse(ctx, full, codes.Unauthenticated, err.Error())
-		}
+	if err := n.access.checkCert(cert); err != nil {
+		return ctx, n.refuse(ctx, full, codes.Unauthenticated, err.Error())
 	}
-	for _, r := range allowed(service, method) {
-		if r == role {
-			return nil
-		}
+	if !slices.Contains(allowed(service, method), role) {
+		return ctx, n.refuse(ctx, full, codes.PermissionDenied, fmt.Sprintf("a %s may not call %s.%s", role, service, method))
 	}
-	return n.refuse(ctx, full, codes.PermissionDenied, fmt.Sprintf("a %s may not call %s.%s", role, service, method))
+	return context.WithValue(ctx, roleKey{}, role), nil
+}
+
+// roleKey is the context key of the caller's role.
+type roleKey struct{}
+
+// callerRole returns the role authorize found for the caller of a gRPC
+// handler ("" for none).
+func callerRole(ctx context.Context) identity.Role {
+	r, _ := ctx.Value(roleKey{}).(identity.Role)
+	return r
 }
 
 // refuse returns a refusal's status and logs it, at most once a second.
@@ -186,6 +198,6 @@ func (n *Node) refuse(ctx context.Context, full string, code codes.Code, reason 
 func (n *Node) authOptions() []grpc.ServerOption {
 	n.refusals = rate.NewLimiter(1, 5)
 	return []grpc.ServerOption{grpc.InTapHandle(func(ctx context.Context, info *tap.Info) (context.Context, error) {
-		return ctx, n.authorize(ctx, info.FullMethodName)
+		return n.authorize(ctx, info.FullMethodName)
 	})}
 }

@@ -136,7 +136,7 @@ func (s clientService) Txn(ctx context.Context, r *fb.TxRequest) (*flatbuffers.B
 	if err != nil {
 		return nil, txlogrpc.ToStatus(err)
 	}
-	if role, _ := identity.PeerRole(ctx); role == identity.RoleClient && !clientPartition(req.Partition) {
+	if callerRole(ctx) == identity.RoleClient && !clientPartition(req.Partition) {
 		return nil, s.n.refuse(ctx, "/fb.Client/Txn", codes.PermissionDenied, fmt.Sprintf("a client may not reach the partition %q", req.Partition))
 	}
 	resp, err := s.n.do(ctx, req)
