@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/difuse/difuse/level"
-	"github.com/difuse/difuse/memnet"
+	"github.com/difuse/difuse/internal/memnet"
 	"github.com/difuse/difuse/ring"
 )
 

@@ -4,7 +4,7 @@ import (
 	"bytes"
 	"context"
 
-	"github.com/difuse/difuse/memnet"
+	"github.com/difuse/difuse/internal/memnet"
 )
 
 // Network is an in-memory network of block services for tests, obeying a

@@ -3,9 +3,8 @@ package ring
 import (
 	"context"
 	"fmt"
-	"sync"
 
-	"github.com/difuse/difuse/memnet"
+	"github.com/difuse/difuse/internal/memnet"
 )
 
 // Network is an in-memory network of hosts for tests: calls are direct
@@ -14,8 +13,7 @@ import (
 // them and drop calls at random from a fixed seed.
 type Network struct {
 	*memnet.Faults
-	mu    sync.Mutex
-	hosts map[string]Handler
+	hosts *memnet.Registry[Handler]
 }
 
 // NewNetwork returns an empty network with a fault model of its own.
@@ -24,30 +22,24 @@ func NewNetwork(seed uint64) *Network { return NewNetworkWith(memnet.New(seed)) 
 // NewNetworkWith returns an empty network that obeys faults, which other
 // in-memory transports may share.
 func NewNetworkWith(faults *memnet.Faults) *Network {
-	return &Network{Faults: faults, hosts: map[string]Handler{}}
+	return &Network{Faults: faults, hosts: memnet.NewRegistry[Handler](faults)}
 }
 
 // Attach makes addr reach h, and brings addr up.
 func (n *Network) Attach(addr string, h Handler) {
-	n.mu.Lock()
-	n.hosts[addr] = h
-	n.mu.Unlock()
+	n.hosts.Attach(addr, h)
 	n.Revive(addr)
 }
 
 // Transport returns the transport the host at from uses.
 func (n *Network) Transport(from string) Transport { return memTransport{n: n, from: from} }
 
-// deliver returns the handler at to, or why the call cannot reach it.
+// deliver returns the handler at to, or why the call cannot reach it. The
+// reply always gets back: a call that reached its host is not lost.
 func (n *Network) deliver(from, to string) (Handler, error) {
-	if err := n.Check(from, to); err != nil {
+	h, err := n.hosts.Deliver(from, to)
+	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrUnreachable, err)
-	}
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	h, ok := n.hosts[to]
-	if !ok {
-		return nil, fmt.Errorf("%w: no host at %s", ErrUnreachable, to)
 	}
 	return h, nil
 }

@@ -4,7 +4,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/difuse/difuse/memnet"
+	"github.com/difuse/difuse/internal/memnet"
 )
 
 // A write whose answer was lost and that a later write overwrote is not

@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/difuse/difuse/memnet"
+	"github.com/difuse/difuse/internal/memnet"
 	"github.com/difuse/difuse/store"
 )
 

@@ -3,7 +3,7 @@ package txlog
 import (
 	"context"
 
-	"github.com/difuse/difuse/memnet"
+	"github.com/difuse/difuse/internal/memnet"
 )
 
 // Network is an in-memory network of transaction-log services for tests.

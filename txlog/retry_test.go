@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/difuse/difuse/memnet"
+	"github.com/difuse/difuse/internal/memnet"
 )
 
 // replyLosingTransport loses the replies of the next Forward calls it is

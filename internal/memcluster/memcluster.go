@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/difuse/difuse/blockstore"
-	"github.com/difuse/difuse/memnet"
+	"github.com/difuse/difuse/internal/memnet"
 	"github.com/difuse/difuse/ring"
 	"github.com/difuse/difuse/store"
 	"github.com/difuse/difuse/txlog"

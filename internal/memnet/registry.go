@@ -26,19 +26,30 @@ func (r *Registry[H]) Attach(addr string, h H) {
 	r.hosts[addr] = h
 }
 
+// Deliver returns the handler at to for a call from from, if the fault
+// model lets the call through; the error wraps ErrUnreachable.
+func (r *Registry[H]) Deliver(from, to string) (H, error) {
+	var zero H
+	if err := r.faults.Check(from, to); err != nil {
+		return zero, err
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	h, ok := r.hosts[to]
+	if !ok {
+		return zero, fmt.Errorf("%w: no host at %s", ErrUnreachable, to)
+	}
+	return h, nil
+}
+
 // Call runs fn on the handler at to, for a call from from, if the fault
 // model lets the call through; it checks the model again for the reply, so
 // a host killed or cut off during the call loses the reply too.
 func Call[H, T any](r *Registry[H], from, to string, fn func(H) (T, error)) (T, error) {
 	var zero T
-	if err := r.faults.Check(from, to); err != nil {
+	h, err := r.Deliver(from, to)
+	if err != nil {
 		return zero, err
-	}
-	r.mu.Lock()
-	h, ok := r.hosts[to]
-	r.mu.Unlock()
-	if !ok {
-		return zero, fmt.Errorf("%w: no host at %s", ErrUnreachable, to)
 	}
 	out, err := fn(h)
 	if cerr := r.faults.Check(to, from); cerr != nil {
