@@ -10,8 +10,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/difuse/difuse/level"
 	"github.com/difuse/difuse/internal/memnet"
+	"github.com/difuse/difuse/level"
 	"github.com/difuse/difuse/ring"
 )
 

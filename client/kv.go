@@ -6,6 +6,7 @@ import (
 
 	"google.golang.org/grpc"
 
+	"github.com/difuse/difuse/level"
 	"github.com/difuse/difuse/txlog"
 	"github.com/difuse/difuse/txlog/txlogrpc"
 )
@@ -23,7 +24,7 @@ func (c *Conn) Txn(ctx context.Context, req txlog.Request) (txlog.Response, erro
 
 // Get reads a key of the key-value store at level. A missing key gives
 // txlog.ErrNotFound.
-func (c *Conn) Get(ctx context.Context, key string, level txlog.Level) (txlog.Record, error) {
+func (c *Conn) Get(ctx context.Context, key string, level level.Level) (txlog.Record, error) {
 	p, err := txlog.KVPartition(key)
 	if err != nil {
 		return txlog.Record{}, err
@@ -38,16 +39,16 @@ func (c *Conn) Get(ctx context.Context, key string, level txlog.Level) (txlog.Re
 // Put sets a key at level. A non-nil ifMatch makes it a compare-and-set:
 // the key's current hash must be *ifMatch, or the key must not exist if
 // *ifMatch is the zero hash; otherwise it fails with txlog.ErrConflict.
-func (c *Conn) Put(ctx context.Context, key string, value []byte, level txlog.Level, ifMatch *txlog.Hash) (txlog.TxRef, error) {
+func (c *Conn) Put(ctx context.Context, key string, value []byte, level level.Level, ifMatch *txlog.Hash) (txlog.TxRef, error) {
 	return c.kvWrite(ctx, key, txlog.Change{Name: txlog.KVRecord, Value: value, IfMatch: ifMatch}, level)
 }
 
 // Delete deletes a key at level, under the same condition as Put's.
-func (c *Conn) Delete(ctx context.Context, key string, level txlog.Level, ifMatch *txlog.Hash) (txlog.TxRef, error) {
+func (c *Conn) Delete(ctx context.Context, key string, level level.Level, ifMatch *txlog.Hash) (txlog.TxRef, error) {
 	return c.kvWrite(ctx, key, txlog.Change{Name: txlog.KVRecord, Delete: true, IfMatch: ifMatch}, level)
 }
 
-func (c *Conn) kvWrite(ctx context.Context, key string, ch txlog.Change, level txlog.Level) (txlog.TxRef, error) {
+func (c *Conn) kvWrite(ctx context.Context, key string, ch txlog.Change, level level.Level) (txlog.TxRef, error) {
 	p, err := txlog.KVPartition(key)
 	if err != nil {
 		return txlog.TxRef{}, err

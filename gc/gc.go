@@ -33,6 +33,7 @@ import (
 	"github.com/difuse/difuse/blockstore"
 	"github.com/difuse/difuse/heal"
 	"github.com/difuse/difuse/inode"
+	"github.com/difuse/difuse/level"
 	"github.com/difuse/difuse/nodestatus"
 	"github.com/difuse/difuse/ring"
 	"github.com/difuse/difuse/txlog"
@@ -318,7 +319,7 @@ func PinPartition(h blockstore.Hash) string { return fmt.Sprintf("%s%02x", PinPr
 // with prefix, read at quorum.
 func (c *Collector) list(ctx context.Context, part, prefix string, fn func(name string, value []byte) error) error {
 	for after := ""; ; {
-		resp, err := c.log.Do(ctx, txlog.Request{Partition: part, Level: txlog.Quorum, Kind: txlog.KindList, Name: prefix, After: after, Limit: listLimit})
+		resp, err := c.log.Do(ctx, txlog.Request{Partition: part, Level: level.Quorum, Kind: txlog.KindList, Name: prefix, After: after, Limit: listLimit})
 		if err != nil {
 			return fmt.Errorf("list %s: %w", prefix, err)
 		}
@@ -372,7 +373,7 @@ func (c *Collector) Run(ctx context.Context) {
 // lease takes the cluster's collection lease for half an interval, if no
 // other host holds it.
 func (c *Collector) lease(ctx context.Context) (bool, error) {
-	resp, err := c.log.Do(ctx, txlog.Request{Partition: leasePartition, Level: txlog.Quorum, Kind: txlog.KindRead, Name: leaseRecord})
+	resp, err := c.log.Do(ctx, txlog.Request{Partition: leasePartition, Level: level.Quorum, Kind: txlog.KindRead, Name: leaseRecord})
 	if err != nil && !errors.Is(err, txlog.ErrNotFound) {
 		return false, err
 	}
@@ -387,7 +388,7 @@ func (c *Collector) lease(ctx context.Context) (bool, error) {
 		ifMatch = resp.Record.Hash
 	}
 	value := fmt.Sprintf("%s %d", c.cfg.Addr, now.Add(c.cfg.Interval/2).UnixNano())
-	_, err = c.log.Do(ctx, txlog.Request{Partition: leasePartition, Level: txlog.Quorum, Kind: txlog.KindWrite,
+	_, err = c.log.Do(ctx, txlog.Request{Partition: leasePartition, Level: level.Quorum, Kind: txlog.KindWrite,
 		Write: []txlog.Change{{Name: leaseRecord, Value: []byte(value), IfMatch: &ifMatch}}})
 	if errors.Is(err, txlog.ErrConflict) {
 		return false, nil // another host took it first

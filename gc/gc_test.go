@@ -351,7 +351,7 @@ func TestPinsKeepBlocks(t *testing.T) {
 		if !on {
 			c = txlog.Change{Name: h.String(), Delete: true}
 		}
-		if _, err := h0.Log.Do(ctx, txlog.Request{Partition: gc.PinPartition(h), Level: txlog.Quorum, Kind: txlog.KindWrite, Write: []txlog.Change{c}}); err != nil {
+		if _, err := h0.Log.Do(ctx, txlog.Request{Partition: gc.PinPartition(h), Level: level.Quorum, Kind: txlog.KindWrite, Write: []txlog.Change{c}}); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -277,7 +277,7 @@ func TestPagesGoWithTheFile(t *testing.T) {
 		t.Fatalf("flush: %d pages, %v", len(a.Pages), err)
 	}
 	pages := func() int {
-		resp, err := fs.log.Do(ctx, txlog.Request{Partition: PartitionName(id.Part), Level: txlog.Quorum, Kind: txlog.KindList, Name: PagePrefix})
+		resp, err := fs.log.Do(ctx, txlog.Request{Partition: PartitionName(id.Part), Level: level.Quorum, Kind: txlog.KindList, Name: PagePrefix})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -155,7 +155,7 @@ func (c *checker) progress(phase string, total int64) {
 
 // verifyChain checks a record's hash chain, as History walks it.
 func (c *checker) verifyChain(ctx context.Context, p string, part uint64, name string) error {
-	_, err := c.f.log.Do(ctx, txlog.Request{Partition: PartitionName(part), Level: txlog.Quorum, Kind: txlog.KindHistory, Name: name})
+	_, err := c.f.log.Do(ctx, txlog.Request{Partition: PartitionName(part), Level: level.Quorum, Kind: txlog.KindHistory, Name: name})
 	c.report.Records++
 	if err != nil && !errors.Is(err, txlog.ErrNotFound) {
 		if errors.Is(err, txlog.ErrUnavailable) || ctx.Err() != nil {
@@ -320,7 +320,7 @@ func (c *checker) checkLinks(ctx context.Context) {
 func (c *checker) checkPages(ctx context.Context) error {
 	for _, part := range slices.Sorted(maps.Keys(c.parts)) {
 		for after := ""; ; {
-			resp, err := c.f.log.Do(ctx, txlog.Request{Partition: PartitionName(part), Level: txlog.Quorum, Kind: txlog.KindList, Name: PagePrefix, After: after})
+			resp, err := c.f.log.Do(ctx, txlog.Request{Partition: PartitionName(part), Level: level.Quorum, Kind: txlog.KindList, Name: PagePrefix, After: after})
 			if err != nil {
 				return fmt.Errorf("check: list the pages of %s: %w", PartitionName(part), err)
 			}
@@ -396,7 +396,7 @@ func (c *checker) checkOrphans(ctx context.Context) error {
 	var orphans []orphan
 	for _, part := range slices.Sorted(maps.Keys(c.parts)) {
 		for after := ""; ; {
-			resp, err := c.f.log.Do(ctx, txlog.Request{Partition: PartitionName(part), Level: txlog.Quorum, Kind: txlog.KindList, Name: InodePrefix, After: after})
+			resp, err := c.f.log.Do(ctx, txlog.Request{Partition: PartitionName(part), Level: level.Quorum, Kind: txlog.KindList, Name: InodePrefix, After: after})
 			if err != nil {
 				return fmt.Errorf("check: list the inodes of %s: %w", PartitionName(part), err)
 			}

@@ -33,9 +33,9 @@ const deadRecord = "dead"
 type Levels struct {
 	// Read is the level of lookups, attribute reads and listings. Default
 	// leader.
-	Read txlog.Level
+	Read level.Level
 	// Write is the level of every metadata change. Default quorum.
-	Write txlog.Level
+	Write level.Level
 	// Blocks is the level of block reads. Default leader.
 	Blocks level.Level
 	// BlockWrite is the level of block writes. Default quorum.
@@ -43,7 +43,7 @@ type Levels struct {
 }
 
 // DefaultLevels are the levels an FS uses unless told otherwise.
-var DefaultLevels = Levels{Read: txlog.Leader, Write: txlog.Quorum, Blocks: level.Leader, BlockWrite: level.Quorum}
+var DefaultLevels = Levels{Read: level.Leader, Write: level.Quorum, Blocks: level.Leader, BlockWrite: level.Quorum}
 
 // Options configure an FS.
 type Options struct {
@@ -176,7 +176,7 @@ func readRecord[T any](ctx context.Context, f *FS, part uint64, name, what strin
 }
 
 // readRecordAt is readRecord at level lv.
-func readRecordAt[T any](ctx context.Context, f *FS, lv txlog.Level, part uint64, name, what string, decode func([]byte) (T, error)) (T, txlog.Hash, error) {
+func readRecordAt[T any](ctx context.Context, f *FS, lv level.Level, part uint64, name, what string, decode func([]byte) (T, error)) (T, txlog.Hash, error) {
 	var zero T
 	resp, err := f.log.Do(ctx, txlog.Request{Partition: PartitionName(part), Level: lv, Kind: txlog.KindRead, Name: name})
 	if err != nil {
@@ -219,7 +219,7 @@ func (f *FS) entry(ctx context.Context, part uint64, name string) (Entry, txlog.
 }
 
 // entryAt is entry at level lv.
-func (f *FS) entryAt(ctx context.Context, lv txlog.Level, part uint64, name string) (Entry, txlog.Hash, error) {
+func (f *FS) entryAt(ctx context.Context, lv level.Level, part uint64, name string) (Entry, txlog.Hash, error) {
 	return readRecordAt(ctx, f, lv, part, EntryRecord(name), strconv.Quote(name), DecodeEntry)
 }
 

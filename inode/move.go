@@ -7,6 +7,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/difuse/difuse/level"
 	"github.com/difuse/difuse/txlog"
 )
 
@@ -68,7 +69,7 @@ func (f *FS) liveEntry(ctx context.Context, part uint64, name string, settle boo
 }
 
 // liveEntryAt is liveEntry reading the entry at level lv.
-func (f *FS) liveEntryAt(ctx context.Context, lv txlog.Level, part uint64, name string, settle bool) (Entry, txlog.Hash, error) {
+func (f *FS) liveEntryAt(ctx context.Context, lv level.Level, part uint64, name string, settle bool) (Entry, txlog.Hash, error) {
 	for range maxRetries {
 		e, h, err := f.entryAt(ctx, lv, part, name)
 		if err != nil || e.Move == nil {

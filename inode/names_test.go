@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/difuse/difuse/level"
 	"github.com/difuse/difuse/txlog"
 )
 
@@ -308,7 +309,7 @@ type staleLeader struct {
 }
 
 func (s staleLeader) Do(ctx context.Context, req txlog.Request) (txlog.Response, error) {
-	if req.Kind == txlog.KindRead && req.Level == txlog.Leader && req.Partition == s.part && req.Name == s.name {
+	if req.Kind == txlog.KindRead && req.Level == level.Leader && req.Partition == s.part && req.Name == s.name {
 		return txlog.Response{Record: txlog.Record{Name: req.Name, Exists: true, Value: s.value, Hash: txlog.Hash{1}}}, nil
 	}
 	return s.Log.Do(ctx, req)

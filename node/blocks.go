@@ -63,7 +63,7 @@ func (n *Node) pin(ctx context.Context, h blockstore.Hash, on bool) error {
 	if !on {
 		c = txlog.Change{Name: h.String(), Delete: true}
 	}
-	_, err := n.txlog.Do(ctx, txlog.Request{Partition: gc.PinPartition(h), Level: txlog.Quorum, Kind: txlog.KindWrite, Write: []txlog.Change{c}})
+	_, err := n.txlog.Do(ctx, txlog.Request{Partition: gc.PinPartition(h), Level: level.Quorum, Kind: txlog.KindWrite, Write: []txlog.Change{c}})
 	return err
 }
 
@@ -78,7 +78,7 @@ func (n *Node) handlePin(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	switch r.Method {
 	case http.MethodGet:
-		resp, err := n.txlog.Do(ctx, txlog.Request{Partition: gc.PinPartition(h), Level: txlog.Quorum, Kind: txlog.KindRead, Name: h.String()})
+		resp, err := n.txlog.Do(ctx, txlog.Request{Partition: gc.PinPartition(h), Level: level.Quorum, Kind: txlog.KindRead, Name: h.String()})
 		switch {
 		case err != nil:
 			writeKVError(w, err)

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/difuse/difuse/level"
 	"github.com/difuse/difuse/txlog"
 )
 
@@ -42,7 +43,7 @@ func (n *Node) handleKVGet(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, out)
 		return
 	}
-	level, ok := kvLevel(w, r, txlog.Leader)
+	level, ok := kvLevel(w, r, level.Leader)
 	if !ok {
 		return
 	}
@@ -77,7 +78,7 @@ func (n *Node) kvWrite(w http.ResponseWriter, r *http.Request, del bool) {
 	if !ok {
 		return
 	}
-	level, ok := kvLevel(w, r, txlog.Quorum)
+	level, ok := kvLevel(w, r, level.Quorum)
 	if !ok {
 		return
 	}
@@ -139,13 +140,13 @@ func kvKey(w http.ResponseWriter, r *http.Request) (key, partition string, ok bo
 
 // kvLevel returns the request's consistency level, def if it names none,
 // answering 400 for an unknown one.
-func kvLevel(w http.ResponseWriter, r *http.Request, def txlog.Level) (txlog.Level, bool) {
-	level, err := txlog.ParseLevel(r.URL.Query().Get("consistency"), def)
+func kvLevel(w http.ResponseWriter, r *http.Request, def level.Level) (level.Level, bool) {
+	lv, err := level.Parse(r.URL.Query().Get("consistency"), def)
 	if err != nil {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return 0, false
 	}
-	return level, true
+	return lv, true
 }
 
 // idempotencyHeader names a write across a client's retries: a write whose

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/difuse/difuse/level"
 	"github.com/difuse/difuse/node"
 	"github.com/difuse/difuse/txlog"
 )
@@ -129,30 +130,30 @@ func TestKVOverGRPC(t *testing.T) {
 	ca, cb := dial(t, a.GRPCAddr()), dial(t, b.GRPCAddr())
 	ctx := ctxT(t)
 	var zero txlog.Hash
-	ref, err := ca.Put(ctx, "g", []byte("v1"), txlog.Quorum, &zero)
+	ref, err := ca.Put(ctx, "g", []byte("v1"), level.Quorum, &zero)
 	if err != nil {
 		t.Fatal(err)
 	}
-	rec, err := cb.Get(ctx, "g", txlog.Quorum)
+	rec, err := cb.Get(ctx, "g", level.Quorum)
 	if err != nil || string(rec.Value) != "v1" || rec.Hash != ref.Hash {
 		t.Fatalf("Get = %+v, %v", rec, err)
 	}
-	if _, err := cb.Put(ctx, "g", []byte("v2"), txlog.Quorum, &zero); !errors.Is(err, txlog.ErrConflict) {
+	if _, err := cb.Put(ctx, "g", []byte("v2"), level.Quorum, &zero); !errors.Is(err, txlog.ErrConflict) {
 		t.Errorf("create-only Put of an existing key: %v, want ErrConflict", err)
 	}
-	if _, err := cb.Delete(ctx, "g", txlog.Quorum, &ref.Hash); err != nil {
+	if _, err := cb.Delete(ctx, "g", level.Quorum, &ref.Hash); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := ca.Get(ctx, "g", txlog.Leader); !errors.Is(err, txlog.ErrNotFound) {
+	if _, err := ca.Get(ctx, "g", level.Leader); !errors.Is(err, txlog.ErrNotFound) {
 		t.Errorf("Get of a deleted key: %v, want ErrNotFound", err)
 	}
 	if h, err := ca.History(ctx, "g"); err != nil || len(h) != 2 {
 		t.Errorf("History = %d entries, %v", len(h), err)
 	}
-	if _, err := ca.Put(ctx, "", []byte("v"), txlog.Quorum, nil); !errors.Is(err, txlog.ErrBadRequest) {
+	if _, err := ca.Put(ctx, "", []byte("v"), level.Quorum, nil); !errors.Is(err, txlog.ErrBadRequest) {
 		t.Errorf("Put of the empty key: %v, want ErrBadRequest", err)
 	}
-	if _, err := ca.Txn(ctx, txlog.Request{Partition: "kv/p", Kind: txlog.KindWrite, Level: txlog.Lazy, Write: []txlog.Change{{Name: "a"}}}); !errors.Is(err, txlog.ErrBadRequest) {
+	if _, err := ca.Txn(ctx, txlog.Request{Partition: "kv/p", Kind: txlog.KindWrite, Level: level.Lazy, Write: []txlog.Change{{Name: "a"}}}); !errors.Is(err, txlog.ErrBadRequest) {
 		t.Errorf("a lazy write: %v, want ErrBadRequest", err)
 	}
 }

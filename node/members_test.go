@@ -19,6 +19,7 @@ import (
 	"github.com/difuse/difuse/access"
 	"github.com/difuse/difuse/client"
 	"github.com/difuse/difuse/identity"
+	"github.com/difuse/difuse/level"
 	"github.com/difuse/difuse/node"
 	"github.com/difuse/difuse/ring"
 	"github.com/difuse/difuse/ring/ringrpc"
@@ -133,12 +134,12 @@ func TestRolesAreEnforced(t *testing.T) {
 	}
 	defer c.Close()
 	for _, part := range []string{access.Partition, "gc/lease", "pins/00"} {
-		_, err := c.Do(ctxT(t), txlog.Request{Partition: part, Level: txlog.Quorum, Kind: txlog.KindWrite, Write: []txlog.Change{{Name: "x", Value: []byte("y")}}})
+		_, err := c.Do(ctxT(t), txlog.Request{Partition: part, Level: level.Quorum, Kind: txlog.KindWrite, Write: []txlog.Change{{Name: "x", Value: []byte("y")}}})
 		if status.Code(err) != codes.PermissionDenied {
 			t.Errorf("a mount writes to %s: %v, want PermissionDenied", part, err)
 		}
 	}
-	if _, err := c.Do(ctxT(t), txlog.Request{Partition: "kv/x", Level: txlog.Quorum, Kind: txlog.KindWrite, Write: []txlog.Change{{Name: "x", Value: []byte("y")}}}); err != nil {
+	if _, err := c.Do(ctxT(t), txlog.Request{Partition: "kv/x", Level: level.Quorum, Kind: txlog.KindWrite, Write: []txlog.Change{{Name: "x", Value: []byte("y")}}}); err != nil {
 		t.Errorf("a mount writes a key: %v", err)
 	}
 	stranger := conn(credentials.NewTLS(identity.PinnedConfig(n.Identity().CAHash())))

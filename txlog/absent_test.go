@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/difuse/difuse/internal/memnet"
+	"github.com/difuse/difuse/level"
 	"github.com/difuse/difuse/store"
 )
 
@@ -21,11 +22,11 @@ func TestReadsOfAbsentPartitionsCreateNothing(t *testing.T) {
 	for i := range 300 {
 		part := fmt.Sprintf("kv/absent-%d", i)
 		via := svcs[placer.set[i%3]]
-		level := []Level{Quorum, All, Leader, Lazy}[i%4]
-		if r, err := via.Read(ctx, part, "k", level); !errors.Is(err, ErrNotFound) || r.Exists {
-			t.Fatalf("read at %s of %q: %+v, %v", level, part, r, err)
+		lv := []level.Level{level.Quorum, level.All, level.Leader, level.Lazy}[i%4]
+		if r, err := via.Read(ctx, part, "k", lv); !errors.Is(err, ErrNotFound) || r.Exists {
+			t.Fatalf("read at %s of %q: %+v, %v", lv, part, r, err)
 		}
-		if recs, more, err := via.List(ctx, part, "", "", 0, Quorum); err != nil || len(recs) != 0 || more {
+		if recs, more, err := via.List(ctx, part, "", "", 0, level.Quorum); err != nil || len(recs) != 0 || more {
 			t.Fatalf("list of %q: %v, %v, %v", part, recs, more, err)
 		}
 		if h, err := via.History(ctx, part, "k"); err != nil || len(h) != 0 {
@@ -42,12 +43,12 @@ func TestReadsOfAbsentPartitionsCreateNothing(t *testing.T) {
 			t.Errorf("%s holds %d partitions, %d in memory, after reads of absent ones", addr, held, inMemory)
 		}
 	}
-	if _, err := svcs["b"].Write(ctx, "kv/absent-7", set("k", "v"), Quorum); err != nil {
+	if _, err := svcs["b"].Write(ctx, "kv/absent-7", set("k", "v"), level.Quorum); err != nil {
 		t.Fatal(err)
 	}
-	for _, level := range []Level{Quorum, All, Leader} {
-		if r, err := svcs["c"].Read(ctx, "kv/absent-7", "k", level); err != nil || string(r.Value) != "v" {
-			t.Errorf("read at %s after the write: %+v, %v", level, r, err)
+	for _, lv := range []level.Level{level.Quorum, level.All, level.Leader} {
+		if r, err := svcs["c"].Read(ctx, "kv/absent-7", "k", lv); err != nil || string(r.Value) != "v" {
+			t.Errorf("read at %s after the write: %+v, %v", lv, r, err)
 		}
 	}
 }
@@ -60,7 +61,7 @@ func TestReadOfAPartitionTheLeaderLost(t *testing.T) {
 	svcs := staticServices(t, net, placer, nil)
 	ctx := ctxFor(t, 30*time.Second)
 	const part = "kv/lost"
-	if _, err := svcs["a"].Write(ctx, part, set("k", "v"), All); err != nil {
+	if _, err := svcs["a"].Write(ctx, part, set("k", "v"), level.All); err != nil {
 		t.Fatal(err)
 	}
 	fresh, err := New(staticConfig("a"), placer, net.Transport("a"), store.NewMem())
@@ -69,7 +70,7 @@ func TestReadOfAPartitionTheLeaderLost(t *testing.T) {
 	}
 	fresh.NoteHosts(3)
 	net.Attach("a", fresh)
-	if r, err := fresh.Read(ctx, part, "k", Quorum); err != nil || string(r.Value) != "v" {
+	if r, err := fresh.Read(ctx, part, "k", level.Quorum); err != nil || string(r.Value) != "v" {
 		t.Fatalf("read through the leader that lost its store: %+v, %v", r, err)
 	}
 }
@@ -85,7 +86,7 @@ func TestLoneHostDoesNotAnswerAbsent(t *testing.T) {
 	svcs := staticServices(t, net, placer, nil)
 	ctx := ctxFor(t, 30*time.Second)
 	const part = "kv/lone"
-	if _, err := svcs["a"].Write(ctx, part, set("k", "v"), All); err != nil {
+	if _, err := svcs["a"].Write(ctx, part, set("k", "v"), level.All); err != nil {
 		t.Fatal(err)
 	}
 	alone := &staticPlacer{set: []string{"d"}}
@@ -97,7 +98,7 @@ func TestLoneHostDoesNotAnswerAbsent(t *testing.T) {
 	net.Attach("d", d)
 	rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	if r, err := d.Read(rctx, part, "k", Quorum); err == nil || errors.Is(err, ErrNotFound) {
+	if r, err := d.Read(rctx, part, "k", level.Quorum); err == nil || errors.Is(err, ErrNotFound) {
 		t.Fatalf("a read on a host alone in its ring: %+v, %v; want it to fail, not to find nothing", r, err)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/difuse/difuse/level"
 	"github.com/difuse/difuse/ring"
 	"github.com/difuse/difuse/store"
 )
@@ -47,7 +48,7 @@ func (s *Service) validate(req Request) error {
 	}
 	switch req.Kind {
 	case KindWrite:
-		if req.Level == Lazy {
+		if req.Level == level.Lazy {
 			return fmt.Errorf("%w: writes take all, quorum or leader, not lazy", ErrBadRequest)
 		}
 		if len(req.Write) == 0 || len(req.Write) > MaxChanges {
@@ -90,7 +91,7 @@ func (s *Service) validate(req Request) error {
 		if req.Write != nil {
 			return fmt.Errorf("%w: a read with changes", ErrBadRequest)
 		}
-		if req.Kind == KindList && (req.Level == Lazy || req.Limit < 0 || req.Limit > MaxList) {
+		if req.Kind == KindList && (req.Level == level.Lazy || req.Limit < 0 || req.Limit > MaxList) {
 			return fmt.Errorf("%w: a list takes all, quorum or leader, and a limit of at most %d", ErrBadRequest, MaxList)
 		}
 		return checkName("record name", req.Name, true)
@@ -100,16 +101,16 @@ func (s *Service) validate(req Request) error {
 
 // Write applies changes to records of one partition atomically, at the
 // given level (All, Quorum or Leader), after checking their conditions.
-func (s *Service) Write(ctx context.Context, partition string, changes []Change, level Level) (TxRef, error) {
-	resp, err := s.Do(ctx, Request{Partition: partition, Level: level, Kind: KindWrite, Write: changes})
+func (s *Service) Write(ctx context.Context, partition string, changes []Change, lv level.Level) (TxRef, error) {
+	resp, err := s.Do(ctx, Request{Partition: partition, Level: lv, Kind: KindWrite, Write: changes})
 	return resp.Tx, err
 }
 
 // Read returns a record's current state at the given level. A record that
 // does not exist gives ErrNotFound, with the returned Record still carrying
 // the hash of the transaction that deleted it, if any.
-func (s *Service) Read(ctx context.Context, partition, name string, level Level) (Record, error) {
-	resp, err := s.Do(ctx, Request{Partition: partition, Level: level, Kind: KindRead, Name: name})
+func (s *Service) Read(ctx context.Context, partition, name string, lv level.Level) (Record, error) {
+	resp, err := s.Do(ctx, Request{Partition: partition, Level: lv, Kind: KindRead, Name: name})
 	if err == nil && !resp.Record.Exists {
 		return resp.Record, ErrNotFound
 	}
@@ -120,8 +121,8 @@ func (s *Service) Read(ctx context.Context, partition, name string, level Level)
 // prefix, in name order, after the name after (if not empty), at most limit
 // of them (MaxList if 0), and whether more follow. level is all, quorum or
 // leader, as for a read.
-func (s *Service) List(ctx context.Context, partition, prefix, after string, limit int, level Level) ([]Record, bool, error) {
-	resp, err := s.Do(ctx, Request{Partition: partition, Level: level, Kind: KindList, Name: prefix, After: after, Limit: limit})
+func (s *Service) List(ctx context.Context, partition, prefix, after string, limit int, lv level.Level) ([]Record, bool, error) {
+	resp, err := s.Do(ctx, Request{Partition: partition, Level: lv, Kind: KindList, Name: prefix, After: after, Limit: limit})
 	return resp.Records, resp.More, err
 }
 
@@ -135,7 +136,7 @@ func (s *Service) List(ctx context.Context, partition, prefix, after string, lim
 // ErrNotLeader. Healing calls Sync for partitions whose replicas differ or
 // sit on the wrong hosts; a host that has left the ring can still call it.
 func (s *Service) Sync(ctx context.Context, partition, leader string) (Response, error) {
-	req := Request{Partition: partition, Level: Quorum, Kind: KindSync}
+	req := Request{Partition: partition, Level: level.Quorum, Kind: KindSync}
 	if err := s.validate(req); err != nil {
 		return Response{}, err
 	}
@@ -148,7 +149,7 @@ func (s *Service) Sync(ctx context.Context, partition, leader string) (Response,
 // History returns the transactions of a partition's log that changed the
 // record, oldest first, read from the leader after a quorum read.
 func (s *Service) History(ctx context.Context, partition, name string) ([]*Tx, error) {
-	resp, err := s.Do(ctx, Request{Partition: partition, Level: Quorum, Kind: KindHistory, Name: name})
+	resp, err := s.Do(ctx, Request{Partition: partition, Level: level.Quorum, Kind: KindHistory, Name: name})
 	return resp.History, err
 }
 
@@ -237,7 +238,7 @@ func (s *Service) route(ctx context.Context, req Request, replicas []string) (Re
 	if req.Kind == KindRead && s.cfg.UnsafeLocalReads && slices.Contains(replicas, s.cfg.Addr) {
 		return s.lazyRead(ctx, req, []string{s.cfg.Addr})
 	}
-	if req.Kind == KindRead && req.Level == Lazy {
+	if req.Kind == KindRead && req.Level == level.Lazy {
 		return s.lazyRead(ctx, req, replicas)
 	}
 	if replicas[0] == s.cfg.Addr {
@@ -295,7 +296,7 @@ func (s *Service) lead(ctx context.Context, req Request, replicas []string) (Res
 	p.mu.Lock()
 	ballot, members := p.leading, slices.Clone(p.config)
 	p.mu.Unlock()
-	if req.Level == Quorum || req.Level == All {
+	if req.Level == level.Quorum || req.Level == level.All {
 		if err := s.confirm(ctx, p, req.Level); err != nil {
 			return Response{}, err
 		}
@@ -320,7 +321,7 @@ func (s *Service) lead(ctx context.Context, req Request, replicas []string) (Res
 	if err != nil {
 		return Response{}, err
 	}
-	if req.Level == All {
+	if req.Level == level.All {
 		if err := s.checkAgree(ctx, p, members, rec); err != nil {
 			return Response{}, err
 		}
@@ -337,12 +338,12 @@ func (s *Service) lead(ctx context.Context, req Request, replicas []string) (Res
 // at level all) level with its log, at the ballot it leads with, and checks
 // it has not been deposed meanwhile. A deposed leader gets ErrStaleBallot,
 // which makes the caller look the leader up again. p.lead must be held.
-func (s *Service) confirm(ctx context.Context, p *part, level Level) error {
+func (s *Service) confirm(ctx context.Context, p *part, lv level.Level) error {
 	p.mu.Lock()
 	target, members, ballot := p.last, slices.Clone(p.config), p.leading
 	p.mu.Unlock()
 	enough := func(acked map[string]bool) bool { return countSet(acked, members) >= majority(len(members)) }
-	if level == All {
+	if lv == level.All {
 		enough = func(acked map[string]bool) bool {
 			return countSet(acked, members) == len(members) && len(members) >= s.cfg.Replicas
 		}
@@ -452,7 +453,7 @@ func (s *Service) history(p *part, name string, rec Record) ([]*Tx, error) {
 func (s *Service) leadWrite(ctx context.Context, p *part, req Request) (Response, error) {
 	resp, err := s.leadWriteUnconfirmed(ctx, p, req)
 	if errors.Is(err, ErrConflict) || errors.Is(err, ErrNotFound) {
-		if cerr := s.confirm(ctx, p, Quorum); cerr != nil {
+		if cerr := s.confirm(ctx, p, level.Quorum); cerr != nil {
 			return Response{}, cerr
 		}
 	}

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/difuse/difuse/internal/memnet"
+	"github.com/difuse/difuse/level"
 	"github.com/difuse/difuse/ring"
 	"github.com/difuse/difuse/store"
 )
@@ -250,14 +251,14 @@ func TestWriteReadCASDelete(t *testing.T) {
 	c := newCluster(t, 3)
 	svc := c.host("h1").svc
 	ctx := ctxFor(t, 10*time.Second)
-	ref, err := svc.Write(ctx, "p", set("a", "1"), Quorum)
+	ref, err := svc.Write(ctx, "p", set("a", "1"), level.Quorum)
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, a := range c.addrs {
-		for _, lvl := range []Level{Quorum, All, Leader, Lazy} {
+		for _, lvl := range []level.Level{level.Quorum, level.All, level.Leader, level.Lazy} {
 			r, err := c.host(a).svc.Read(ctx, "p", "a", lvl)
-			if lvl == Lazy && err == nil && !r.Exists {
+			if lvl == level.Lazy && err == nil && !r.Exists {
 				continue // a lazy read may be behind
 			}
 			if err != nil || string(r.Value) != "1" || r.Hash != ref.Hash {
@@ -267,25 +268,25 @@ func TestWriteReadCASDelete(t *testing.T) {
 	}
 	// Compare-and-set.
 	stale := Hash{1}
-	if _, err := svc.Write(ctx, "p", []Change{{Name: "a", Value: []byte("x"), IfMatch: &stale}}, Quorum); !errorsIs(err, ErrConflict) {
+	if _, err := svc.Write(ctx, "p", []Change{{Name: "a", Value: []byte("x"), IfMatch: &stale}}, level.Quorum); !errorsIs(err, ErrConflict) {
 		t.Fatalf("CAS with a wrong hash: %v", err)
 	}
-	ref2, err := svc.Write(ctx, "p", []Change{{Name: "a", Value: []byte("2"), IfMatch: &ref.Hash}}, Quorum)
+	ref2, err := svc.Write(ctx, "p", []Change{{Name: "a", Value: []byte("2"), IfMatch: &ref.Hash}}, level.Quorum)
 	if err != nil {
 		t.Fatal(err)
 	}
 	none := Hash{}
-	if _, err := svc.Write(ctx, "p", []Change{{Name: "a", Value: []byte("3"), IfMatch: &none}}, Quorum); !errorsIs(err, ErrConflict) {
+	if _, err := svc.Write(ctx, "p", []Change{{Name: "a", Value: []byte("3"), IfMatch: &none}}, level.Quorum); !errorsIs(err, ErrConflict) {
 		t.Fatalf("create-only write of an existing record: %v", err)
 	}
-	if _, err := svc.Write(ctx, "p", []Change{{Name: "b", Value: []byte("b1"), IfMatch: &none}}, Quorum); err != nil {
+	if _, err := svc.Write(ctx, "p", []Change{{Name: "b", Value: []byte("b1"), IfMatch: &none}}, level.Quorum); err != nil {
 		t.Fatalf("create-only write of a new record: %v", err)
 	}
 	// Two records in one transaction.
-	if _, err := svc.Write(ctx, "p", []Change{{Name: "a", Delete: true}, {Name: "c", Value: []byte("c1")}}, All); err != nil {
+	if _, err := svc.Write(ctx, "p", []Change{{Name: "a", Delete: true}, {Name: "c", Value: []byte("c1")}}, level.All); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.host("h2").svc.Read(ctx, "p", "a", Quorum); !errorsIs(err, ErrNotFound) {
+	if _, err := c.host("h2").svc.Read(ctx, "p", "a", level.Quorum); !errorsIs(err, ErrNotFound) {
 		t.Fatalf("read of a deleted record: %v", err)
 	}
 	h, err := svc.History(ctx, "p", "a")
@@ -304,7 +305,7 @@ func TestWriteReadCASDelete(t *testing.T) {
 		{Partition: "p", Kind: KindWrite, Write: set("a", string(make([]byte, 2<<20)))},
 		{Partition: "p", Kind: KindWrite, Write: append(set("a", string(make([]byte, 600<<10))), set("b", string(make([]byte, 600<<10)))...)},
 		{Partition: "p", Kind: KindWrite, Write: make([]Change, MaxChanges+1)},
-		{Partition: "p", Level: Lazy, Kind: KindWrite, Write: set("a", "1")},
+		{Partition: "p", Level: level.Lazy, Kind: KindWrite, Write: set("a", "1")},
 		{Partition: "p", Kind: KindWrite, Write: []Change{{Name: "a"}, {Name: "a"}}},
 		{Partition: "p", Kind: KindWrite, Write: []Change{{Name: "a", Delete: true, Value: []byte("x")}}},
 		{Partition: "p", Kind: KindRead, Write: set("a", "1")},

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/difuse/difuse/internal/memnet"
+	"github.com/difuse/difuse/level"
 	"github.com/difuse/difuse/store"
 )
 
@@ -75,7 +76,7 @@ func TestCompaction(t *testing.T) {
 	const part = "kv/compact"
 	write := func(via string, ch ...Change) {
 		t.Helper()
-		if _, err := svcs[via].Write(ctx, part, ch, Quorum); err != nil {
+		if _, err := svcs[via].Write(ctx, part, ch, level.Quorum); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -111,7 +112,7 @@ func TestCompaction(t *testing.T) {
 		}
 	}
 	// Bring every replica level, so that all have the same to compact.
-	if _, err := svcs["a"].Read(ctx, part, "hot", All); err != nil {
+	if _, err := svcs["a"].Read(ctx, part, "hot", level.All); err != nil {
 		t.Fatal(err)
 	}
 	compactAll("a", "b", "c")
@@ -142,12 +143,12 @@ func TestCompaction(t *testing.T) {
 	}
 	compactAll("a", "b")
 	faults.Heal()
-	if _, err := svcs["a"].Write(ctx, part, set("after", "z"), All); err != nil {
+	if _, err := svcs["a"].Write(ctx, part, set("after", "z"), level.All); err != nil {
 		t.Fatalf("write at all after the heal: %v", err)
 	}
 	want["after"] = "z"
 	// A read at all brings every replica's commit point to the write.
-	if _, err := svcs["a"].Read(ctx, part, "after", All); err != nil {
+	if _, err := svcs["a"].Read(ctx, part, "after", level.All); err != nil {
 		t.Fatal(err)
 	}
 	sameRecords(t, svcs, part, want)
@@ -165,7 +166,7 @@ func TestCompaction(t *testing.T) {
 	placer.lead("c")
 	write("c", Change{Name: "by-c", Value: []byte("c")})
 	want["by-c"] = "c"
-	if _, err := svcs["c"].Read(ctx, part, "by-c", All); err != nil {
+	if _, err := svcs["c"].Read(ctx, part, "by-c", level.All); err != nil {
 		t.Fatal(err)
 	}
 	sameRecords(t, svcs, part, want)
@@ -174,14 +175,14 @@ func TestCompaction(t *testing.T) {
 	// write is cut from c's log and its records go back.
 	compactAll("a", "b", "c")
 	faults.Partition([]string{"c"}, []string{"a", "b"})
-	if _, err := svcs["c"].Write(ctx, part, []Change{{Name: "hot", Value: []byte("lost")}, {Name: "phantom", Value: []byte("p")}, {Name: "", Value: []byte("lost")}}, Quorum); err == nil {
+	if _, err := svcs["c"].Write(ctx, part, []Change{{Name: "hot", Value: []byte("lost")}, {Name: "phantom", Value: []byte("p")}, {Name: "", Value: []byte("lost")}}, level.Quorum); err == nil {
 		t.Fatal("a write on a minority committed")
 	}
 	placer.lead("b")
 	write("b", Change{Name: "by-b", Value: []byte("b")})
 	want["by-b"], want["phantom"] = "b", ""
 	faults.Heal()
-	if _, err := svcs["b"].Read(ctx, part, "by-b", All); err != nil {
+	if _, err := svcs["b"].Read(ctx, part, "by-b", level.All); err != nil {
 		t.Fatal(err)
 	}
 	sameRecords(t, svcs, part, want)
@@ -218,17 +219,17 @@ func TestSnapshotFromAReplicaThatInstalledOne(t *testing.T) {
 	svcs := staticServices(t, net, placer, nil)
 	ctx := ctxFor(t, 30*time.Second)
 	const part = "kv/reinstall"
-	write := func(level Level, ch ...Change) {
+	write := func(lv level.Level, ch ...Change) {
 		t.Helper()
-		if _, err := svcs["a"].Write(ctx, part, ch, level); err != nil {
+		if _, err := svcs["a"].Write(ctx, part, ch, lv); err != nil {
 			t.Fatal(err)
 		}
 	}
-	write(All, set("old", "before")...)
+	write(level.All, set("old", "before")...)
 	faults.Partition([]string{"c"}, []string{"a", "b"})
-	write(Quorum, set("old", "at the base")...)
+	write(level.Quorum, set("old", "at the base")...)
 	for i := range 10 {
-		write(Quorum, set("hot", fmt.Sprint(i))...)
+		write(level.Quorum, set("hot", fmt.Sprint(i))...)
 	}
 	for _, a := range []string{"a", "b"} {
 		if _, err := svcs[a].Compact(ctx, Retention{Keep: 1}); err != nil {
@@ -236,7 +237,7 @@ func TestSnapshotFromAReplicaThatInstalledOne(t *testing.T) {
 		}
 	}
 	faults.Heal()
-	write(All, set("hot", "healed")...) // c installs a snapshot
+	write(level.All, set("hot", "healed")...) // c installs a snapshot
 	c, _ := svcs["c"].ps.get(part)
 	c.mu.Lock()
 	base := c.base
@@ -244,7 +245,7 @@ func TestSnapshotFromAReplicaThatInstalledOne(t *testing.T) {
 	if base == 0 {
 		t.Fatal("c did not catch up through a snapshot")
 	}
-	write(All, set("old", "after the base")...)
+	write(level.All, set("old", "after the base")...)
 	pg, err := svcs["c"].HandleSnapshot(part, 0, "")
 	if err != nil {
 		t.Fatalf("a snapshot at c's base: %v", err)
@@ -257,7 +258,7 @@ func TestSnapshotFromAReplicaThatInstalledOne(t *testing.T) {
 		t.Errorf("c's snapshot at %d (base %d) holds old = %q; want the value at its base", pg.Height, base, got["old"])
 	}
 	// c compacts in turn, and still gives the same snapshot after.
-	write(All, set("hot", "last")...) // c learns that the write to old committed
+	write(level.All, set("hot", "last")...) // c learns that the write to old committed
 	if _, err := svcs["c"].Compact(ctx, Retention{Keep: 1}); err != nil {
 		t.Fatal(err)
 	}
@@ -286,7 +287,7 @@ func TestAppendBelowTheFollowersBase(t *testing.T) {
 	ctx := ctxFor(t, 10*time.Second)
 	const part = "kv/below-base"
 	for i := range 10 {
-		if _, err := svcs["a"].Write(ctx, part, set("k", fmt.Sprint(i)), All); err != nil {
+		if _, err := svcs["a"].Write(ctx, part, set("k", fmt.Sprint(i)), level.All); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -304,7 +305,7 @@ func TestAppendBelowTheFollowersBase(t *testing.T) {
 	a.mu.Lock()
 	a.match["c"] = 1 // as if a last heard of c long ago
 	a.mu.Unlock()
-	if _, err := svcs["a"].Write(ctx, part, set("k", "after"), All); err != nil {
+	if _, err := svcs["a"].Write(ctx, part, set("k", "after"), level.All); err != nil {
 		t.Fatalf("a write at all with c's base at %d above the leader's idea of it: %v", base, err)
 	}
 	verifyReplica(t, svcs["c"], part)

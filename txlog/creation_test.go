@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/difuse/difuse/internal/memnet"
+	"github.com/difuse/difuse/level"
 	"github.com/difuse/difuse/store"
 )
 
@@ -62,7 +63,7 @@ func TestCreationSurvivesDeadMember(t *testing.T) {
 			// it was appended, so it is tried again once the ring drops c.
 			done := make(chan error, 1)
 			go func() {
-				_, err := svcs["a"].Write(ctx, part, set("k", "v"), Quorum)
+				_, err := svcs["a"].Write(ctx, part, set("k", "v"), level.Quorum)
 				done <- err
 			}()
 			var last uint64
@@ -92,10 +93,10 @@ func TestCreationSurvivesDeadMember(t *testing.T) {
 			if err := <-done; err != nil {
 				t.Fatalf("the write that waited for the creation: %v", err)
 			}
-			if _, err := svcs["a"].Write(ctx, part, set("k", "v2"), Quorum); err != nil {
+			if _, err := svcs["a"].Write(ctx, part, set("k", "v2"), level.Quorum); err != nil {
 				t.Fatalf("write once the ring dropped the dead member: %v", err)
 			}
-			if r, err := svcs["b"].Read(ctx, part, "k", Quorum); err != nil || string(r.Value) != "v2" {
+			if r, err := svcs["b"].Read(ctx, part, "k", level.Quorum); err != nil || string(r.Value) != "v2" {
 				t.Fatalf("read: %+v, %v", r, err)
 			}
 			p, _ := svcs["a"].ps.get(part)
@@ -140,8 +141,8 @@ func TestNoCreationOnChangingRing(t *testing.T) {
 		}
 		ctx := ctxFor(t, 20*time.Second)
 		const part = "kv/new"
-		_, errA := svcs["a"].Write(ctx, part, set("k", "from a"), Quorum)
-		_, errD := svcs["d"].Write(ctx, part, set("k", "from d"), Quorum)
+		_, errA := svcs["a"].Write(ctx, part, set("k", "from a"), level.Quorum)
+		_, errD := svcs["d"].Write(ctx, part, set("k", "from d"), level.Quorum)
 		if settle == 0 {
 			// Without the wait, the fork this test is about.
 			if errA != nil || errD != nil {
@@ -163,10 +164,10 @@ func TestNoCreationOnChangingRing(t *testing.T) {
 		for _, svc := range svcs {
 			svc.ringChanged.Store(-int64(2 * settle))
 		}
-		if _, err := svcs["a"].Write(ctx, part, set("k", "from a"), Quorum); err != nil {
+		if _, err := svcs["a"].Write(ctx, part, set("k", "from a"), level.Quorum); err != nil {
 			t.Fatalf("creation on a still ring: %v", err)
 		}
-		if r, err := svcs["d"].Read(ctx, part, "k", Quorum); err != nil || string(r.Value) != "from a" {
+		if r, err := svcs["d"].Read(ctx, part, "k", level.Quorum); err != nil || string(r.Value) != "from a" {
 			t.Fatalf("read through d: %+v, %v", r, err)
 		}
 	}
@@ -188,17 +189,17 @@ func TestNoCreationBesideAnExistingPartition(t *testing.T) {
 	}
 	ctx := ctxFor(t, 20*time.Second)
 	const part = "kv/existing"
-	if _, err := svcs["d"].Write(ctx, part, set("k", "v"), All); err != nil {
+	if _, err := svcs["d"].Write(ctx, part, set("k", "v"), level.All); err != nil {
 		t.Fatal(err)
 	}
 	placer.mu.Lock()
 	placer.set = []string{"a", "b", "c", "d", "e", "f"}
 	placer.mu.Unlock()
-	r, err := svcs["a"].Read(ctx, part, "k", Quorum)
+	r, err := svcs["a"].Read(ctx, part, "k", level.Quorum)
 	if err != nil || !r.Exists || string(r.Value) != "v" {
 		t.Fatalf("read through a host of the new set: %+v, %v; want the value written before", r, err)
 	}
-	if _, err := svcs["a"].Write(ctx, part, set("k", "v2"), All); err != nil {
+	if _, err := svcs["a"].Write(ctx, part, set("k", "v2"), level.All); err != nil {
 		t.Fatal(err)
 	}
 	p, _ := svcs["a"].ps.get(part)

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/difuse/difuse/internal/memnet"
+	"github.com/difuse/difuse/level"
 	"github.com/difuse/difuse/store"
 )
 
@@ -48,17 +49,17 @@ func TestDeposedLeaderReportsNoConflict(t *testing.T) {
 	svcs := staticServices(t, net, placer, nil)
 	ctx := ctxFor(t, 10*time.Second)
 	const part = "kv/deposed"
-	if _, err := svcs["a"].Write(ctx, part, set("k", "v1"), Quorum); err != nil {
+	if _, err := svcs["a"].Write(ctx, part, set("k", "v1"), level.Quorum); err != nil {
 		t.Fatal(err)
 	}
 	faults.Partition([]string{"a"}, []string{"b", "c"})
 	placer.lead("b")
-	ref, err := svcs["b"].Write(ctx, part, set("k", "v2"), Quorum)
+	ref, err := svcs["b"].Write(ctx, part, set("k", "v2"), level.Quorum)
 	if err != nil {
 		t.Fatal(err)
 	}
 	// a still leads in its own view; a client whose view is a's asks it.
-	cas := Request{Partition: part, Level: Quorum, Kind: KindWrite, ID: NewWriteID(),
+	cas := Request{Partition: part, Level: level.Quorum, Kind: KindWrite, ID: NewWriteID(),
 		Write: []Change{{Name: "k", Value: []byte("v3"), IfMatch: &ref.Hash}}}
 	_, err = svcs["a"].lead(ctx, cas, []string{"a", "b", "c"})
 	if errors.Is(err, ErrConflict) {

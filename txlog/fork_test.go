@@ -10,12 +10,14 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/difuse/difuse/level"
 )
 
 // ackedWrite is a write a client was told succeeded.
 type ackedWrite struct {
 	partition string
-	level     Level
+	lv        level.Level
 	ref       TxRef
 }
 
@@ -63,14 +65,14 @@ func forkSchedule(t *testing.T, seed uint64) {
 					continue
 				}
 				p := parts[crng.IntN(len(parts))]
-				level := []Level{Quorum, Quorum, All}[crng.IntN(3)]
+				lv := []level.Level{level.Quorum, level.Quorum, level.All}[crng.IntN(3)]
 				ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
-				ref, err := c.host(addr).svc.Write(ctx, p, set(fmt.Sprintf("r%d", crng.IntN(3)), fmt.Sprintf("c%d-%d", client, n)), level)
+				ref, err := c.host(addr).svc.Write(ctx, p, set(fmt.Sprintf("r%d", crng.IntN(3)), fmt.Sprintf("c%d-%d", client, n)), lv)
 				cancel()
 				attempts.Add(1)
 				if err == nil {
 					mu.Lock()
-					acked = append(acked, ackedWrite{p, level, ref})
+					acked = append(acked, ackedWrite{p, lv, ref})
 					mu.Unlock()
 				}
 			}
@@ -156,7 +158,7 @@ func forkSchedule(t *testing.T, seed uint64) {
 		if !settled {
 			break
 		}
-		if _, err := c.host(c.addrs[0]).svc.Read(ctx, p, "r0", Quorum); err != nil && !errorsIs(err, ErrNotFound) {
+		if _, err := c.host(c.addrs[0]).svc.Read(ctx, p, "r0", level.Quorum); err != nil && !errorsIs(err, ErrNotFound) {
 			t.Errorf("quorum read of %s after healing: %v", p, err)
 			for _, a := range c.addrs {
 				txs := fullLog(t, c.host(a).svc, p)
@@ -177,7 +179,7 @@ func forkSchedule(t *testing.T, seed uint64) {
 			byHeight[w.partition] = map[uint64]ackedWrite{}
 		}
 		if o, ok := byHeight[w.partition][w.ref.Height]; ok && o.ref.Hash != w.ref.Hash {
-			t.Errorf("fork: %s height %d acknowledged as %s (%s) and as %s (%s)", w.partition, w.ref.Height, o.ref.Hash, o.level, w.ref.Hash, w.level)
+			t.Errorf("fork: %s height %d acknowledged as %s (%s) and as %s (%s)", w.partition, w.ref.Height, o.ref.Hash, o.lv, w.ref.Hash, w.lv)
 		}
 		byHeight[w.partition][w.ref.Height] = w
 	}
@@ -225,7 +227,7 @@ func forkSchedule(t *testing.T, seed uint64) {
 		best := slices.MaxFunc(reps, func(a, b replica) int { return int(a.commit) - int(b.commit) })
 		for h, w := range byHeight[p] {
 			if (settled && h > best.commit) || (h <= best.commit && best.txs[h-1].Hash() != w.ref.Hash) {
-				t.Errorf("%s: the write acknowledged at %s, height %d, is not committed at %s (commit %d)", p, w.level, h, best.addr, best.commit)
+				t.Errorf("%s: the write acknowledged at %s, height %d, is not committed at %s (commit %d)", p, w.lv, h, best.addr, best.commit)
 			}
 		}
 	}

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/difuse/difuse/level"
 	"github.com/difuse/difuse/ring"
 	"github.com/difuse/difuse/store"
 )
@@ -15,7 +16,7 @@ import (
 func TestLevelsWithOneReplicaDown(t *testing.T) {
 	c := newCluster(t, 3)
 	ctx := ctxFor(t, 20*time.Second)
-	if _, err := c.host("h0").svc.Write(ctx, "lv", set("a", "1"), All); err != nil {
+	if _, err := c.host("h0").svc.Write(ctx, "lv", set("a", "1"), level.All); err != nil {
 		t.Fatal(err)
 	}
 	res, err := c.host("h0").ring.Lookup(ctx, ring.HashKey([]byte("lv")), 3)
@@ -30,19 +31,19 @@ func TestLevelsWithOneReplicaDown(t *testing.T) {
 			via = c.host(a)
 		}
 	}
-	if _, err := via.svc.Write(ctx, "lv", set("a", "2"), Quorum); err != nil {
+	if _, err := via.svc.Write(ctx, "lv", set("a", "2"), level.Quorum); err != nil {
 		t.Fatalf("quorum write with one replica down: %v", err)
 	}
-	if r, err := via.svc.Read(ctx, "lv", "a", Quorum); err != nil || string(r.Value) != "2" {
+	if r, err := via.svc.Read(ctx, "lv", "a", level.Quorum); err != nil || string(r.Value) != "2" {
 		t.Fatalf("quorum read: %+v, %v", r, err)
 	}
-	if r, err := via.svc.Read(ctx, "lv", "a", Lazy); err != nil || !r.Exists {
+	if r, err := via.svc.Read(ctx, "lv", "a", level.Lazy); err != nil || !r.Exists {
 		t.Fatalf("lazy read: %+v, %v", r, err)
 	}
-	if r, err := via.svc.Read(ctx, "lv", "a", Leader); err != nil || string(r.Value) != "2" {
+	if r, err := via.svc.Read(ctx, "lv", "a", level.Leader); err != nil || string(r.Value) != "2" {
 		t.Fatalf("leader read: %+v, %v", r, err)
 	}
-	_, err = via.svc.Write(ctx, "lv", set("a", "3"), All)
+	_, err = via.svc.Write(ctx, "lv", set("a", "3"), level.All)
 	if !errors.Is(err, ErrUnavailable) {
 		t.Fatalf("all write with one of three replicas down: %v, want ErrUnavailable", err)
 	}
@@ -54,7 +55,7 @@ func TestLevelsWithOneReplicaDown(t *testing.T) {
 func TestAllFailsClearly(t *testing.T) {
 	c := newCluster(t, 3)
 	ctx := ctxFor(t, 20*time.Second)
-	if _, err := c.host("h0").svc.Write(ctx, "af", set("a", "1"), Quorum); err != nil {
+	if _, err := c.host("h0").svc.Write(ctx, "af", set("a", "1"), level.Quorum); err != nil {
 		t.Fatal(err)
 	}
 	res, _ := c.host("h0").ring.Lookup(ctx, ring.HashKey([]byte("af")), 3)
@@ -62,15 +63,15 @@ func TestAllFailsClearly(t *testing.T) {
 	// Cut the follower off from the leader only: the ring still lists it.
 	c.faults.Partition([]string{leader}, []string{follower})
 	defer c.faults.Heal()
-	_, err := c.host(leader).svc.Write(ctx, "af", set("a", "2"), All)
+	_, err := c.host(leader).svc.Write(ctx, "af", set("a", "2"), level.All)
 	if !errors.Is(err, ErrUnavailable) {
 		t.Fatalf("all write with a replica cut off: %v", err)
 	}
 	t.Logf("all: %v", err)
-	if _, err := c.host(leader).svc.Read(ctx, "af", "a", All); !errors.Is(err, ErrUnavailable) {
+	if _, err := c.host(leader).svc.Read(ctx, "af", "a", level.All); !errors.Is(err, ErrUnavailable) {
 		t.Fatalf("all read with a replica cut off: %v", err)
 	}
-	if _, err := c.host(leader).svc.Write(ctx, "af", set("a", "3"), Quorum); err != nil {
+	if _, err := c.host(leader).svc.Write(ctx, "af", set("a", "3"), level.Quorum); err != nil {
 		t.Fatalf("quorum write with a replica cut off: %v", err)
 	}
 }
@@ -85,7 +86,7 @@ func TestDeposedLeaderRefused(t *testing.T) {
 	res, _ := c.host("h0").ring.Lookup(ctx, ring.HashKey([]byte("dp")), 3)
 	replicas := []string{res.Replicas[0].Addr, res.Replicas[1].Addr, res.Replicas[2].Addr}
 	old, usurper := c.host(replicas[0]).svc, c.host(replicas[1]).svc
-	if _, err := old.Write(ctx, "dp", set("a", "1"), Quorum); err != nil {
+	if _, err := old.Write(ctx, "dp", set("a", "1"), level.Quorum); err != nil {
 		t.Fatal(err)
 	}
 	c.faults.Partition([]string{replicas[0]}, replicas[1:])
@@ -99,13 +100,13 @@ func TestDeposedLeaderRefused(t *testing.T) {
 	c.faults.Heal()
 	op, _ := old.ps.get("dp")
 	op.lead.Lock()
-	_, err = old.appendAndReplicate(ctx, op, WriteID{}, []Op{{Kind: OpSet, Name: "a", Value: []byte("deposed")}}, Quorum)
+	_, err = old.appendAndReplicate(ctx, op, WriteID{}, []Op{{Kind: OpSet, Name: "a", Value: []byte("deposed")}}, level.Quorum)
 	op.lead.Unlock()
 	if !errors.Is(err, ErrStaleBallot) {
 		t.Fatalf("deposed leader's write: %v, want ErrStaleBallot", err)
 	}
 	for _, a := range replicas {
-		r, err := c.host(a).svc.Read(ctx, "dp", "a", Quorum)
+		r, err := c.host(a).svc.Read(ctx, "dp", "a", level.Quorum)
 		if err != nil || string(r.Value) != "1" {
 			t.Fatalf("read through %s after the refused write: %+v, %v", a, r, err)
 		}
@@ -118,12 +119,12 @@ func TestLaggingReplicaCatchesUp(t *testing.T) {
 	ctx := ctxFor(t, 60*time.Second)
 	res, _ := c.host("h0").ring.Lookup(ctx, ring.HashKey([]byte("lag")), 3)
 	leader, lagger := res.Replicas[0].Addr, res.Replicas[2].Addr
-	if _, err := c.host(leader).svc.Write(ctx, "lag", set("a", "0"), All); err != nil {
+	if _, err := c.host(leader).svc.Write(ctx, "lag", set("a", "0"), level.All); err != nil {
 		t.Fatal(err)
 	}
 	c.faults.Partition([]string{leader}, []string{lagger})
 	for i := 1; i <= 500; i++ {
-		if _, err := c.host(leader).svc.Write(ctx, "lag", set("a", fmt.Sprint(i)), Quorum); err != nil {
+		if _, err := c.host(leader).svc.Write(ctx, "lag", set("a", fmt.Sprint(i)), level.Quorum); err != nil {
 			t.Fatalf("write %d: %v", i, err)
 		}
 	}
@@ -136,7 +137,7 @@ func TestLaggingReplicaCatchesUp(t *testing.T) {
 	var r Record
 	var err error
 	for deadline := time.Now().Add(20 * time.Second); ; {
-		if r, err = c.host(leader).svc.Read(ctx, "lag", "a", All); err == nil || time.Now().After(deadline) {
+		if r, err = c.host(leader).svc.Read(ctx, "lag", "a", level.All); err == nil || time.Now().After(deadline) {
 			break
 		}
 		time.Sleep(20 * time.Millisecond)
@@ -162,7 +163,7 @@ func TestSingleHostGrows(t *testing.T) {
 	keys := []string{"grow/a", "grow/b", "grow/c", "grow/d", "grow/e", "grow/f"}
 	refs := map[string]TxRef{}
 	for _, k := range keys {
-		ref, err := c.host("h0").svc.Write(ctx, k, set("v", k), Quorum)
+		ref, err := c.host("h0").svc.Write(ctx, k, set("v", k), level.Quorum)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -177,7 +178,7 @@ func TestSingleHostGrows(t *testing.T) {
 	c.settle()
 	for _, k := range keys {
 		for {
-			r, err := c.host("h2").svc.Read(ctx, k, "v", All)
+			r, err := c.host("h2").svc.Read(ctx, k, "v", level.All)
 			if err == nil {
 				if string(r.Value) != k || r.Hash != refs[k].Hash {
 					t.Fatalf("%s after growing = %+v", k, r)
@@ -202,16 +203,16 @@ func TestList(t *testing.T) {
 		changes = append(changes, Change{Name: fmt.Sprintf("d/%02d", i), Value: []byte{byte(i)}})
 	}
 	changes = append(changes, Change{Name: "i/1", Value: []byte("inode")})
-	if _, err := svc.Write(ctx, "dir", changes, Quorum); err != nil {
+	if _, err := svc.Write(ctx, "dir", changes, level.Quorum); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := svc.Write(ctx, "dir", []Change{{Name: "d/03", Delete: true}}, Quorum); err != nil {
+	if _, err := svc.Write(ctx, "dir", []Change{{Name: "d/03", Delete: true}}, level.Quorum); err != nil {
 		t.Fatal(err)
 	}
 	var names []string
 	after := ""
 	for pages := 0; ; pages++ {
-		recs, more, err := c.host("h2").svc.List(ctx, "dir", "d/", after, 10, Quorum)
+		recs, more, err := c.host("h2").svc.List(ctx, "dir", "d/", after, 10, level.Quorum)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -232,10 +233,10 @@ func TestList(t *testing.T) {
 	if len(names) != 24 || names[0] != "d/00" || names[3] != "d/04" || names[23] != "d/24" {
 		t.Errorf("listed %v", names)
 	}
-	if _, _, err := svc.List(ctx, "dir", "d/", "", 0, Lazy); !errors.Is(err, ErrBadRequest) {
+	if _, _, err := svc.List(ctx, "dir", "d/", "", 0, level.Lazy); !errors.Is(err, ErrBadRequest) {
 		t.Errorf("a lazy list: %v, want ErrBadRequest", err)
 	}
-	if _, _, err := svc.List(ctx, "dir", "d/", "", MaxList+1, Quorum); !errors.Is(err, ErrBadRequest) {
+	if _, _, err := svc.List(ctx, "dir", "d/", "", MaxList+1, level.Quorum); !errors.Is(err, ErrBadRequest) {
 		t.Errorf("a list over MaxList: %v, want ErrBadRequest", err)
 	}
 }
@@ -247,7 +248,7 @@ func TestChecksAndIfEmpty(t *testing.T) {
 	svc := c.host("h0").svc
 	ctx := ctxFor(t, 20*time.Second)
 	var zero Hash
-	if _, err := svc.Write(ctx, "dir", set("d/a", "1"), Quorum); err != nil {
+	if _, err := svc.Write(ctx, "dir", set("d/a", "1"), level.Quorum); err != nil {
 		t.Fatal(err)
 	}
 	// The tombstone may not be written while d/ holds a record.
@@ -257,13 +258,13 @@ func TestChecksAndIfEmpty(t *testing.T) {
 	}
 	// A create checks that there is no tombstone.
 	create := func(name string) error {
-		_, err := svc.Write(ctx, "dir", []Change{{Name: "dead", Check: true, IfMatch: &zero}, {Name: name, Value: []byte("x"), IfMatch: &zero}}, Quorum)
+		_, err := svc.Write(ctx, "dir", []Change{{Name: "dead", Check: true, IfMatch: &zero}, {Name: name, Value: []byte("x"), IfMatch: &zero}}, level.Quorum)
 		return err
 	}
 	if err := create("d/b"); err != nil {
 		t.Fatalf("create with the check holding: %v", err)
 	}
-	if _, err := svc.Write(ctx, "dir", []Change{{Name: "d/a", Delete: true}, {Name: "d/b", Delete: true}}, Quorum); err != nil {
+	if _, err := svc.Write(ctx, "dir", []Change{{Name: "d/a", Delete: true}, {Name: "d/b", Delete: true}}, level.Quorum); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := svc.Do(ctx, Request{Partition: "dir", Kind: KindWrite, IfEmpty: "d/", Write: dead}); err != nil {
@@ -272,7 +273,7 @@ func TestChecksAndIfEmpty(t *testing.T) {
 	if err := create("d/c"); !errors.Is(err, ErrConflict) {
 		t.Fatalf("create after the tombstone: %v, want ErrConflict", err)
 	}
-	if r, err := svc.Read(ctx, "dir", "dead", Quorum); err != nil || string(r.Value) != "1" {
+	if r, err := svc.Read(ctx, "dir", "dead", level.Quorum); err != nil || string(r.Value) != "1" {
 		t.Fatalf("the check wrote its record: %+v, %v", r, err)
 	}
 	for _, req := range []Request{
@@ -294,7 +295,7 @@ func TestChecksAndIfEmpty(t *testing.T) {
 func TestLeaderCountsItselfOnceDurable(t *testing.T) {
 	c := newClusterGated(t, 3, true)
 	ctx := ctxFor(t, 20*time.Second)
-	if _, err := c.host("h0").svc.Write(ctx, "ld", set("a", "1"), All); err != nil {
+	if _, err := c.host("h0").svc.Write(ctx, "ld", set("a", "1"), level.All); err != nil {
 		t.Fatal(err)
 	}
 	res, err := c.host("h0").ring.Lookup(ctx, ring.HashKey([]byte("ld")), 3)
@@ -306,7 +307,7 @@ func TestLeaderCountsItselfOnceDurable(t *testing.T) {
 	write := func(v string) chan error {
 		done := make(chan error, 1)
 		go func() {
-			_, err := c.host(follower).svc.Write(ctx, "ld", set("a", v), Quorum)
+			_, err := c.host(follower).svc.Write(ctx, "ld", set("a", v), level.Quorum)
 			done <- err
 		}()
 		return done
@@ -345,7 +346,7 @@ func TestLeaderCountsItselfOnceDurable(t *testing.T) {
 		t.Fatalf("a quorum write with the leader's disk broken and both followers up: %v", err)
 	}
 	gate.fail.Store(false)
-	if r, err := c.host(victim).svc.Read(ctx, "ld", "a", Quorum); err != nil || string(r.Value) != "4" {
+	if r, err := c.host(victim).svc.Read(ctx, "ld", "a", level.Quorum); err != nil || string(r.Value) != "4" {
 		t.Errorf("quorum read: %q, %v; want 4", r.Value, err)
 	}
 }

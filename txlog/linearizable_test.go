@@ -15,6 +15,7 @@ import (
 
 	"github.com/anishathalye/porcupine"
 
+	"github.com/difuse/difuse/level"
 	"github.com/difuse/difuse/ring"
 )
 
@@ -107,7 +108,7 @@ func increment(svc *Service, h *history, client int, key string, timeout time.Du
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	call := h.now()
-	rec, err := svc.Read(ctx, key, "n", Quorum)
+	rec, err := svc.Read(ctx, key, "n", level.Quorum)
 	if err != nil && !errors.Is(err, ErrNotFound) {
 		return readFailed, TxRef{} // a failed read leaves no trace
 	}
@@ -123,7 +124,7 @@ func increment(svc *Service, h *history, client int, key string, timeout time.Du
 	ctx, cancel = context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	call = h.now()
-	ref, err := svc.Write(ctx, key, []Change{{Name: "n", Value: []byte(strconv.Itoa(v + 1)), IfMatch: &ifMatch}}, Quorum)
+	ref, err := svc.Write(ctx, key, []Change{{Name: "n", Value: []byte(strconv.Itoa(v + 1)), IfMatch: &ifMatch}}, level.Quorum)
 	in := counterInput{Key: key, CAS: true, Old: v, New: v + 1}
 	switch {
 	case err == nil:
@@ -240,7 +241,7 @@ func TestLinearizableUnderFaults(t *testing.T) {
 
 	// Every acknowledged write is in the final log, at its height.
 	for _, k := range keys {
-		if _, err := c.host("h0").svc.Read(ctxFor(t, 10*time.Second), k, "n", Quorum); err != nil {
+		if _, err := c.host("h0").svc.Read(ctxFor(t, 10*time.Second), k, "n", level.Quorum); err != nil {
 			t.Fatal(err)
 		}
 		res, _ := c.host("h0").ring.Lookup(context.Background(), ring.HashKey([]byte(k)), 3)
@@ -318,7 +319,7 @@ func TestLinearizableUnderFaults(t *testing.T) {
 	}
 	ctx := ctxFor(t, 10*time.Second)
 	for i, k := range keys {
-		rec, err := c.host("h0").svc.Read(ctx, k, "n", Quorum)
+		rec, err := c.host("h0").svc.Read(ctx, k, "n", level.Quorum)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -445,7 +446,7 @@ func TestLinearizableNoFaults(t *testing.T) {
 		t.Fatalf("history of %d operations is not linearizable", len(h.ops))
 	}
 	for i, k := range keys {
-		rec, err := c.host("h3").svc.Read(ctxFor(t, 5*time.Second), k, "n", All)
+		rec, err := c.host("h3").svc.Read(ctxFor(t, 5*time.Second), k, "n", level.All)
 		if err != nil {
 			t.Fatal(err)
 		}

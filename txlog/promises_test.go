@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/difuse/difuse/internal/memnet"
+	"github.com/difuse/difuse/level"
 	"github.com/difuse/difuse/store"
 )
 
@@ -21,7 +22,7 @@ func TestDroppedReplicaKeepsItsPromise(t *testing.T) {
 	svcs := staticServices(t, net, placer, nil)
 	ctx := ctxFor(t, 10*time.Second)
 	const part = "kv/dropped"
-	if _, err := svcs["a"].Write(ctx, part, set("k", "v1"), Quorum); err != nil {
+	if _, err := svcs["a"].Write(ctx, part, set("k", "v1"), level.Quorum); err != nil {
 		t.Fatal(err)
 	}
 	high := Ballot{N: 50, Host: "b"}
@@ -56,11 +57,11 @@ func TestLazyReadsSeeCommittedOnly(t *testing.T) {
 	svcs := staticServices(t, net, placer, nil)
 	ctx := ctxFor(t, 10*time.Second)
 	const part = "kv/lazy"
-	if _, err := svcs["a"].Write(ctx, part, set("k", "committed"), Quorum); err != nil {
+	if _, err := svcs["a"].Write(ctx, part, set("k", "committed"), level.Quorum); err != nil {
 		t.Fatal(err)
 	}
 	faults.Partition([]string{"a"}, []string{"b", "c"})
-	if _, err := svcs["a"].Write(ctx, part, set("k", "uncommitted"), Quorum); err == nil {
+	if _, err := svcs["a"].Write(ctx, part, set("k", "uncommitted"), level.Quorum); err == nil {
 		t.Fatal("a write cut off from every other replica was acknowledged")
 	}
 	r, err := svcs["a"].HandleReadLocal(part, "k")
@@ -81,13 +82,13 @@ func TestOutbidLeaderRecordsNoPromise(t *testing.T) {
 	ctx := ctxFor(t, 10*time.Second)
 	const part = "kv/outbid"
 	placer.lead("c")
-	if _, err := svcs["c"].Write(ctx, part, set("k", "1"), Quorum); err != nil {
+	if _, err := svcs["c"].Write(ctx, part, set("k", "1"), level.Quorum); err != nil {
 		t.Fatal(err)
 	}
 	// b takes over while c is cut off.
 	faults.Partition([]string{"c"}, []string{"a", "b"})
 	placer.lead("b")
-	if _, err := svcs["b"].Write(ctx, part, set("k", "2"), Quorum); err != nil {
+	if _, err := svcs["b"].Write(ctx, part, set("k", "2"), level.Quorum); err != nil {
 		t.Fatal(err)
 	}
 	leading := func(svc *Service) (Ballot, Ballot, Ballot) {
@@ -110,7 +111,7 @@ func TestOutbidLeaderRecordsNoPromise(t *testing.T) {
 	}
 	// b goes on writing at level all, c among the replicas, at its ballot.
 	for i := range 5 {
-		if _, err := svcs["b"].Write(ctx, part, set("k", string(rune('a'+i))), All); err != nil {
+		if _, err := svcs["b"].Write(ctx, part, set("k", string(rune('a'+i))), level.All); err != nil {
 			t.Fatalf("write %d at level all through b: %v", i, err)
 		}
 	}
@@ -121,7 +122,7 @@ func TestOutbidLeaderRecordsNoPromise(t *testing.T) {
 	}
 	// A takeover by c goes above b's ballot.
 	placer.lead("c")
-	if _, err := svcs["c"].Write(ctx, part, set("k", "c again"), Quorum); err != nil {
+	if _, err := svcs["c"].Write(ctx, part, set("k", "c again"), level.Quorum); err != nil {
 		t.Fatal(err)
 	}
 	if lead, _, _ := leading(svcs["c"]); lead.N != bBallot.N+1 {
@@ -193,12 +194,12 @@ func TestLeaderLevelWaitsForTheLeadersSync(t *testing.T) {
 	svcs["a"] = a
 	ctx := ctxFor(t, 10*time.Second)
 	const part = "kv/leader-level"
-	if _, err := a.Write(ctx, part, set("k", "1"), Quorum); err != nil {
+	if _, err := a.Write(ctx, part, set("k", "1"), level.Quorum); err != nil {
 		t.Fatal(err)
 	}
 	faults.Partition([]string{"a"}, []string{"b", "c"}) // the followers cannot answer
 	if gated.beforeSync(func() {
-		if _, err := a.Write(ctx, part, set("k", "2"), Leader); err != nil {
+		if _, err := a.Write(ctx, part, set("k", "2"), level.Leader); err != nil {
 			t.Error(err)
 		}
 	}) {
@@ -237,7 +238,7 @@ func TestQuorumReadsCountDurableCopies(t *testing.T) {
 	net.Attach("a", a)
 	ctx := ctxFor(t, 10*time.Second)
 	const part = "kv/quorum-read"
-	if _, err := a.Write(ctx, part, set("k", "old"), All); err != nil {
+	if _, err := a.Write(ctx, part, set("k", "old"), level.All); err != nil {
 		t.Fatal(err)
 	}
 	// An entry in the leader's log that is not durable yet.
@@ -251,7 +252,7 @@ func TestQuorumReadsCountDurableCopies(t *testing.T) {
 	}
 	faults.Partition([]string{"a", "b"}, []string{"c"})
 	var r Record
-	if gated.beforeSync(func() { r, err = a.Read(ctx, part, "k", Quorum) }) {
+	if gated.beforeSync(func() { r, err = a.Read(ctx, part, "k", level.Quorum) }) {
 		t.Fatal("the quorum read counted the leader's copy before it was synced")
 	}
 	if err != nil || string(r.Value) != "new" {
@@ -291,7 +292,7 @@ func TestHighestBallotIsRefused(t *testing.T) {
 	svcs := staticServices(t, net, placer, nil)
 	ctx := ctxFor(t, 10*time.Second)
 	const part = "kv/ceiling"
-	if _, err := svcs["a"].Write(ctx, part, set("k", "v1"), Quorum); err != nil {
+	if _, err := svcs["a"].Write(ctx, part, set("k", "v1"), level.Quorum); err != nil {
 		t.Fatal(err)
 	}
 	top := Ballot{N: math.MaxUint64, Host: "x"}
@@ -304,7 +305,7 @@ func TestHighestBallotIsRefused(t *testing.T) {
 		}
 	}
 	for _, r := range []string{"a", "b", "c"} {
-		if _, err := svcs[r].Write(ctx, part, set("k", "v2-"+r), Quorum); err != nil {
+		if _, err := svcs[r].Write(ctx, part, set("k", "v2-"+r), level.Quorum); err != nil {
 			t.Errorf("a write through %s after the refused ballot: %v", r, err)
 		}
 	}
@@ -320,7 +321,7 @@ func TestDropByAStaleLeader(t *testing.T) {
 	svcs := staticServices(t, net, placer, nil)
 	ctx := ctxFor(t, 10*time.Second)
 	const part = "kv/stale-leader"
-	if _, err := svcs["a"].Write(ctx, part, set("k", "v1"), All); err != nil {
+	if _, err := svcs["a"].Write(ctx, part, set("k", "v1"), level.All); err != nil {
 		t.Fatal(err)
 	}
 	p, _ := svcs["a"].ps.get(part)
@@ -335,7 +336,7 @@ func TestDropByAStaleLeader(t *testing.T) {
 	placer.mu.Lock()
 	placer.set = []string{"b", "a", "c"}
 	placer.mu.Unlock()
-	if r, err := svcs["b"].Read(ctx, part, "k", Quorum); err != nil || string(r.Value) != "v1" {
+	if r, err := svcs["b"].Read(ctx, part, "k", level.Quorum); err != nil || string(r.Value) != "v1" {
 		t.Fatalf("a read through the next leader: %+v, %v", r, err)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/difuse/difuse/internal/memnet"
+	"github.com/difuse/difuse/level"
 	"github.com/difuse/difuse/ring"
 	"github.com/difuse/difuse/store"
 )
@@ -100,16 +101,16 @@ func TestDeposedPushSendsNoForeignCommit(t *testing.T) {
 	}
 	ctx := context.Background()
 	const part = "kv/race"
-	write := func(via string, level Level, v string) {
+	write := func(via string, lv level.Level, v string) {
 		t.Helper()
 		wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		defer cancel()
-		if _, err := svcs[via].Write(wctx, part, []Change{{Name: "", Value: []byte(v)}}, level); err != nil {
+		if _, err := svcs[via].Write(wctx, part, []Change{{Name: "", Value: []byte(v)}}, lv); err != nil {
 			t.Fatalf("write %s through %s: %v", v, via, err)
 		}
 	}
 	// Committed everywhere under a's leadership.
-	write("a", Quorum, "v1")
+	write("a", level.Quorum, "v1")
 	pa, _ := svcs["a"].ps.get(part)
 	pa.mu.Lock()
 	k := pa.last
@@ -117,7 +118,7 @@ func TestDeposedPushSendsNoForeignCommit(t *testing.T) {
 
 	// a, cut off, appends an entry at k+1 that no one else gets.
 	faults.Partition([]string{"a"}, []string{"b", "c", "d", "e"})
-	write("a", Leader, "lost")
+	write("a", level.Leader, "lost")
 	time.Sleep(300 * time.Millisecond) // a's sends of it fail while it is cut off
 
 	// b takes over with c and d, unknown to a and e, and commits past k+1.
@@ -129,7 +130,7 @@ func TestDeposedPushSendsNoForeignCommit(t *testing.T) {
 	faults.Partition([]string{"a"}, []string{"b"})
 	cutAllBut()
 	placer.lead("b")
-	write("b", Quorum, "v2")
+	write("b", level.Quorum, "v2")
 
 	// a still thinks it leads; its send of k+1 to e stalls on reading the
 	// entry while b's next write reaches a and deposes it.
@@ -145,7 +146,7 @@ func TestDeposedPushSendsNoForeignCommit(t *testing.T) {
 		t.Fatalf("a's send ended before reading entry %d: %v (a leads at %s, last %d)", k+1, err, pa.leading, pa.last)
 	}
 	wrote := make(chan struct{})
-	go func() { defer close(wrote); write("b", Quorum, "v3") }()
+	go func() { defer close(wrote); write("b", level.Quorum, "v3") }()
 	time.Sleep(300 * time.Millisecond)
 	close(aKV.release)
 	<-wrote

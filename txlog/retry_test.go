@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/difuse/difuse/internal/memnet"
+	"github.com/difuse/difuse/level"
 )
 
 // replyLosingTransport loses the replies of the next Forward calls it is
@@ -47,7 +48,7 @@ func TestRetriedWriteAppliedOnce(t *testing.T) {
 	})
 	ctx := ctxFor(t, 10*time.Second)
 	const part = "kv/retry"
-	first, err := svcs["a"].Write(ctx, part, set("k", "v0"), All)
+	first, err := svcs["a"].Write(ctx, part, set("k", "v0"), level.All)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -67,7 +68,7 @@ func TestRetriedWriteAppliedOnce(t *testing.T) {
 
 	// The same leader answers the retry.
 	lossy.lose.Store(1)
-	ref, err := svcs["c"].Write(ctx, part, set("k", "v1"), All)
+	ref, err := svcs["c"].Write(ctx, part, set("k", "v1"), level.All)
 	if err != nil {
 		t.Fatalf("write through c: %v", err)
 	}
@@ -81,20 +82,20 @@ func TestRetriedWriteAppliedOnce(t *testing.T) {
 	lossy.lose.Store(1)
 	lossy.then = func() { placer.lead("b") }
 	cas := []Change{{Name: "k", Value: []byte("v2"), IfMatch: &ref.Hash}}
-	ref2, err := svcs["c"].Write(ctx, part, cas, Quorum)
+	ref2, err := svcs["c"].Write(ctx, part, cas, level.Quorum)
 	if err != nil {
 		t.Fatalf("compare-and-set through c: %v", err)
 	}
 	if n := count("b", "v2"); n != 1 {
 		t.Fatalf("v2 applied %d times", n)
 	}
-	rec, err := svcs["c"].Read(ctx, part, "k", All)
+	rec, err := svcs["c"].Read(ctx, part, "k", level.All)
 	if err != nil || string(rec.Value) != "v2" || rec.Hash != ref2.Hash {
 		t.Fatalf("read %q at %s (%v), want v2 at %s", rec.Value, rec.Hash, err, ref2.Hash)
 	}
 
 	// A write of the first value with a fresh ID is a new write.
-	if _, err := svcs["c"].Write(ctx, part, []Change{{Name: "k", Value: []byte("v2"), IfMatch: &ifMatch}}, Quorum); !errors.Is(err, ErrConflict) {
+	if _, err := svcs["c"].Write(ctx, part, []Change{{Name: "k", Value: []byte("v2"), IfMatch: &ifMatch}}, level.Quorum); !errors.Is(err, ErrConflict) {
 		t.Fatalf("stale compare-and-set: %v, want a conflict", err)
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/difuse/difuse/level"
 	"github.com/difuse/difuse/ring"
 	"github.com/difuse/difuse/store"
 )
@@ -708,26 +709,26 @@ func (s *Service) fetchLog(ctx context.Context, p *part, addr string, from, to u
 // the leader's ballot, replicates it to the replica set in force and waits
 // for the replicas the level requires. It returns the transaction. p.lead
 // must be held and the host must be leading.
-func (s *Service) appendAndReplicate(ctx context.Context, p *part, id WriteID, ops []Op, level Level) (*Tx, error) {
+func (s *Service) appendAndReplicate(ctx context.Context, p *part, id WriteID, ops []Op, lv level.Level) (*Tx, error) {
 	p.mu.Lock()
 	members := slices.Clone(p.config)
 	p.mu.Unlock()
 	if members == nil {
 		members = ops[0].members() // the first entry of a partition sets them
 	}
-	need, quorum := levelNeeds(level, s.cfg.Addr, members)
-	t, acked, err := s.appendTx(ctx, p, id, ops, members, need, quorum, level != Lazy)
-	return t, s.shortfall(p, level, members, acked, quorum, err)
+	need, quorum := levelNeeds(lv, s.cfg.Addr, members)
+	t, acked, err := s.appendTx(ctx, p, id, ops, members, need, quorum, lv != level.Lazy)
+	return t, s.shortfall(p, lv, members, acked, quorum, err)
 }
 
 // reaffirm brings the replicas a write at level requires up to t, a
 // transaction of the leader's log that an earlier attempt of the same
 // write made. p.lead must be held and the host must be leading.
-func (s *Service) reaffirm(ctx context.Context, p *part, t *Tx, level Level) error {
+func (s *Service) reaffirm(ctx context.Context, p *part, t *Tx, lv level.Level) error {
 	p.mu.Lock()
 	members := slices.Clone(p.config)
 	p.mu.Unlock()
-	need, quorum := levelNeeds(level, s.cfg.Addr, members)
+	need, quorum := levelNeeds(lv, s.cfg.Addr, members)
 	acked, err := s.replicate(ctx, p, members, t.Height, need, func() error { return s.ps.syncTo(p, t) })
 	switch {
 	case need(acked):
@@ -735,21 +736,21 @@ func (s *Service) reaffirm(ctx context.Context, p *part, t *Tx, level Level) err
 	case !errors.Is(err, ErrStaleBallot):
 		err = fmt.Errorf("%w: %q: %d of %d replicas hold it: %v", ErrUnavailable, p.name, countSet(acked, members), len(members), err)
 	}
-	return s.shortfall(p, level, members, acked, quorum, err)
+	return s.shortfall(p, lv, members, acked, quorum, err)
 }
 
 // levelNeeds returns what a write at level needs of the replicas that
 // acknowledge it (self, the leader, among them once its own copy is
 // durable), and what makes it committed, given the set members. Lazy
 // needs nothing.
-func levelNeeds(level Level, self string, members []string) (need, quorum func(map[string]bool) bool) {
+func levelNeeds(lv level.Level, self string, members []string) (need, quorum func(map[string]bool) bool) {
 	quorum = func(acked map[string]bool) bool { return countSet(acked, members) >= majority(len(members)) }
-	switch level {
-	case All:
+	switch lv {
+	case level.All:
 		return func(acked map[string]bool) bool { return countSet(acked, members) == len(members) }, quorum
-	case Leader:
+	case level.Leader:
 		return func(acked map[string]bool) bool { return acked[self] }, quorum
-	case Lazy:
+	case level.Lazy:
 		return func(map[string]bool) bool { return true }, quorum
 	}
 	return quorum, quorum
@@ -758,14 +759,14 @@ func levelNeeds(level Level, self string, members []string) (need, quorum func(m
 // shortfall returns the error of a write at level that members acked
 // (err being the replication's error): a write at all that only a quorum
 // holds, or that a set short of hosts holds, is committed but short.
-func (s *Service) shortfall(p *part, level Level, members []string, acked map[string]bool, quorum func(map[string]bool) bool, err error) error {
+func (s *Service) shortfall(p *part, lv level.Level, members []string, acked map[string]bool, quorum func(map[string]bool) bool, err error) error {
 	switch {
-	case err != nil && level == All && quorum(acked):
+	case err != nil && lv == level.All && quorum(acked):
 		return fmt.Errorf("%w: %q: level all: only %d of the %d replicas have it: %v",
 			ErrCommittedShort, p.name, countSet(acked, members), len(members), err)
 	case err != nil:
 		return err
-	case level == All && len(members) < s.cfg.Replicas:
+	case lv == level.All && len(members) < s.cfg.Replicas:
 		return fmt.Errorf("%w: %q: level all: every member of the replica set has it, but the set has %d of the %d replicas (a host is missing)",
 			ErrCommittedShort, p.name, len(members), s.cfg.Replicas)
 	}

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+
+	"github.com/difuse/difuse/level"
 )
 
 // Errors callers branch on.
@@ -121,7 +123,7 @@ const (
 // partition's leader.
 type Request struct {
 	Partition string
-	Level     Level
+	Level     level.Level
 	Kind      Kind
 	// Name is the record a read or history names, or a list's prefix.
 	Name string

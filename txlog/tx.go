@@ -11,7 +11,6 @@ import (
 	"strings"
 
 	"github.com/difuse/difuse/internal/codec"
-	"github.com/difuse/difuse/level"
 )
 
 // Hash identifies a transaction: the SHA-256 of its encoding.
@@ -206,27 +205,6 @@ func readHash(d *codec.Decoder, h *Hash) {
 	if b := d.Take(len(h)); b != nil {
 		copy(h[:], b)
 	}
-}
-
-// Level is a consistency level, chosen per operation (package level).
-type Level = level.Level
-
-// Consistency levels; docs/txlog.md says what each gives here.
-const (
-	Quorum = level.Quorum
-	All    = level.All
-	Leader = level.Leader
-	Lazy   = level.Lazy
-)
-
-// ParseLevel reads a level's name; the empty string gives def. An unknown
-// name is ErrBadRequest.
-func ParseLevel(s string, def Level) (Level, error) {
-	l, err := level.Parse(s, def)
-	if err != nil {
-		return 0, fmt.Errorf("%w: %w", ErrBadRequest, err)
-	}
-	return l, nil
 }
 
 // configOp returns the operation that sets the replica set to members.

@@ -9,7 +9,6 @@ import (
 	"github.com/difuse/difuse/inode"
 	"github.com/difuse/difuse/internal/cli"
 	"github.com/difuse/difuse/level"
-	"github.com/difuse/difuse/txlog"
 )
 
 // cmdFsck walks the filesystem through a cluster and reports (and with
@@ -67,7 +66,7 @@ func cmdFsck(args []string, stdout, stderr io.Writer) int {
 		opts.Blocks = cl
 	}
 	// Quorum reads: what fsck acts on must not come from a deposed leader.
-	ifs, err := inode.New(cl, cl, inode.Options{Levels: &inode.Levels{Read: txlog.Quorum, Write: txlog.Quorum, Blocks: level.Quorum, BlockWrite: level.Quorum}})
+	ifs, err := inode.New(cl, cl, inode.Options{Levels: &inode.Levels{Read: level.Quorum, Write: level.Quorum, Blocks: level.Quorum, BlockWrite: level.Quorum}})
 	if err != nil {
 		fmt.Fprintf(stderr, "difused fsck: %v\n", err)
 		return cli.ExitFailure

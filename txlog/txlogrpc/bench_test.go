@@ -7,9 +7,9 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/difuse/difuse/level"
 	"github.com/difuse/difuse/store"
 	"github.com/difuse/difuse/store/badgerdb"
-	"github.com/difuse/difuse/txlog"
 )
 
 // benchValue is the value every benchmark writes: a small record, as an
@@ -42,7 +42,7 @@ func BenchmarkWrite(b *testing.B) {
 			// users of different nodes would.
 			run(b, clients, func(ctx context.Context, client int, i int64) error {
 				via := hosts[(client+int(i))%len(hosts)].svc
-				_, err := via.Write(ctx, fmt.Sprintf("kv/bench-%d", client), set("", string(benchValue)), txlog.Quorum)
+				_, err := via.Write(ctx, fmt.Sprintf("kv/bench-%d", client), set("", string(benchValue)), level.Quorum)
 				return err
 			})
 		})

@@ -14,6 +14,7 @@ import (
 
 	flatbuffers "github.com/google/flatbuffers/go"
 
+	"github.com/difuse/difuse/level"
 	"github.com/difuse/difuse/txlog"
 	"github.com/difuse/difuse/wire"
 	"github.com/difuse/difuse/wire/fb"
@@ -205,7 +206,7 @@ func EncodeRequest(req txlog.Request) *flatbuffers.Builder {
 func DecodeRequest(t *fb.TxRequest) (txlog.Request, error) {
 	req := txlog.Request{
 		Partition: string(t.Partition()),
-		Level:     txlog.Level(t.Level()),
+		Level:     level.Level(t.Level()),
 		Kind:      txlog.Kind(t.Kind()),
 		Name:      string(t.Name()),
 		After:     string(t.After()),

@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
+	"github.com/difuse/difuse/level"
 	"github.com/difuse/difuse/ring"
 	"github.com/difuse/difuse/ring/ringrpc"
 	"github.com/difuse/difuse/store"
@@ -151,34 +152,34 @@ func TestOverGRPC(t *testing.T) {
 	for i := range 20 {
 		p := fmt.Sprintf("p%d", i)
 		via := hosts[i%3].svc
-		ref, err := via.Write(ctx, p, set("a", "1"), txlog.Quorum)
+		ref, err := via.Write(ctx, p, set("a", "1"), level.Quorum)
 		if err != nil {
 			t.Fatalf("write %s: %v", p, err)
 		}
-		r, err := hosts[(i+1)%3].svc.Read(ctx, p, "a", txlog.All)
+		r, err := hosts[(i+1)%3].svc.Read(ctx, p, "a", level.All)
 		if err != nil || string(r.Value) != "1" || r.Hash != ref.Hash {
 			t.Fatalf("read %s at all = %+v, %v", p, r, err)
 		}
 		var zero txlog.Hash
-		_, err = via.Write(ctx, p, []txlog.Change{{Name: "a", Value: []byte("2"), IfMatch: &zero}}, txlog.Quorum)
+		_, err = via.Write(ctx, p, []txlog.Change{{Name: "a", Value: []byte("2"), IfMatch: &zero}}, level.Quorum)
 		if !errors.Is(err, txlog.ErrConflict) {
 			t.Fatalf("create over an existing record: %v, want ErrConflict", err)
 		}
-		if _, err := via.Write(ctx, p, []txlog.Change{{Name: "a", Value: []byte("2"), IfMatch: &ref.Hash}}, txlog.Quorum); err != nil {
+		if _, err := via.Write(ctx, p, []txlog.Change{{Name: "a", Value: []byte("2"), IfMatch: &ref.Hash}}, level.Quorum); err != nil {
 			t.Fatalf("CAS with the right hash: %v", err)
 		}
-		if _, err := via.Write(ctx, p, []txlog.Change{{Name: "b", Delete: true}}, txlog.Quorum); !errors.Is(err, txlog.ErrNotFound) {
+		if _, err := via.Write(ctx, p, []txlog.Change{{Name: "b", Delete: true}}, level.Quorum); !errors.Is(err, txlog.ErrNotFound) {
 			t.Fatalf("delete of a missing record: %v, want ErrNotFound", err)
 		}
 		h, err := hosts[(i+2)%3].svc.History(ctx, p, "a")
 		if err != nil || len(h) != 2 || h[0].Hash() != ref.Hash {
 			t.Fatalf("history = %d entries, %v", len(h), err)
 		}
-		recs, more, err := hosts[(i+1)%3].svc.List(ctx, p, "", "", 0, txlog.Quorum)
+		recs, more, err := hosts[(i+1)%3].svc.List(ctx, p, "", "", 0, level.Quorum)
 		if err != nil || more || len(recs) != 1 || recs[0].Name != "a" || string(recs[0].Value) != "2" {
 			t.Fatalf("list over gRPC = %+v, %v, %v", recs, more, err)
 		}
-		r, err = via.Read(ctx, p, "a", txlog.Lazy)
+		r, err = via.Read(ctx, p, "a", level.Lazy)
 		if err != nil || (string(r.Value) != "1" && string(r.Value) != "2") {
 			t.Fatalf("lazy read = %+v, %v", r, err)
 		}
@@ -190,7 +191,7 @@ func TestOverGRPC(t *testing.T) {
 func TestLargeValuesCatchUp(t *testing.T) {
 	hosts := startClusterWith(t, 3, false, 5*time.Second)
 	ctx := ctxFor(t, 60*time.Second)
-	if _, err := hosts[0].svc.Write(ctx, "big", set("x", "start"), txlog.All); err != nil {
+	if _, err := hosts[0].svc.Write(ctx, "big", set("x", "start"), level.All); err != nil {
 		t.Fatal(err)
 	}
 	res, follower, value := writeWithoutFollower(t, hosts)
@@ -223,7 +224,7 @@ func writeWithoutFollower(t *testing.T, hosts []*host) (ring.Result, *host, []by
 	value := make([]byte, 900<<10)
 	for i := range 12 {
 		value[0] = byte(i)
-		if _, err := hosts[0].svc.Write(ctx, "big", set(fmt.Sprintf("v%d", i), string(value)), txlog.Quorum); err != nil {
+		if _, err := hosts[0].svc.Write(ctx, "big", set(fmt.Sprintf("v%d", i), string(value)), level.Quorum); err != nil {
 			t.Fatalf("write %d with a replica down: %v", i, err)
 		}
 	}
@@ -242,7 +243,7 @@ func catchUp(t *testing.T, hosts []*host, follower *host, value []byte) {
 	follower.serve(t, ln)
 	waitSettled(t, hosts)
 	for {
-		r, err := hosts[1].svc.Read(ctx, "big", "v11", txlog.All)
+		r, err := hosts[1].svc.Read(ctx, "big", "v11", level.All)
 		if err == nil {
 			if r.Value[0] != 11 || len(r.Value) != len(value) {
 				t.Fatalf("read v11 = %d bytes starting %d", len(r.Value), r.Value[0])
@@ -265,7 +266,7 @@ func catchUp(t *testing.T, hosts []*host, follower *host, value []byte) {
 func TestSnapshotCatchUp(t *testing.T) {
 	hosts := startClusterWith(t, 3, false, 5*time.Second)
 	ctx := ctxFor(t, 60*time.Second)
-	if _, err := hosts[0].svc.Write(ctx, "big", set("x", "start"), txlog.All); err != nil {
+	if _, err := hosts[0].svc.Write(ctx, "big", set("x", "start"), level.All); err != nil {
 		t.Fatal(err)
 	}
 	res, follower, value := writeWithoutFollower(t, hosts)
@@ -360,14 +361,14 @@ func TestBadFields(t *testing.T) {
 	if _, err := c.Forward(ctx, b); status.Code(err) != codes.InvalidArgument {
 		t.Errorf("unknown level: %v", err)
 	}
-	if _, err := hosts[0].svc.Write(ctx, "p", set("a", "1"), txlog.Quorum); err != nil {
+	if _, err := hosts[0].svc.Write(ctx, "p", set("a", "1"), level.Quorum); err != nil {
 		t.Fatalf("the server stopped serving: %v", err)
 	}
 }
 
 // The wire's enums number levels and kinds as package txlog does.
 func TestEnumsMatch(t *testing.T) {
-	for l, want := range map[txlog.Level]fb.Level{txlog.Quorum: fb.LevelQuorum, txlog.All: fb.LevelAll, txlog.Leader: fb.LevelLeader, txlog.Lazy: fb.LevelLazy} {
+	for l, want := range map[level.Level]fb.Level{level.Quorum: fb.LevelQuorum, level.All: fb.LevelAll, level.Leader: fb.LevelLeader, level.Lazy: fb.LevelLazy} {
 		if fb.Level(l) != want {
 			t.Errorf("level %s is %d on the wire, want %d", l, l, want)
 		}
@@ -383,10 +384,10 @@ func TestRequestRoundTrip(t *testing.T) {
 	h := txlog.Hash{1, 2, 3}
 	var zero txlog.Hash
 	for _, req := range []txlog.Request{
-		{Partition: "p", Level: txlog.Lazy, Kind: txlog.KindRead, Name: "a"},
+		{Partition: "p", Level: level.Lazy, Kind: txlog.KindRead, Name: "a"},
 		{Partition: "p", Kind: txlog.KindHistory, Name: ""},
 		{Partition: "p", Kind: txlog.KindList, Name: "d/", After: "d/b", Limit: 7},
-		{Partition: "p", Level: txlog.All, Kind: txlog.KindWrite, IfEmpty: "d/", ID: txlog.NewWriteID(), Write: []txlog.Change{
+		{Partition: "p", Level: level.All, Kind: txlog.KindWrite, IfEmpty: "d/", ID: txlog.NewWriteID(), Write: []txlog.Change{
 			{Name: "a", Value: []byte("v"), IfMatch: &h}, {Name: "b", Delete: true, IfMatch: &zero}, {Name: "c", Value: []byte{}},
 			{Name: "x", Check: true, IfMatch: &zero},
 		}},
