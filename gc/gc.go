@@ -48,8 +48,8 @@ type Config struct {
 	// committing its inode. Default 1h.
 	Grace time.Duration
 	// Interval is how often the background collector runs a cycle (one
-	// host of the cluster at a time, by a lease); negative runs none.
-	// Default 1h.
+	// host of the cluster at a time, by a lease); Off runs none. Default
+	// 1h.
 	Interval time.Duration
 	// Rate bounds the blocks a sweep examines per second on each host.
 	// Default 20,000.
@@ -61,7 +61,11 @@ type Config struct {
 	Clock func() time.Time
 }
 
-func (c *Config) setDefaults() {
+// Off is the Config.Interval of a node that runs no cycle of its own.
+const Off time.Duration = -1
+
+// validate fills in the defaults and checks the configuration.
+func (c *Config) validate() error {
 	if c.Grace == 0 {
 		c.Grace = time.Hour
 	}
@@ -77,6 +81,17 @@ func (c *Config) setDefaults() {
 	if c.Clock == nil {
 		c.Clock = time.Now
 	}
+	switch {
+	case c.Addr == "":
+		return errors.New("gc: Config.Addr is required")
+	case c.Grace < 0:
+		return fmt.Errorf("gc: Config.Grace %s must be positive", c.Grace)
+	case c.Interval < 0 && c.Interval != Off:
+		return fmt.Errorf("gc: Config.Interval %s must be positive, or Off", c.Interval)
+	case c.Rate < 0:
+		return fmt.Errorf("gc: Config.Rate %d must be positive", c.Rate)
+	}
+	return nil
 }
 
 // Log runs transaction-log requests; *txlog.Service implements it.
@@ -123,10 +138,9 @@ type Collector struct {
 // New returns a collector over the ring's members, the hosts' listings,
 // the transaction logs, the other hosts' sweeps and this host's blocks.
 func New(cfg Config, members func(context.Context) ([]ring.Ref, error), lister Lister, log Log, sweepers Sweepers, local *blockstore.Local) (*Collector, error) {
-	if cfg.Addr == "" {
-		return nil, errors.New("gc: no address")
+	if err := cfg.validate(); err != nil {
+		return nil, err
 	}
-	cfg.setDefaults()
 	return &Collector{cfg: cfg, members: members, lister: lister, log: log, sweepers: sweepers, local: local,
 		limiter: rate.NewLimiter(rate.Limit(cfg.Rate), max(cfg.Rate/10, 1)), stats: nodestatus.GC{State: "idle"}, clock: cfg.Clock}, nil
 }
@@ -347,7 +361,7 @@ const (
 // once are safe, only wasteful: the lease keeps them apart while the
 // hosts' clocks roughly agree.
 func (c *Collector) Run(ctx context.Context) {
-	if c.cfg.Interval < 0 {
+	if c.cfg.Interval == Off {
 		return
 	}
 	wait := time.Duration(rand.Int64N(int64(c.cfg.Interval)))

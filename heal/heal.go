@@ -147,7 +147,7 @@ type Config struct {
 	// SyncsPerSecond bounds the partitions a pass syncs. Default 200.
 	SyncsPerSecond int
 	// ScrubBytes is how many bytes of blocks each pass re-hashes, going
-	// round the store. Default 256 MiB; negative turns scrubbing off.
+	// round the store. Default 256 MiB; NoScrub turns scrubbing off.
 	ScrubBytes int64
 	// LeftAt, if set, returns when the ring last heard that the host at
 	// addr left it gracefully (ring.Host.LeftAt): passes do not wait for a
@@ -157,6 +157,50 @@ type Config struct {
 	CallTimeout time.Duration
 	// Logger receives repairs; nil discards them.
 	Logger *slog.Logger
+}
+
+// NoScrub is the Config.ScrubBytes of a healer that scrubs nothing.
+const NoScrub int64 = -1
+
+// validate fills in the defaults and checks the configuration.
+func (c *Config) validate() error {
+	if c.Replicas == 0 {
+		c.Replicas = 3
+	}
+	if c.Interval == 0 {
+		c.Interval = 30 * time.Second
+	}
+	if c.Grace == 0 {
+		c.Grace = 5 * time.Minute
+	}
+	if c.BytesPerSecond == 0 {
+		c.BytesPerSecond = 64 << 20
+	}
+	if c.SyncsPerSecond == 0 {
+		c.SyncsPerSecond = 200
+	}
+	if c.ScrubBytes == 0 {
+		c.ScrubBytes = 256 << 20
+	}
+	if c.CallTimeout == 0 {
+		c.CallTimeout = 10 * time.Second
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	switch {
+	case c.Addr == "":
+		return errors.New("heal: Config.Addr is required")
+	case c.Replicas < 1:
+		return fmt.Errorf("heal: Config.Replicas %d must be at least 1", c.Replicas)
+	case c.Interval < 0 || c.Grace < 0 || c.CallTimeout < 0:
+		return fmt.Errorf("heal: Config.Interval %s, Grace %s and CallTimeout %s must be positive", c.Interval, c.Grace, c.CallTimeout)
+	case c.BytesPerSecond < 0 || c.SyncsPerSecond < 0:
+		return fmt.Errorf("heal: Config.BytesPerSecond %d and SyncsPerSecond %d must be positive", c.BytesPerSecond, c.SyncsPerSecond)
+	case c.ScrubBytes < 0 && c.ScrubBytes != NoScrub:
+		return fmt.Errorf("heal: Config.ScrubBytes %d must be positive, or NoScrub", c.ScrubBytes)
+	}
+	return nil
 }
 
 // Healer heals one host's share of the cluster. It is safe for concurrent
@@ -190,32 +234,8 @@ type Healer struct {
 // placer checks that the ring places a block elsewhere before this host
 // drops it.
 func New(cfg Config, members func(context.Context) ([]ring.Ref, error), placer Placer, logs Logs, blocks Blocks, btr BlockTransport, peers Peers) (*Healer, error) {
-	if cfg.Addr == "" {
-		return nil, errors.New("heal: Config.Addr is required")
-	}
-	if cfg.Replicas == 0 {
-		cfg.Replicas = 3
-	}
-	if cfg.Interval == 0 {
-		cfg.Interval = 30 * time.Second
-	}
-	if cfg.Grace == 0 {
-		cfg.Grace = 5 * time.Minute
-	}
-	if cfg.BytesPerSecond == 0 {
-		cfg.BytesPerSecond = 64 << 20
-	}
-	if cfg.SyncsPerSecond == 0 {
-		cfg.SyncsPerSecond = 200
-	}
-	if cfg.ScrubBytes == 0 {
-		cfg.ScrubBytes = 256 << 20
-	}
-	if cfg.CallTimeout == 0 {
-		cfg.CallTimeout = 10 * time.Second
-	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.New(slog.DiscardHandler)
+	if err := cfg.validate(); err != nil {
+		return nil, err
 	}
 	return &Healer{
 		cfg: cfg, members: members, placer: placer, logs: logs, blocks: blocks, btr: btr, peers: peers, log: cfg.Logger,
@@ -826,7 +846,7 @@ func (h *Healer) handOff(ctx context.Context, p *pass, kind Kind, set []string, 
 // last pass stopped, and replaces a damaged copy with a sound one from
 // another replica.
 func (h *Healer) scrub(ctx context.Context) error {
-	if h.cfg.ScrubBytes < 0 {
+	if h.cfg.ScrubBytes == NoScrub {
 		return nil
 	}
 	ix, err := h.list(KindBlock, false)

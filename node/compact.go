@@ -11,12 +11,21 @@ import (
 // Compaction says how often a node compacts the transaction logs it
 // replicates, and what it keeps.
 type Compaction struct {
-	// Interval is the pause between compactions. Default 10 minutes; a
-	// negative one turns compaction off.
+	// Interval is the pause between compactions. Default 10 minutes;
+	// NoCompaction turns compaction off.
 	Interval time.Duration
-	// Retention is what each log keeps. Default txlog.DefaultRetention.
+	// Retention is what each log keeps: at least one version of each
+	// record, and everything for at least MinRetention. Default
+	// txlog.DefaultRetention.
 	Retention txlog.Retention
 }
+
+// NoCompaction is the Compaction.Interval of a node that never compacts.
+const NoCompaction time.Duration = -1
+
+// MinRetention is the shortest time a node keeps every transaction: a
+// client's retry of a write must find the write's first attempt.
+const MinRetention = 30 * time.Second
 
 // compactStats counts a node's compactions.
 type compactStats struct {
@@ -35,7 +44,7 @@ func (c *compactStats) get() compactStats {
 // compactLoop compacts the node's transaction logs every interval until
 // ctx ends.
 func (n *Node) compactLoop(ctx context.Context) {
-	if n.cfg.Compact.Interval < 0 {
+	if n.cfg.Compact.Interval == NoCompaction {
 		return
 	}
 	t := time.NewTicker(n.cfg.Compact.Interval)

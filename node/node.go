@@ -109,7 +109,8 @@ type Config struct {
 	Logger *slog.Logger
 }
 
-func (c *Config) setDefaults() {
+// validate fills in the defaults and checks the configuration.
+func (c *Config) validate() error {
 	if c.GRPCAddr == "" {
 		c.GRPCAddr = "127.0.0.1:4624"
 	}
@@ -149,7 +150,22 @@ func (c *Config) setDefaults() {
 	if c.Store.Logger == nil {
 		c.Store.Logger = c.Logger
 	}
+	switch {
+	case c.Compact.Interval < 0 && c.Compact.Interval != NoCompaction:
+		return fmt.Errorf("%w: Compaction.Interval %s must be positive, or NoCompaction", ErrConfig, c.Compact.Interval)
+	case c.Compact.Retention.Keep < 1 || c.Compact.Retention.For < MinRetention:
+		return fmt.Errorf("%w: Compaction.Retention must keep at least 1 version and everything for at least %s (a retry must find its write's first attempt)", ErrConfig, MinRetention)
+	case c.JoinTimeout < 0 || c.LeaveTimeout < 0 || c.ShutdownTimeout < 0 || c.RequestTimeout < 0:
+		return fmt.Errorf("%w: negative timeout", ErrConfig)
+	case c.MaxValueBytes < 0 || c.MaxBlockBytes < 0:
+		return fmt.Errorf("%w: negative MaxValueBytes or MaxBlockBytes", ErrConfig)
+	}
+	return nil
 }
+
+// ErrConfig wraps the error of a node whose configuration is invalid
+// (its own, or that of its ring, healer or collector).
+var ErrConfig = errors.New("invalid configuration")
 
 // ErrListen wraps the error of a node that cannot bind its addresses.
 var ErrListen = errors.New("cannot listen")
@@ -169,6 +185,8 @@ func ExitCode(err error) int {
 		return cli.ExitListen
 	case errors.Is(err, ErrJoin):
 		return cli.ExitJoin
+	case errors.Is(err, ErrConfig):
+		return cli.ExitUsage
 	}
 	return cli.ExitFailure
 }
@@ -230,7 +248,9 @@ func New(cfg Config) (_ *Node, err error) {
 		next = cfg.Logger.Handler()
 	}
 	cfg.Logger = slog.New(recentHandler{next: next, log: recent})
-	cfg.setDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
 	n := &Node{cfg: cfg, log: cfg.Logger, recent: recent, start: time.Now(), leaveReq: make(chan struct{}),
 		peers: peerSet{changed: make(chan struct{}, 1)}}
 	defer func() {
@@ -300,7 +320,7 @@ func New(cfg Config) (_ *Node, err error) {
 	n.pool = wire.NewPool(n.creds)
 	n.ringTr = ringrpc.NewTransport(n.pool)
 	if n.ring, err = ring.New(rc, n.ringTr); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%w: %w", ErrConfig, err)
 	}
 	places.ring = n.ring
 	rc = n.ring.Config()
@@ -330,7 +350,7 @@ func New(cfg Config) (_ *Node, err error) {
 	hc.Addr, hc.Replicas, hc.Logger, hc.LeftAt = advertise, rc.Replicas, n.log.With("component", "heal"), n.ring.LeftAt
 	healTr := healrpc.NewTransport(n.pool)
 	if n.healer, err = heal.New(hc, n.members, places, n.txlog, n.blocks, blockrpc.NewTransport(n.pool), healTr); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%w: %w", ErrConfig, err)
 	}
 	serverTLS := n.ident.ServerConfig()
 	serverTLS.VerifyConnection = n.access.verifyConnection
@@ -347,7 +367,7 @@ func New(cfg Config) (_ *Node, err error) {
 	gcc := cfg.GC
 	gcc.Addr, gcc.Logger, gcc.Clock = advertise, n.log.With("component", "gc"), cfg.Clock
 	if n.gc, err = gc.New(gcc, n.members, healTr, n.txlog, gcrpc.NewTransport(n.pool), local); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%w: %w", ErrConfig, err)
 	}
 	gcrpc.Register(n.grpcSrv, n.gc)
 	n.httpSrv = &http.Server{Handler: n.httpHandler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 64 << 10}

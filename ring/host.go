@@ -17,7 +17,7 @@ type Config struct {
 	Addr string
 	// VNodes is the number of virtual nodes the host runs. Default 8.
 	VNodes int
-	// Replicas is N, the size of a key's replica set. Default 3.
+	// Replicas is N, the size of a key's replica set: odd. Default 3.
 	Replicas int
 	// MinSuccessors is r, the shortest successor list a vnode keeps while
 	// the ring has more members. Default Replicas+1; at least Replicas+1.
@@ -75,8 +75,8 @@ func (c *Config) validate() error {
 	switch {
 	case c.VNodes < 1 || c.VNodes > MaxVNodes:
 		return fmt.Errorf("ring: VNodes %d must be from 1 to %d", c.VNodes, MaxVNodes)
-	case c.Replicas < 1:
-		return fmt.Errorf("ring: Replicas %d must be at least 1", c.Replicas)
+	case c.Replicas < 1 || c.Replicas%2 == 0:
+		return fmt.Errorf("ring: Replicas %d must be odd and positive (a majority of an even set tolerates no more failures than of the odd set one smaller)", c.Replicas)
 	case c.MinSuccessors < c.Replicas+1:
 		return fmt.Errorf("ring: MinSuccessors %d must be at least Replicas+1 = %d", c.MinSuccessors, c.Replicas+1)
 	case c.MaxSuccessors < c.MinSuccessors:

@@ -86,6 +86,8 @@ func TestConfigValidation(t *testing.T) {
 		{},
 		{Addr: "a", VNodes: -1},
 		{Addr: "a", Replicas: 3, MinSuccessors: 3},
+		{Addr: "a", Replicas: 4},
+		{Addr: "a", Replicas: -3},
 		{Addr: "a", MinSuccessors: 10, MaxSuccessors: 5},
 	} {
 		if _, err := New(c, nil); err == nil {

@@ -139,27 +139,17 @@ Flags of difused:
 		fmt.Fprintf(stderr, "difused: %v\n", err)
 		return cli.ExitUsage
 	}
-	if *healInterval <= 0 || *healGrace <= 0 || *healMiB <= 0 || *scrubMiB < 0 {
-		fmt.Fprintln(stderr, "difused: -heal-interval, -heal-grace and -heal-mibps must be positive, -scrub-mib not negative")
-		return cli.ExitUsage
-	}
-	if *gcInterval < 0 || *gcGrace <= 0 || *gcRate <= 0 {
-		fmt.Fprintln(stderr, "difused: -gc-interval must not be negative, -gc-grace and -gc-rate positive")
-		return cli.ExitUsage
-	}
+	// The flags' 0 turns a background job off; the configurations name
+	// that explicitly.
 	if *gcInterval == 0 {
-		*gcInterval = -1 // gc.Config: none
-	}
-	if *compactInterval < 0 || *logKeep < 1 || *logKeepFor < 30*time.Second {
-		fmt.Fprintln(stderr, "difused: -compact-interval must not be negative, -log-keep at least 1, -log-keep-for at least 30s")
-		return cli.ExitUsage
+		*gcInterval = gc.Off
 	}
 	if *compactInterval == 0 {
-		*compactInterval = -1 // node.Compaction: none
+		*compactInterval = node.NoCompaction
 	}
-	if *replicas < 1 || *replicas%2 == 0 || *vnodes < 1 {
-		fmt.Fprintln(stderr, "difused: -replicas must be odd and positive, -vnodes positive")
-		return cli.ExitUsage
+	scrubBytes := *scrubMiB << 20
+	if *scrubMiB == 0 {
+		scrubBytes = heal.NoScrub
 	}
 	// For tests that give each node on one machine a clock of its own; an
 	// environment variable, so that no flag offers it.
@@ -182,7 +172,7 @@ Flags of difused:
 			Interval:       *healInterval,
 			Grace:          *healGrace,
 			BytesPerSecond: *healMiB << 20,
-			ScrubBytes:     scrubBytes(*scrubMiB),
+			ScrubBytes:     scrubBytes,
 		},
 		GC:      gc.Config{Interval: *gcInterval, Grace: *gcGrace, Rate: *gcRate},
 		Compact: node.Compaction{Interval: *compactInterval, Retention: txlog.Retention{Keep: *logKeep, For: *logKeepFor}},
@@ -211,13 +201,4 @@ Flags of difused:
 		return node.ExitCode(err)
 	}
 	return 0
-}
-
-// scrubBytes turns the -scrub-mib flag into heal.Config.ScrubBytes, where
-// a negative value (not 0) turns scrubbing off.
-func scrubBytes(mib int64) int64 {
-	if mib == 0 {
-		return -1
-	}
-	return mib << 20
 }

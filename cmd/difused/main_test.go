@@ -83,6 +83,9 @@ func TestExitCodes(t *testing.T) {
 		{"locked", []string{"-b", "127.0.0.1:0", "-a", "127.0.0.1:0", "-d", dir}, cli.ExitDataDir, "in use by another process"},
 		{"missing parent", []string{"-b", "127.0.0.1:0", "-a", "127.0.0.1:0", "-d", "/nonexistent/difuse/x"}, cli.ExitDataDir, "does not exist"},
 		{"address in use", []string{"-b", m[2], "-a", "127.0.0.1:0", "-d", t.TempDir()}, cli.ExitListen, "address already in use"},
+		{"even replicas", []string{"-b", "127.0.0.1:0", "-a", "127.0.0.1:0", "-d", t.TempDir(), "-replicas", "4"}, cli.ExitUsage, "must be odd"},
+		{"negative scrub", []string{"-b", "127.0.0.1:0", "-a", "127.0.0.1:0", "-d", t.TempDir(), "-scrub-mib", "-1"}, cli.ExitUsage, "ScrubBytes"},
+		{"short retention", []string{"-b", "127.0.0.1:0", "-a", "127.0.0.1:0", "-d", t.TempDir(), "-log-keep-for", "10s"}, cli.ExitUsage, "at least 30s"},
 		{"join unreachable", []string{"-b", "127.0.0.1:0", "-a", "127.0.0.1:0", "-d", t.TempDir(), "-j", "127.0.0.1:1"}, cli.ExitJoin, "cannot join"},
 	}
 	for _, c := range cases {
