@@ -330,7 +330,8 @@ func TestListingServesLookups(t *testing.T) {
 		}
 	}
 	log := &countingLog{Log: hosts[1].Log}
-	reader := New(mustInode(t, log, hosts[1].Blocks, inode.Options{}), Options{EntryValid: 500 * time.Millisecond})
+	clock := newFakeClock()
+	reader := New(mustInode(t, log, hosts[1].Blocks, inode.Options{Clock: clock.now}), Options{EntryValid: 500 * time.Millisecond})
 	dir, err := lookup(t, root(t, reader), "d")
 	if err != nil {
 		t.Fatal(err)
@@ -369,7 +370,7 @@ func TestListingServesLookups(t *testing.T) {
 	if _, err := dir.ReadDirAll(ctx); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(600 * time.Millisecond)
+	clock.advance(600 * time.Millisecond)
 	before = log.n.Load()
 	if _, err := lookup(t, dir, "f2"); err != nil || log.n.Load() == before {
 		t.Errorf("a lookup after the entry timeout: %v, %d requests", err, log.n.Load()-before)
@@ -385,7 +386,8 @@ func TestAttrsFromRecentReads(t *testing.T) {
 	hosts := memcluster.New(t, 3)
 	log := &countingLog{Log: hosts[0].Log}
 	const valid = 500 * time.Millisecond
-	s := New(mustInode(t, log, hosts[0].Blocks, inode.Options{}), Options{AttrValid: valid})
+	clock := newFakeClock()
+	s := New(mustInode(t, log, hosts[0].Blocks, inode.Options{Clock: clock.now}), Options{AttrValid: valid})
 	other := New(mustInode(t, hosts[1].Log, hosts[1].Blocks, inode.Options{}), Options{})
 	ctx := ctxT(t)
 	if err := s.fs.Init(ctx); err != nil {
@@ -412,7 +414,7 @@ func TestAttrsFromRecentReads(t *testing.T) {
 	if err := of.Setattr(ctx, &fuse.SetattrRequest{Valid: fuse.SetattrMode, Mode: 0o600}, &fuse.SetattrResponse{}); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(valid)
+	clock.advance(valid)
 	if a := attr(t, f); a.Mode.Perm() != 0o600 {
 		t.Errorf("mode after another mount's chmod and the timeout: %v", a.Mode)
 	}
@@ -697,3 +699,15 @@ func TestSpecialFilesAndDirectories(t *testing.T) {
 		t.Errorf("the root after rmdir: nlink %d, want %d", a.Nlink, before.Nlink)
 	}
 }
+
+// fakeClock is a clock that moves only when a test advances it.
+type fakeClock struct{ ns atomic.Int64 }
+
+func newFakeClock() *fakeClock {
+	c := &fakeClock{}
+	c.ns.Store(time.Now().UnixNano())
+	return c
+}
+
+func (c *fakeClock) now() time.Time          { return time.Unix(0, c.ns.Load()) }
+func (c *fakeClock) advance(d time.Duration) { c.ns.Add(int64(d)) }

@@ -63,6 +63,8 @@ type Options struct {
 	// here (1<<PageShift bytes; see Attr.PageShift). Default
 	// DefaultPageShift; a page spans at least Chunk.Max.
 	PageShift uint8
+	// Clock gives the times inodes are stamped with. Default time.Now.
+	Clock func() time.Time
 }
 
 // FS runs the filesystem's operations as transactions of the logs, and
@@ -139,10 +141,16 @@ func New(log Log, blocks Blocks, opts Options) (*FS, error) {
 		return nil, fmt.Errorf("inode: a page of 1<<%d bytes for blocks of up to %d: want a shift from %d to %d, and blocks no larger than a page",
 			opts.PageShift, maxChunk, minPageShift, maxPageShift)
 	}
+	if opts.Clock == nil {
+		opts.Clock = time.Now
+	}
 	dirs, _ := lru.New[ID, uint64](maxDirs) // fails only for a size below 1
 	return &FS{log: log, blocks: blocks, levels: levels, chunk: opts.Chunk, cache: newBlockCache(opts.CacheBlocks, opts.CacheBytes), dirs: dirs, known: newKnown(), pages: newPageCache(),
-		pageShift: opts.PageShift, clock: time.Now, readAhead: opts.ReadAhead, inflight: map[blockstore.Hash]*fetch{}}, nil
+		pageShift: opts.PageShift, clock: opts.Clock, readAhead: opts.ReadAhead, inflight: map[blockstore.Hash]*fetch{}}, nil
 }
+
+// Now returns the time of the filesystem's clock (Options.Clock).
+func (f *FS) Now() time.Time { return f.clock() }
 
 // OnChange has fn called with every inode this FS changes or deletes,
 // once the write has ended (committed or not: either way what was known
