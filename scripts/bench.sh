@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Benchmarks the filesystem on (a) the local disk, (b) go-fuse's loopback
-# over the local disk with the kernel's FUSE passthrough off (scripts/loopback:
+# over the local disk with the kernel's FUSE passthrough off (internal/loopback:
 # the ceiling of a Go FUSE filesystem here) and (c) difuse, through a FUSE
 # mount of a 3-node cluster on this machine (N = 3, default levels), in the
 # same run. Every workload runs RUNS times on each; one table gives the
@@ -42,7 +42,7 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
-go build -buildvcs=auto -o "$work/bin/" ./cmd/difused ./cmd/difuse-mount ./scripts/loopback
+go build -buildvcs=auto -o "$work/bin/" ./cmd/difused ./cmd/difuse-mount ./internal/loopback
 
 bench_cluster
 mkdir -p "$work/mnt" "$work/lb" "$work/lbsrc" "$work/local"

@@ -17,7 +17,7 @@ import (
 	"time"
 
 	"github.com/difuse/difuse/internal/cli"
-	"github.com/difuse/difuse/jepsen"
+	"github.com/difuse/difuse/internal/jepsen"
 )
 
 func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
