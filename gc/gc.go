@@ -110,6 +110,12 @@ type Sweepers interface {
 	Sweep(ctx context.Context, to string, req SweepRequest) (blockstore.SweepStats, error)
 }
 
+// Blocks is this host's block store as collection uses it
+// (*blockstore.Service).
+type Blocks interface {
+	Sweep(keep func(blockstore.Hash) bool, cutoff time.Time, dryRun bool, each func() error) (blockstore.SweepStats, error)
+}
+
 // SweepRequest asks a host to delete the blocks Keep does not contain and
 // that were last used more than Age ago, by the host's clock; DryRun only
 // counts them.
@@ -127,7 +133,7 @@ type Collector struct {
 	lister   Lister
 	log      Log
 	sweepers Sweepers
-	local    *blockstore.Local
+	blocks   Blocks
 	limiter  *rate.Limiter
 	cycle    sync.Mutex // one cycle at a time on this host
 	mu       sync.Mutex
@@ -137,11 +143,11 @@ type Collector struct {
 
 // New returns a collector over the ring's members, the hosts' listings,
 // the transaction logs, the other hosts' sweeps and this host's blocks.
-func New(cfg Config, members func(context.Context) ([]ring.Ref, error), lister Lister, log Log, sweepers Sweepers, local *blockstore.Local) (*Collector, error) {
+func New(cfg Config, members func(context.Context) ([]ring.Ref, error), lister Lister, log Log, sweepers Sweepers, blocks Blocks) (*Collector, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	return &Collector{cfg: cfg, members: members, lister: lister, log: log, sweepers: sweepers, local: local,
+	return &Collector{cfg: cfg, members: members, lister: lister, log: log, sweepers: sweepers, blocks: blocks,
 		limiter: rate.NewLimiter(rate.Limit(cfg.Rate), max(cfg.Rate/10, 1)), stats: nodestatus.GC{State: "idle"}, clock: cfg.Clock}, nil
 }
 
@@ -419,7 +425,7 @@ func (c *Collector) HandleSweep(ctx context.Context, req SweepRequest) (blocksto
 	if req.Age < c.cfg.Grace {
 		return blockstore.SweepStats{}, fmt.Errorf("gc: a sweep of blocks unused for %s, less than this host's grace time %s", req.Age, c.cfg.Grace)
 	}
-	st, err := c.local.Sweep(req.Keep.Contains, c.clock().Add(-req.Age), req.DryRun, func() error { return c.limiter.Wait(ctx) })
+	st, err := c.blocks.Sweep(req.Keep.Contains, c.clock().Add(-req.Age), req.DryRun, func() error { return c.limiter.Wait(ctx) })
 	if !req.DryRun {
 		c.update(func(s *nodestatus.GC) {
 			s.FreedBlocks, s.FreedBytes = s.FreedBlocks+st.Freed, s.FreedBytes+st.FreedBytes

@@ -51,7 +51,7 @@ func newSkewedWorld(t *testing.T, grace time.Duration, skew *time.Duration) *wor
 		members := func(ctx context.Context) ([]ring.Ref, error) {
 			return ring.Members(ctx, h.RingTransport, []string{h.Addr})
 		}
-		hl, err := heal.New(heal.Config{Addr: h.Addr}, members, h.Ring, h.Log, h.Blocks, h.BlockTransport, nil)
+		hl, err := heal.New(heal.Config{Addr: h.Addr}, members, h.Ring, h.Log, h.Blocks, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -60,7 +60,7 @@ func newSkewedWorld(t *testing.T, grace time.Duration, skew *time.Duration) *wor
 		if h.Addr == "h1" && skew != nil {
 			cfg.Clock = func() time.Time { return time.Now().Add(*skew) }
 		}
-		c, err := gc.New(cfg, members, lister, h.Log, w.collectors, h.Blocks.Local())
+		c, err := gc.New(cfg, members, lister, h.Log, w.collectors, h.Blocks)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -291,13 +291,13 @@ func TestCollectRacingWrite(t *testing.T) {
 	}
 	lister := memLister{}
 	for _, x := range w.c.Hosts {
-		hl, err := heal.New(heal.Config{Addr: x.Addr}, members, x.Ring, x.Log, x.Blocks, x.BlockTransport, nil)
+		hl, err := heal.New(heal.Config{Addr: x.Addr}, members, x.Ring, x.Log, x.Blocks, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
 		lister[x.Addr] = hl
 	}
-	c, err := gc.New(gc.Config{Addr: h.Addr, Grace: 200 * time.Millisecond}, members, lister, h.Log, racing, h.Blocks.Local())
+	c, err := gc.New(gc.Config{Addr: h.Addr, Grace: 200 * time.Millisecond}, members, lister, h.Log, racing, h.Blocks)
 	if err != nil {
 		t.Fatal(err)
 	}

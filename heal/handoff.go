@@ -78,7 +78,7 @@ func (h *Healer) handOff(ctx context.Context, p *pass, kind Kind, set []string, 
 				continue // the ring does not agree yet
 			}
 		}
-		if err := h.blocks.Local().Delete(hash, false); err != nil {
+		if err := h.blocks.Drop(hash); err != nil {
 			return err
 		}
 		p.changed++

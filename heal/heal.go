@@ -21,7 +21,6 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/difuse/difuse/blockstore"
-	"github.com/difuse/difuse/level"
 	"github.com/difuse/difuse/nodestatus"
 	"github.com/difuse/difuse/ring"
 	"github.com/difuse/difuse/txlog"
@@ -104,17 +103,17 @@ type Logs interface {
 	Drop(partition string) error
 }
 
-// Blocks is the block service as healing uses it (*blockstore.Service).
+// Blocks is the block service as healing uses it (*blockstore.Service):
+// this host's copies, and copies between hosts.
 type Blocks interface {
-	Local() *blockstore.Local
-	Get(ctx context.Context, h blockstore.Hash, l level.Level) ([]byte, error)
-}
-
-// BlockTransport reaches other hosts' block stores (blockrpc.Transport).
-type BlockTransport interface {
-	Has(ctx context.Context, to string, hashes []blockstore.Hash, touch bool) ([]bool, error)
-	Put(ctx context.Context, to string, h blockstore.Hash, data []byte, sync bool) error
-	Get(ctx context.Context, from string, h blockstore.Hash) ([]byte, error)
+	Walk(fn func(blockstore.Hash) error) error
+	Holds(h blockstore.Hash) (bool, error)
+	Verify(h blockstore.Hash, v *blockstore.Verifier) (int64, error)
+	Drop(h blockstore.Hash) error
+	Repair(ctx context.Context, h blockstore.Hash) error
+	HeldBy(ctx context.Context, host string, hashes []blockstore.Hash) ([]bool, error)
+	Send(ctx context.Context, host string, h blockstore.Hash) (int, error)
+	Fetch(ctx context.Context, host string, h blockstore.Hash) (int, error)
 }
 
 // Peers reaches other hosts' healers.
@@ -212,7 +211,6 @@ type Healer struct {
 	placer  Placer
 	logs    Logs
 	blocks  Blocks
-	btr     BlockTransport
 	peers   Peers
 	log     *slog.Logger
 	bytes   *rate.Limiter
@@ -234,12 +232,12 @@ type Healer struct {
 // New returns a healer. members returns the ring's vnodes (ring.Members);
 // placer checks that the ring places a block elsewhere before this host
 // drops it.
-func New(cfg Config, members func(context.Context) ([]ring.Ref, error), placer Placer, logs Logs, blocks Blocks, btr BlockTransport, peers Peers) (*Healer, error) {
+func New(cfg Config, members func(context.Context) ([]ring.Ref, error), placer Placer, logs Logs, blocks Blocks, peers Peers) (*Healer, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
 	return &Healer{
-		cfg: cfg, members: members, placer: placer, logs: logs, blocks: blocks, btr: btr, peers: peers, log: cfg.Logger,
+		cfg: cfg, members: members, placer: placer, logs: logs, blocks: blocks, peers: peers, log: cfg.Logger,
 		bytes: rate.NewLimiter(rate.Limit(cfg.BytesPerSecond), max(cfg.BytesPerSecond, blockstore.MaxBlockBytes)),
 		syncs: rate.NewLimiter(rate.Limit(cfg.SyncsPerSecond), cfg.SyncsPerSecond),
 		clock: time.Now, seen: map[string]time.Time{}, index: map[Kind]*index{},

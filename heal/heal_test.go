@@ -76,7 +76,7 @@ func (w *world) addHealer(h *memcluster.Host) {
 	}
 	logger := slog.New(slog.NewTextHandler(testWriter{w.t}, &slog.HandlerOptions{Level: slog.LevelDebug})).With("host", h.Addr)
 	hl, err := heal.New(heal.Config{Addr: h.Addr, Grace: 100 * time.Millisecond, CallTimeout: time.Second, ScrubBytes: 1 << 30, Logger: logger},
-		members, h.Ring, h.Log, h.Blocks, h.BlockTransport, memPeers{h.Addr, w.c, w.healers})
+		members, h.Ring, h.Log, h.Blocks, memPeers{h.Addr, w.c, w.healers})
 	if err != nil {
 		w.t.Fatal(err)
 	}

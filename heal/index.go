@@ -53,7 +53,7 @@ func (h *Healer) list(kind Kind, fresh bool) (*index, error) {
 			return nil
 		})
 	case KindBlock:
-		err = h.blocks.Local().Walk(func(hash blockstore.Hash) error {
+		err = h.blocks.Walk(func(hash blockstore.Hash) error {
 			ix.items = append(ix.items, entry{Item{Key: string(hash[:]), Digest: hash}, ring.ID(hash), nil})
 			ix.byHash = append(ix.byHash, hash)
 			return nil

@@ -95,20 +95,16 @@ func (h *Healer) copyItem(ctx context.Context, kind Kind, key, leader string, ho
 	if err != nil {
 		return err
 	}
-	if ok, err := h.blocks.Local().Has(hash); err != nil || ok {
+	if ok, err := h.blocks.Holds(hash); err != nil || ok {
 		return err
 	}
-	var lastErr error
+	lastErr := fmt.Errorf("block %s: no host holds it", hash)
 	for _, from := range holders {
-		data, err := h.btr.Get(cctx, from, hash)
-		if err == nil && blockstore.Sum(data) == hash {
-			if err := h.bytes.WaitN(ctx, len(data)); err != nil {
-				return err
-			}
-			_, err = h.blocks.Local().PutHashed(hash, data, true)
-			return err
+		n, err := h.blocks.Fetch(cctx, from, hash)
+		if err == nil {
+			return h.bytes.WaitN(ctx, n) // the rate, kept over the blocks fetched
 		}
-		lastErr = fmt.Errorf("from %s: %v", from, err)
+		lastErr = err
 	}
-	return fmt.Errorf("block %s: %v", hash, lastErr)
+	return lastErr
 }

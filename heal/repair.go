@@ -233,7 +233,7 @@ func (h *Healer) sendBlocks(ctx context.Context, p *pass, peer string, hashes []
 	for start := 0; start < len(hashes); start += MaxItems {
 		batch := hashes[start:min(start+MaxItems, len(hashes))]
 		cctx, cancel := context.WithTimeout(ctx, h.cfg.CallTimeout)
-		has, err := h.btr.Has(cctx, peer, batch, false)
+		has, err := h.blocks.HeldBy(cctx, peer, batch)
 		cancel()
 		if err != nil {
 			return err
@@ -252,21 +252,15 @@ func (h *Healer) sendBlocks(ctx context.Context, p *pass, peer string, hashes []
 }
 
 func (h *Healer) sendBlock(ctx context.Context, peer string, hash blockstore.Hash) error {
-	data, err := h.blocks.Local().Get(hash)
+	cctx, cancel := context.WithTimeout(ctx, h.cfg.CallTimeout)
+	n, err := h.blocks.Send(cctx, peer, hash)
+	cancel()
 	if errors.Is(err, blockstore.ErrNotFound) {
 		return nil // deleted meanwhile
 	}
 	if err != nil {
 		return err // a damaged copy is the scrubber's
 	}
-	if err := h.bytes.WaitN(ctx, len(data)); err != nil {
-		return err
-	}
-	cctx, cancel := context.WithTimeout(ctx, h.cfg.CallTimeout)
-	defer cancel()
-	if err := h.btr.Put(cctx, peer, hash, data, true); err != nil {
-		return fmt.Errorf("send block %s: %w", hash, err)
-	}
-	h.count(func(s *nodestatus.Heal) { s.BlocksSent++; s.BytesSent += int64(len(data)) })
-	return nil
+	h.count(func(s *nodestatus.Heal) { s.BlocksSent++; s.BytesSent += int64(n) })
+	return h.bytes.WaitN(ctx, n) // the rate, kept over the blocks sent
 }

@@ -7,7 +7,6 @@ import (
 	"sort"
 
 	"github.com/difuse/difuse/blockstore"
-	"github.com/difuse/difuse/level"
 	"github.com/difuse/difuse/nodestatus"
 	"github.com/difuse/difuse/ring"
 )
@@ -26,27 +25,22 @@ func (h *Healer) scrub(ctx context.Context) error {
 	h.mu.Lock()
 	from := h.scrubAt
 	h.mu.Unlock()
-	local := h.blocks.Local()
 	start := sort.Search(len(ix.byHash), func(i int) bool { return ring.ID(ix.byHash[i]).Cmp(ring.ID(from)) > 0 })
 	var done int64
 	v := blockstore.NewVerifier()
 	for n := 0; n < len(ix.byHash) && done < h.cfg.ScrubBytes; n++ {
 		hash := ix.byHash[(start+n)%len(ix.byHash)]
-		size, err := local.Verify(hash, v)
+		size, err := h.blocks.Verify(hash, v)
 		switch {
 		case errors.Is(err, blockstore.ErrNotFound):
 		case errors.Is(err, blockstore.ErrCorrupt):
 			h.count(func(s *nodestatus.Heal) { s.BlocksCorrupt++ })
 			h.log.Warn("damaged block found", "block", hash.String(), "err", err)
 			cctx, cancel := context.WithTimeout(ctx, h.cfg.CallTimeout)
-			good, gerr := h.blocks.Get(cctx, hash, level.Quorum)
+			if err := h.blocks.Repair(cctx, hash); err != nil {
+				h.fail(fmt.Errorf("heal: %w", err))
+			}
 			cancel()
-			if gerr == nil {
-				_, gerr = local.PutHashed(hash, good, true)
-			}
-			if gerr != nil {
-				h.fail(fmt.Errorf("heal: repair damaged block %s: %w", hash, gerr))
-			}
 		case err != nil:
 			return err
 		default:

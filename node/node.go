@@ -349,7 +349,7 @@ func New(cfg Config) (_ *Node, err error) {
 	hc := cfg.Heal
 	hc.Addr, hc.Replicas, hc.Logger, hc.LeftAt = advertise, rc.Replicas, n.log.With("component", "heal"), n.ring.LeftAt
 	healTr := healrpc.NewTransport(n.pool)
-	if n.healer, err = heal.New(hc, n.members, places, n.txlog, n.blocks, blockrpc.NewTransport(n.pool), healTr); err != nil {
+	if n.healer, err = heal.New(hc, n.members, places, n.txlog, n.blocks, healTr); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrConfig, err)
 	}
 	serverTLS := n.ident.ServerConfig()
@@ -366,7 +366,7 @@ func New(cfg Config) (_ *Node, err error) {
 	healrpc.Register(n.grpcSrv, healService{n})
 	gcc := cfg.GC
 	gcc.Addr, gcc.Logger, gcc.Clock = advertise, n.log.With("component", "gc"), cfg.Clock
-	if n.gc, err = gc.New(gcc, n.members, healTr, n.txlog, gcrpc.NewTransport(n.pool), local); err != nil {
+	if n.gc, err = gc.New(gcc, n.members, healTr, n.txlog, gcrpc.NewTransport(n.pool), n.blocks); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrConfig, err)
 	}
 	gcrpc.Register(n.grpcSrv, n.gc)

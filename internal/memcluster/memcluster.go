@@ -24,8 +24,6 @@ type Host struct {
 	Blocks *blockstore.Service
 	// RingTransport reaches the other hosts' ring hosts, as this host.
 	RingTransport ring.Transport
-	// BlockTransport reaches the other hosts' block stores, as this host.
-	BlockTransport blockstore.Transport
 }
 
 // Cluster is hosts on in-memory networks that share one fault model.
@@ -92,7 +90,7 @@ func (c *Cluster) NewHost() *Host {
 	done := make(chan struct{})
 	go func() { defer close(done); rh.Run(ctx) }()
 	t.Cleanup(func() { cancel(); <-done; svc.Close(); blocks.Wait() })
-	h := &Host{Addr: addr, Ring: rh, Log: svc, Blocks: blocks, RingTransport: c.ringNet.Transport(addr), BlockTransport: c.blockNet.Transport(addr)}
+	h := &Host{Addr: addr, Ring: rh, Log: svc, Blocks: blocks, RingTransport: c.ringNet.Transport(addr)}
 	c.Hosts = append(c.Hosts, h)
 	return h
 }
