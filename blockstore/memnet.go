@@ -11,27 +11,21 @@ import (
 // memnet fault model that the ring's in-memory network can share. Blocks
 // are copied across it, as a real network would.
 type Network struct {
-	hosts *memnet.Registry[Handler]
+	*memnet.Registry[Handler] // Attach makes an address reach a handler
 }
 
 // NewNetwork returns a network obeying faults.
 func NewNetwork(faults *memnet.Faults) *Network {
-	return &Network{hosts: memnet.NewRegistry[Handler](faults)}
+	return &Network{memnet.NewRegistry[Handler](faults)}
 }
-
-// Attach makes addr reach h.
-func (n *Network) Attach(addr string, h Handler) { n.hosts.Attach(addr, h) }
 
 // Transport returns the transport of the host at from.
-func (n *Network) Transport(from string) Transport { return memTransport{n: n, from: from} }
+func (n *Network) Transport(from string) Transport { return memTransport{n.From(from)} }
 
-type memTransport struct {
-	n    *Network
-	from string
-}
+type memTransport struct{ memnet.Endpoint[Handler] }
 
 func call[T any](t memTransport, to string, fn func(Handler) (T, error)) (T, error) {
-	return memnet.Call(t.n.hosts, t.from, to, fn)
+	return memnet.Send(t.Endpoint, to, fn)
 }
 
 func (t memTransport) Has(_ context.Context, to string, hashes []Hash, touch bool) ([]bool, error) {

@@ -57,3 +57,17 @@ func Call[H, T any](r *Registry[H], from, to string, fn func(H) (T, error)) (T, 
 	}
 	return out, err
 }
+
+// Endpoint is one host's side of a registry: where its calls come from.
+type Endpoint[H any] struct {
+	r    *Registry[H]
+	from string
+}
+
+// From returns the endpoint of the host at addr.
+func (r *Registry[H]) From(addr string) Endpoint[H] { return Endpoint[H]{r: r, from: addr} }
+
+// Send is Call from e's host.
+func Send[H, T any](e Endpoint[H], to string, fn func(H) (T, error)) (T, error) {
+	return Call(e.r, e.from, to, fn)
+}
