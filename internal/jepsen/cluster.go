@@ -495,17 +495,27 @@ func (c *cluster) copiesComplete() bool {
 	return true
 }
 
+// errOutside says that a running member is not in the ring yet: it is
+// still joining (copying its share first, which can take minutes under
+// load).
+var errOutside = errors.New("not in the ring yet")
+
 // waitSettled waits until every running member places sample keys on
-// min(3, running members) hosts.
+// min(3, running members) hosts: for 2 minutes, or 15 while a member is
+// still joining.
 func (c *cluster) waitSettled(ctx context.Context) error {
-	deadline := time.Now().Add(2 * time.Minute)
+	start := time.Now()
 	for {
 		err := c.unsettled(ctx)
 		if err == nil {
 			return nil
 		}
-		if time.Now().After(deadline) || ctx.Err() != nil {
-			return fmt.Errorf("the ring did not settle in 2 minutes: %w", err)
+		limit := 2 * time.Minute
+		if errors.Is(err, errOutside) {
+			limit = 15 * time.Minute
+		}
+		if time.Since(start) > limit || ctx.Err() != nil {
+			return fmt.Errorf("the ring did not settle in %s: %w", limit, err)
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
@@ -534,6 +544,9 @@ func (c *cluster) unsettled(ctx context.Context) error {
 			cancel()
 			if err != nil {
 				return fmt.Errorf("node %d: lookup: %w", i, err)
+			}
+			if len(res.Replicas) == 0 {
+				return fmt.Errorf("node %d: %w", i, errOutside)
 			}
 			if len(res.Replicas) != min(3, len(live)) {
 				return fmt.Errorf("node %d places probe%d on %v, want %d of the members %v", i, k, res.Replicas, min(3, len(live)), live)
