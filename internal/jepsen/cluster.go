@@ -167,7 +167,7 @@ func (c *cluster) addNode(ctx context.Context) (int, error) {
 		// snapshots; healing, hand-offs and garbage collection soon
 		// enough that they happen during a run, with the clocks skewed.
 		"-compact-interval", "10s", "-log-keep", "1", "-log-keep-for", "30s",
-		"-heal-interval", "5s", "-heal-grace", healGrace.String(), "-gc-interval", "30s", "-gc-grace", "2m"}
+		"-heal-interval", "5s", "-heal-grace", "20s", "-gc-interval", "30s", "-gc-grace", "2m"}
 	if len(members) > 0 {
 		n.argv = append(n.argv, "-j", c.grpcAddr(members[c.rng.IntN(len(members))]), "-token-file", c.tokenPath())
 	}
@@ -473,9 +473,9 @@ func (c *cluster) waitServing(ctx context.Context, i int) error {
 	}
 }
 
-// healedSince reports whether every running member has finished a
-// healing pass that started after t.
-func (c *cluster) healedSince(t time.Time) bool {
+// copiesComplete reports whether every running member answers that its
+// last healing pass found no copy missing or behind.
+func (c *cluster) copiesComplete() bool {
 	for _, i := range c.members() {
 		if !c.node(i).running() {
 			continue
@@ -485,9 +485,10 @@ func (c *cluster) healedSince(t time.Time) bool {
 			return false
 		}
 		h, _ := st["heal"].(map[string]any)
-		start, _ := time.Parse(time.RFC3339Nano, fmt.Sprint(h["pass_start"]))
-		end, _ := time.Parse(time.RFC3339Nano, fmt.Sprint(h["pass_end"]))
-		if !start.After(t) || end.Before(start) {
+		passes, _ := h["passes"].(float64)
+		parts, _ := h["missing_partitions"].(float64)
+		blocks, _ := h["missing_blocks"].(float64)
+		if passes == 0 || parts > 0 || blocks > 0 {
 			return false
 		}
 	}

@@ -39,21 +39,13 @@ var faultKinds = []string{"kill", "power-loss", "power-cut", "pause", "pause-lea
 	"partition-bridge", "isolate-leader", "join", "leave", "replace", "clock"}
 
 // lossGap is the least time between two nodes' loss for good; a second
-// loss also waits until every running member has finished a healing pass
-// that started once healing took the first for gone (healGrace after it),
-// so that healing has copied again what the first held before the second
-// goes: two of a key's three replicas lost at once lose it, whatever the
-// system does (a 30-minute run lost two nodes 71 s apart, before the
-// partitions they shared had moved). It does not wait for the copies to
-// be complete: under a workload they never are (a block written at quorum
-// reaches its third replica by healing), and a run waiting for that lost
-// no node at all. A node that leaves hands off what it holds first, and
-// needs no gap.
+// loss also waits until every running member's last healing pass found no
+// copy missing (copiesComplete), so that healing has copied what the first
+// held before the second goes: two of a key's three replicas lost at once
+// lose it, whatever the system does (a 30-minute run lost two nodes 71 s
+// apart, before the partitions they shared had moved). A node that leaves
+// hands off what it holds first, and needs no gap.
 const lossGap = time.Minute
-
-// healGrace is the nodes' -heal-grace: how long healing waits before it
-// copies what a host gone from the ring held.
-const healGrace = 20 * time.Second
 
 // run injects one fault after another until ctx ends: each holds for
 // hold, then is undone, and the cluster gets quiet before the next.
@@ -96,21 +88,18 @@ func (n *nemesis) next() string {
 	switch {
 	case kind == "join" && members > n.size,
 		kind == "leave" && members <= max(3, n.size-1),
-		kind == "replace" && (time.Since(n.lastLoss) < lossGap || !n.waitHealed()):
+		kind == "replace" && (time.Since(n.lastLoss) < lossGap || !n.waitCopies()):
 		return "kill"
 	}
 	return kind
 }
 
-// waitHealed waits up to two minutes until healing has had a pass since
-// the last loss (see lossGap), and reports whether it did.
-func (n *nemesis) waitHealed() bool {
-	if n.lastLoss.IsZero() {
-		return true
-	}
-	for deadline := time.Now().Add(2 * time.Minute); !n.c.healedSince(n.lastLoss.Add(healGrace)); time.Sleep(time.Second) {
+// waitCopies waits up to a minute for copiesComplete, and reports whether
+// it came.
+func (n *nemesis) waitCopies() bool {
+	for deadline := time.Now().Add(time.Minute); !n.c.copiesComplete(); time.Sleep(time.Second) {
 		if time.Now().After(deadline) {
-			n.log.Info("jepsen: no node lost for good now: healing has not finished a pass since the last loss")
+			n.log.Info("jepsen: no node lost for good now: healing has copies to make")
 			return false
 		}
 	}
