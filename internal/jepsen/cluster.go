@@ -342,6 +342,26 @@ func (n *node) shutdown() {
 	n.lazy = nil
 }
 
+// procState says what the node's process is and where it waits, from
+// /proc: a process that never logged may still be "ip netns exec".
+func (n *node) procState() string {
+	n.mu.Lock()
+	cmd := n.cmd
+	n.mu.Unlock()
+	if cmd == nil || cmd.Process == nil {
+		return "no process"
+	}
+	dir := fmt.Sprintf("/proc/%d/", cmd.Process.Pid)
+	comm, _ := os.ReadFile(dir + "comm")
+	wchan, _ := os.ReadFile(dir + "wchan")
+	stat, _ := os.ReadFile(dir + "stat")
+	state := ""
+	if f := strings.Fields(string(stat)); len(f) > 2 {
+		state = f[2]
+	}
+	return fmt.Sprintf("pid %d %s, state %s, waiting in %s", cmd.Process.Pid, strings.TrimSpace(string(comm)), state, wchan)
+}
+
 // running reports whether the node's process is alive.
 func (n *node) running() bool {
 	n.mu.Lock()
@@ -467,7 +487,7 @@ func (c *cluster) waitServing(ctx context.Context, i int) error {
 			return fmt.Errorf("node %d exited; its log ends:\n%s", i, cli.Tail(n.logPath, 20))
 		}
 		if time.Now().After(deadline) || ctx.Err() != nil {
-			return fmt.Errorf("node %d does not answer; its log ends:\n%s", i, cli.Tail(c.node(i).logPath, 20))
+			return fmt.Errorf("node %d does not answer (%s); its log ends:\n%s", i, c.node(i).procState(), cli.Tail(c.node(i).logPath, 20))
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
