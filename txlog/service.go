@@ -27,9 +27,7 @@ type Config struct {
 	Addr string
 	// Replicas is N, the size of every partition's replica set. Default 3.
 	Replicas int
-	// CallTimeout bounds one call to another host, but for the entries a
-	// leader pushes to a follower: they, synced there first, have 10.
-	// Default 1s.
+	// CallTimeout bounds one call to another host. Default 1s.
 	CallTimeout time.Duration
 	// MaxValueBytes bounds one record's value. Default 1 MiB.
 	MaxValueBytes int
@@ -970,10 +968,9 @@ func (s *Service) push(ctx context.Context, p *part, to string, target uint64) e
 		if err != nil {
 			return err
 		}
-		// Not one CallTimeout: the follower syncs the entries before it
-		// answers, which a loaded disk can take seconds over. ctx bounds
-		// the whole push; a quorum of others answers without waiting.
-		rep, err := s.tr.Append(ctx, to, AppendRequest{Partition: p.name, Ballot: ballot, PrevHeight: next - 1, PrevHash: prevHash, Txs: txs, Commit: commit})
+		cctx, cancel := context.WithTimeout(ctx, s.cfg.CallTimeout)
+		rep, err := s.tr.Append(cctx, to, AppendRequest{Partition: p.name, Ballot: ballot, PrevHeight: next - 1, PrevHash: prevHash, Txs: txs, Commit: commit})
+		cancel()
 		switch {
 		case err != nil:
 			return err
