@@ -66,7 +66,7 @@ echo "== the mount of a 3-process cluster at full size (and the stress workload,
 go test -count=1 -timeout 40m -run 'TestClusterMount|TestStress|TestPOSIXMount' ./cmd/difuse-mount/
 go test -count=1 -timeout 20m -run 'TestJoinRebalance|TestKillForGood|TestAntiEntropy|TestGracefulLeave|TestGCFreesDeletedData' ./cmd/difused/
 
-echo "== the Jepsen-style harness alone (it runs 5 nodes and 2 mounts): a three-minute seeded schedule with power loss, a power cut and changes of membership; the planted read bug; the planted ballot bug (up to three one-minute schedules)"
+echo "== the Jepsen-style harness alone (it runs 5 nodes and 2 mounts): a three-minute seeded schedule with power loss, a power cut and changes of membership; the planted read bug; the planted ballot bug (up to five one-minute schedules)"
 go test -short -count=1 -timeout 30m ./internal/jepsen/
 
 echo "== done in $(( $(date +%s) - start ))s"

@@ -77,11 +77,11 @@ func TestPlantedBug(t *testing.T) {
 // overlap for most of each (the second takes over a few seconds in). A
 // replica that knows an entry is committed refuses to cut it, which
 // leaves only a race to lose, so a schedule may miss it (docs/jepsen.md):
-// the test runs up to three schedules, each with a fresh cluster and
+// the test runs up to five schedules, each with a fresh cluster and
 // seed, and fails if none reports the bug.
 func TestPlantedBallotBug(t *testing.T) {
 	var sum Summary
-	for _, seed := range []uint64{15, 17, 16} {
+	for _, seed := range []uint64{15, 17, 16, 18, 19} {
 		sum = runFor(t, Config{Seed: seed, Duration: time.Minute, Keys: 16, KeyLife: 10 * time.Minute, Clients: 24, Mounts: -1,
 			Hold: 12 * time.Second, Quiet: 3 * time.Second,
 			PlantedBug: "forget-promises", Faults: []string{"partition-bridge"}})
